@@ -1,0 +1,22 @@
+"""jaxww: Heavy-Tailed Self-Regularization (HTSR) analysis of JAX/Flax models.
+
+The pipeline, one module per step::
+
+    params pytree --kernels--> weight matrices --spectra--> eigenvalues
+                  --powerlaw--> alpha, xmin, D --metrics--> norms, ranks --report--> Report
+"""
+
+from jaxww.kernels import LAYOUTS, Kernel, Skipped, find_kernels, flatten_params, infer_layout
+from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
+from jaxww.powerlaw import PowerLawFit, fit_power_law
+from jaxww.report import COLUMNS, SUMMARY_METRICS, Report, analyze
+from jaxww.spectra import batched_spectra, eigenvalues
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
+    "Kernel", "PowerLawFit", "Report", "Skipped", "SpectralMetrics",
+    "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
+    "flatten_params", "infer_layout", "spectral_metrics", "warning",
+]
