@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 from typing import Any, Callable, Mapping, NamedTuple, Union
 
 import jax
@@ -225,10 +226,7 @@ def _selected(layers: LayerFilter, name: str) -> bool:
 
 def flatten_params(params):
     """``(names, leaves, treedef)`` of a params pytree, an ``nnx.Module`` or ``nnx.State``."""
-    try:
-        from flax import nnx
-    except ImportError:  # pragma: no cover - flax is a dependency
-        nnx = None
+    nnx = sys.modules.get("flax.nnx")  # an nnx.Module can only exist once flax.nnx is imported
     if nnx is not None and isinstance(params, nnx.Module):
         params = nnx.state(params, nnx.Param)
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)

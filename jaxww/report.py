@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -106,10 +107,31 @@ def _precision_scope(precision: str):
         yield
 
 
-@jax.jit
-def _fit_and_metrics(evals, num_evals, N, xmin_max):
-    fit = jax.vmap(_powerlaw._fit_one, in_axes=(0, None, None))(evals, xmin_max, _powerlaw.EVALS_THRESH)
-    return fit, _metrics.spectral_metrics(evals, num_evals, N, fit.alpha)
+@functools.partial(jax.jit, static_argnames=("kerns", "precision"))
+def _pipeline(leaves, kerns, precision, xmin_max):
+    """Kernels -> spectra -> fit -> metrics for every layer, as one XLA program.
+
+    Same-shape matrices are batched (one Gram/tridiagonal batch per shape bucket,
+    one vectorised fit per spectrum-length bucket); the grouping is static, so the
+    whole analysis of a model structure compiles once.
+    """
+    stacks = [k.matrices(leaves[k.leaf]) for k in kerns]
+    evals = _spectra.batched_spectra(stacks, precision=precision)
+    pooled = [ev.reshape(-1) * (CONV2D_NORM if k.layer_type == "conv2d" else 1.0)
+              for k, ev in zip(kerns, evals)]
+    groups: dict[int, list[int]] = {}
+    for i, k in enumerate(kerns):
+        groups.setdefault(_spectra.bucket(k.num_evals), []).append(i)
+    results = []
+    for nb, members in groups.items():
+        E = jnp.stack([jnp.pad(pooled[i], (0, nb - pooled[i].shape[0])) for i in members])
+        E = jax.lax.optimization_barrier(E)
+        counts = jnp.asarray([kerns[i].num_evals for i in members])
+        Ns = jnp.asarray([kerns[i].N for i in members], E.dtype)
+        fit = jax.vmap(_powerlaw._fit_one, in_axes=(0, None, None))(E, xmin_max, _powerlaw.EVALS_THRESH)
+        met = _metrics.spectral_metrics(E, counts, Ns, fit.alpha)
+        results.append((members, fit, met, E))
+    return results
 
 
 def analyze(
@@ -164,35 +186,19 @@ def analyze(
         why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:10])
         raise ValueError(f"analyze: no eligible weight matrix among {len(leaves)} leaves "
                          f"(searched floating-point leaves with ndim >= 2). Skipped: {why}")
+    used = {k.leaf: leaves[k.leaf] for k in kerns}
     with _precision_scope(precision):
-        dtype = jnp.dtype(precision)
-        stacks = [k.matrices(leaves[k.leaf]) for k in kerns]
-        evals, finite = _spectra.batched_spectra(stacks, precision=precision)
-        pooled = [ev.reshape(-1) * (CONV2D_NORM if k.layer_type == "conv2d" else 1.0)
-                  for k, ev in zip(kerns, evals)]
-        finite = [f.all() for f in finite]
-
-        # Fit and metrics: one call per bucket of spectrum length.
-        groups: dict[int, list[int]] = {}
-        for i, k in enumerate(kerns):
-            groups.setdefault(_spectra.bucket(k.num_evals), []).append(i)
-        bound = jnp.asarray(np.inf if xmin_max is None else xmin_max, dtype)
-        results = []
-        for nb, members in groups.items():
-            E = jnp.stack([jnp.pad(pooled[i], (0, nb - pooled[i].shape[0])) for i in members])
-            counts = jnp.asarray([kerns[i].num_evals for i in members])
-            Ns = jnp.asarray([kerns[i].N for i in members], dtype)
-            fit, met = _fit_and_metrics(E, counts, Ns, bound)
-            results.append((members, fit, met, E, jnp.stack([finite[i] for i in members])))
-        results = jax.device_get(results)
+        bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
+        results = jax.device_get(_pipeline(used, tuple(kerns), precision, bound))
 
     rows: list = [None] * len(kerns)
     evals_by_name = {}
-    for members, fit, met, E, fin in results:
+    for members, fit, met, E in results:
         for r, i in enumerate(members):
             k = kerns[i]
             row = _row(k, i, {f: v[r] for f, v in fit._asdict().items()},
-                       {f: v[r] for f, v in met._asdict().items()}, bool(fin[r]))
+                       {f: v[r] for f, v in met._asdict().items()},
+                       not np.isnan(E[r][: k.num_evals]).any())
             rows[i] = row
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
     leaf_of = {k.name: k.leaf for k in kerns}

@@ -25,12 +25,14 @@ carry no information (in float32 they would otherwise leak into the power-law fi
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.linalg import lapack
 
 #: Elements per batched call (inputs of one call stay below ~256 MiB in float32).
 _BATCH_ELEMENTS = 1 << 26
@@ -50,40 +52,66 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
-def _eigvals_sym(X):
-    """Eigenvalues of one symmetric matrix, descending."""
-    if jax.default_backend() == "tpu":
-        ev = jnp.linalg.eigvalsh(X)
-    else:
-        _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)
-        ev = jax.scipy.linalg.eigh_tridiagonal(d, e, eigvals_only=True)
-    return ev[::-1]
+def _sterf_host(d, e, dtype):
+    """LAPACK ``?sterf`` (eigenvalues of a symmetric tridiagonal matrix, no vectors).
+
+    Arguments and results travel as uint32 words: float64 values would otherwise be
+    cast to float32 when x64 is enabled only by a context manager (the callback
+    runs on another thread, outside it).
+    """
+    d = np.ascontiguousarray(d).view(dtype)[..., 0]
+    e = np.ascontiguousarray(e).view(dtype)[..., 0]
+    sterf = lapack.dsterf if d.dtype == np.float64 else lapack.ssterf
+    flat_d, flat_e = d.reshape(-1, d.shape[-1]), e.reshape(-1, max(e.shape[-1], 1))
+    out = flat_d.copy()
+    if d.shape[-1] > 1:
+        for i in range(flat_d.shape[0]):
+            w, info = sterf(flat_d[i], flat_e[i])
+            out[i] = w if info == 0 else np.nan
+    return out.view(np.uint32).reshape(d.shape + (-1,))
+
+
+def _eigvals_tridiagonal(d, e):
+    """Ascending eigenvalues of the symmetric tridiagonal matrices ``(d, e)``.
+
+    CPU: LAPACK ``?sterf`` through a host callback (the data already lives on the
+    host; XLA compiles ``eigh_tridiagonal`` in about 1 s per shape, ``sterf`` needs
+    no compilation and runs as fast). GPU: ``jax.scipy.linalg.eigh_tridiagonal``.
+    """
+    if jax.default_backend() == "cpu":
+        words = d.dtype.itemsize // 4
+
+        def as_bits(x):
+            bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+            return bits if words > 1 else bits[..., None]
+
+        host = functools.partial(_sterf_host, dtype=np.dtype(d.dtype))
+        out = jax.ShapeDtypeStruct(d.shape + (words,), jnp.uint32)
+        bits = jax.pure_callback(host, out, as_bits(d), as_bits(e), vmap_method="broadcast_all")
+        return jax.lax.bitcast_convert_type(bits if words > 1 else bits[..., 0], d.dtype)
+    return jax.vmap(lambda a, b: jax.scipy.linalg.eigh_tridiagonal(a, b, eigvals_only=True))(d, e)
 
 
 @jax.jit
-def _gram(W):
-    """``(X, finite)`` for a batch ``W`` of shape ``(B, N, M)``: ``X = W^T W``.
+def _spectrum(W, n_rows):
+    """Eigenvalues (descending) of a batch ``W`` of shape ``(B, N, M)``, ``N >= M``.
 
-    A matrix with a NaN or Inf is replaced by zeros (its flag is False) so that
-    no non-finite value reaches LAPACK.
+    ``n_rows`` (shape ``(B,)``) is the larger dimension of each original (unpadded)
+    matrix, for the numerical floor. A matrix with a NaN or Inf gets NaN eigenvalues
+    and never reaches LAPACK.
     """
     finite = jnp.isfinite(W).all(axis=(1, 2))
     W = jnp.where(finite[:, None, None], W, 0)
     X = jnp.einsum("bnm,bnk->bmk", W, W, precision=jax.lax.Precision.HIGHEST)
-    return X, finite
-
-
-@jax.jit
-def _eig(X, n_rows):
-    """Eigenvalues (descending) of a batch of Gram matrices, numerical floor zeroed.
-
-    ``n_rows`` (shape ``(B,)``) is the larger dimension ``N`` of each original matrix.
-    """
-    ev = jax.vmap(_eigvals_sym)(X)
-    ev = jnp.maximum(ev, 0)
-    top = ev[:, :1]
-    floor = top * n_rows[:, None] * jnp.finfo(ev.dtype).eps
-    return jnp.where(ev > floor, ev, 0)
+    if jax.default_backend() == "tpu":  # no tridiagonal reduction on TPU
+        ev = jnp.linalg.eigvalsh(X)
+    else:
+        _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)
+        ev = _eigvals_tridiagonal(d, e)
+    ev = jnp.maximum(ev[:, ::-1], 0)
+    floor = ev[:, :1] * n_rows[:, None] * jnp.finfo(ev.dtype).eps
+    ev = jnp.where(ev > floor, ev, 0)
+    return jnp.where(finite[:, None], ev, jnp.nan)
 
 
 def eigenvalues(W, *, precision: str = "float32") -> jax.Array:
@@ -113,9 +141,7 @@ def eigenvalues(W, *, precision: str = "float32") -> jax.Array:
         W = jnp.swapaxes(W, -1, -2)
     batch = W.shape[:-2]
     Wb = W.reshape((-1,) + W.shape[-2:]).astype(dtype)
-    X, finite = _gram(Wb)
-    ev = _eig(X, jnp.full((X.shape[0],), Wb.shape[1], dtype))
-    ev = jnp.where(finite[:, None], ev, jnp.nan)
+    ev = _spectrum(Wb, jnp.full((Wb.shape[0],), Wb.shape[1], dtype))
     return ev.reshape(batch + ev.shape[-1:])
 
 
@@ -133,7 +159,7 @@ def _chunks(total: int, per_item: int):
     return [(s, min(s + size, total)) for s in range(0, total, size)]
 
 
-def batched_spectra(stacks: Sequence[jax.Array], *, precision: str = "float32"):
+def batched_spectra(stacks: Sequence[jax.Array], *, precision: str = "float32") -> list:
     """Spectra of many stacks of matrices, one jitted call per bucket of shapes.
 
     Args:
@@ -142,52 +168,29 @@ def batched_spectra(stacks: Sequence[jax.Array], *, precision: str = "float32"):
       precision: ``"float32"`` or ``"float64"``.
 
     Returns:
-      ``(evals, finite)``: for every stack, an array ``(T, min(a, b))`` of eigenvalues
-      (descending) and a bool ``(T,)`` saying whether the matrix was finite (a
-      non-finite matrix gets NaN eigenvalues).
+      For every stack, an array ``(T, min(a, b))`` of eigenvalues, descending (NaN for
+      a matrix that holds a NaN or Inf).
     """
     dtype = _dtype(precision)
-    # 1. Orient every stack as (T, N, M), N >= M, and group by padded shape.
     oriented = []
-    by_shape: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple[int, int], list[int]] = {}
     for idx, st in enumerate(stacks):
         st = jnp.asarray(st)
         if st.shape[1] < st.shape[2]:
             st = jnp.swapaxes(st, 1, 2)
         oriented.append(st)
-        key = (bucket(st.shape[1]), bucket(st.shape[2]))
-        by_shape.setdefault(key, []).append(idx)
+        groups.setdefault((bucket(st.shape[1]), bucket(st.shape[2])), []).append(idx)
 
-    # 2. Gram matrices: one call per (N, M) bucket, memory-bounded chunks.
-    grams: dict[int, list] = {}  # M bucket -> [(stack index, X rows, finite)]
-    for (nb, mb), members in by_shape.items():
-        padded = [
+    evals: list = [None] * len(stacks)
+    for (nb, mb), members in groups.items():
+        W = jnp.concatenate([
             jnp.pad(oriented[i].astype(dtype),
                     ((0, 0), (0, nb - oriented[i].shape[1]), (0, mb - oriented[i].shape[2])))
-            for i in members
-        ]
-        W = padded[0] if len(padded) == 1 else jnp.concatenate(padded)
+            for i in members])
         counts = [oriented[i].shape[0] for i in members]
-        rows = np.repeat([oriented[i].shape[1] for i in members], counts)
-        parts = [_gram(W[a:b]) for a, b in _chunks(W.shape[0], nb * mb)]
-        X = jnp.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        fin = jnp.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-        grams.setdefault(mb, []).append((members, counts, X, fin, rows))
-
-    # 3. Eigenvalues: one call per M bucket, across all row counts.
-    evals: list = [None] * len(stacks)
-    finite: list = [None] * len(stacks)
-    for mb, groups in grams.items():
-        X = jnp.concatenate([g[2] for g in groups]) if len(groups) > 1 else groups[0][2]
-        fin = jnp.concatenate([g[3] for g in groups]) if len(groups) > 1 else groups[0][3]
-        rows = jnp.asarray(np.concatenate([g[4] for g in groups]), dtype)
-        ev = [_eig(X[a:b], rows[a:b]) for a, b in _chunks(X.shape[0], mb * mb)]
-        ev = jnp.concatenate(ev) if len(ev) > 1 else ev[0]
-        ev = jnp.where(fin[:, None], ev, jnp.nan)
-        start = 0
-        for members, counts, *_ in groups:
-            for i, t in zip(members, counts):
-                evals[i] = ev[start:start + t, : oriented[i].shape[2]]
-                finite[i] = fin[start:start + t]
-                start += t
-    return evals, finite
+        rows = jnp.asarray(np.repeat([oriented[i].shape[1] for i in members], counts), dtype)
+        W = jax.lax.optimization_barrier(W)
+        ev = jnp.concatenate([_spectrum(W[a:b], rows[a:b]) for a, b in _chunks(W.shape[0], nb * mb)])
+        for i, a, b in zip(members, np.cumsum([0] + counts[:-1]), np.cumsum(counts)):
+            evals[i] = ev[a:b, : oriented[i].shape[2]]
+    return evals

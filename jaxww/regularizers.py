@@ -1,0 +1,783 @@
+"""Differentiable alpha and spectral loss terms, for use inside a jitted ``loss_fn``.
+
+:func:`jaxww.analyze` reports the power-law exponent ``alpha`` of every layer from
+the outside, without gradients. This module makes the same number a differentiable
+function of the weights, so that it can enter a loss under ``jax.grad``:
+
+.. math::
+
+    \\lambda_i = \\sigma_i(W)^2, \\qquad
+    \\alpha = 1 + \\frac{n_t}{\\sum_{j \\in \\text{tail}} \\ln(\\lambda_j / \\lambda_{\\min})}
+
+where the tail is the ``n_t`` largest eigenvalues above ``1e-5`` and
+``lambda_min`` (``xmin``) the smallest of them. How the tail is chosen (``tail=``):
+
+============== ============================================================= ==========
+``tail``       tail                                                          gradient
+============== ============================================================= ==========
+``"ks"``       the exact Clauset-Shalizi-Newman choice (smallest KS distance  index held
+               ``D``), as :func:`jaxww.fit_power_law`                         fixed
+``"fraction"`` or a float ``f``: the top ``ceil(f * n)`` values (``"fraction"`` index held
+               is ``f = 0.5``, the top half, as TempBalance, AlphaPruning and  fixed
+               Xiao et al. use)
+an ``int k``   the top ``k`` values                                          index held
+                                                                              fixed
+``"soft"``     every candidate ``xmin`` weighted by ``softmax(-D_i / T)``:    through
+               ``alpha = sum_i w_i alpha_i``                                 the choice
+============== ============================================================= ==========
+
+``"ks"`` and ``"soft"`` use the small-sample estimator of the fit for fewer than 20
+eigenvalues (``1 + (n_t - 1) / sum ln``); ``"fraction"`` and counts use the plain
+maximum-likelihood estimator ``1 + n_t / sum ln`` of the papers that use them.
+
+Eigenvalues and their gradient. ``W^T W = V diag(lambda) V^T`` is diagonalised with
+``jnp.linalg.eigh`` and the eigenvalues are re-evaluated as Rayleigh quotients
+``lambda_i = ||W v_i||^2`` with ``v_i`` held fixed (``stop_gradient``). This is the
+exact eigenvalue derivative ``d lambda_i / d W = 2 W v_i v_i^T`` (Hellmann-Feynman)
+without the ``1 / (lambda_i - lambda_j)`` terms of the ``eigh`` JVP, so repeated
+eigenvalues (zero, orthogonal or rank-deficient matrices) give finite gradients.
+
+Failures never produce NaN gradients: an estimate that cannot be made (fewer than two
+eigenvalues above ``1e-5``, a flat tail, weights with NaN or Inf) has ``alpha = NaN``
+and a ``status`` (:data:`TAIL_REASONS`), a zero gradient, and is dropped from the
+penalties (and flagged in their ``has_aux`` output).
+
+References:
+  A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in empirical
+  data", SIAM Review 51 (2009).
+  C. H. Martin, M. W. Mahoney, "Implicit self-regularization in deep neural
+  networks", JMLR 22 (2021).
+  X. Xiao, Z. Li, C. Xie, F. Zhou, "Heavy-tailed regularization of weight matrices
+  in deep neural networks", ICANN 2023.
+  Y. Yoshida, T. Miyato, "Spectral norm regularization for improving the
+  generalizability of deep learning", arXiv:1705.10941 (2017).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxww.kernels import find_kernels, flatten_params
+
+#: Eigenvalues at or below this value are left out of the tail (as in the fit).
+EVALS_THRESH = 1e-5
+#: Spectra with fewer kept eigenvalues use the small-sample estimator (``"ks"``, ``"soft"``).
+SMALL_N = 20
+#: Small-sample variant: only tails of at least this many values are KS candidates.
+SMALL_N_MIN_TAIL = 8
+#: Estimates above this are numerically flat tails (mean log-spread < 1e-3): flagged.
+ALPHA_MAX = 1000.0
+#: Default temperature of the ``"soft"`` tail, in units of the KS distance ``D``.
+DEFAULT_TEMPERATURE = 0.01
+#: 2-D convolutions: pooled eigenvalues are multiplied by this, as in :func:`jaxww.analyze`.
+CONV2D_NORM = 0.5
+#: Candidate rows x eigenvalues evaluated at once in the KS scan.
+_CHUNK_ELEMENTS = 1 << 22
+
+TAIL_OK = 0
+TAIL_TOO_FEW = 1
+TAIL_DEGENERATE = 2
+TAIL_NONFINITE = 3
+TAIL_REASONS = {
+    TAIL_OK: "",
+    TAIL_TOO_FEW: "fewer than 2 eigenvalues above 1e-5 in the tail",
+    TAIL_DEGENERATE: "no valid tail: flat tail (alpha <= 1 or > 1000)",
+    TAIL_NONFINITE: "weights or eigenvalues contain NaN or Inf",
+}
+
+Tail = Union[str, int, float]
+Mask = Union[Any, Callable[[Any], Any], None]
+
+
+# --------------------------------------------------------------------------- tails
+class TailSpec(NamedTuple):
+    """A validated tail choice (see the module docstring); build it with :func:`tail_spec`.
+
+    Attributes:
+      kind: ``"ks"``, ``"soft"``, ``"fraction"`` or ``"count"``.
+      fraction: share of the kept spectrum in the tail (``"fraction"``).
+      count: number of values in the tail (``"count"``).
+      temperature: softmax temperature on ``D`` (``"soft"``).
+    """
+
+    kind: str
+    fraction: float = 0.5
+    count: int = 0
+    temperature: float = DEFAULT_TEMPERATURE
+
+
+def tail_spec(tail: Tail | TailSpec = "ks", temperature: float = DEFAULT_TEMPERATURE) -> TailSpec:
+    """Validate a ``tail=`` argument.
+
+    Args:
+      tail: ``"ks"``, ``"soft"``, ``"fraction"`` (top half), a float in ``(0, 1]`` (that
+        share of the spectrum), an int ``>= 2`` (that many values), or a :class:`TailSpec`.
+      temperature: temperature of the ``"soft"`` tail, ``> 0``.
+
+    Returns:
+      A :class:`TailSpec`.
+
+    Raises:
+      ValueError: for anything else.
+    """
+    if isinstance(tail, TailSpec):
+        return tail_spec(_spec_arg(tail), tail.temperature)
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if isinstance(tail, (bool, np.bool_)):
+        raise ValueError(f"tail must be 'ks', 'soft', 'fraction', a float or an int, got {tail!r}")
+    if isinstance(tail, str):
+        if tail == "ks":
+            return TailSpec("ks", temperature=float(temperature))
+        if tail == "soft":
+            return TailSpec("soft", temperature=float(temperature))
+        if tail == "fraction":
+            return TailSpec("fraction", fraction=0.5, temperature=float(temperature))
+        raise ValueError(f"tail must be 'ks', 'soft', 'fraction', a float or an int, got {tail!r}")
+    if isinstance(tail, (int, np.integer)):
+        if tail < 2:
+            raise ValueError(f"a tail count must be >= 2, got {tail}")
+        return TailSpec("count", count=int(tail), temperature=float(temperature))
+    if isinstance(tail, (float, np.floating)):
+        if not 0.0 < tail <= 1.0:
+            raise ValueError(f"a tail fraction must be in (0, 1], got {tail}")
+        return TailSpec("fraction", fraction=float(tail), temperature=float(temperature))
+    raise ValueError(f"tail must be 'ks', 'soft', 'fraction', a float or an int, got {tail!r}")
+
+
+def _spec_arg(spec: TailSpec):
+    return {"ks": "ks", "soft": "soft", "fraction": spec.fraction, "count": spec.count}[spec.kind]
+
+
+class TailAlpha(NamedTuple):
+    """Result of :func:`tail_alpha`; every field has the batch shape of the input.
+
+    Attributes:
+      alpha: the tail exponent (NaN when ``status != TAIL_OK``); differentiable.
+      xmin: smallest eigenvalue of the tail (``"soft"``: the weighted mean of the
+        candidates' ``xmin``).
+      num_tail: number of values in the tail (``"soft"``: of the heaviest candidate).
+      num_fit: number of eigenvalues above the threshold.
+      status: ``TAIL_OK``, ``TAIL_TOO_FEW``, ``TAIL_DEGENERATE`` or ``TAIL_NONFINITE``.
+    """
+
+    alpha: jax.Array
+    xmin: jax.Array
+    num_tail: jax.Array
+    num_fit: jax.Array
+    status: jax.Array
+
+
+def _prepare(x, thresh):
+    """Kept values sorted ascending (pads after them hold 1.0), their logs and count."""
+    n = x.shape[-1]
+    keep = jnp.isfinite(x) & (x > thresh)
+    kc = keep.sum()
+    xs = jnp.sort(jnp.where(keep, x, jnp.inf))
+    inr = jnp.arange(n) < kc
+    xs = jnp.where(inr, xs, 1.0)
+    return xs, jnp.log(xs), kc
+
+
+def _alpha_at(logx, kc, i, small):
+    """MLE exponent of the tail ``[i, kc)`` of ascending logs (differentiable), and its sum."""
+    n = logx.shape[0]
+    pos = jnp.arange(n)
+    tail = (pos >= i) & (pos < kc)
+    s = jnp.where(tail, logx - logx[jnp.clip(i, 0, n - 1)], 0.0).sum()
+    n_i = (kc - i).astype(logx.dtype)
+    ok = (s > 0) & (n_i >= 2)
+    alpha = 1.0 + (n_i - small.astype(logx.dtype)) / jnp.where(ok, s, 1.0)
+    ok &= (alpha > 1.0) & (alpha < ALPHA_MAX)
+    return alpha, ok
+
+
+def _candidate_rows(logx, kc, small, rows):
+    """``alpha_i``, ``D_i`` and the tail sums of the candidates ``rows`` (differentiable)."""
+    n = logx.shape[0]
+    dt = logx.dtype
+    pos = jnp.arange(n)
+    tail = (pos[None, :] >= rows[:, None]) & (pos[None, :] < kc)
+    base = logx[jnp.clip(rows, 0, n - 1)]
+    d = jnp.where(tail, logx[None, :] - base[:, None], 0.0)
+    s = d.sum(axis=1)
+    n_i = jnp.maximum(kc - rows, 1).astype(dt)
+    pos_s = s > jnp.where(small, 1e-12, 0.0)
+    alpha = 1.0 + (n_i - small.astype(dt)) / jnp.where(pos_s, s, 1.0)
+    usable = pos_s & (alpha > 1.0) & (alpha < ALPHA_MAX)
+    a = jnp.where(usable, alpha, 2.0)
+    cdf_fit = 1.0 - jnp.exp((1.0 - a)[:, None] * d)
+    cdf_emp = (pos[None, :] - rows[:, None]).astype(dt) / n_i[:, None]
+    D = jnp.max(jnp.where(tail, jnp.abs(cdf_fit - cdf_emp), 0.0), axis=1)
+    return alpha, D, usable
+
+
+def _candidates(logx, kc, small):
+    """``alpha_i``, ``D_i``, usable and KS-valid flags for every candidate index."""
+    n = logx.shape[0]
+    chunk = max(1, min(n, _CHUNK_ELEMENTS // max(n, 1)))
+    if chunk >= n:
+        alpha, D, usable = _candidate_rows(logx, kc, small, jnp.arange(n))
+    else:
+        num = -(-n // chunk)
+        rows = jnp.arange(num * chunk).reshape(num, chunk)
+        out = jax.lax.map(lambda r: _candidate_rows(logx, kc, small, r), rows)
+        alpha, D, usable = (o.reshape(-1)[:n] for o in out)
+    pos = jnp.arange(n)
+    usable &= pos < kc - 1
+    valid = usable & jnp.where(small, (kc - pos) >= SMALL_N_MIN_TAIL, True)
+    return alpha, D, usable, valid
+
+
+def _ks_index(logx, kc, small):
+    """Index of the CSN choice (smallest D, first on a tie; the fit's fallbacks), or -1."""
+    _, D, usable, valid = _candidates(jax.lax.stop_gradient(logx), kc, small)
+    return _best(D, usable, valid)
+
+
+def _best(D, usable, valid):
+    Dv = jnp.where(valid, D, jnp.inf)
+    best = jnp.argmin(Dv)
+    return jnp.where(jnp.isfinite(Dv[best]), best, jnp.where(usable[0], 0, -1))
+
+
+def _estimate(x, spec: TailSpec, thresh: float) -> TailAlpha:
+    """Tail exponent of one spectrum ``x`` (any order, zero padding allowed)."""
+    dt = x.dtype
+    finite = jnp.isfinite(x).all()
+    xs, logx, kc = _prepare(x, thresh)
+    n = x.shape[0]
+    no = jnp.asarray(False)
+    if spec.kind == "fraction":
+        i = jnp.floor(kc * (1.0 - spec.fraction)).astype(kc.dtype)
+        i = jnp.maximum(jnp.minimum(i, kc - 2), 0)
+        alpha, ok = _alpha_at(logx, kc, i, no)
+    elif spec.kind == "count":
+        i = jnp.maximum(kc - spec.count, 0)
+        alpha, ok = _alpha_at(logx, kc, i, no)
+    elif spec.kind == "ks":
+        small = kc < SMALL_N
+        best = _ks_index(logx, kc, small)
+        i = jnp.maximum(best, 0)
+        alpha, ok = _alpha_at(logx, kc, i, small)
+        ok &= best >= 0
+    else:  # soft: one scan, with gradient; the hard choice from its stopped D
+        small = kc < SMALL_N
+        a_all, D, usable, valid = _candidates(logx, kc, small)
+        best = _best(jax.lax.stop_gradient(D), usable, valid)
+        i = jnp.maximum(best, 0)
+        any_valid = valid.any()
+        z = -D / spec.temperature
+        zmax = jax.lax.stop_gradient(jnp.max(jnp.where(valid, z, -jnp.inf)))
+        e = jnp.where(valid, jnp.exp(jnp.where(valid, z - jnp.where(any_valid, zmax, 0.0), 0.0)), 0.0)
+        w = e / jnp.maximum(e.sum(), 1e-30)
+        soft = (w * jnp.where(valid, a_all, 0.0)).sum()
+        hard, ok = _alpha_at(logx, kc, i, small)
+        alpha = jnp.where(any_valid, soft, hard)
+        ok &= best >= 0
+        xmin_soft = (w * xs).sum()
+    ok &= (kc >= 2) & finite
+    status = jnp.where(~finite, TAIL_NONFINITE,
+                       jnp.where(kc < 2, TAIL_TOO_FEW, jnp.where(ok, TAIL_OK, TAIL_DEGENERATE)))
+    xmin = xs[jnp.clip(i, 0, n - 1)]
+    if spec.kind == "soft":
+        xmin = jnp.where(any_valid, xmin_soft, xmin)
+    nan = jnp.asarray(jnp.nan, dt)
+    return TailAlpha(
+        alpha=jnp.where(ok, alpha, nan),
+        xmin=jnp.where(ok, xmin, nan),
+        num_tail=jnp.where(ok, kc - i, 0).astype(jnp.int32),
+        num_fit=kc.astype(jnp.int32),
+        status=status.astype(jnp.int32),
+    )
+
+
+def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
+               thresh: float = EVALS_THRESH) -> TailAlpha:
+    """Differentiable tail exponent of eigenvalue spectra.
+
+    .. math::
+
+        \\alpha = 1 + \\frac{n_t - c}{\\sum_{j \\in \\text{tail}} \\ln(\\lambda_j / x_{\\min})}
+
+    with ``c = 1`` for the small-sample ``"ks"``/``"soft"`` estimator (fewer than 20
+    values), else ``c = 0``. With ``tail="soft"``,
+    ``alpha = sum_i softmax(-D / T)_i alpha_i`` over the KS candidates.
+
+    Args:
+      evals: eigenvalues, shape ``(..., n)``, any order; values ``<= thresh`` and zero
+        padding are ignored. Leading axes are a batch.
+      tail: ``"ks"``, ``"soft"``, ``"fraction"``, a float share or an int count (see
+        the module docstring).
+      temperature: temperature ``T`` of the ``"soft"`` tail.
+      thresh: eigenvalues at or below this are dropped.
+
+    Returns:
+      A :class:`TailAlpha` with fields of shape ``evals.shape[:-1]``.
+
+    Example:
+      >>> import numpy as np, jaxww
+      >>> x = (1 - np.random.default_rng(0).random(2000)) ** (-1 / 2.5)  # Pareto, alpha=3.5
+      >>> round(float(jaxww.tail_alpha(x).alpha), 1)
+      3.5
+    """
+    spec = tail_spec(tail, temperature)
+    evals = jnp.asarray(evals)
+    if not jnp.issubdtype(evals.dtype, jnp.floating):
+        evals = evals.astype(jnp.float32)
+    if evals.ndim == 0 or evals.shape[-1] == 0:
+        raise ValueError(f"tail_alpha needs at least one eigenvalue, got shape {evals.shape}")
+    flat = evals.reshape(-1, evals.shape[-1])
+    out = jax.vmap(lambda e: _estimate(e, spec, float(thresh)))(flat)
+    return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
+
+
+# --------------------------------------------------------------------- eigenvalues
+def _oriented(W):
+    """``W`` with its larger dimension first (the spectrum does not change)."""
+    return jnp.swapaxes(W, -1, -2) if W.shape[-2] < W.shape[-1] else W
+
+
+def _gram_eigh(W):
+    """``(lambda, V, finite)`` of a batch ``(..., N, M)``, ``N >= M``; lambda ascending.
+
+    ``lambda_i = ||W v_i||^2`` with the eigenvectors ``V`` of ``W^T W`` held fixed: the
+    value is the eigenvalue, the gradient the exact eigenvalue gradient. A matrix with
+    NaN/Inf is replaced by zeros (``finite`` False) so nothing non-finite reaches LAPACK
+    or the gradient. Values below the numerical floor ``max(lambda) * N * eps`` are 0,
+    as in :func:`jaxww.eigenvalues`.
+    """
+    hi = jax.lax.Precision.HIGHEST
+    finite = jnp.isfinite(W).all(axis=(-2, -1))
+    W0 = jnp.where(finite[..., None, None], W, jnp.zeros((), W.dtype))
+    Ws = jax.lax.stop_gradient(W0)
+    X = jnp.einsum("...nm,...nk->...mk", Ws, Ws, precision=hi)
+    _, V = jnp.linalg.eigh(X)
+    V = jax.lax.stop_gradient(V)
+    Z = jnp.einsum("...nm,...mk->...nk", W0, V, precision=hi)
+    lam = jnp.sum(Z * Z, axis=-2)
+    lam = _floor(lam, W.shape[-2])
+    return lam, V, finite
+
+
+def _floor(lam, N):
+    top = jax.lax.stop_gradient(jnp.max(lam, axis=-1, keepdims=True))
+    return jnp.where(lam > top * N * jnp.finfo(lam.dtype).eps, lam, 0.0)
+
+
+def spectrum(W) -> jax.Array:
+    """Differentiable eigenvalues ``sigma_i(W)**2`` of a matrix or a batch, descending.
+
+    The differentiable counterpart of :func:`jaxww.eigenvalues` (same values up to
+    rounding, same numerical floor):
+
+    .. math:: \\lambda_i = \\lVert W v_i \\rVert^2, \\quad
+              \\frac{\\partial \\lambda_i}{\\partial W} = 2 W v_i v_i^T
+
+    with ``v_i`` the eigenvectors of ``W^T W`` held fixed, so there are no
+    ``1/(lambda_i - lambda_j)`` terms and repeated eigenvalues give finite gradients.
+    A matrix with NaN or Inf gives NaN eigenvalues and a zero gradient.
+
+    Args:
+      W: array of shape ``(..., a, b)``; either orientation gives the same spectrum.
+
+    Returns:
+      Array of shape ``(..., min(a, b))``, descending.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxww
+      >>> jaxww.spectrum(jnp.diag(jnp.array([3.0, 2.0, 1.0])))
+      Array([9., 4., 1.], dtype=float32)
+    """
+    W = _as_float(W)
+    if W.ndim < 2:
+        raise ValueError(f"spectrum needs a matrix, got shape {W.shape}")
+    lam, _, finite = _gram_eigh(_oriented(W))
+    lam = jnp.sort(lam, axis=-1)[..., ::-1]
+    return jnp.where(finite[..., None], lam, jnp.nan)
+
+
+def _as_float(W):
+    W = jnp.asarray(W)
+    if not jnp.issubdtype(W.dtype, jnp.floating):
+        W = W.astype(jnp.float32)
+    return W
+
+
+def alpha(W, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
+          thresh: float = EVALS_THRESH) -> jax.Array:
+    """Differentiable power-law exponent of the spectrum of ``W`` (one per matrix).
+
+    ``tail_alpha(spectrum(W), tail).alpha``: with ``tail="ks"`` the value is the
+    ``alpha`` of :func:`jaxww.fit_power_law` on the same eigenvalues, and the gradient
+    is taken with the tail index held fixed.
+
+    Args:
+      W: a matrix ``(a, b)`` or a batch ``(..., a, b)`` (one alpha per matrix).
+      tail: ``"ks"``, ``"soft"``, ``"fraction"``, a float share or an int count.
+      temperature: temperature of the ``"soft"`` tail.
+      thresh: eigenvalues at or below this are dropped.
+
+    Returns:
+      Array of shape ``W.shape[:-2]``; NaN (with a zero gradient) where no tail can
+      be fitted: see :func:`tail_alpha` for the status.
+
+    Example:
+      >>> import jax, jaxww
+      >>> W = jax.random.normal(jax.random.key(0), (64, 32))
+      >>> g = jax.grad(lambda w: jaxww.alpha(w, tail="fraction"))(W)
+      >>> bool(jax.numpy.isfinite(g).all())
+      True
+    """
+    spec = tail_spec(tail, temperature)
+    W = _as_float(W)
+    if W.ndim < 2:
+        raise ValueError(f"alpha needs a matrix, got shape {W.shape}")
+    lam, _, finite = _gram_eigh(_oriented(W))
+    lam = jnp.where(finite[..., None], lam, jnp.nan)
+    return tail_alpha(lam, spec, thresh=thresh).alpha
+
+
+# ----------------------------------------------------------------------- pytrees
+class _Group(NamedTuple):
+    """Kernels whose matrices have the same shape: one batched computation."""
+
+    members: tuple          # indices into the plan's kernels
+    rf: int
+    a: int
+    b: int
+    scale: float            # CONV2D_NORM for 2-D convolutions, else 1.0
+
+    @property
+    def N(self):
+        return max(self.a, self.b)
+
+    @property
+    def M(self):
+        return min(self.a, self.b)
+
+
+class _Plan(NamedTuple):
+    kernels: tuple
+    groups: tuple
+    leaves: list
+    treedef: Any
+
+
+def resolve_mask(mask: Mask, params) -> list:
+    """Per-leaf booleans of an optax-style mask (a tree, a prefix tree or a callable)."""
+    names, leaves, _ = flatten_params(params)
+    if mask is None:
+        return [True] * len(leaves)
+    tree = _param_tree(params)
+    if callable(mask):
+        mask = mask(tree)
+    try:
+        full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, tree)
+    except ValueError as err:
+        raise ValueError("mask must have the structure of the params (or a prefix of it)") from err
+    _, flags, _ = flatten_params(full)
+    out = []
+    for f in flags:
+        if isinstance(f, jax.core.Tracer):
+            raise ValueError("mask values must be static Python bools, not traced arrays")
+        out.append(bool(f))
+    if len(out) != len(leaves):
+        raise ValueError(f"mask has {len(out)} leaves, params have {len(leaves)}")
+    return out
+
+
+def _param_tree(params):
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax is a dependency
+        return params
+    if isinstance(params, nnx.Module):
+        return nnx.state(params, nnx.Param)
+    return params
+
+
+def make_plan(params, mask: Mask = None, layouts=None, *, where: str = "jaxww") -> _Plan:
+    """Find the eligible kernels of ``params`` and group them by matrix shape.
+
+    Raises:
+      ValueError: no floating-point weight matrix is left after the mask.
+    """
+    names, leaves, treedef = flatten_params(params)
+    flags = resolve_mask(mask, params)
+    sel_names = [n for n, f in zip(names, flags) if f]
+    sel_index = [i for i, f in enumerate(flags) if f]
+    kerns, skipped = find_kernels(sel_names, [leaves[i] for i in sel_index], layouts=layouts)
+    if not kerns:
+        why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:8]) or "no leaves selected"
+        raise ValueError(f"{where}: no eligible weight matrix in the params ({len(leaves)} leaves, "
+                         f"{len(sel_index)} selected by the mask). Skipped: {why}")
+    kerns = [dataclasses.replace(k, leaf=sel_index[k.leaf]) for k in kerns]
+    groups: dict = {}
+    for idx, k in enumerate(kerns):
+        leaf = leaves[k.leaf]
+        shape = jax.eval_shape(k.matrices, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)).shape
+        rf, a, b = shape
+        scale = CONV2D_NORM if k.layer_type == "conv2d" else 1.0
+        groups.setdefault((rf, a, b, scale, jnp.dtype(leaf.dtype).name), []).append(idx)
+    groups = tuple(_Group(tuple(m), key[0], key[1], key[2], key[3]) for key, m in groups.items())
+    return _Plan(tuple(kerns), groups, leaves, treedef)
+
+
+def group_matrices(plan: _Plan, group: _Group, leaves=None) -> jax.Array:
+    """The ``(G, rf, N, M)`` stack of one group (larger dimension first)."""
+    leaves = plan.leaves if leaves is None else leaves
+    mats = jnp.stack([_as_float(plan.kernels[i].matrices(leaves[plan.kernels[i].leaf]))
+                      for i in group.members])
+    return _oriented(mats)
+
+
+def _pooled(lam, group: _Group):
+    """``(G, rf, M)`` eigenvalues -> ``(G, rf * M)`` pooled ESD (2-D convs scaled)."""
+    return lam.reshape(lam.shape[0], -1) * group.scale
+
+
+def _tree_estimates(params, spec, mask, layouts, thresh, where):
+    """Per-kernel TailAlpha (concatenated in kernel order), pooled spectra and the plan."""
+    plan = make_plan(params, mask, layouts, where=where)
+    ests, tops, order = [], [], []
+    for g in plan.groups:
+        lam, _, finite = _gram_eigh(group_matrices(plan, g))
+        pooled = _pooled(lam, g)
+        fin = finite.all(axis=-1)
+        pooled = jnp.where(fin[:, None], pooled, jnp.nan)
+        ests.append(jax.vmap(lambda e: _estimate(e, spec, thresh))(pooled))
+        tops.append(jnp.where(fin, jnp.max(jnp.where(fin[:, None], pooled, 0.0), axis=-1), jnp.nan))
+        order.extend(g.members)
+    est = jax.tree.map(lambda *a: jnp.concatenate(a), *ests)
+    inv = np.argsort(np.asarray(order))
+    est = jax.tree.map(lambda a: a[inv], est)
+    return plan, est, jnp.concatenate(tops)[inv]
+
+
+def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
+               mask: Mask = None, layouts=None, thresh: float = EVALS_THRESH) -> dict:
+    """Differentiable alpha of every eligible weight matrix of a params pytree.
+
+    Layers are found and read as by :func:`jaxww.analyze` (dense, convolution taps
+    pooled into one spectrum, attention, stacked layers); same-shape matrices are
+    batched into one ``eigh`` call.
+
+    Args:
+      params: a params pytree, an ``nnx.State`` or an ``nnx.Module``.
+      tail, temperature, thresh: as in :func:`alpha`.
+      mask: optax-style mask (a tree of bools, a prefix of the params tree, or a
+        callable returning one): only leaves marked True are considered.
+      layouts: layout overrides, as in :func:`jaxww.analyze`.
+
+    Returns:
+      ``{layer name: alpha}`` with the names of :func:`jaxww.analyze`'s rows
+      (NaN where the fit failed).
+
+    Raises:
+      ValueError: no eligible weight matrix.
+
+    Example:
+      >>> import jax, jaxww
+      >>> params = {"dense": {"kernel": jax.random.normal(jax.random.key(0), (128, 64))}}
+      >>> list(jaxww.tree_alpha(params))
+      ['dense/kernel']
+    """
+    spec = tail_spec(tail, temperature)
+    plan, est, _ = _tree_estimates(params, spec, mask, layouts, float(thresh), "tree_alpha")
+    return {k.name: est.alpha[i] for i, k in enumerate(plan.kernels)}
+
+
+# ------------------------------------------------------------------------ losses
+class LayerPenalties(NamedTuple):
+    """Auxiliary output of the penalties (``has_aux=True``), keyed by layer name.
+
+    Attributes:
+      alpha: the layer's alpha (NaN when it could not be estimated).
+      penalty: the layer's term before the reduction (0 when dropped).
+      ok: whether the layer's term was used (False: dropped and flagged).
+    """
+
+    alpha: dict
+    penalty: dict
+    ok: dict
+
+
+DISTANCES = ("squared", "absolute", "log", "above")
+REDUCTIONS = ("mean", "sum")
+
+
+def distance(alpha_, target, kind: str):
+    """Distance of ``alpha`` from ``target``.
+
+    ``squared``: ``(a - t)^2``; ``absolute``: ``|a - t|``; ``log``: ``ln(a / t)^2``
+    (gentler for light tails); ``above``: ``max(a - t, 0)^2`` (only pushes alpha down).
+    """
+    if kind == "squared":
+        return (alpha_ - target) ** 2
+    if kind == "absolute":
+        return jnp.abs(alpha_ - target)
+    if kind == "log":
+        return jnp.log(jnp.maximum(alpha_, 1e-6) / target) ** 2
+    if kind == "above":
+        return jnp.maximum(alpha_ - target, 0.0) ** 2
+    raise ValueError(f"distance must be one of {DISTANCES}, got {kind!r}")
+
+
+def check_target(target) -> float:
+    if not isinstance(target, (int, float, np.integer, np.floating)) or isinstance(target, bool):
+        raise ValueError(f"target alpha must be a number > 1, got {target!r}")
+    if not (math.isfinite(target) and target > 1.0):
+        raise ValueError(f"target alpha must be > 1 (a power law needs alpha > 1), got {target}")
+    return float(target)
+
+
+def _check_choice(value, choices, what):
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {choices}, got {value!r}")
+
+
+def reduce_layers(values, ok, reduce: str):
+    """Sum or mean of ``values`` over the layers where ``ok`` (0 when none is)."""
+    total = jnp.where(ok, values, 0.0).sum()
+    if reduce == "sum":
+        return total
+    return total / jnp.maximum(ok.sum(), 1).astype(total.dtype)
+
+
+def _aux(plan, alpha_, per, ok):
+    names = [k.name for k in plan.kernels]
+    return LayerPenalties({n: alpha_[i] for i, n in enumerate(names)},
+                          {n: per[i] for i, n in enumerate(names)},
+                          {n: ok[i] for i, n in enumerate(names)})
+
+
+def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
+                  temperature: float = DEFAULT_TEMPERATURE, distance_fn: str = "squared",
+                  reduce: str = "mean", mask: Mask = None, layouts=None,
+                  thresh: float = EVALS_THRESH, has_aux: bool = False):
+    """Distance of each layer's alpha from a target, reduced over layers.
+
+    .. math:: P = \\operatorname{reduce}_{l \\in \\text{ok}} \\; d(\\alpha_l, \\alpha^*)
+
+    Layers whose alpha cannot be estimated (too few eigenvalues, flat tail, NaN/Inf
+    weights) are dropped from the reduction, so ``P`` and its gradient stay finite.
+
+    Args:
+      params: a params pytree (or ``nnx.State`` / ``nnx.Module``).
+      target: target alpha ``alpha* > 1`` (HTSR: well-trained layers have alpha in
+        about [2, 6]).
+      tail, temperature, thresh: how alpha is estimated (see :func:`alpha`).
+      distance_fn: ``"squared"``, ``"absolute"``, ``"log"`` or ``"above"`` (see
+        :func:`distance`).
+      reduce: ``"mean"`` over the used layers or ``"sum"``.
+      mask: optax-style mask selecting the leaves to penalise.
+      layouts: layout overrides, as in :func:`jaxww.analyze`.
+      has_aux: also return :class:`LayerPenalties` (per-layer alpha, term, flag).
+
+    Returns:
+      A scalar, or ``(scalar, LayerPenalties)`` with ``has_aux=True``.
+
+    Raises:
+      ValueError: ``target <= 1``, an unknown option, or no eligible weight matrix.
+
+    Example:
+      >>> import jax, jaxww
+      >>> params = {"dense": {"kernel": jax.random.normal(jax.random.key(0), (128, 64))}}
+      >>> loss = lambda p: jaxww.alpha_penalty(p, target=3.0)
+      >>> g = jax.jit(jax.grad(loss))(params)
+    """
+    target = check_target(target)
+    _check_choice(distance_fn, DISTANCES, "distance_fn")
+    _check_choice(reduce, REDUCTIONS, "reduce")
+    spec = tail_spec(tail, temperature)
+    plan, est, _ = _tree_estimates(params, spec, mask, layouts, float(thresh), "alpha_penalty")
+    ok = est.status == TAIL_OK
+    safe = jnp.where(ok, est.alpha, target)
+    per = jnp.where(ok, distance(safe, target, distance_fn), 0.0)
+    value = reduce_layers(per, ok, reduce)
+    return (value, _aux(plan, est.alpha, per, ok)) if has_aux else value
+
+
+def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
+                           temperature: float = DEFAULT_TEMPERATURE, reduce: str = "sum",
+                           mask: Mask = None, layouts=None, thresh: float = EVALS_THRESH,
+                           has_aux: bool = False):
+    """Weighted-alpha penalty of Xiao et al. (2023): ``sum_l alpha_l * ln(lambda_max_l)``.
+
+    .. math:: P = \\sum_l \\alpha_l \\ln \\lambda_{\\max, l}
+
+    The default tail is the top half of the spectrum (``tail="fraction"``), the
+    fixed-size tail of the paper. Gradients flow through both ``alpha_l`` and
+    ``lambda_max_l``. Layers whose alpha cannot be estimated or whose
+    ``lambda_max <= 1e-5`` are dropped. Note that ``ln(lambda_max) < 0`` for layers
+    with a spectral norm below 1, where the term rewards a larger alpha.
+
+    Args:
+      params: a params pytree (or ``nnx.State`` / ``nnx.Module``).
+      tail, temperature, thresh: how alpha is estimated (see :func:`alpha`).
+      reduce: ``"sum"`` (the paper) or ``"mean"`` over the used layers.
+      mask: optax-style mask selecting the leaves to penalise.
+      layouts: layout overrides, as in :func:`jaxww.analyze`.
+      has_aux: also return :class:`LayerPenalties`.
+
+    Returns:
+      A scalar, or ``(scalar, LayerPenalties)``.
+
+    References:
+      X. Xiao, Z. Li, C. Xie, F. Zhou, "Heavy-tailed regularization of weight
+      matrices in deep neural networks", ICANN 2023.
+    """
+    _check_choice(reduce, REDUCTIONS, "reduce")
+    spec = tail_spec(tail, temperature)
+    plan, est, top = _tree_estimates(params, spec, mask, layouts, float(thresh),
+                                     "weighted_alpha_penalty")
+    ok = (est.status == TAIL_OK) & (top > thresh)
+    per = jnp.where(ok, jnp.where(ok, est.alpha, 0.0) * jnp.log(jnp.where(ok, top, 1.0)), 0.0)
+    value = reduce_layers(per, ok, reduce)
+    return (value, _aux(plan, est.alpha, per, ok)) if has_aux else value
+
+
+def spectral_norm_penalty(params, *, reduce: str = "sum", mask: Mask = None, layouts=None,
+                          has_aux: bool = False):
+    """Spectral-norm penalty ``sum_l lambda_max_l = sum_l sigma_max(W_l)^2``.
+
+    .. math:: P = \\sum_l \\sigma_{\\max}(W_l)^2, \\qquad
+              \\frac{\\partial P}{\\partial W_l} = 2 W_l v_1 v_1^T
+
+    the squared spectral norm of Yoshida and Miyato (2017); ``lambda_max`` is the
+    ``spectral_norm`` column of :func:`jaxww.analyze` (2-D convolutions: the largest
+    pooled tap eigenvalue times 0.5). Layers with NaN/Inf weights are dropped.
+
+    Args:
+      params: a params pytree (or ``nnx.State`` / ``nnx.Module``).
+      reduce: ``"sum"`` or ``"mean"`` over layers.
+      mask: optax-style mask selecting the leaves to penalise.
+      layouts: layout overrides, as in :func:`jaxww.analyze`.
+      has_aux: also return :class:`LayerPenalties` (``alpha`` holds NaN).
+
+    Returns:
+      A scalar, or ``(scalar, LayerPenalties)``.
+    """
+    _check_choice(reduce, REDUCTIONS, "reduce")
+    plan = make_plan(params, mask, layouts, where="spectral_norm_penalty")
+    tops, order = [], []
+    for g in plan.groups:
+        lam, _, finite = _gram_eigh(group_matrices(plan, g))
+        fin = finite.all(axis=-1)
+        top = jnp.max(_pooled(lam, g), axis=-1)
+        tops.append(jnp.where(fin, top, jnp.nan))
+        order.extend(g.members)
+    inv = np.argsort(np.asarray(order))
+    top = jnp.concatenate(tops)[inv]
+    ok = jnp.isfinite(top)
+    per = jnp.where(ok, top, 0.0)
+    value = reduce_layers(per, ok, reduce)
+    nan = jnp.full_like(per, jnp.nan)
+    return (value, _aux(plan, nan, per, ok)) if has_aux else value
