@@ -1,0 +1,5 @@
+import sys
+
+from jaxww.cli import main
+
+sys.exit(main())
