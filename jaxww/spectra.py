@@ -71,6 +71,11 @@ def _sterf_host(d, e, dtype):
     return out.view(np.uint32).reshape(d.shape + (-1,))
 
 
+def _host_lapack() -> bool:
+    """Whether the tridiagonal eigenvalues are computed by LAPACK on the host (CPU)."""
+    return jax.default_backend() == "cpu"
+
+
 def _eigvals_tridiagonal(d, e):
     """Ascending eigenvalues of the symmetric tridiagonal matrices ``(d, e)``.
 
@@ -78,7 +83,7 @@ def _eigvals_tridiagonal(d, e):
     host; XLA compiles ``eigh_tridiagonal`` in about 1 s per shape, ``sterf`` needs
     no compilation and runs as fast). GPU: ``jax.scipy.linalg.eigh_tridiagonal``.
     """
-    if jax.default_backend() == "cpu":
+    if _host_lapack():
         words = d.dtype.itemsize // 4
 
         def as_bits(x):
