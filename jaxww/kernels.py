@@ -155,7 +155,7 @@ def path_name(path) -> str:
     return "/".join(parts)
 
 
-def infer_layout(name: str, shape: tuple) -> str | tuple[str, str]:
+def infer_layout(name: str, shape: tuple, module_type: str | None = None) -> str | tuple[str, str]:
     """Guess the layout of a floating-point leaf from its name and shape.
 
     Returns a layout from :data:`LAYOUTS`, or ``("skip", reason)``.
@@ -167,6 +167,10 @@ def infer_layout(name: str, shape: tuple) -> str | tuple[str, str]:
     convolutions; 3-5-D ``weight`` leaves are PyTorch convolutions. One extra leading
     axis beyond the layout's rank, under a module named like ``scan``, ``layers``,
     ``blocks``... (or any dense/attention kernel) is a stack of layers.
+
+    ``module_type`` (the class name of the ``nnx`` module owning the leaf, when known)
+    settles the ambiguous cases: an ``nnx.Linear`` kernel with a leading axis is a
+    stack of dense layers (``nnx.vmap``), an ``nnx.Conv`` kernel a convolution.
     """
     parts = [p.lower() for p in re.split(r"[/.]", name)]
     last = parts[-1]
@@ -176,6 +180,10 @@ def infer_layout(name: str, shape: tuple) -> str | tuple[str, str]:
     if last in _NOT_WEIGHTS or last.endswith("bias"):
         return ("skip", f"'{last}' is a bias / normalisation parameter, not a weight matrix")
     stacked = bool(_STACK_HINT.search(outer)) or bool(_STACK_HINT.search(module))
+    if module_type in ("Linear", "Embed") and ndim == 3:
+        module, stacked = "linear", True
+    elif module_type in ("Conv", "ConvTranspose"):
+        module = "conv"
     if "embed" in last:
         base = "embedding"
     elif last == "kernel" and module in ("query", "key", "value") and ndim >= 3:
@@ -234,9 +242,29 @@ def flatten_params(params):
     return names, [leaf for _, leaf in flat], treedef
 
 
+def module_types(params) -> list | None:
+    """Class name of the ``nnx`` module owning each leaf of ``nnx.state(params, nnx.Param)``.
+
+    None for anything but an ``nnx.Module`` (plain pytrees carry no module types).
+    """
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None or not isinstance(params, nnx.Module):
+        return None
+    owners = {tuple(str(k) for k in path): type(node).__name__
+              for path, node in nnx.iter_graph(params) if isinstance(node, nnx.Module)}
+    flat, _ = jax.tree_util.tree_flatten_with_path(nnx.state(params, nnx.Param))
+    types = []
+    for path, _ in flat:
+        keys = tuple(key_name(k) for k in path)
+        if keys and keys[-1] == "value":
+            keys = keys[:-1]
+        types.append(owners.get(keys[:-1]))
+    return types
+
+
 def find_kernels(
     names, leaves, *, layers: LayerFilter = None, layouts: LayoutOverride = None,
-    min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
+    min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000, types=None,
 ):
     """Classify every leaf: the kernels to analyse and the skipped leaves with reasons.
 
@@ -248,6 +276,7 @@ def find_kernels(
         or None`` or a mapping ``{regex: layout}`` (first match wins).
       min_evals, max_evals: keep a layer when ``min_evals <= M * rf <= max_evals``.
       max_N: keep a layer when ``N <= max_N``.
+      types: per leaf, the owning module's class name or None (:func:`module_types`).
 
     Returns:
       ``(kernels, skipped)``: lists of :class:`Kernel` and :class:`Skipped`.
@@ -272,7 +301,8 @@ def find_kernels(
         if not _selected(layers, name):
             skip("excluded by the layers filter")
             continue
-        layout = _override(layouts, name, shape) or infer_layout(name, shape)
+        layout = _override(layouts, name, shape) or infer_layout(
+            name, shape, None if types is None else types[i])
         if isinstance(layout, tuple):
             skip(layout[1])
             continue

@@ -69,7 +69,9 @@ def spectral_metrics(evals, num_evals, N, alpha) -> SpectralMetrics:
     norm = lam.sum(-1)
     top = lam.max(-1)
     log_top = jnp.log10(top)
-    power = jnp.where(lam > 0, lam ** alpha[..., None], 0)
+    # log10(sum(lambda**alpha)) in log space: lambda**alpha overflows float32 for
+    # alpha * log10(max lambda) > 38.
+    log_power = jnp.where(lam > 0, alpha[..., None] * jnp.log(jnp.where(lam > 0, lam, 1)), -jnp.inf)
     rank = (lam > (top * jnp.asarray(N, dt) * jnp.finfo(dt).eps)[..., None]).sum(-1)
     p = jnp.where(real, lam / norm[..., None] + ENTROPY_EPS, 1.0)
     entropy = -(p * jnp.log(p)).sum(-1) / jnp.log(rank + ENTROPY_EPS)
@@ -79,7 +81,7 @@ def spectral_metrics(evals, num_evals, N, alpha) -> SpectralMetrics:
         spectral_norm=top,
         log_spectral_norm=log_top,
         alpha_weighted=alpha * log_top,
-        log_alpha_norm=jnp.log10(power.sum(-1)),
+        log_alpha_norm=jax.nn.logsumexp(log_power, axis=-1) / jnp.log(10.0),
         stable_rank=norm / top,
         matrix_rank=rank,
         entropy=entropy,

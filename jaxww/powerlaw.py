@@ -46,7 +46,8 @@ FIT_DEGENERATE = 2
 FIT_REASONS = {
     FIT_OK: "",
     FIT_TOO_FEW: "fewer than 2 eigenvalues above 1e-5: nothing to fit",
-    FIT_DEGENERATE: "no valid tail: every candidate tail is constant or gives alpha <= 1",
+    FIT_DEGENERATE: "no valid tail: every candidate tail is constant, gives alpha <= 1 "
+                    "or starts above xmin_max",
 }
 
 

@@ -181,15 +181,19 @@ def analyze(
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
     kerns, skipped = _kernels.find_kernels(
         names, leaves, layers=layers, layouts=layouts,
-        min_evals=min_evals, max_evals=max_evals, max_N=max_N)
+        min_evals=min_evals, max_evals=max_evals, max_N=max_N, types=_kernels.module_types(params))
     if not kerns:
         why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:10])
         raise ValueError(f"analyze: no eligible weight matrix among {len(leaves)} leaves "
                          f"(searched floating-point leaves with ndim >= 2). Skipped: {why}")
-    used = {k.leaf: leaves[k.leaf] for k in kerns}
+    # The compiled program depends on shapes and layouts only, not on names: the
+    # static description of each kernel drops its name and numbers its leaf among
+    # the leaves actually used.
+    used = list(dict.fromkeys(k.leaf for k in kerns))
+    specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     with _precision_scope(precision):
         bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
-        results = jax.device_get(_pipeline(used, tuple(kerns), precision, bound))
+        results = jax.device_get(_pipeline(tuple(leaves[i] for i in used), specs, precision, bound))
 
     rows: list = [None] * len(kerns)
     evals_by_name = {}

@@ -1,0 +1,248 @@
+"""``jaxww.analyze`` and ``Report``: rows, details, summary, esd, tree, conv factor, invariances.
+
+Every distinct tree structure given to ``analyze`` is one XLA compilation (~2 s on
+the CPU), so the tests share a few trees (``mixed`` below above all).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxww
+from jaxww import powerlaw as pl
+
+
+@pytest.fixture(scope="module")
+def mixed(h):
+    """A tree with a conv, a dense layer, a stack of 3 layers, a norm scale and a NaN layer."""
+    rng = np.random.default_rng(0)
+    bad = h.gaussian(9)
+    bad[1, 2] = np.nan
+    params = {
+        "conv": {"kernel": rng.standard_normal(h.CONV).astype(np.float32), "bias": np.zeros(32, np.float32)},
+        "dense": {"kernel": h.student_t(1), "bias": np.zeros(128, np.float32)},
+        "layers": {"Dense_0": {"kernel": np.stack([h.student_t(10 + i, (128, 128)) for i in range(3)])}},
+        "norm": {"scale": np.ones(128, np.float32)},
+        "broken": {"kernel": bad},
+    }
+    return params, jaxww.analyze(params)
+
+
+STACK = [f"layers/Dense_0/kernel[{i}]" for i in range(3)]
+NAMES = {"broken/kernel", "conv/kernel", "dense/kernel", *STACK}
+
+
+def assert_esd_close(ev, ref, n):
+    """float32 spectra: relative 1e-4, and values below the floor max * N * eps are 0."""
+    np.testing.assert_allclose(ev, ref, rtol=1e-4, atol=ref.max() * n * np.finfo(np.float32).eps)
+
+
+def rows_by_name(report):
+    return {r["name"]: r for r in report.rows}
+
+
+def test_details_columns_and_rows(mixed):
+    _, report = mixed
+    df = report.details
+    assert list(df.columns) == list(jaxww.COLUMNS)
+    assert set(df["name"]) == NAMES and len(df) == len(NAMES)
+    assert sorted(df["layer_id"]) == list(range(len(NAMES)))
+    for r in report.rows:
+        assert tuple(r) == jaxww.COLUMNS
+    rows = rows_by_name(report)
+    c, d, s = rows["conv/kernel"], rows["dense/kernel"], rows[STACK[1]]
+    assert (c["layer_type"], c["shape"], c["N"], c["M"], c["Q"], c["rf"], c["num_evals"]) == \
+        ("conv2d", (3, 3, 16, 32), 32, 16, 2.0, 9, 144)
+    assert (d["layer_type"], d["shape"], d["N"], d["M"], d["Q"], d["rf"], d["num_evals"]) == \
+        ("dense", (256, 128), 256, 128, 2.0, 1, 128)
+    assert (s["layer_type"], s["shape"], s["N"], s["M"]) == ("dense", (128, 128), 128, 128)
+
+
+def test_skipped_lists_the_other_leaves(mixed):
+    _, report = mixed
+    sk = report.skipped
+    assert list(sk.columns) == ["name", "shape", "dtype", "reason"]
+    assert set(sk["name"]) == {"conv/bias", "dense/bias", "norm/scale"}
+    assert all(isinstance(x, str) and x for x in sk["reason"])
+
+
+def test_failed_row_and_status(mixed):
+    _, report = mixed
+    rows = rows_by_name(report)
+    bad = rows["broken/kernel"]
+    assert bad["status"] == "failed" and "NaN" in bad["reason"]
+    assert math.isnan(bad["alpha"]) and bad["warning"] == ""
+    for n in NAMES - {"broken/kernel"}:
+        assert rows[n]["status"] == "success" and rows[n]["reason"] == ""
+        assert np.isfinite(rows[n]["alpha"])
+
+
+def test_esd_is_the_ascending_spectrum(mixed, h):
+    params, report = mixed
+    assert_esd_close(report.esd("dense/kernel"), h.svd_evals(params["dense"]["kernel"]), 256)
+    for i, n in enumerate(STACK):
+        assert_esd_close(report.esd(n), h.svd_evals(params["layers"]["Dense_0"]["kernel"][i]), 128)
+    for n in NAMES - {"broken/kernel"}:
+        ev = report.esd(n)
+        assert isinstance(ev, np.ndarray) and (np.diff(ev) >= 0).all()
+        assert len(ev) == rows_by_name(report)[n]["num_evals"]
+    with pytest.raises(KeyError, match="no analysed layer"):
+        report.esd("norm/scale")
+
+
+def test_conv2d_esd_has_the_half_factor(mixed, h):
+    params, report = mixed
+    ref = h.conv_taps_evals(params["conv"]["kernel"])
+    ev = report.esd("conv/kernel")
+    assert ev.shape == (144,)
+    assert_esd_close(ev, 0.5 * ref, 32)
+
+
+def test_conv1d_and_conv3d_have_no_half_factor(h):
+    rng = np.random.default_rng(1)
+    c1 = rng.standard_normal((3, 16, 32)).astype(np.float32)
+    c3 = rng.standard_normal((2, 2, 2, 16, 32)).astype(np.float32)
+    report = jaxww.analyze({"c1": {"kernel": c1}, "c3": {"kernel": c3}})
+    rows = rows_by_name(report)
+    assert rows["c1/kernel"]["layer_type"] == "conv1d" and rows["c3/kernel"]["layer_type"] == "conv3d"
+    assert_esd_close(report.esd("c1/kernel"), h.conv_taps_evals(c1), 32)
+    assert_esd_close(report.esd("c3/kernel"), h.conv_taps_evals(c3), 32)
+
+
+def test_rows_are_consistent_with_the_esd(mixed):
+    _, report = mixed
+    for r in report.rows:
+        if r["status"] != "success":
+            continue
+        ev = report.esd(r["name"]).astype(np.float64)
+        fit = jaxww.fit_power_law(report.esd(r["name"]))
+        assert float(fit.alpha) == pytest.approx(r["alpha"], rel=1e-6)
+        assert float(fit.xmin) == pytest.approx(r["xmin"], rel=1e-6)
+        assert float(fit.D) == pytest.approx(r["D"], rel=1e-5)
+        assert r["xmax"] == pytest.approx(ev.max(), rel=1e-6)
+        assert r["num_pl_spikes"] == int((ev >= r["xmin"]).sum())
+        assert r["sigma"] == pytest.approx((r["alpha"] - 1) / math.sqrt(r["num_pl_spikes"]), rel=1e-5)
+        assert r["norm"] == pytest.approx(ev.sum(), rel=1e-5)
+        assert r["log_norm"] == pytest.approx(math.log10(ev.sum()), rel=1e-5)
+        assert r["spectral_norm"] == pytest.approx(ev.max(), rel=1e-6)
+        assert r["log_spectral_norm"] == pytest.approx(math.log10(ev.max()), rel=1e-5)
+        assert r["alpha_weighted"] == pytest.approx(r["alpha"] * math.log10(ev.max()), rel=1e-5)
+        assert r["log_alpha_norm"] == pytest.approx(math.log10(np.sum(ev ** r["alpha"])), rel=1e-5)
+        assert r["stable_rank"] == pytest.approx(ev.sum() / ev.max(), rel=1e-5)
+        assert r["matrix_rank"] == int((ev > 0).sum())
+        assert r["warning"] == jaxww.warning(r["alpha"])
+
+
+def test_summary_means_over_successful_fits(mixed):
+    _, report = mixed
+    ok = [r for r in report.rows if r["status"] == "success"]
+    assert len(ok) == len(NAMES) - 1
+    summary = report.summary
+    assert set(summary) == set(jaxww.SUMMARY_METRICS)
+    for m in jaxww.SUMMARY_METRICS:
+        assert summary[m] == pytest.approx(np.mean([r[m] for r in ok]), rel=1e-9), m
+        assert np.isfinite(summary[m]), m
+
+
+def test_tree_aligned_with_params(mixed):
+    params, report = mixed
+    tree = report.tree("alpha")
+    assert jax.tree_util.tree_structure(tree) == jax.tree_util.tree_structure(params)
+    rows = rows_by_name(report)
+    assert float(tree["dense"]["kernel"]) == pytest.approx(rows["dense/kernel"]["alpha"], rel=1e-6)
+    assert float(tree["conv"]["kernel"]) == pytest.approx(rows["conv/kernel"]["alpha"], rel=1e-6)
+    stack = np.asarray(tree["layers"]["Dense_0"]["kernel"])
+    assert stack.shape == (3,)
+    np.testing.assert_allclose(stack, [rows[n]["alpha"] for n in STACK], rtol=1e-6)
+    for leaf in (tree["dense"]["bias"], tree["conv"]["bias"], tree["norm"]["scale"], tree["broken"]["kernel"]):
+        assert np.isnan(float(leaf))
+    # usable next to the params
+    both = jax.tree.map(lambda p, a: (np.shape(p), np.shape(a)), params, tree)
+    assert both["layers"]["Dense_0"]["kernel"] == ((3, 128, 128), (3,))
+    log_norms = report.tree("log_norm")
+    assert float(log_norms["dense"]["kernel"]) == pytest.approx(rows["dense/kernel"]["log_norm"], rel=1e-6)
+
+
+@pytest.mark.parametrize("column", ["name", "status", "nonsense"])
+def test_tree_rejects_non_numeric_columns(mixed, column):
+    with pytest.raises(ValueError, match="column"):
+        mixed[1].tree(column)
+
+
+def test_summary_of_all_failed_is_nan(h):
+    w = h.gaussian(0)
+    w[0, 0] = np.inf
+    report = jaxww.analyze({"dense": {"bias": np.zeros(128, np.float32), "kernel": w}})
+    assert report.rows[0]["status"] == "failed"
+    assert all(math.isnan(v) for v in report.summary.values())
+
+
+def test_precision_float64_close_to_float32(h):
+    params = {"dense": {"bias": np.zeros(128, np.float32), "kernel": h.student_t(3)}}
+    r32 = jaxww.analyze(params).rows[0]
+    r64 = jaxww.analyze(params, precision="float64").rows[0]
+    assert not jax.config.jax_enable_x64  # analyze(float64) leaves the global flag alone
+    assert r64["alpha"] == pytest.approx(r32["alpha"], rel=1e-4)
+    assert r64["log_norm"] == pytest.approx(r32["log_norm"], rel=1e-5)
+    with pytest.raises(ValueError, match="precision"):
+        jaxww.analyze(params, precision="bfloat16")
+
+
+# --- invariances (hypothesis, float64) -------------------------------------------
+
+def _alpha64(w):
+    r = jaxww.analyze({"dense": {"bias": np.zeros(1, np.float32), "kernel": w}}, precision="float64").rows[0]
+    assert r["status"] == "success"
+    return r
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10_000), nu=st.sampled_from([2.5, 4.0, 100.0]),
+       log10_scale=st.floats(-1.5, 1.5), transform=st.sampled_from(["scale", "transpose", "rows", "cols"]))
+def test_alpha_invariances(seed, nu, log10_scale, transform):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_t(nu, size=(256, 128)) / 16).astype(np.float64)
+    base = _alpha64(w)
+    if transform == "scale":
+        c = 10.0 ** log10_scale
+        out = _alpha64(c * w)
+        assert out["xmin"] == pytest.approx(c * c * base["xmin"], rel=1e-8)
+    elif transform == "transpose":
+        out = _alpha64(w.T)
+        assert out["xmin"] == pytest.approx(base["xmin"], rel=1e-8)
+    elif transform == "rows":
+        out = _alpha64(w[rng.permutation(256)])
+    else:
+        out = _alpha64(w[:, rng.permutation(128)])
+    assert out["alpha"] == pytest.approx(base["alpha"], rel=1e-8)
+    assert out["D"] == pytest.approx(base["D"], rel=1e-6)
+    assert out["num_pl_spikes"] == base["num_pl_spikes"]
+    assert out["stable_rank"] == pytest.approx(base["stable_rank"], rel=1e-8)
+
+
+def test_power_of_two_scaling_float32(h):
+    w = h.student_t(5)
+    a = jaxww.analyze({"dense": {"bias": np.zeros(128, np.float32), "kernel": w}}).rows[0]
+    b = jaxww.analyze({"dense": {"bias": np.zeros(128, np.float32), "kernel": w * 8}}).rows[0]
+    assert b["alpha"] == pytest.approx(a["alpha"], rel=1e-6)
+    assert b["xmin"] == pytest.approx(64 * a["xmin"], rel=1e-6)
+
+
+def test_xmin_max_option(h):
+    params = {"dense": {"bias": np.zeros(128, np.float32), "kernel": h.student_t(1)}}
+    free = jaxww.analyze(params).rows[0]
+    bound = free["xmin"] * 0.5
+    r = jaxww.analyze(params, xmin_max=bound)
+    row = r.rows[0]
+    assert row["xmin"] <= bound
+    fit = jaxww.fit_power_law(r.esd("dense/kernel"), xmin_max=bound)
+    assert row["alpha"] == pytest.approx(float(fit.alpha), rel=1e-6)
+    assert row["alpha"] != pytest.approx(free["alpha"], rel=1e-3)
+    assert int(fit.status) == pl.FIT_OK
