@@ -36,8 +36,8 @@ EVALS_THRESH = 1e-5
 SMALL_N = 20
 #: In the small-sample variant, only tails of at least this many values are candidates.
 SMALL_N_MIN_TAIL = 8
-#: Elements of the (candidates x eigenvalues) work array evaluated at once.
-_CHUNK_ELEMENTS = 1 << 22
+#: Elements of the (layers x candidates x eigenvalues) work array evaluated at once.
+_CHUNK_ELEMENTS = 1 << 24
 
 # Fit status codes (an int array under jit; ``FIT_REASONS`` spells them out).
 FIT_OK = 0
@@ -93,7 +93,7 @@ def _candidate_chunk(logx, k, starts, small):
     return alpha, D, s
 
 
-def _scan(x, k, xmin_max):
+def _scan(x, k, xmin_max, chunk):
     """KS scan over all candidates of one ascending spectrum ``x`` with ``k`` valid values.
 
     Returns the index of the best candidate (or -1) and whether the fit is
@@ -105,7 +105,6 @@ def _scan(x, k, xmin_max):
     j = jnp.arange(n)
     logx = jnp.where(j < k, jnp.log(jnp.where(j < k, x, 1.0)), 0.0)
     small = k < SMALL_N
-    chunk = max(1, min(n, _CHUNK_ELEMENTS // n))
     num_chunks = -(-n // chunk)
     starts = jnp.arange(num_chunks * chunk).reshape(num_chunks, chunk)
     alpha, D, s = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small), starts)
@@ -135,7 +134,7 @@ def _mle_alpha(x, k, i, small):
     return 1.0 + (n_i - small.astype(x.dtype)) / logs.sum()
 
 
-def _fit_one(x, xmin_max, thresh):
+def _fit_one(x, xmin_max, thresh, chunk):
     """Fit one spectrum (any order, zero-padded); see :func:`fit_power_law`."""
     n = x.shape[0]
     keep = jnp.isfinite(x) & (x > thresh)
@@ -144,7 +143,7 @@ def _fit_one(x, xmin_max, thresh):
     # Pads sort last; replace them by the largest kept value so nothing is inf.
     top = jnp.where(k > 0, xs[jnp.maximum(k - 1, 0)], 1.0)
     xs = jnp.where(jnp.arange(n) < k, xs, top)
-    best, D = _scan(xs, k, xmin_max)
+    best, D = _scan(xs, k, xmin_max, chunk)
     ok = best >= 0
     i = jnp.maximum(best, 0)
     small = k < SMALL_N
@@ -166,10 +165,20 @@ def _fit_one(x, xmin_max, thresh):
     )
 
 
+def fit_batch(evals, xmin_max, thresh=EVALS_THRESH) -> PowerLawFit:
+    """Traceable core of :func:`fit_power_law` for a ``(B, n)`` batch of spectra.
+
+    Candidates are scanned in chunks so that the ``B x chunk x n`` work array holds
+    at most ``_CHUNK_ELEMENTS`` values (15000 eigenvalues fit in memory).
+    """
+    batch, n = evals.shape
+    chunk = max(1, min(n, _CHUNK_ELEMENTS // (batch * n)))
+    return jax.vmap(_fit_one, in_axes=(0, None, None, None))(evals, xmin_max, thresh, chunk)
+
+
 @functools.partial(jax.jit, static_argnames=("thresh",))
 def _fit_batch(evals, xmin_max, thresh):
-    flat = evals.reshape(-1, evals.shape[-1])
-    out = jax.vmap(_fit_one, in_axes=(0, None, None))(flat, xmin_max, thresh)
+    out = fit_batch(evals.reshape(-1, evals.shape[-1]), xmin_max, thresh)
     return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
 
 

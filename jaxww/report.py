@@ -107,6 +107,25 @@ def _precision_scope(precision: str):
         yield
 
 
+#: Fit all layers in one padded batch when that costs at most this many elements.
+_FIT_MERGE_ELEMENTS = 1 << 26
+
+
+def _fit_groups(kerns) -> dict[int, list[int]]:
+    """Layers grouped by padded spectrum length for the vectorised fit.
+
+    One group for all layers when the padded ``O(n^2)`` scan stays small (each group
+    is a compilation, which costs more than a small scan); else one per length bucket.
+    """
+    sizes = [_spectra.bucket(k.num_evals) for k in kerns]
+    if len(kerns) * max(sizes) ** 2 <= _FIT_MERGE_ELEMENTS:
+        return {max(sizes): list(range(len(kerns)))}
+    groups: dict[int, list[int]] = {}
+    for i, nb in enumerate(sizes):
+        groups.setdefault(nb, []).append(i)
+    return groups
+
+
 @functools.partial(jax.jit, static_argnames=("kerns", "precision"))
 def _pipeline(leaves, kerns, precision, xmin_max):
     """Kernels -> spectra -> fit -> metrics for every layer, as one XLA program.
@@ -119,16 +138,13 @@ def _pipeline(leaves, kerns, precision, xmin_max):
     evals = _spectra.batched_spectra(stacks, precision=precision)
     pooled = [ev.reshape(-1) * (CONV2D_NORM if k.layer_type == "conv2d" else 1.0)
               for k, ev in zip(kerns, evals)]
-    groups: dict[int, list[int]] = {}
-    for i, k in enumerate(kerns):
-        groups.setdefault(_spectra.bucket(k.num_evals), []).append(i)
     results = []
-    for nb, members in groups.items():
+    for nb, members in _fit_groups(kerns).items():
         E = jnp.stack([jnp.pad(pooled[i], (0, nb - pooled[i].shape[0])) for i in members])
         E = jax.lax.optimization_barrier(E)
         counts = jnp.asarray([kerns[i].num_evals for i in members])
         Ns = jnp.asarray([kerns[i].N for i in members], E.dtype)
-        fit = jax.vmap(_powerlaw._fit_one, in_axes=(0, None, None))(E, xmin_max, _powerlaw.EVALS_THRESH)
+        fit = _powerlaw.fit_batch(E, xmin_max)
         met = _metrics.spectral_metrics(E, counts, Ns, fit.alpha)
         results.append((members, fit, met, E))
     return results

@@ -4,19 +4,20 @@ For a weight matrix ``W`` of shape ``(N, M)`` with ``N >= M`` the empirical spec
 density (ESD) is made of the ``M`` eigenvalues of the correlation matrix
 ``X = W^T W``, i.e. ``lambda_i = sigma_i(W)**2`` (no ``1/N`` normalisation).
 
-How they are computed (one path for CPU and GPU, measured in ``bench/spectra.py``):
+The exact eigenvalue-only path, per backend (measured in ``bench/spectra.py``):
 
-1. ``X = W^T W`` (a matmul), for a batch of same-shape matrices at once;
-2. ``jax.lax.linalg.tridiagonal`` (LAPACK ``sytrd`` on CPU, cuSOLVER on GPU);
-3. ``jax.scipy.linalg.eigh_tridiagonal(..., eigvals_only=True)``: eigenvalues only,
-   no eigenvectors.
-
-On the CPU this is 2-4x faster than ``jnp.linalg.eigvalsh`` (which also computes the
-eigenvectors) and than an SVD. TPUs have no ``tridiagonal``; there ``eigvalsh`` is used.
+* CPU: ``X = W^T W`` (BLAS ``gemm``), then LAPACK ``?syevd`` with ``jobz='N'``
+  (Householder tridiagonalisation ``?sytrd`` + ``?sterf``, no eigenvectors), through
+  one host callback per batch. XLA's own ``eigvalsh`` always computes eigenvectors
+  (about 3x slower), its CPU matmul is slower than the BLAS one, and the pure-JAX
+  ``eigh_tridiagonal`` takes about 1 s to compile per shape.
+* GPU: ``X = W^T W`` -> ``jax.lax.linalg.tridiagonal`` (cuSOLVER) ->
+  ``jax.scipy.linalg.eigh_tridiagonal(..., eigvals_only=True)``.
+* TPU (no tridiagonal reduction there): ``jnp.linalg.eigvalsh``.
 
 Zero-padding ``W`` only adds zero eigenvalues, so matrices are padded to a few
-*bucket* sizes (four per octave) and every bucket is one jitted, vmapped call: the
-number of compilations is bounded by the number of buckets, not of layers.
+*bucket* sizes (four per octave) and every bucket is one batched call: the number of
+compilations is bounded by the number of buckets, not of layers.
 
 Eigenvalues below the numerical floor of the solver, ``max(lambda) * N * eps``, are
 set to exactly zero: forming ``W^T W`` squares the condition number, so such values
@@ -32,7 +33,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 #: Elements per batched call (inputs of one call stay below ~256 MiB in float32).
 _BATCH_ELEMENTS = 1 << 26
@@ -52,49 +53,69 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
-def _sterf_host(d, e, dtype):
-    """LAPACK ``?sterf`` (eigenvalues of a symmetric tridiagonal matrix, no vectors).
-
-    Arguments and results travel as uint32 words: float64 values would otherwise be
-    cast to float32 when x64 is enabled only by a context manager (the callback
-    runs on another thread, outside it).
-    """
-    d = np.ascontiguousarray(d).view(dtype)[..., 0]
-    e = np.ascontiguousarray(e).view(dtype)[..., 0]
-    sterf = lapack.dsterf if d.dtype == np.float64 else lapack.ssterf
-    flat_d, flat_e = d.reshape(-1, d.shape[-1]), e.reshape(-1, max(e.shape[-1], 1))
-    out = flat_d.copy()
-    if d.shape[-1] > 1:
-        for i in range(flat_d.shape[0]):
-            w, info = sterf(flat_d[i], flat_e[i])
-            out[i] = w if info == 0 else np.nan
-    return out.view(np.uint32).reshape(d.shape + (-1,))
-
-
 def _host_lapack() -> bool:
-    """Whether the tridiagonal eigenvalues are computed by LAPACK on the host (CPU)."""
+    """Whether spectra are computed by BLAS/LAPACK on the host (the CPU backend)."""
     return jax.default_backend() == "cpu"
 
 
-def _eigvals_tridiagonal(d, e):
-    """Ascending eigenvalues of the symmetric tridiagonal matrices ``(d, e)``.
+def _to_words(x):
+    """A float64 array as uint32 words (shape ``x.shape + (2,)``); float32 as is."""
+    return jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype.itemsize > 4 else x
 
-    CPU: LAPACK ``?sterf`` through a host callback (the data already lives on the
-    host; XLA compiles ``eigh_tridiagonal`` in about 1 s per shape, ``sterf`` needs
-    no compilation and runs as fast). GPU: ``jax.scipy.linalg.eigh_tridiagonal``.
+
+def _from_words(x, dtype):
+    return x.view(dtype)[..., 0] if x.dtype == np.uint32 else x
+
+
+def _eigvals_host(W, dtype):
+    """Host side of the CPU path: ascending eigenvalues of ``W^T W`` for a batch ``W``.
+
+    float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
+    enabled only by a context manager (the callback runs on another thread). A matrix
+    with a NaN or Inf gets NaN eigenvalues and never reaches LAPACK.
+    """
+    W = _from_words(np.asarray(W), dtype)
+    double = W.dtype == np.float64
+    # SciPy's BLAS and LAPACK both: one OpenBLAS thread pool (NumPy's matmul would
+    # bring a second one, and the two pools slow each other down).
+    syrk = blas.dsyrk if double else blas.ssyrk
+    syevd = lapack.dsyevd if double else lapack.ssyevd
+    m = W.shape[-1]
+    lwork, liwork, _ = (lapack.dsyevd_lwork if double else lapack.ssyevd_lwork)(m, compute_v=0)
+    out = np.full(W.shape[:-2] + (m,), np.nan, W.dtype)
+    for b in range(W.shape[0]):
+        if not np.isfinite(W[b]).all():
+            continue
+        # W[b] is C-ordered (N, M): as a Fortran array it is W[b]^T, so trans=0 gives
+        # the lower triangle of W[b]^T W[b] without a copy.
+        X = syrk(1.0, W[b].T, trans=0, lower=1)
+        w, _, info = syevd(X, compute_v=0, lower=1, lwork=int(lwork), liwork=int(liwork))
+        if info == 0:
+            out[b] = w
+    return out.view(np.uint32).reshape(out.shape + (-1,)) if double else out
+
+
+def _eigvals_ascending(W):
+    """Eigenvalues of ``W^T W`` for a batch ``W`` of shape ``(B, N, M)``, ascending.
+
+    NaN for a matrix that holds a NaN or Inf.
     """
     if _host_lapack():
-        words = d.dtype.itemsize // 4
-
-        def as_bits(x):
-            bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
-            return bits if words > 1 else bits[..., None]
-
-        host = functools.partial(_sterf_host, dtype=np.dtype(d.dtype))
-        out = jax.ShapeDtypeStruct(d.shape + (words,), jnp.uint32)
-        bits = jax.pure_callback(host, out, as_bits(d), as_bits(e), vmap_method="broadcast_all")
-        return jax.lax.bitcast_convert_type(bits if words > 1 else bits[..., 0], d.dtype)
-    return jax.vmap(lambda a, b: jax.scipy.linalg.eigh_tridiagonal(a, b, eigvals_only=True))(d, e)
+        host = functools.partial(_eigvals_host, dtype=np.dtype(W.dtype))
+        shape = W.shape[:1] + W.shape[2:]
+        out = (jax.ShapeDtypeStruct(shape + (2,), jnp.uint32) if W.dtype.itemsize > 4
+               else jax.ShapeDtypeStruct(shape, W.dtype))
+        ev = jax.pure_callback(host, out, _to_words(W), vmap_method="broadcast_all")
+        return jax.lax.bitcast_convert_type(ev, W.dtype) if W.dtype.itemsize > 4 else ev
+    finite = jnp.isfinite(W).all(axis=(1, 2))
+    W = jnp.where(finite[:, None, None], W, 0)
+    X = jnp.einsum("bnm,bnk->bmk", W, W, precision=jax.lax.Precision.HIGHEST)
+    if jax.default_backend() == "tpu":
+        ev = jnp.linalg.eigvalsh(X)
+    else:
+        _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)
+        ev = jax.vmap(lambda a, b: jax.scipy.linalg.eigh_tridiagonal(a, b, eigvals_only=True))(d, e)
+    return jnp.where(finite[:, None], ev, jnp.nan)
 
 
 @jax.jit
@@ -102,21 +123,11 @@ def _spectrum(W, n_rows):
     """Eigenvalues (descending) of a batch ``W`` of shape ``(B, N, M)``, ``N >= M``.
 
     ``n_rows`` (shape ``(B,)``) is the larger dimension of each original (unpadded)
-    matrix, for the numerical floor. A matrix with a NaN or Inf gets NaN eigenvalues
-    and never reaches LAPACK.
+    matrix, for the numerical floor. NaN for a matrix that holds a NaN or Inf.
     """
-    finite = jnp.isfinite(W).all(axis=(1, 2))
-    W = jnp.where(finite[:, None, None], W, 0)
-    X = jnp.einsum("bnm,bnk->bmk", W, W, precision=jax.lax.Precision.HIGHEST)
-    if jax.default_backend() == "tpu":  # no tridiagonal reduction on TPU
-        ev = jnp.linalg.eigvalsh(X)
-    else:
-        _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)
-        ev = _eigvals_tridiagonal(d, e)
-    ev = jnp.maximum(ev[:, ::-1], 0)
+    ev = _eigvals_ascending(W)[:, ::-1]
     floor = ev[:, :1] * n_rows[:, None] * jnp.finfo(ev.dtype).eps
-    ev = jnp.where(ev > floor, ev, 0)
-    return jnp.where(finite[:, None], ev, jnp.nan)
+    return jnp.where(jnp.isnan(ev) | (ev > floor), ev, 0)
 
 
 def eigenvalues(W, *, precision: str = "float32") -> jax.Array:

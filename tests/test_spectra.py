@@ -112,3 +112,31 @@ def test_bucket_grid(n):
     assert b <= max(8, 1.25 * n)  # padding costs at most 25% per dimension
     assert spectra.bucket(b) == b  # a grid point is its own bucket
     assert spectra.bucket(n + 1) >= b  # monotone
+
+
+def test_pure_jax_path_matches_host_lapack(monkeypatch):
+    """The GPU path (Gram -> tridiagonal -> eigh_tridiagonal), run on the CPU, agrees."""
+    rng = np.random.default_rng(7)
+    W = rng.standard_t(3, size=(3, 96, 48)).astype(np.float32)
+    W[1, 5, 5] = np.nan
+    host = np.asarray(jaxww.eigenvalues(W))
+    monkeypatch.setattr(spectra, "_host_lapack", lambda: False)
+    pure = np.asarray(spectra._spectrum(jnp.asarray(W), jnp.full((3,), 96.0)))
+    assert np.isnan(host[1]).all() and np.isnan(pure[1]).all()
+    for b in (0, 2):
+        np.testing.assert_allclose(pure[b], host[b], rtol=1e-4, atol=1e-5 * host[b, 0])
+
+
+def test_merged_and_per_bucket_fit_groups_agree(monkeypatch):
+    from jaxww import report as report_mod
+
+    rng = np.random.default_rng(3)
+    params = {"a": {"kernel": rng.standard_t(3, size=(120, 40)).astype(np.float32)},
+              "b": {"kernel": rng.standard_t(3, size=(300, 200)).astype(np.float32)}}
+    merged = jaxww.analyze(params)
+    monkeypatch.setattr(report_mod, "_FIT_MERGE_ELEMENTS", 0)
+    assert len(report_mod._fit_groups(jaxww.find_kernels(*jaxww.flatten_params(params)[:2])[0])) == 2
+    split = jaxww.analyze(params)
+    for r, s in zip(merged.rows, split.rows):
+        for col in ("alpha", "xmin", "D", "log_alpha_norm", "entropy"):
+            assert r[col] == pytest.approx(s[col], rel=1e-6), col
