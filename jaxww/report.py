@@ -126,28 +126,27 @@ def _fit_groups(kerns) -> dict[int, list[int]]:
     return groups
 
 
-@functools.partial(jax.jit, static_argnames=("kerns", "precision"))
-def _pipeline(leaves, kerns, precision, xmin_max):
-    """Kernels -> spectra -> fit -> metrics for every layer, as one XLA program.
+@functools.partial(jax.jit, static_argnames=("kerns", "groups", "precision"))
+def _spectra_stage(leaves, kerns, groups, precision):
+    """Kernels -> spectra: the zero-padded pooled spectrum of every layer, per fit group.
 
-    Same-shape matrices are batched (one Gram/tridiagonal batch per shape bucket,
-    one vectorised fit per spectrum-length bucket); the grouping is static, so the
-    whole analysis of a model structure compiles once.
+    Same-shape matrices are batched (one call per shape bucket); ``groups`` is
+    :func:`_fit_groups` as a tuple. Everything is static, so a model structure
+    compiles once.
     """
     stacks = [k.matrices(leaves[k.leaf]) for k in kerns]
     evals = _spectra.batched_spectra(stacks, precision=precision)
     pooled = [ev.reshape(-1) * (CONV2D_NORM if k.layer_type == "conv2d" else 1.0)
               for k, ev in zip(kerns, evals)]
-    results = []
-    for nb, members in _fit_groups(kerns).items():
-        E = jnp.stack([jnp.pad(pooled[i], (0, nb - pooled[i].shape[0])) for i in members])
-        E = jax.lax.optimization_barrier(E)
-        counts = jnp.asarray([kerns[i].num_evals for i in members])
-        Ns = jnp.asarray([kerns[i].N for i in members], E.dtype)
-        fit = _powerlaw.fit_batch(E, xmin_max)
-        met = _metrics.spectral_metrics(E, counts, Ns, fit.alpha)
-        results.append((members, fit, met, E))
-    return results
+    return [jnp.stack([jnp.pad(pooled[i], (0, nb - pooled[i].shape[0])) for i in members])
+            for nb, members in groups]
+
+
+@jax.jit
+def _fit_stage(E, num_evals, N, xmin_max):
+    """Spectra -> power-law fit -> metrics for a ``(B, n)`` batch of padded spectra."""
+    fit = _powerlaw.fit_batch(E, xmin_max)
+    return fit, _metrics.spectral_metrics(E, num_evals, N, fit.alpha)
 
 
 def analyze(
@@ -209,7 +208,16 @@ def analyze(
     specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     with _precision_scope(precision):
         bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
-        results = jax.device_get(_pipeline(tuple(leaves[i] for i in used), specs, precision, bound))
+        # Two programs: dispatch is asynchronous, so the fit compiles while the
+        # spectra are being computed.
+        groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
+        spectra = _spectra_stage(tuple(leaves[i] for i in used), specs, groups, precision)
+        results = []
+        for (_, members), E in zip(groups, spectra):
+            counts = np.asarray([kerns[i].num_evals for i in members])
+            Ns = np.asarray([kerns[i].N for i in members], precision)
+            results.append((members, *_fit_stage(E, counts, Ns, bound), E))
+        results = jax.device_get(results)
 
     rows: list = [None] * len(kerns)
     evals_by_name = {}
