@@ -76,50 +76,78 @@ class PowerLawFit(NamedTuple):
 
 
 def _candidate_chunk(logx, k, starts, small):
-    """alpha_i and D_i for the candidate indices ``starts`` (a chunk) of one spectrum."""
+    """``alpha_i``, ``D_i`` and usability of the candidate indices ``starts`` (a chunk).
+
+    Differentiable: a degenerate tail (``sum ln(x_j / x_i) == 0``, alpha infinite) is
+    marked unusable and computed with a safe denominator, so no inf or NaN appears.
+    """
     n = logx.shape[0]
+    dt = logx.dtype
     j = jnp.arange(n)
     tail = (j[None, :] >= starts[:, None]) & (j[None, :] < k)
     d = jnp.where(tail, logx[None, :] - logx[jnp.minimum(starts, n - 1)][:, None], 0.0)
     s = d.sum(axis=1)
-    n_i = (k - starts).astype(logx.dtype)
-    alpha = 1.0 + (n_i - small.astype(logx.dtype)) / s
-    # Degenerate tails (s == 0) give alpha = inf: keep the exponent finite in the
-    # KS step (the candidate is rejected anyway) so no inf * 0 appears.
-    a = jnp.where(jnp.isfinite(alpha), alpha, 2.0)
+    n_i = jnp.maximum(k - starts, 1).astype(dt)
+    positive = s > jnp.where(small, 1e-12, 0.0)
+    alpha = 1.0 + (n_i - small.astype(dt)) / jnp.where(positive, s, 1.0)
+    usable = positive & (alpha > 1.0)
+    a = jnp.where(usable, alpha, 2.0)
     cdf_fit = 1.0 - jnp.exp((1.0 - a)[:, None] * d)
-    cdf_emp = (j[None, :] - starts[:, None]) / n_i[:, None]
+    cdf_emp = (j[None, :] - starts[:, None]).astype(dt) / n_i[:, None]
     D = jnp.max(jnp.where(tail, jnp.abs(cdf_fit - cdf_emp), 0.0), axis=1)
-    return alpha, D, s
+    return alpha, D, usable
+
+
+def candidates(logx, k, chunk):
+    """The exact KS scan: every candidate's exponent, distance and validity.
+
+    Args:
+      logx: ``(n,)`` logs of an ascending spectrum whose first ``k`` entries are real.
+      k: number of real values (``< SMALL_N`` selects the small-sample variant).
+      chunk: candidates evaluated at once (static), bounding memory to ``chunk * n``.
+
+    Returns:
+      ``(alpha, D, usable, valid)``, each ``(n,)``: ``usable`` candidates have a
+      finite exponent > 1 and a tail of at least two values; ``valid`` ones may win
+      the scan (small samples: tails of at least ``SMALL_N_MIN_TAIL`` values).
+      Differentiable with respect to ``logx``.
+    """
+    n = logx.shape[0]
+    small = k < SMALL_N
+    num_chunks = -(-n // chunk)
+    starts = jnp.arange(num_chunks * chunk).reshape(num_chunks, chunk)
+    alpha, D, usable = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small), starts)
+    alpha, D, usable = alpha.reshape(-1)[:n], D.reshape(-1)[:n], usable.reshape(-1)[:n]
+    j = jnp.arange(n)
+    usable &= j < k - 1
+    valid = usable & jnp.where(small, k - j >= SMALL_N_MIN_TAIL, True)
+    return alpha, D, usable, valid
+
+
+def best_candidate(D, usable, valid):
+    """Index of the winning candidate: smallest ``D`` among the valid (first on a tie).
+
+    With no valid candidate, the reference's small-sample fallback: the whole spectrum
+    (index 0) if usable, else -1 (no fit).
+    """
+    D_valid = jnp.where(valid, D, jnp.inf)
+    best = jnp.argmin(D_valid)
+    return jnp.where(jnp.isfinite(D_valid[best]), best, jnp.where(usable[0], 0, -1))
 
 
 def _scan(x, k, xmin_max, chunk):
-    """KS scan over all candidates of one ascending spectrum ``x`` with ``k`` valid values.
+    """Index of the best tail of one ascending spectrum ``x`` (``k`` real values), and its D.
 
-    Returns the index of the best candidate (or -1) and whether the fit is
-    degenerate. Everything here is under ``stop_gradient``: the choice of the tail
-    carries no gradient.
+    Everything here is under ``stop_gradient``: the choice of the tail carries no
+    gradient.
     """
     n = x.shape[0]
     x = jax.lax.stop_gradient(x)
     j = jnp.arange(n)
     logx = jnp.where(j < k, jnp.log(jnp.where(j < k, x, 1.0)), 0.0)
-    small = k < SMALL_N
-    num_chunks = -(-n // chunk)
-    starts = jnp.arange(num_chunks * chunk).reshape(num_chunks, chunk)
-    alpha, D, s = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small), starts)
-    alpha, D, s = alpha.reshape(-1)[:n], D.reshape(-1)[:n], s.reshape(-1)[:n]
-    n_i = k - j
-    xj = x[jnp.minimum(j, n - 1)]
-    usable = (j < k - 1) & (s > jnp.where(small, 1e-12, 0.0)) & (alpha > 1.0)
-    usable &= jnp.isfinite(alpha) & (xj <= xmin_max)
-    valid = usable & jnp.where(small, n_i >= SMALL_N_MIN_TAIL, True)
-    D_valid = jnp.where(valid, D, jnp.inf)
-    best = jnp.argmin(D_valid)
-    # Small-sample fallback of the reference: no tail of >= 8 values, so the whole
-    # spectrum is the tail.
-    any_valid = jnp.isfinite(D_valid[best])
-    best = jnp.where(any_valid, best, jnp.where(usable[0], 0, -1))
+    alpha, D, usable, valid = candidates(logx, k, chunk)
+    below = x[jnp.minimum(j, n - 1)] <= xmin_max
+    best = best_candidate(D, usable & below, valid & below)
     return best, D[jnp.maximum(best, 0)]
 
 
