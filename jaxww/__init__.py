@@ -21,3 +21,19 @@ __all__ = [
     "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
     "flatten_params", "infer_layout", "load_params", "spectral_metrics", "warning",
 ]
+
+from jaxww.regularizers import (
+    LayerPenalties, TailAlpha, TailSpec, alpha, alpha_penalty, spectral_norm_penalty, spectrum,
+    tail_alpha, tail_spec, tree_alpha, weighted_alpha_penalty,
+)
+from jaxww.transforms import (
+    AlphaRegularizationState, AlphaScaleState, add_alpha_decayed_weights, add_alpha_regularization,
+    scale_by_alpha,
+)
+
+__all__ += [
+    "AlphaRegularizationState", "AlphaScaleState", "LayerPenalties", "TailAlpha", "TailSpec",
+    "add_alpha_decayed_weights", "add_alpha_regularization", "alpha", "alpha_penalty",
+    "scale_by_alpha", "spectral_norm_penalty", "spectrum", "tail_alpha", "tail_spec", "tree_alpha",
+    "weighted_alpha_penalty",
+]

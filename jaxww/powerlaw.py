@@ -75,7 +75,7 @@ class PowerLawFit(NamedTuple):
     status: jax.Array
 
 
-def _candidate_chunk(logx, k, starts, small):
+def _candidate_chunk(logx, k, starts, small, alpha_max):
     """``alpha_i``, ``D_i`` and usability of the candidate indices ``starts`` (a chunk).
 
     Differentiable: a degenerate tail (``sum ln(x_j / x_i) == 0``, alpha infinite) is
@@ -90,7 +90,7 @@ def _candidate_chunk(logx, k, starts, small):
     n_i = jnp.maximum(k - starts, 1).astype(dt)
     positive = s > jnp.where(small, 1e-12, 0.0)
     alpha = 1.0 + (n_i - small.astype(dt)) / jnp.where(positive, s, 1.0)
-    usable = positive & (alpha > 1.0)
+    usable = positive & (alpha > 1.0) & (alpha < alpha_max)
     a = jnp.where(usable, alpha, 2.0)
     cdf_fit = 1.0 - jnp.exp((1.0 - a)[:, None] * d)
     cdf_emp = (j[None, :] - starts[:, None]).astype(dt) / n_i[:, None]
@@ -98,13 +98,15 @@ def _candidate_chunk(logx, k, starts, small):
     return alpha, D, usable
 
 
-def candidates(logx, k, chunk):
+def candidates(logx, k, chunk, alpha_max=np.inf):
     """The exact KS scan: every candidate's exponent, distance and validity.
 
     Args:
       logx: ``(n,)`` logs of an ascending spectrum whose first ``k`` entries are real.
       k: number of real values (``< SMALL_N`` selects the small-sample variant).
       chunk: candidates evaluated at once (static), bounding memory to ``chunk * n``.
+      alpha_max: exponents at or above this are unusable (the training-time
+        estimators reject numerically flat tails; the fit keeps every finite one).
 
     Returns:
       ``(alpha, D, usable, valid)``, each ``(n,)``: ``usable`` candidates have a
@@ -116,7 +118,7 @@ def candidates(logx, k, chunk):
     small = k < SMALL_N
     num_chunks = -(-n // chunk)
     starts = jnp.arange(num_chunks * chunk).reshape(num_chunks, chunk)
-    alpha, D, usable = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small), starts)
+    alpha, D, usable = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small, alpha_max), starts)
     alpha, D, usable = alpha.reshape(-1)[:n], D.reshape(-1)[:n], usable.reshape(-1)[:n]
     j = jnp.arange(n)
     usable &= j < k - 1

@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww import powerlaw
 from jaxww.kernels import find_kernels, flatten_params
 
 #: Eigenvalues at or below this value are left out of the tail (as in the fit).
@@ -198,53 +199,21 @@ def _alpha_at(logx, kc, i, small):
     return alpha, ok
 
 
-def _candidate_rows(logx, kc, small, rows):
-    """``alpha_i``, ``D_i`` and the tail sums of the candidates ``rows`` (differentiable)."""
-    n = logx.shape[0]
-    dt = logx.dtype
-    pos = jnp.arange(n)
-    tail = (pos[None, :] >= rows[:, None]) & (pos[None, :] < kc)
-    base = logx[jnp.clip(rows, 0, n - 1)]
-    d = jnp.where(tail, logx[None, :] - base[:, None], 0.0)
-    s = d.sum(axis=1)
-    n_i = jnp.maximum(kc - rows, 1).astype(dt)
-    pos_s = s > jnp.where(small, 1e-12, 0.0)
-    alpha = 1.0 + (n_i - small.astype(dt)) / jnp.where(pos_s, s, 1.0)
-    usable = pos_s & (alpha > 1.0) & (alpha < ALPHA_MAX)
-    a = jnp.where(usable, alpha, 2.0)
-    cdf_fit = 1.0 - jnp.exp((1.0 - a)[:, None] * d)
-    cdf_emp = (pos[None, :] - rows[:, None]).astype(dt) / n_i[:, None]
-    D = jnp.max(jnp.where(tail, jnp.abs(cdf_fit - cdf_emp), 0.0), axis=1)
-    return alpha, D, usable
-
-
 def _candidates(logx, kc, small):
-    """``alpha_i``, ``D_i``, usable and KS-valid flags for every candidate index."""
+    """``alpha_i``, ``D_i``, usable and KS-valid flags for every candidate index.
+
+    The exact scan of :func:`jaxww.powerlaw.candidates` (``small`` is implied by
+    ``kc``), with numerically flat tails (``alpha >= ALPHA_MAX``) unusable.
+    """
     n = logx.shape[0]
     chunk = max(1, min(n, _CHUNK_ELEMENTS // max(n, 1)))
-    if chunk >= n:
-        alpha, D, usable = _candidate_rows(logx, kc, small, jnp.arange(n))
-    else:
-        num = -(-n // chunk)
-        rows = jnp.arange(num * chunk).reshape(num, chunk)
-        out = jax.lax.map(lambda r: _candidate_rows(logx, kc, small, r), rows)
-        alpha, D, usable = (o.reshape(-1)[:n] for o in out)
-    pos = jnp.arange(n)
-    usable &= pos < kc - 1
-    valid = usable & jnp.where(small, (kc - pos) >= SMALL_N_MIN_TAIL, True)
-    return alpha, D, usable, valid
+    return powerlaw.candidates(logx, kc, chunk, ALPHA_MAX)
 
 
 def _ks_index(logx, kc, small):
     """Index of the CSN choice (smallest D, first on a tie; the fit's fallbacks), or -1."""
     _, D, usable, valid = _candidates(jax.lax.stop_gradient(logx), kc, small)
-    return _best(D, usable, valid)
-
-
-def _best(D, usable, valid):
-    Dv = jnp.where(valid, D, jnp.inf)
-    best = jnp.argmin(Dv)
-    return jnp.where(jnp.isfinite(Dv[best]), best, jnp.where(usable[0], 0, -1))
+    return powerlaw.best_candidate(D, usable, valid)
 
 
 def _estimate(x, spec: TailSpec, thresh: float) -> TailAlpha:
@@ -255,8 +224,10 @@ def _estimate(x, spec: TailSpec, thresh: float) -> TailAlpha:
     n = x.shape[0]
     no = jnp.asarray(False)
     if spec.kind == "fraction":
-        i = jnp.floor(kc * (1.0 - spec.fraction)).astype(kc.dtype)
-        i = jnp.maximum(jnp.minimum(i, kc - 2), 0)
+        # n_t = ceil(f * k) (TempBalance's i = int(k / 2) for f = 1/2); the factor
+        # absorbs float32 rounding of products that are exact integers.
+        n_t = jnp.ceil(kc * spec.fraction * (1.0 - 1e-6)).astype(kc.dtype)
+        i = jnp.maximum(kc - jnp.clip(n_t, 2, None), 0)
         alpha, ok = _alpha_at(logx, kc, i, no)
     elif spec.kind == "count":
         i = jnp.maximum(kc - spec.count, 0)
@@ -270,7 +241,7 @@ def _estimate(x, spec: TailSpec, thresh: float) -> TailAlpha:
     else:  # soft: one scan, with gradient; the hard choice from its stopped D
         small = kc < SMALL_N
         a_all, D, usable, valid = _candidates(logx, kc, small)
-        best = _best(jax.lax.stop_gradient(D), usable, valid)
+        best = powerlaw.best_candidate(jax.lax.stop_gradient(D), usable, valid)
         i = jnp.maximum(best, 0)
         any_valid = valid.any()
         z = -D / spec.temperature
@@ -333,9 +304,13 @@ def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFA
         evals = evals.astype(jnp.float32)
     if evals.ndim == 0 or evals.shape[-1] == 0:
         raise ValueError(f"tail_alpha needs at least one eigenvalue, got shape {evals.shape}")
-    flat = evals.reshape(-1, evals.shape[-1])
-    out = jax.vmap(lambda e: _estimate(e, spec, float(thresh)))(flat)
+    out = _tail_alpha_batch(evals.reshape(-1, evals.shape[-1]), spec, float(thresh))
     return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
+
+
+@jax.jit(static_argnames=("spec", "thresh"))
+def _tail_alpha_batch(flat, spec, thresh):
+    return jax.vmap(lambda e: _estimate(e, spec, thresh))(flat)
 
 
 # --------------------------------------------------------------------- eigenvalues
@@ -398,6 +373,11 @@ def spectrum(W) -> jax.Array:
     W = _as_float(W)
     if W.ndim < 2:
         raise ValueError(f"spectrum needs a matrix, got shape {W.shape}")
+    return _spectrum_jit(W)
+
+
+@jax.jit
+def _spectrum_jit(W):
     lam, _, finite = _gram_eigh(_oriented(W))
     lam = jnp.sort(lam, axis=-1)[..., ::-1]
     return jnp.where(finite[..., None], lam, jnp.nan)
@@ -439,9 +419,16 @@ def alpha(W, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPE
     W = _as_float(W)
     if W.ndim < 2:
         raise ValueError(f"alpha needs a matrix, got shape {W.shape}")
+    return _alpha_jit(W, spec, float(thresh))
+
+
+@jax.jit(static_argnames=("spec", "thresh"))
+def _alpha_jit(W, spec, thresh):
     lam, _, finite = _gram_eigh(_oriented(W))
     lam = jnp.where(finite[..., None], lam, jnp.nan)
-    return tail_alpha(lam, spec, thresh=thresh).alpha
+    flat = lam.reshape(-1, lam.shape[-1])
+    out = jax.vmap(lambda e: _estimate(e, spec, thresh))(flat).alpha
+    return out.reshape(lam.shape[:-1])
 
 
 # ----------------------------------------------------------------------- pytrees
@@ -535,6 +522,8 @@ def group_matrices(plan: _Plan, group: _Group, leaves=None) -> jax.Array:
     leaves = plan.leaves if leaves is None else leaves
     mats = jnp.stack([_as_float(plan.kernels[i].matrices(leaves[plan.kernels[i].leaf]))
                       for i in group.members])
+    if jnp.dtype(mats.dtype).itemsize < 4:  # bfloat16 / float16: LAPACK needs float32
+        mats = mats.astype(jnp.float32)
     return _oriented(mats)
 
 
@@ -543,17 +532,26 @@ def _pooled(lam, group: _Group):
     return lam.reshape(lam.shape[0], -1) * group.scale
 
 
+@jax.jit(static_argnames=("spec", "thresh", "scale"))
+def _group_estimates(mats, spec, thresh, scale):
+    """TailAlpha and largest pooled eigenvalue of a ``(G, rf, N, M)`` group (NaN: non-finite)."""
+    lam, _, finite = _gram_eigh(mats)
+    pooled = lam.reshape(lam.shape[0], -1) * scale
+    fin = finite.all(axis=-1)
+    pooled = jnp.where(fin[:, None], pooled, jnp.nan)
+    est = jax.vmap(lambda e: _estimate(e, spec, thresh))(pooled)
+    top = jnp.where(fin, jnp.max(jnp.where(fin[:, None], pooled, 0.0), axis=-1), jnp.nan)
+    return est, top
+
+
 def _tree_estimates(params, spec, mask, layouts, thresh, where):
     """Per-kernel TailAlpha (concatenated in kernel order), pooled spectra and the plan."""
     plan = make_plan(params, mask, layouts, where=where)
     ests, tops, order = [], [], []
     for g in plan.groups:
-        lam, _, finite = _gram_eigh(group_matrices(plan, g))
-        pooled = _pooled(lam, g)
-        fin = finite.all(axis=-1)
-        pooled = jnp.where(fin[:, None], pooled, jnp.nan)
-        ests.append(jax.vmap(lambda e: _estimate(e, spec, thresh))(pooled))
-        tops.append(jnp.where(fin, jnp.max(jnp.where(fin[:, None], pooled, 0.0), axis=-1), jnp.nan))
+        est, top = _group_estimates(group_matrices(plan, g), spec, thresh, g.scale)
+        ests.append(est)
+        tops.append(top)
         order.extend(g.members)
     est = jax.tree.map(lambda *a: jnp.concatenate(a), *ests)
     inv = np.argsort(np.asarray(order))

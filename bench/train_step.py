@@ -1,0 +1,219 @@
+"""Step time of the alpha transforms against the plain optax step, side by side in one run.
+
+Two models: a 4x512 MLP (input 512, four hidden layers of 512, 10 outputs) and a small
+Transformer block (d_model 256, 4 heads, MLP 1024, sequence 64). Every configuration
+is ``optax.chain(<transform>, optax.adam(1e-3))`` (TempBalance: between
+``scale_by_adam`` and the learning rate) in one jitted ``step(params, state, batch)``.
+
+Timing: all steps are compiled and warmed up first (one full ``every`` cycle), then
+the configurations are timed in interleaved rounds (so that load from other
+processes hits all of them alike). A round runs ``block`` consecutive steps of each
+configuration (``block`` = 10, a whole ``every=10`` cycle, so full spectra are
+amortised as in training) and blocks on the result; the step time is the round time
+divided by ``block``; the table shows medians over rounds and the ratio to ``plain``.
+
+``--accuracy`` also measures how close the gradient that ``add_alpha_regularization``
+adds is to the exact gradient of ``jaxww.alpha_penalty`` along a training run of the
+MLP (cosine and norm ratio on the cheap steps, tail coverage, alpha error).
+
+Run::
+
+    PYTHONPATH=. python bench/train_step.py                # timings: MLP (batch 128, 512), Transformer
+    PYTHONPATH=. python bench/train_step.py --accuracy     # plus the gradient accuracy
+"""
+
+from __future__ import annotations
+
+import os
+
+# JAX's CPU LAPACK calls (eigh, qr, the tridiagonal reduction) run in OpenBLAS, whose
+# worker threads busy-wait: on a loaded machine that slows them down 10-100x. One
+# thread per call is the robust setting (set before numpy/jax are imported).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import platform
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxww
+
+
+class MLP(nn.Module):
+    width: int = 512
+    depth: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(self.depth):
+            x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(10)(x)
+
+
+class Block(nn.Module):
+    d: int = 256
+    heads: int = 4
+    mlp: int = 1024
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.LayerNorm()(x)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads)(h, h)
+        h = nn.LayerNorm()(x)
+        h = nn.Dense(self.d)(nn.gelu(nn.Dense(self.mlp)(h)))
+        return x + h
+
+
+def configs(lr=1e-3):
+    adam = optax.adam(lr)
+    return {
+        "plain": adam,
+        "alpha_reg every=1": optax.chain(jaxww.add_alpha_regularization(1e-3, 2.0, every=1), adam),
+        "alpha_reg every=10": optax.chain(jaxww.add_alpha_regularization(1e-3, 2.0, every=10), adam),
+        "alpha_reg every=10 rank=64": optax.chain(
+            jaxww.add_alpha_regularization(1e-3, 2.0, every=10, rank=64), adam),
+        "alpha_reg every=100": optax.chain(jaxww.add_alpha_regularization(1e-3, 2.0, every=100), adam),
+        "scale_by_alpha every=10": optax.chain(optax.scale_by_adam(), jaxww.scale_by_alpha(every=10),
+                                               optax.scale(-lr)),
+        "alpha_decayed every=10": optax.chain(jaxww.add_alpha_decayed_weights(1e-2, every=10), adam),
+    }
+
+
+def problem(name, batch, key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    if name == "mlp":
+        model = MLP()
+        x = jax.random.normal(k1, (batch, 512))
+        y = jax.random.randint(k2, (batch,), 0, 10)
+
+        def loss(p, x, y):
+            return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), y).mean()
+    else:
+        model = Block()
+        x = jax.random.normal(k1, (batch, 64, 256))
+        y = jax.random.normal(k2, (batch, 64, 256))
+
+        def loss(p, x, y):
+            return jnp.mean((model.apply({"params": p}, x) - y) ** 2)
+    params = model.init(k3, x[:1])["params"]
+    return params, (x, y), loss
+
+
+def make_step(opt, loss):
+    @jax.jit
+    def step(p, st, x, y):
+        g = jax.grad(loss)(p, x, y)
+        u, st = opt.update(g, st, p)
+        return optax.apply_updates(p, u), st
+    return step
+
+
+def time_model(name, batch, rounds, block, key):
+    params, (x, y), loss = problem(name, batch, key)
+    runs = {}
+    for cname, opt in configs().items():
+        step = make_step(opt, loss)
+        p, st = params, opt.init(params)
+        t0 = time.perf_counter()
+        p, st = step(p, st, x, y)
+        jax.block_until_ready(p)
+        compile_s = time.perf_counter() - t0
+        for _ in range(2 * block):   # warm-up: a full every=10 cycle, both branches run
+            p, st = step(p, st, x, y)
+        jax.block_until_ready(p)
+        runs[cname] = dict(step=step, p=p, st=st, times=[], compile_s=compile_s)
+    for _ in range(rounds):
+        for r in runs.values():
+            p, st = r["p"], r["st"]
+            t0 = time.perf_counter()
+            for _ in range(block):
+                p, st = r["step"](p, st, x, y)
+            jax.block_until_ready(p)
+            r["times"].append((time.perf_counter() - t0) / block)
+            r["p"], r["st"] = p, st
+    base = np.median(runs["plain"]["times"])
+    kernels = len(jaxww.tree_alpha(params))
+    print(f"\n{name}: batch {batch}, {kernels} weight matrices, "
+          f"{sum(a.size for a in jax.tree.leaves(params)) / 1e6:.2f} M params, {rounds} rounds x {block} steps")
+    print(f"{'configuration':30s} {'step ms (median)':>17s} {'p10-p90 ms':>14s} {'ratio':>7s} {'compile s':>10s}")
+    out = {}
+    for cname, r in runs.items():
+        t = np.asarray(r["times"]) * 1e3
+        ratios = np.asarray(r["times"]) / np.asarray(runs["plain"]["times"])
+        ratio = np.median(t) / (base * 1e3)
+        out[cname] = ratio
+        print(f"{cname:30s} {np.median(t):17.2f} {np.percentile(t, 10):6.2f}-{np.percentile(t, 90):<7.2f} "
+              f"{ratio:7.2f} {r['compile_s']:10.1f}   (per-round ratio median {np.median(ratios):.2f})")
+    return out
+
+
+def accuracy(steps, key, ranks=(16, 32, 64)):
+    """Cosine and norm ratio of the transform's gradient against the exact one, MLP, adam.
+
+    The exact gradient is ``jax.grad(jaxww.alpha_penalty)`` at the same weights (a full
+    ``eigh`` and, for ``"ks"``, a fresh KS tail choice at every step).
+    """
+    params, (x, y), loss = problem("mlp", 128, key)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    train = optax.adam(1e-3)
+    tstep = jax.jit(lambda p, s: (lambda g, s2: (optax.apply_updates(p, g), s2))(
+        *train.update(jax.grad(loss)(p, x, y), s, p)))
+    print(f"\ngradient of add_alpha_regularization(strength=1, target=2) against the exact gradient "
+          f"(4x512 MLP trained by adam 1e-3, batch 128, {steps} steps; cheap = steps between full ones)")
+    print(f"{'tail':>8s} {'every':>5s} {'rank':>5s} {'cos all':>8s} {'cos cheap (median, min)':>24s} "
+          f"{'|g|/|g*| cheap':>15s} {'covered':>8s} {'|alpha - alpha*| max':>21s}")
+    for tail in ("ks", "fraction"):
+        exact = jax.jit(jax.grad(lambda q: jaxww.alpha_penalty(q, 2.0, tail=tail)))
+        exact_alpha = jax.jit(lambda q: jaxww.tree_alpha(q, tail=tail))
+        for every, rank in [(1, 32)] + [(10, r) for r in ranks]:
+            reg = jaxww.add_alpha_regularization(1.0, 2.0, every=every, rank=rank, tail=tail)
+            rst, tst, p = reg.init(params), train.init(params), params
+            rupd = jax.jit(reg.update)
+            cos, cheap_cos, ratio, cov, aerr = [], [], [], [], []
+            for i in range(steps):
+                g, rst = rupd(zeros, rst, p)
+                want = exact(p)
+                a = np.concatenate([np.ravel(v) for v in jax.tree.leaves(g)])
+                b = np.concatenate([np.ravel(v) for v in jax.tree.leaves(want)])
+                c = a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30)
+                cos.append(c)
+                if i % every:
+                    cheap_cos.append(c)
+                    ratio.append(np.linalg.norm(a) / (np.linalg.norm(b) + 1e-30))
+                cov.append(np.mean([bool(v) for v in rst.covered.values()]))
+                ta = exact_alpha(p)
+                aerr.append(max(abs(float(rst.alpha[k]) - float(ta[k])) for k in ta))
+                p, tst = tstep(p, tst)
+            cc = f"{np.median(cheap_cos):.3f}, {np.min(cheap_cos):.3f}" if cheap_cos else "-"
+            rr = f"{np.median(ratio):.3f}" if ratio else "-"
+            print(f"{tail:>8s} {every:5d} {rank:5d} {np.median(cos):8.3f} {cc:>24s} {rr:>15s} "
+                  f"{np.mean(cov):8.2f} {np.max(aerr):21.3f}", flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="mlp:128,mlp:512,transformer:16",
+                    help="model:batch pairs (models: mlp, transformer)")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--block", type=int, default=10)
+    ap.add_argument("--accuracy", action="store_true")
+    ap.add_argument("--accuracy-steps", type=int, default=30)
+    args = ap.parse_args(argv)
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.devices()[0].device_kind}, "
+          f"{platform.processor() or platform.machine()}, {jax.local_device_count()} device(s)")
+    key = jax.random.key(0)
+    print(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
+    for run in filter(None, args.runs.split(",")):
+        name, batch = run.split(":")
+        time_model(name, int(batch), args.rounds, args.block, key)
+    if args.accuracy:
+        accuracy(args.accuracy_steps, key)
+
+
+if __name__ == "__main__":
+    main()

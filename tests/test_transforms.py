@@ -1,0 +1,286 @@
+"""optax transforms driven by alpha (``jaxww.transforms``).
+
+The references: ``jax.grad`` of :func:`jaxww.alpha_penalty` (the exact gradient the
+regulariser must add), TempBalance's formula on :func:`jaxww.tree_alpha`, and short
+training runs with and without each transform (same seed) where the transform must
+make a measurable difference.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxww
+from jaxww import transforms as T
+
+A, B = (40, 24), (24, 16)      # the two kernel shapes of every test tree
+
+
+def params_tree(seed=0, fill=None):
+    rng = np.random.default_rng(seed)
+
+    def w(shape, scale):
+        if fill is not None:
+            return np.full(shape, fill, np.float32)
+        return (scale * rng.standard_t(4.0, shape) / np.sqrt(shape[0])).astype(np.float32)
+
+    return {"l0": {"kernel": w(A, 1.0), "bias": np.zeros(A[1], np.float32)},
+            "l1": {"kernel": w(B, 1.0), "bias": np.zeros(B[1], np.float32)}}
+
+
+def zeros_like(p):
+    return jax.tree.map(jnp.zeros_like, p)
+
+
+def finite(tree):
+    return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree))
+
+
+# --------------------------------------------------------------- construction
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(strength=1.0, target=1.0), "target"),
+    (dict(strength=1.0, target=0.3), "target"),
+    (dict(strength=-1e-3, target=2.0), "strength"),
+    (dict(strength=float("nan"), target=2.0), "strength"),
+    (dict(strength=1.0, target=2.0, every=0), "every"),
+    (dict(strength=1.0, target=2.0, every=-3), "every"),
+    (dict(strength=1.0, target=2.0, every=2.5), "every"),
+    (dict(strength=1.0, target=2.0, rank=0), "rank"),
+    (dict(strength=1.0, target=2.0, refine=-1), "refine"),
+    (dict(strength=1.0, target=2.0, tail="hill"), "tail"),
+    (dict(strength=1.0, target=2.0, distance="l1"), "distance"),
+])
+def test_add_alpha_regularization_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        jaxww.add_alpha_regularization(**kwargs)
+
+
+def test_scaling_transforms_reject_bad_arguments():
+    with pytest.raises(ValueError, match="every"):
+        jaxww.scale_by_alpha(every=0)
+    with pytest.raises(ValueError, match="min_scale"):
+        jaxww.scale_by_alpha(min_scale=2.0, max_scale=1.0)
+    with pytest.raises(ValueError, match="min_scale"):
+        jaxww.scale_by_alpha(min_scale=-0.5)
+    with pytest.raises(ValueError, match="weight_decay"):
+        jaxww.add_alpha_decayed_weights(-1e-4)
+    with pytest.raises(ValueError, match="every"):
+        jaxww.add_alpha_decayed_weights(1e-4, every=0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: jaxww.add_alpha_regularization(1e-3, 2.0, mask=m),
+    lambda m: jaxww.scale_by_alpha(mask=m),
+    lambda m: jaxww.add_alpha_decayed_weights(1e-3, mask=m),
+])
+def test_init_without_eligible_kernels_is_a_clear_error(make):
+    only_biases = {"l0": {"bias": np.zeros(8, np.float32)}, "s": np.ones((3, 3), np.int32)}
+    with pytest.raises(ValueError, match="no eligible weight matrix"):
+        make(None).init(only_biases)
+    with pytest.raises(ValueError, match="no eligible weight matrix"):
+        make(lambda p: jax.tree.map(lambda x: x.ndim == 1, p)).init(params_tree())
+
+
+# ------------------------------------------------------- the regulariser's gradient
+@jax.jit(static_argnames=("target", "tail"))
+def exact_gradient(p, target, tail="ks"):
+    return jax.grad(lambda q: jaxww.alpha_penalty(q, target, tail=tail))(p)
+
+
+@pytest.mark.parametrize("tail", ["ks", "fraction", "soft"])
+def test_first_update_adds_the_exact_penalty_gradient(tail):
+    """rank = M: the tracked subspace is the whole space, so the gradient is exact."""
+    p = params_tree(1)
+    s = 0.7
+    t = jaxww.add_alpha_regularization(s, 2.5, every=5, tail=tail, rank=24)
+    u, state = jax.jit(t.update)(zeros_like(p), t.init(p), p)
+    want = exact_gradient(p, 2.5, tail=tail)
+    for name in ("l0", "l1"):
+        np.testing.assert_allclose(np.asarray(u[name]["kernel"]), s * np.asarray(want[name]["kernel"]),
+                                   rtol=2e-3, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(u[name]["bias"]), 0.0)
+    alphas = jaxww.tree_alpha(p, tail=tail)
+    for k, a in alphas.items():
+        assert float(state.alpha[k]) == pytest.approx(float(a), rel=1e-4)
+        assert bool(state.ok[k])
+
+
+def test_low_rank_tracking_is_exact_when_the_tail_fits():
+    """rank < M but larger than the tail: same gradient as the full computation."""
+    p = params_tree(2)
+    t = jaxww.add_alpha_regularization(1.0, 2.5, every=5, tail=6, rank=8)
+    u, state = jax.jit(t.update)(zeros_like(p), t.init(p), p)
+    want = exact_gradient(p, 2.5, tail=6)
+    for name in ("l0", "l1"):
+        np.testing.assert_allclose(np.asarray(u[name]["kernel"]), np.asarray(want[name]["kernel"]),
+                                   rtol=5e-3, atol=1e-5)
+    assert max(float(e) for e in state.subspace_error.values()) < 1e-4
+
+
+def test_cheap_steps_track_the_exact_gradient():
+    """Between full spectra (every=10) the tracked gradient stays close to the exact one.
+
+    The tail (6 values) fits in the tracked subspace (rank 8 < M = 16, 24).
+    """
+    p = params_tree(3)
+    reg = jaxww.add_alpha_regularization(1.0, 2.5, every=10, tail=6, rank=8)
+    state, upd = reg.init(p), jax.jit(reg.update)
+    key = jax.random.key(0)
+    for step in range(6):
+        g, state = upd(zeros_like(p), state, p)
+        if step > 0:   # cheap steps: compare with the exact gradient at these weights
+            want = exact_gradient(p, 2.5, tail=6)
+            for name in ("l0", "l1"):
+                a, b = np.asarray(g[name]["kernel"]).ravel(), np.asarray(want[name]["kernel"]).ravel()
+                assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99, (step, name)
+                assert np.linalg.norm(a) == pytest.approx(np.linalg.norm(b), rel=0.05)
+        assert all(bool(c) for c in state.covered.values())
+        key, k = jax.random.split(key)   # a training-like step: small random moves
+        p = jax.tree.map(lambda x: x + 0.01 * jax.random.normal(k, x.shape) / np.sqrt(x.shape[0]), p)
+    assert int(state.count) == 6
+
+
+def test_a_tail_larger_than_the_tracked_subspace_is_flagged():
+    p = params_tree(3)
+    reg = jaxww.add_alpha_regularization(1.0, 2.5, every=10, tail=12, rank=4)
+    _, state = jax.jit(reg.update)(zeros_like(p), reg.init(p), p)
+    assert not any(bool(c) for c in state.covered.values())
+
+
+def test_transforms_compose_under_jit_with_masks():
+    p = params_tree(4)
+    mask = {"l0": {"kernel": False, "bias": False}, "l1": True}
+    opt = optax.chain(jaxww.add_alpha_regularization(1.0, 2.0, every=2, mask=mask),
+                      jaxww.scale_by_alpha(every=2, mask=mask),
+                      jaxww.add_alpha_decayed_weights(0.1, every=2, mask=mask),
+                      optax.sgd(1e-2))
+    state = opt.init(p)
+    g = jax.tree.map(lambda x: jnp.ones_like(x), p)
+    u, state = jax.jit(opt.update)(g, state, p)
+    np.testing.assert_allclose(np.asarray(u["l0"]["kernel"]), -1e-2)   # untouched: plain sgd
+    assert np.abs(np.asarray(u["l1"]["kernel"]) + 1e-2).max() > 1e-4  # transformed
+    assert finite(u)
+
+
+# ------------------------------------------------------------------- NaN safety
+NAN_OPT = optax.chain(jaxww.add_alpha_regularization(1.0, 2.0, every=2, rank=8),
+                      jaxww.scale_by_alpha(every=2), jaxww.add_alpha_decayed_weights(0.1, every=2))
+NAN_UPDATE = jax.jit(NAN_OPT.update)   # one compilation for the four initialisations
+
+
+@pytest.mark.parametrize("init", ["random", "zeros", "constant", "nan_layer"])
+def test_no_nan_ever_enters_the_updates(init):
+    if init == "random":
+        p = params_tree(5)
+    elif init == "zeros":
+        p = params_tree(fill=0.0)
+    elif init == "constant":
+        p = params_tree(fill=0.3)
+    else:
+        p = params_tree(5)
+        p["l0"]["kernel"] = p["l0"]["kernel"].copy()
+        p["l0"]["kernel"][1, 2] = np.nan
+    state = NAN_OPT.init(p)
+    upd = NAN_UPDATE
+    for _ in range(3):
+        u, state = upd(zeros_like(p), state, p)
+        assert finite(u)
+    reg = state[0]
+    if init == "random":
+        assert all(bool(v) for v in reg.ok.values())
+    elif init == "nan_layer":
+        assert not bool(reg.ok["l0/kernel"]) and np.isnan(float(reg.alpha["l0/kernel"]))
+        assert bool(reg.ok["l1/kernel"])
+        assert np.abs(np.asarray(u["l1"]["kernel"])).max() > 0   # the rest trains
+        assert np.isnan(float(state[1].alpha["l0/kernel"])) and float(state[1].scale["l0/kernel"]) == 1.0
+    else:
+        assert not any(bool(v) for v in reg.ok.values())
+
+
+# --------------------------------------------------------- alpha moves to target
+def regression_run(with_reg, steps=40, every=4):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, A[0])).astype(np.float32)
+    Y = np.tanh(X @ rng.standard_normal((A[0], B[1])) / 6).astype(np.float32)
+    p = params_tree(6)
+
+    def loss(q):
+        h = jnp.tanh(X @ q["l0"]["kernel"] + q["l0"]["bias"])
+        return jnp.mean((h @ q["l1"]["kernel"] + q["l1"]["bias"] - Y) ** 2)
+
+    parts = [jaxww.add_alpha_regularization(0.5, 2.0, every=every, rank=24)] if with_reg else []
+    opt = optax.chain(*parts, optax.sgd(0.05))
+    state = opt.init(p)
+
+    @jax.jit
+    def step(q, st):
+        u, st = opt.update(jax.grad(loss)(q), st, q)
+        return optax.apply_updates(q, u), st
+
+    for _ in range(steps):
+        p, state = step(p, state)
+    return p, float(loss(p))
+
+
+def test_alpha_moves_towards_the_target_against_plain_training():
+    start = jaxww.tree_alpha(params_tree(6))
+    plain, loss_plain = regression_run(False)
+    reg, loss_reg = regression_run(True)
+    a_plain, a_reg = jaxww.tree_alpha(plain), jaxww.tree_alpha(reg)
+    d = {k: (abs(float(a_plain[k]) - 2.0), abs(float(a_reg[k]) - 2.0)) for k in start}
+    for k, (dp, dr) in d.items():
+        assert dr < 0.5 * dp, (k, float(start[k]), float(a_plain[k]), float(a_reg[k]))
+    assert np.isfinite(loss_reg) and loss_reg < 2 * loss_plain + 0.05
+
+
+# ------------------------------------------------------------- TempBalance, AlphaDecay
+def test_scale_by_alpha_is_tempbalance():
+    p = params_tree(7)
+    a = {k: float(v) for k, v in jaxww.tree_alpha(p, tail="fraction").items()}
+    lo, hi = min(a.values()), max(a.values())
+    want = {k: 0.5 + (v - lo) / (hi - lo) for k, v in a.items()}
+    t = jaxww.scale_by_alpha(every=3)
+    state = t.init(p)
+    g = jax.tree.map(jnp.ones_like, p)
+    upd = jax.jit(t.update)
+    u, state = upd(g, state, p)
+    for name in ("l0", "l1"):
+        np.testing.assert_allclose(np.asarray(u[name]["kernel"]), want[f"{name}/kernel"], rtol=1e-4)
+        np.testing.assert_array_equal(np.asarray(u[name]["bias"]), 1.0)
+        assert float(state.alpha[f"{name}/kernel"]) == pytest.approx(a[f"{name}/kernel"], rel=1e-4)
+    # refreshed every 3 steps only: other weights, same scales until the refresh
+    q = dict(p, l1={"kernel": p["l1"]["kernel"] ** 3, "bias": p["l1"]["bias"]})
+    u1, state = upd(g, state, q)
+    u2, state = upd(g, state, q)
+    np.testing.assert_array_equal(np.asarray(u2["l1"]["kernel"]), np.asarray(u["l1"]["kernel"]))
+    u3, state = upd(g, state, q)
+    a = {k: float(v) for k, v in jaxww.tree_alpha(q, tail="fraction").items()}
+    lo, hi = min(a.values()), max(a.values())
+    for name in ("l0", "l1"):
+        assert float(state.alpha[f"{name}/kernel"]) == pytest.approx(a[f"{name}/kernel"], rel=1e-4)
+        np.testing.assert_allclose(np.asarray(u3[name]["kernel"]),
+                                   0.5 + (a[f"{name}/kernel"] - lo) / (hi - lo), rtol=1e-4)
+
+
+def test_alpha_decayed_weights_decay_lighter_tails_more():
+    p = params_tree(8)
+    a = {k: float(v) for k, v in jaxww.tree_alpha(p, tail="fraction").items()}
+    t = jaxww.add_alpha_decayed_weights(0.1, every=5, min_scale=0.25, max_scale=2.0)
+    u, state = jax.jit(t.update)(zeros_like(p), t.init(p), p)
+    heavy, light = sorted(a, key=a.get)
+    for name, s in ((heavy, 0.25), (light, 2.0)):
+        leaf = name.split("/")[0]
+        np.testing.assert_allclose(np.asarray(u[leaf]["kernel"]), 0.1 * s * p[leaf]["kernel"], rtol=1e-5, atol=1e-8)
+        assert float(state.scale[name]) == pytest.approx(s)
+    np.testing.assert_array_equal(np.asarray(u["l0"]["bias"]), 0.0)
+
+
+def test_scales_of_equal_or_missing_alphas():
+    s = np.asarray(T.alpha_scales(jnp.asarray([3.0, 3.0, jnp.nan]), 0.5, 1.5))
+    np.testing.assert_allclose(s, [1.0, 1.0, 1.0])
+    s = np.asarray(T.alpha_scales(jnp.asarray([2.0, 4.0, 3.0]), 0.5, 1.5))
+    np.testing.assert_allclose(s, [0.5, 1.5, 1.0])
