@@ -170,6 +170,20 @@ def _one_after_another(fn, groups, *per_group):
     return outs
 
 
+def _per_matrix(fn, x):
+    """``fn`` on each matrix of the batch ``x`` (``(..., a, b)``), one after another on CPU.
+
+    On the CPU the LAPACK kernels loop over a batch anyway; run batched inside a
+    ``lax.cond`` branch they deadlocked XLA:CPU (jaxlib 0.10.2 on 2 cores, batch >= 4).
+    ``lax.map`` keeps one call per matrix. Other backends get the batched call.
+    """
+    if jax.default_backend() != "cpu" or x.ndim == 2:
+        return fn(x)
+    flat = x.reshape((-1,) + x.shape[-2:])
+    out = jax.lax.map(fn, flat)
+    return jax.tree.map(lambda o: o.reshape(x.shape[:-2] + o.shape[1:]), out)
+
+
 def _spectral_grad(Z, g, V):
     """``sum_j g_j d lambda_j / dW = 2 sum_j g_j (W v_j) v_j^T`` with ``Z = W V``."""
     return 2.0 * jnp.einsum("...nk,...mk->...nm", Z * g[..., None, :], V, precision=_HI)
@@ -347,7 +361,7 @@ def add_alpha_regularization(
         fin = jnp.isfinite(W).all(axis=(-2, -1))
         W0 = jnp.where(fin[..., None, None], W, jnp.zeros((), W.dtype))
         X = jnp.einsum("...nm,...nk->...mk", W0, W0, precision=_HI)
-        w, V = jnp.linalg.eigh(X)                                      # ascending
+        w, V = _per_matrix(jnp.linalg.eigh, X)                         # ascending
         lam = _reg._floor(jnp.maximum(w, 0.0), N)
         kfin = fin.all(axis=-1)
         pooled = jnp.where(kfin[:, None], lam.reshape(G, rf * M) * g.scale, jnp.nan)
@@ -362,7 +376,7 @@ def add_alpha_regularization(
         # (Ordered after the rest: see _one_after_another.)
         (W0, Q_old), _ = jax.lax.optimization_barrier(((W0, Q_old), held))
         Zo = jnp.einsum("...nm,...mk->...nk", W0, Q_old, precision=_HI)
-        theta = jnp.linalg.eigvalsh(jnp.einsum("...nk,...nl->...kl", Zo, Zo, precision=_HI))
+        theta = _per_matrix(jnp.linalg.eigvalsh, jnp.einsum("...nk,...nl->...kl", Zo, Zo, precision=_HI))
         error = _tracking_error(theta.reshape(G, rf * K) * g.scale, pooled, est.num_tail, thresh)
         error = jnp.where(count > 0, error, 0.0)
         ref = jnp.sort(jnp.where(kfin[:, None], pooled, 0.0), axis=-1)
@@ -377,7 +391,7 @@ def add_alpha_regularization(
         # A NaN/Inf anywhere in W reaches Z (x * 0 is NaN for those): test the small Z.
         fin = jnp.isfinite(Z).all(axis=(-2, -1))
         Z = jnp.where(fin[..., None, None], Z, jnp.zeros((), Z.dtype))
-        theta, U = jnp.linalg.eigh(jnp.einsum("...nk,...nl->...kl", Z, Z, precision=_HI))
+        theta, U = _per_matrix(jnp.linalg.eigh, jnp.einsum("...nk,...nl->...kl", Z, Z, precision=_HI))
         Zr = jnp.einsum("...nk,...kl->...nl", Z, U, precision=_HI)
         Vr = jnp.einsum("...mk,...kl->...ml", Q, U, precision=_HI)
         lam = _reg._floor(jnp.maximum(theta, 0.0), N)                 # (G, rf, K)
@@ -395,7 +409,7 @@ def add_alpha_regularization(
         (W, Zr, Vr), _ = jax.lax.optimization_barrier(((W, Zr, Vr), dalpha))
         Qn = Vr
         for it in range(int(refine)):
-            Qn = jnp.linalg.qr(_wt_z(W, Zr))[0]
+            Qn = _per_matrix(lambda y: jnp.linalg.qr(y)[0], _wt_z(W, Zr))
             if it + 1 < refine:
                 Zr = jnp.einsum("...nm,...mk->...nk", W, Qn, precision=_HI)
         # A non-finite matrix keeps its basis (never a NaN basis in the state).
