@@ -205,7 +205,6 @@ def batched_spectra(stacks: Sequence[jax.Array], *, precision: str = "float32") 
             for i in members])
         counts = [oriented[i].shape[0] for i in members]
         rows = jnp.asarray(np.repeat([oriented[i].shape[1] for i in members], counts), dtype)
-        W = jax.lax.optimization_barrier(W)
         ev = jnp.concatenate([_spectrum(W[a:b], rows[a:b]) for a, b in _chunks(W.shape[0], nb * mb)])
         for i, a, b in zip(members, np.cumsum([0] + counts[:-1]), np.cumsum(counts)):
             evals[i] = ev[a:b, : oriented[i].shape[2]]
