@@ -67,11 +67,9 @@ from jaxww import powerlaw
 from jaxww.kernels import find_kernels, flatten_params
 
 #: Eigenvalues at or below this value are left out of the tail (as in the fit).
-EVALS_THRESH = 1e-5
+EVALS_THRESH = powerlaw.EVALS_THRESH
 #: Spectra with fewer kept eigenvalues use the small-sample estimator (``"ks"``, ``"soft"``).
-SMALL_N = 20
-#: Small-sample variant: only tails of at least this many values are KS candidates.
-SMALL_N_MIN_TAIL = 8
+SMALL_N = powerlaw.SMALL_N
 #: Estimates above this are numerically flat tails (mean log-spread < 1e-3): flagged.
 ALPHA_MAX = 1000.0
 #: Default temperature of the ``"soft"`` tail, in units of the KS distance ``D``.
