@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+#: 2-D convolutions: pooled eigenvalues are multiplied by this (reference ``conv2d_norm``).
+CONV2D_NORM = 0.5
 BASE_LAYOUTS = ("dense", "embedding", "conv", "conv_torch", "attention_qkv", "attention_out")
 LAYOUTS = BASE_LAYOUTS + tuple("stacked_" + b for b in BASE_LAYOUTS) + ("skip",)
 
@@ -90,6 +92,11 @@ class Kernel:
     @property
     def Q(self) -> float:
         return self.N / self.M
+
+    @property
+    def esd_scale(self) -> float:
+        """Factor on the pooled eigenvalues: :data:`CONV2D_NORM` for 2-D convolutions, else 1."""
+        return CONV2D_NORM if self.layer_type == "conv2d" else 1.0
 
     def matrices(self, value) -> jax.Array:
         """The ``(rf, a, b)`` stack of matrices of this kernel, taken from the leaf value."""

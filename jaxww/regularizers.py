@@ -65,6 +65,7 @@ import numpy as np
 
 from jaxww import powerlaw
 from jaxww.kernels import find_kernels, flatten_params
+from jaxww.spectra import numerical_floor
 
 #: Eigenvalues at or below this value are left out of the tail (as in the fit).
 EVALS_THRESH = powerlaw.EVALS_THRESH
@@ -74,8 +75,6 @@ SMALL_N = powerlaw.SMALL_N
 ALPHA_MAX = 1000.0
 #: Default temperature of the ``"soft"`` tail, in units of the KS distance ``D``.
 DEFAULT_TEMPERATURE = 0.01
-#: 2-D convolutions: pooled eigenvalues are multiplied by this, as in :func:`jaxww.analyze`.
-CONV2D_NORM = 0.5
 #: Candidate rows x eigenvalues evaluated at once in the KS scan.
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -335,13 +334,8 @@ def _gram_eigh(W):
     V = jax.lax.stop_gradient(V)
     Z = jnp.einsum("...nm,...mk->...nk", W0, V, precision=hi)
     lam = jnp.sum(Z * Z, axis=-2)
-    lam = _floor(lam, W.shape[-2])
+    lam = numerical_floor(lam, W.shape[-2])
     return lam, V, finite
-
-
-def _floor(lam, N):
-    top = jax.lax.stop_gradient(jnp.max(lam, axis=-1, keepdims=True))
-    return jnp.where(lam > top * N * jnp.finfo(lam.dtype).eps, lam, 0.0)
 
 
 def spectrum(W) -> jax.Array:
@@ -437,7 +431,7 @@ class _Group(NamedTuple):
     rf: int
     a: int
     b: int
-    scale: float            # CONV2D_NORM for 2-D convolutions, else 1.0
+    scale: float            # Kernel.esd_scale (0.5 for 2-D convolutions)
 
     @property
     def N(self):
@@ -509,7 +503,7 @@ def make_plan(params, mask: Mask = None, layouts=None, *, where: str = "jaxww") 
         leaf = leaves[k.leaf]
         shape = jax.eval_shape(k.matrices, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)).shape
         rf, a, b = shape
-        scale = CONV2D_NORM if k.layer_type == "conv2d" else 1.0
+        scale = k.esd_scale
         groups.setdefault((rf, a, b, scale, jnp.dtype(leaf.dtype).name), []).append(idx)
     groups = tuple(_Group(tuple(m), key[0], key[1], key[2], key[3]) for key, m in groups.items())
     return _Plan(tuple(kerns), groups, leaves, treedef)

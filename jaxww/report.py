@@ -28,8 +28,6 @@ COLUMNS = (
 #: Layer-averaged metrics of ``Report.summary`` (means over successful fits).
 SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm",
                    "log_spectral_norm", "stable_rank")
-#: 2-D convolutions: pooled eigenvalues are multiplied by this (reference ``conv2d_norm``).
-CONV2D_NORM = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +134,7 @@ def _spectra_stage(leaves, kerns, groups, precision):
     """
     stacks = [k.matrices(leaves[k.leaf]) for k in kerns]
     evals = _spectra.batched_spectra(stacks, precision=precision)
-    pooled = [ev.reshape(-1) * (CONV2D_NORM if k.layer_type == "conv2d" else 1.0)
-              for k, ev in zip(kerns, evals)]
+    pooled = [ev.reshape(-1) * k.esd_scale for k, ev in zip(kerns, evals)]
     return [jnp.stack([jnp.pad(pooled[i], (0, nb - pooled[i].shape[0])) for i in members])
             for nb, members in groups]
 

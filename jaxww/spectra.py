@@ -118,6 +118,21 @@ def _eigvals_ascending(W):
     return jnp.where(finite[:, None], ev, jnp.nan)
 
 
+def numerical_floor(lam, n_rows):
+    """Set eigenvalues at or below the solver's floor to 0 (along the last axis).
+
+    .. math:: \\lambda_i \\leftarrow 0 \\quad \\text{if} \\quad
+              \\lambda_i \\le \\max_j \\lambda_j \\cdot N \\cdot \\varepsilon
+
+    with ``N`` the larger dimension of the matrix (``n_rows``, broadcastable against
+    ``lam[..., :1]``) and ``eps`` the machine epsilon of ``lam``'s dtype: values below
+    it are rounding noise of the Gram matrix. NaN stays NaN; the maximum carries no
+    gradient.
+    """
+    top = jax.lax.stop_gradient(jnp.max(lam, axis=-1, keepdims=True))
+    return jnp.where(jnp.isnan(lam) | (lam > top * n_rows * jnp.finfo(lam.dtype).eps), lam, 0)
+
+
 @jax.jit
 def _spectrum(W, n_rows):
     """Eigenvalues (descending) of a batch ``W`` of shape ``(B, N, M)``, ``N >= M``.
@@ -125,9 +140,7 @@ def _spectrum(W, n_rows):
     ``n_rows`` (shape ``(B,)``) is the larger dimension of each original (unpadded)
     matrix, for the numerical floor. NaN for a matrix that holds a NaN or Inf.
     """
-    ev = _eigvals_ascending(W)[:, ::-1]
-    floor = ev[:, :1] * n_rows[:, None] * jnp.finfo(ev.dtype).eps
-    return jnp.where(jnp.isnan(ev) | (ev > floor), ev, 0)
+    return numerical_floor(_eigvals_ascending(W)[:, ::-1], n_rows[:, None])
 
 
 def eigenvalues(W, *, precision: str = "float32") -> jax.Array:

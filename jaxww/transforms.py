@@ -35,6 +35,7 @@ import optax
 
 from jaxww import regularizers as _reg
 from jaxww.spectra import eigenvalues as _eigenvalues
+from jaxww.spectra import numerical_floor
 
 ScalarOrSchedule = Union[float, Callable[[jax.Array], jax.Array]]
 _HI = jax.lax.Precision.HIGHEST
@@ -147,7 +148,7 @@ def _alpha_and_grad(fn, lam):
     a, vjp, est = jax.vjp(f, lam, has_aux=True)
     ok = est.status == _reg.TAIL_OK
     (g,) = vjp(jnp.ones_like(a))
-    g = jnp.where(ok[:, None] & jnp.isfinite(g), g, 0.0)
+    g = jnp.where(ok.reshape(ok.shape + (1,) * (g.ndim - 1)) & jnp.isfinite(g), g, 0.0)
     return est, ok, g
 
 
@@ -194,18 +195,97 @@ def _wt_z(W, Z):
     return jnp.swapaxes(jnp.einsum("...nk,...nm->...km", Z, W, precision=_HI), -1, -2)
 
 
-class _Step(NamedTuple):
-    """Per shape group, what a full or a cheap step produces."""
+class _Refresh(NamedTuple):
+    """Per shape group, what a full step stores for the steps that follow it."""
+
+    basis: jax.Array        # (G, rf, M, K): top-K eigenvectors of W^T W
+    reference: jax.Array    # (G, rf, M): each matrix's spectrum, ascending
+    tail_size: jax.Array    # (G,): tail size of the exact estimate
+    held: jax.Array         # (G, rf, N, M): d alpha / dW through the eigenvalues below the basis
+    error: jax.Array        # (G,): tracking error of the previous basis
+
+
+class _Tracked(NamedTuple):
+    """Per shape group, what every step computes on the basis: ``d alpha / dW = A B^T + held``."""
 
     alpha: jax.Array        # (G,)
     ok: jax.Array           # (G,)
-    dalpha: jax.Array       # (G, rf, N, M): d alpha / d W
     num_tail: jax.Array     # (G,)
-    basis: jax.Array        # (G, rf, M, K)
-    reference: jax.Array    # (G, rf*M)
-    tail_size: jax.Array    # (G,)
-    held: jax.Array         # (G, rf, N, M)
-    error: jax.Array        # (G,)
+    A: jax.Array            # (G, rf, N, K): 2 W V_r diag(d alpha / d theta)
+    B: jax.Array            # (G, rf, M, K): Ritz vectors V_r
+    basis: jax.Array        # (G, rf, M, K): the basis after ``refine`` subspace iterations
+
+
+def _combined_estimate(spec, thresh, reference, theta, n_t, fin, scale):
+    """Alpha (and its status) of the lower reference spectrum joined with the tracked top.
+
+    ``theta`` (G, rf, K) are the Ritz values on the basis (with gradient);
+    ``reference[..., :M-K]`` the rest of each matrix's spectrum at the last full step.
+    ``"ks"`` keeps the tail size ``n_t`` of the last full step; other tails are
+    estimated afresh. At a full step this is the exact spectrum and estimate.
+    """
+    G, rf, K = theta.shape
+    M = reference.shape[-1]
+    x = jnp.concatenate([jax.lax.stop_gradient(reference[..., : M - K]), theta], axis=-1)
+    x = jnp.where(fin[:, None], x.reshape(G, rf * M) * scale, jnp.nan)
+    return jax.vmap(lambda e, t: _held_estimate(e, spec, t, thresh))(x, n_t)
+
+
+def _refresh(spec, thresh, g, W, Q_old, count):
+    """Full step: ``eigh`` of every ``W^T W``; the exact basis, spectra, tail and ``held``."""
+    G, rf, N, M = W.shape
+    K = Q_old.shape[-1]
+    fin = jnp.isfinite(W).all(axis=(-2, -1))
+    W0 = jnp.where(fin[..., None, None], W, jnp.zeros((), W.dtype))
+    w, V = _per_matrix(jnp.linalg.eigh, jnp.einsum("...nm,...nk->...mk", W0, W0, precision=_HI))
+    lam = numerical_floor(jnp.maximum(w, 0.0), N)                         # (G, rf, M) ascending
+    kfin = fin.all(axis=-1)
+    pooled = jnp.where(kfin[:, None], lam.reshape(G, rf * M) * g.scale, jnp.nan)
+    est, ok, gl = _alpha_and_grad(
+        lambda x: jax.vmap(lambda e: _reg._estimate(e, spec, thresh))(x), pooled)
+    gl = gl.reshape(G, rf, M)[..., : M - K] * g.scale
+    V_low = V[..., : M - K]
+
+    def through_lower(_):
+        return _spectral_grad(jnp.einsum("...nm,...mk->...nk", W0, V_low, precision=_HI), gl, V_low)
+
+    # Zero (and two matmuls saved) when every tail fits in the basis.
+    held = jax.lax.cond(jnp.any(gl != 0), through_lower, lambda _: jnp.zeros_like(W0), None)
+    # How well did the previous basis track? Its Ritz values against the exact values.
+    # (Ordered after the rest: see _one_after_another.)
+    (W0, Q_old), _ = jax.lax.optimization_barrier(((W0, Q_old), held))
+    Zo = jnp.einsum("...nm,...mk->...nk", W0, Q_old, precision=_HI)
+    theta = _per_matrix(jnp.linalg.eigvalsh, jnp.einsum("...nk,...nl->...kl", Zo, Zo, precision=_HI))
+    error = _tracking_error(theta.reshape(G, rf * K) * g.scale, pooled, est.num_tail, thresh)
+    ref = jnp.where(kfin[:, None, None], lam, 0.0)
+    return _Refresh(V[..., M - K:], ref, est.num_tail.astype(jnp.int32), held,
+                    jnp.where(count > 0, error, 0.0))
+
+
+def _track(spec, thresh, refine, g, W, Q, ref, n_t):
+    """Rayleigh-Ritz on the basis ``Q``: alpha, the gradient factors, the next basis."""
+    G, rf, N, M = W.shape
+    Z = jnp.einsum("...nm,...mk->...nk", W, Q, precision=_HI)     # (G, rf, N, K)
+    # A NaN/Inf anywhere in W reaches Z (x * 0 is NaN for those): test the small Z.
+    fin = jnp.isfinite(Z).all(axis=(-2, -1))
+    Z = jnp.where(fin[..., None, None], Z, jnp.zeros((), Z.dtype))
+    theta, U = _per_matrix(jnp.linalg.eigh, jnp.einsum("...nk,...nl->...kl", Z, Z, precision=_HI))
+    Zr = jnp.einsum("...nk,...kl->...nl", Z, U, precision=_HI)
+    Vr = jnp.einsum("...mk,...kl->...ml", Q, U, precision=_HI)
+    lam = numerical_floor(jnp.maximum(theta, 0.0), N)
+    kfin = fin.all(axis=-1)
+    est, ok, gl = _alpha_and_grad(
+        lambda t: _combined_estimate(spec, thresh, ref, t, n_t, kfin, g.scale), lam)
+    A = 2.0 * Zr * (gl * g.scale)[..., None, :]
+    (W, Zr, Vr), _ = jax.lax.optimization_barrier(((W, Zr, Vr), A))
+    Qn = Vr
+    for it in range(int(refine)):
+        Qn = _per_matrix(lambda y: jnp.linalg.qr(y)[0], _wt_z(W, Zr))
+        if it + 1 < refine:
+            Zr = jnp.einsum("...nm,...mk->...nk", W, Qn, precision=_HI)
+    # A non-finite matrix keeps its basis (never a NaN basis in the state).
+    Qn = jnp.where((fin & jnp.isfinite(Qn).all(axis=(-2, -1)))[..., None, None], Qn, Q)
+    return _Tracked(est.alpha, ok, est.num_tail, A, Vr, Qn)
 
 
 class AlphaRegularizationState(NamedTuple):
@@ -225,8 +305,8 @@ class AlphaRegularizationState(NamedTuple):
         exact ones, over the tail.
       tail_size: per shape group ``(G,)``: tail size at the last full step.
       basis: per shape group ``(G, rf, M, rank)``: tracked top eigenvectors of ``W^T W``.
-      reference: per shape group ``(G, rf*M)``: pooled spectrum (ascending) at the last
-        full step.
+      reference: per shape group ``(G, rf, M)``: each matrix's spectrum (ascending) at
+        the last full step.
       held: per shape group ``(G, rf, N, M)``: ``d alpha / d W`` through the eigenvalues
         outside the tracked subspace, at the last full step.
     """
@@ -269,25 +349,29 @@ def add_alpha_regularization(
     optimizer's scaling for a coupled penalty (as if it were in the loss) or after it
     for a decoupled one.
 
-    Full and cheap steps. Every ``every`` steps (and at the first update) a *full
-    step* diagonalises ``W^T W`` of every layer (``eigh``): alpha, the tail choice
-    and the gradient are exact (those of :func:`jaxww.alpha_penalty`), and the top
-    ``rank`` eigenvectors are kept. The steps in between are *cheap*:
+    Full and cheap steps. Every step works on a basis ``Q`` of the top ``rank``
+    eigenvectors of each ``W^T W``, kept in the state:
 
-    * Rayleigh-Ritz on the kept basis ``Q``: ``Z = W Q``, ``Z^T Z = U diag(theta) U^T``
-      gives the top eigenpairs ``(theta_j, Q u_j)`` of ``W^T W``;
-    * alpha is evaluated on those values plus the lower part of the spectrum of the
-      last full step, with the tail size of the last full step (``"ks"``);
-    * the gradient through the tracked eigenvalues is exact for that tail
-      (``d lambda_j / dW = 2 W q_j q_j^T``); the gradient through the tail
-      eigenvalues outside the basis is the one of the last full step (``held``);
-    * ``refine`` subspace iterations ``Q <- qr(W^T (W Q))`` track the basis.
+    * Rayleigh-Ritz: ``Z = W Q``, ``Z^T Z = U diag(theta) U^T`` gives the top eigenpairs
+      ``(theta_j, Q u_j)``;
+    * alpha is evaluated on those values joined with the rest of each matrix's
+      spectrum from the last full step, with that step's tail size (``"ks"``; other
+      tails are chosen afresh);
+    * its gradient is exact for that tail through the tracked eigenvalues
+      (``d lambda_j / dW = 2 W q_j q_j^T``) plus ``held``, the gradient through the tail
+      eigenvalues below the basis at the last full step (zero when the tail fits in
+      the basis);
+    * ``refine`` subspace iterations ``Q <- qr(W^T (W Q))`` follow the basis.
 
-    A cheap step costs three ``N x M x rank`` matmuls and a ``rank x rank`` ``eigh`` per
-    matrix; a full step an ``M x M`` ``eigh`` and two ``N x M x M`` matmuls. The state
-    says, per layer, whether the tail fits in the basis (``covered``) and how far the
-    tracked eigenvalues drifted (``subspace_error``); ``docs/training.md`` has the
-    measured trade-off.
+    Every ``every`` steps (and at the first update) a *full step* first diagonalises
+    ``W^T W`` (``eigh``) and replaces the basis, the lower spectrum, the tail size and
+    ``held`` by exact ones: alpha, the tail choice and the gradient of that step are
+    those of :func:`jaxww.alpha_penalty`. A cheap step costs three ``N x M x rank``
+    matmuls, a ``rank x rank`` ``eigh`` and an ``M x rank`` QR per matrix; a full step
+    adds an ``M x M`` ``eigh`` (plus two ``N x M x M`` matmuls when the tail is larger
+    than the basis). The state says, per layer, whether the tail fits in the basis
+    (``covered``) and how far the tracked eigenvalues drifted between full steps
+    (``subspace_error``); ``docs/training.md`` has the measured trade-off.
 
     Args:
       strength: ``s >= 0``, a float or a schedule ``count -> s``.
@@ -342,7 +426,7 @@ def add_alpha_regularization(
         for g in plan.groups:
             G, dt = len(g.members), _reg.group_matrices(plan, g).dtype
             bases.append(jnp.zeros((G, g.rf, g.M, min(int(rank), g.M)), dt))
-            refs.append(jnp.zeros((G, g.rf * g.M), dt))
+            refs.append(jnp.zeros((G, g.rf, g.M), dt))
             tails.append(jnp.zeros((G,), jnp.int32))
             helds.append(jnp.zeros((G, g.rf, g.N, g.M), dt))
         names = _names(plan)
@@ -353,68 +437,6 @@ def add_alpha_regularization(
             covered={n: jnp.asarray(False) for n in names},
             subspace_error={n: jnp.asarray(0.0, jnp.float32) for n in names},
             tail_size=tuple(tails), basis=tuple(bases), reference=tuple(refs), held=tuple(helds))
-
-    def full_step(g, W, Q_old, count):
-        """Exact eigendecomposition: alpha, d alpha / dW, a fresh basis and reference."""
-        G, rf, N, M = W.shape
-        K = Q_old.shape[-1]
-        fin = jnp.isfinite(W).all(axis=(-2, -1))
-        W0 = jnp.where(fin[..., None, None], W, jnp.zeros((), W.dtype))
-        X = jnp.einsum("...nm,...nk->...mk", W0, W0, precision=_HI)
-        w, V = _per_matrix(jnp.linalg.eigh, X)                         # ascending
-        lam = _reg._floor(jnp.maximum(w, 0.0), N)
-        kfin = fin.all(axis=-1)
-        pooled = jnp.where(kfin[:, None], lam.reshape(G, rf * M) * g.scale, jnp.nan)
-        est, ok, gl = _alpha_and_grad(
-            lambda x: jax.vmap(lambda e: _reg._estimate(e, spec, thresh))(x), pooled)
-        gl = gl.reshape(G, rf, M) * g.scale
-        Z = jnp.einsum("...nm,...mk->...nk", W0, V, precision=_HI)
-        dalpha = _spectral_grad(Z, gl, V)
-        top = _spectral_grad(Z[..., M - K:], gl[..., M - K:], V[..., M - K:])
-        held = dalpha - top
-        # How well did the cheap steps track? Ritz values of the old basis vs exact.
-        # (Ordered after the rest: see _one_after_another.)
-        (W0, Q_old), _ = jax.lax.optimization_barrier(((W0, Q_old), held))
-        Zo = jnp.einsum("...nm,...mk->...nk", W0, Q_old, precision=_HI)
-        theta = _per_matrix(jnp.linalg.eigvalsh, jnp.einsum("...nk,...nl->...kl", Zo, Zo, precision=_HI))
-        error = _tracking_error(theta.reshape(G, rf * K) * g.scale, pooled, est.num_tail, thresh)
-        error = jnp.where(count > 0, error, 0.0)
-        ref = jnp.sort(jnp.where(kfin[:, None], pooled, 0.0), axis=-1)
-        return _Step(est.alpha, ok, dalpha, est.num_tail, V[..., M - K:], ref,
-                     est.num_tail.astype(jnp.int32), held, error)
-
-    def cheap_step(g, W, Q, ref, n_t, held, error):
-        """Rayleigh-Ritz on the tracked basis; lower eigenvalues and their gradient held."""
-        G, rf, N, M = W.shape
-        K = Q.shape[-1]
-        Z = jnp.einsum("...nm,...mk->...nk", W, Q, precision=_HI)     # (G, rf, N, K)
-        # A NaN/Inf anywhere in W reaches Z (x * 0 is NaN for those): test the small Z.
-        fin = jnp.isfinite(Z).all(axis=(-2, -1))
-        Z = jnp.where(fin[..., None, None], Z, jnp.zeros((), Z.dtype))
-        theta, U = _per_matrix(jnp.linalg.eigh, jnp.einsum("...nk,...nl->...kl", Z, Z, precision=_HI))
-        Zr = jnp.einsum("...nk,...kl->...nl", Z, U, precision=_HI)
-        Vr = jnp.einsum("...mk,...kl->...ml", Q, U, precision=_HI)
-        lam = _reg._floor(jnp.maximum(theta, 0.0), N)                 # (G, rf, K)
-        kfin = fin.all(axis=-1)
-        stale = ref[:, : rf * M - rf * K]
-
-        def fn(fresh):
-            x = jnp.concatenate([stale, fresh], axis=-1)
-            x = jnp.where(kfin[:, None], x, jnp.nan)
-            return jax.vmap(lambda e, t: _held_estimate(e, spec, t, thresh))(x, n_t)
-
-        est, ok, gl = _alpha_and_grad(fn, lam.reshape(G, rf * K) * g.scale)
-        gl = gl.reshape(G, rf, K) * g.scale
-        dalpha = _spectral_grad(Zr, gl, Vr) + jnp.where(ok[:, None, None, None], held, 0.0)
-        (W, Zr, Vr), _ = jax.lax.optimization_barrier(((W, Zr, Vr), dalpha))
-        Qn = Vr
-        for it in range(int(refine)):
-            Qn = _per_matrix(lambda y: jnp.linalg.qr(y)[0], _wt_z(W, Zr))
-            if it + 1 < refine:
-                Zr = jnp.einsum("...nm,...mk->...nk", W, Qn, precision=_HI)
-        # A non-finite matrix keeps its basis (never a NaN basis in the state).
-        Qn = jnp.where((fin & jnp.isfinite(Qn).all(axis=(-2, -1)))[..., None, None], Qn, Vr)
-        return _Step(est.alpha, ok, dalpha, est.num_tail, Qn, ref, n_t, held, error)
 
     def update_fn(updates, state, params=None):
         if params is None:
@@ -433,25 +455,25 @@ def add_alpha_regularization(
         # Start after the incoming updates exist (no overlap with the backward pass).
         mats_list, _ = jax.lax.optimization_barrier(
             ([jax.lax.stop_gradient(m) for m in mats_list], jax.tree_util.tree_leaves(updates)))
-        old_err = [jnp.stack([state.subspace_error[names[i]] for i in g.members]) for g in plan.groups]
+        old_err = tuple(jnp.stack([state.subspace_error[names[i]] for i in g.members])
+                        for g in plan.groups)
+        kept = [_Refresh(*f) for f in zip(state.basis, state.reference, state.tail_size,
+                                           state.held, old_err)]
 
-        def run_full(ops):
+        def full(mats):
             return _one_after_another(
-                lambda g, W, Q: full_step(g, W, Q, state.count),
-                plan.groups, ops, state.basis)
-
-        def run_cheap(ops):
-            return _one_after_another(
-                cheap_step, plan.groups, ops, state.basis, state.reference, state.tail_size,
-                state.held, old_err)
+                lambda g, W, Q: _refresh(spec, thresh, g, W, Q, state.count),
+                plan.groups, mats, state.basis)
 
         if every == 1:
-            steps = run_full(mats_list)
+            fresh = full(mats_list)
         else:
-            steps = jax.lax.cond(state.count % every == 0, run_full, run_cheap, mats_list)
+            fresh = jax.lax.cond(state.count % every == 0, full, lambda _: kept, mats_list)
+        tracked = [_track(spec, thresh, refine, g, W, r.basis, r.reference, r.tail_size)
+                   for g, W, r in zip(plan.groups, mats_list, fresh)]
 
-        alpha_v = _in_order(plan, [st.alpha for st in steps])
-        ok = _in_order(plan, [st.ok for st in steps])
+        alpha_v = _in_order(plan, [t.alpha for t in tracked])
+        ok = _in_order(plan, [t.ok for t in tracked])
 
         def total(a):
             per = jnp.where(ok, _reg.distance(jnp.where(ok, a, target), target, distance), 0.0)
@@ -459,11 +481,14 @@ def add_alpha_regularization(
 
         dP = jax.grad(total)(jnp.where(ok, alpha_v, target))
         grads, goods = [], []
-        for g, st in zip(plan.groups, steps):
+        for g, t, r in zip(plan.groups, tracked, fresh):
             w = dP[np.asarray(g.members)]
-            gm = w[:, None, None, None] * st.dalpha
-            good = jnp.isfinite(gm).all(axis=(1, 2, 3))               # last guard, per kernel
-            grads.append(jnp.where(good[:, None, None, None], gm, 0.0).astype(st.dalpha.dtype))
+            # d alpha / dW = A B^T + held; the small factors are the last guard, per kernel.
+            good = (jnp.isfinite(t.A).all(axis=(1, 2, 3)) & jnp.isfinite(t.B).all(axis=(1, 2, 3))
+                    & jnp.isfinite(w))
+            w = jnp.where(good, w, 0.0)[:, None, None, None].astype(t.A.dtype)
+            A = jnp.where(good[:, None, None, None], t.A, 0.0)
+            grads.append(jnp.einsum("...nk,...mk->...nm", w * A, t.B, precision=_HI) + w * r.held)
             goods.append(good)
         ok = ok & _in_order(plan, goods)
         (gleaves,) = pullback(grads)
@@ -473,19 +498,19 @@ def add_alpha_regularization(
         for p, gl in zip(positions, gleaves):
             u = up_leaves[p]
             up_leaves[p] = u + (s * gl).astype(u.dtype)
-        cover = _in_order(plan, [st.num_tail <= st.basis.shape[1] * st.basis.shape[-1]
-                                 for st in steps]) & ok
-        err = _in_order(plan, [st.error for st in steps])
+        cover = _in_order(plan, [t.num_tail <= t.basis.shape[1] * t.basis.shape[-1]
+                                 for t in tracked]) & ok
+        err = _in_order(plan, [r.error for r in fresh])
         new_state = AlphaRegularizationState(
             count=optax.safe_increment(state.count),
             alpha={n: alpha_v[i].astype(jnp.float32) for i, n in enumerate(names)},
             ok={n: ok[i] for i, n in enumerate(names)},
             covered={n: cover[i] for i, n in enumerate(names)},
             subspace_error={n: err[i].astype(jnp.float32) for i, n in enumerate(names)},
-            tail_size=tuple(st.tail_size for st in steps),
-            basis=tuple(st.basis.astype(b.dtype) for st, b in zip(steps, state.basis)),
-            reference=tuple(st.reference.astype(r.dtype) for st, r in zip(steps, state.reference)),
-            held=tuple(st.held.astype(h.dtype) for st, h in zip(steps, state.held)))
+            tail_size=tuple(r.tail_size for r in fresh),
+            basis=tuple(t.basis.astype(b.dtype) for t, b in zip(tracked, state.basis)),
+            reference=tuple(r.reference.astype(x.dtype) for r, x in zip(fresh, state.reference)),
+            held=tuple(r.held.astype(h.dtype) for r, h in zip(fresh, state.held)))
         return jax.tree_util.tree_unflatten(up_def, up_leaves), new_state
 
     if mask is not None:

@@ -144,6 +144,27 @@ def test_cheap_steps_track_the_exact_gradient():
     assert int(state.count) == 6
 
 
+@pytest.mark.parametrize("tail, rank", [(6, 8), (12, 4), ("fraction", 4)])
+def test_full_steps_after_cheap_steps_are_exact(tail, rank):
+    """Every ``every`` steps the gradient is exact again, also when the tail is larger
+    than the basis (the part below it, ``held``, is recomputed)."""
+    p = params_tree(6)
+    reg = jaxww.add_alpha_regularization(1.0, 2.5, every=3, tail=tail, rank=rank)
+    state, upd = reg.init(p), jax.jit(reg.update)
+    key = jax.random.key(1)
+    for step in range(7):
+        g, state = upd(zeros_like(p), state, p)
+        if step % 3 == 0:
+            want = exact_gradient(p, 2.5, tail=tail)
+            for name in ("l0", "l1"):
+                np.testing.assert_allclose(np.asarray(g[name]["kernel"]),
+                                           np.asarray(want[name]["kernel"]), rtol=5e-3, atol=1e-5)
+            for k, a in jaxww.tree_alpha(p, tail=tail).items():
+                assert float(state.alpha[k]) == pytest.approx(float(a), rel=1e-4)
+        key, k = jax.random.split(key)
+        p = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(k, x.shape) / np.sqrt(x.shape[0]), p)
+
+
 def test_a_tail_larger_than_the_tracked_subspace_is_flagged():
     p = params_tree(3)
     reg = jaxww.add_alpha_regularization(1.0, 2.5, every=10, tail=12, rank=4)
