@@ -18,6 +18,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # weightwatcher imports matplotlib; 
 import jax
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# The same examples on every run: CI is a verdict on the code, not on the draw.
+settings.register_profile("jaxww", derandomize=True)
+settings.load_profile("jaxww")
 
 #: The shape most tests use (Flax ``(in, out)``): N = 256, M = 128, Q = 2.
 DENSE = (256, 128)

@@ -89,16 +89,26 @@ def numpy_fixed_tail(x, fraction=None, count=None):
        fraction=st.sampled_from([0.5, 0.25, 0.8, 1.0]), count=st.integers(2, 40))
 def test_fixed_tails_match_the_numpy_formula(seed, n, a, fraction, count):
     x = padded(pareto(np.random.default_rng(seed), n, a))
-    want, nt = numpy_fixed_tail(x, fraction=fraction)
-    got = jaxww.tail_alpha(x, fraction)
-    assert int(got.num_tail) == nt
-    assert float(got.alpha) == pytest.approx(want, rel=2e-4)
-    want, nt = numpy_fixed_tail(x, count=count)
-    got = jaxww.tail_alpha(x, count)
-    assert int(got.num_tail) == nt
-    assert float(got.alpha) == pytest.approx(want, rel=2e-4)
-    assert float(jaxww.tail_alpha(x, "fraction").alpha) == pytest.approx(
-        numpy_fixed_tail(x, fraction=0.5)[0], rel=2e-4)
+
+    def check(got, want, nt):
+        if want >= R.ALPHA_MAX:   # a numerically flat tail: flagged, never a number
+            assert np.isnan(float(got.alpha)) and int(got.status) == R.TAIL_DEGENERATE
+            return
+        assert int(got.num_tail) == nt
+        assert float(got.alpha) == pytest.approx(want, rel=2e-4)
+
+    check(jaxww.tail_alpha(x, fraction), *numpy_fixed_tail(x, fraction=fraction))
+    check(jaxww.tail_alpha(x, count), *numpy_fixed_tail(x, count=count))
+    check(jaxww.tail_alpha(x, "fraction"), *numpy_fixed_tail(x, fraction=0.5))
+
+
+def test_a_flat_fixed_tail_is_flagged():
+    """Found by hypothesis: two nearly equal top values give alpha > 1000 by the formula."""
+    x = padded(pareto(np.random.default_rng(2166), 4, 2.0))
+    want, _ = numpy_fixed_tail(x, count=2)
+    assert want > R.ALPHA_MAX
+    got = jaxww.tail_alpha(x, 2)
+    assert np.isnan(float(got.alpha)) and int(got.status) == R.TAIL_DEGENERATE
 
 
 def test_known_answer_on_a_large_pareto_sample():
