@@ -144,7 +144,7 @@ def test_cheap_steps_track_the_exact_gradient():
     assert int(state.count) == 6
 
 
-@pytest.mark.parametrize("tail, rank", [(6, 8), (12, 4), ("fraction", 4)])
+@pytest.mark.parametrize("tail, rank", [(6, 8), (12, 4), ("fraction", 4), ("soft", 4)])
 def test_full_steps_after_cheap_steps_are_exact(tail, rank):
     """Every ``every`` steps the gradient is exact again, also when the tail is larger
     than the basis (the part below it, ``held``, is recomputed)."""
