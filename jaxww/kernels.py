@@ -33,7 +33,6 @@ from typing import Any, Callable, Mapping, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 #: 2-D convolutions: pooled eigenvalues are multiplied by this (reference ``conv2d_norm``).
 CONV2D_NORM = 0.5
