@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -124,6 +124,23 @@ def _fit_groups(kerns) -> dict[int, list[int]]:
     return groups
 
 
+def _cost(k: _kernels.Kernel) -> int:
+    """Work of one layer's spectrum: Gram matrix and eigenvalues, ``rf (N M^2 + M^3)``."""
+    return k.rf * (k.N + k.M) * k.M ** 2
+
+
+def _split(kerns, n_parts: int) -> list[list[int]]:
+    """Kernel indices in ``n_parts`` parts of about equal :func:`_cost` (largest first,
+    each to the lightest part); empty parts are dropped, each part keeps kernel order."""
+    parts: list[list[int]] = [[] for _ in range(n_parts)]
+    load = [0] * n_parts
+    for i in sorted(range(len(kerns)), key=lambda i: -_cost(kerns[i])):
+        j = load.index(min(load))
+        parts[j].append(i)
+        load[j] += _cost(kerns[i])
+    return [sorted(p) for p in parts if p]
+
+
 @functools.partial(jax.jit, static_argnames=("kerns", "groups", "precision"))
 def _spectra_stage(leaves, kerns, groups, precision):
     """Kernels -> spectra: the zero-padded pooled spectrum of every layer, per fit group.
@@ -156,6 +173,7 @@ def analyze(
     layers: _kernels.LayerFilter = None,
     layouts: _kernels.LayoutOverride = None,
     xmin_max: float | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> Report:
     """Analyse every weight matrix of ``params``: spectrum, power-law fit, metrics.
 
@@ -172,6 +190,9 @@ def analyze(
         convolutions in a plain dict): ``{regex: layout}`` or a callable
         ``(name, shape) -> layout or None``; see :mod:`jaxww.kernels`.
       xmin_max: only tails starting at ``xmin <= xmin_max`` are candidates.
+      devices: where to compute (default: ``jax.local_devices()``). With several, the
+        layers are split into one part per device, of about equal work, and the parts
+        run concurrently (each part batched as on one device).
 
     Returns:
       A :class:`Report` (``details``, ``summary``, ``skipped``, ``esd(name)``, ``tree()``).
@@ -198,22 +219,18 @@ def analyze(
         why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:10])
         raise ValueError(f"analyze: no eligible weight matrix among {len(leaves)} leaves "
                          f"(searched floating-point leaves with ndim >= 2). Skipped: {why}")
-    # The compiled program depends on shapes and layouts only, not on names: the
-    # static description of each kernel drops its name and numbers its leaf among
-    # the leaves actually used.
-    used = list(dict.fromkeys(k.leaf for k in kerns))
-    specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("analyze: devices is empty")
     with _precision_scope(precision):
         bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
-        # Two programs: dispatch is asynchronous, so the fit compiles while the
-        # spectra are being computed.
-        groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
-        spectra = _spectra_stage(tuple(leaves[i] for i in used), specs, groups, precision)
+        # Dispatch is asynchronous: the parts run on their devices concurrently, and
+        # the fit compiles while the spectra are being computed.
         results = []
-        for (_, members), E in zip(groups, spectra):
-            counts = np.asarray([kerns[i].num_evals for i in members])
-            Ns = np.asarray([kerns[i].N for i in members], precision)
-            results.append((members, *_fit_stage(E, counts, Ns, bound), E))
+        for part, dev in zip(_split(kerns, len(devices)), devices):
+            sub = [kerns[i] for i in part]
+            for members, *out in _analyze_part(sub, leaves, dev, precision, bound):
+                results.append(([part[i] for i in members], *out))
         results = jax.device_get(results)
 
     rows: list = [None] * len(kerns)
@@ -229,6 +246,26 @@ def analyze(
     leaf_of = {k.name: k.leaf for k in kerns}
     stacked = frozenset(k.leaf for k in kerns if k.index is not None)
     return Report(tuple(rows), tuple(skipped), evals_by_name, treedef, leaf_of, stacked)
+
+
+def _analyze_part(kerns, leaves, device, precision, bound):
+    """Spectra, fit and metrics of some layers on one device: ``[(members, fit, metrics, E)]``.
+
+    Two programs (spectra, then fit), keyed on shapes and layouts only, not on names:
+    the static description of each kernel drops its name and numbers its leaf among
+    the leaves actually used.
+    """
+    used = list(dict.fromkeys(k.leaf for k in kerns))
+    specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
+    groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
+    spectra = _spectra_stage(jax.device_put(tuple(leaves[i] for i in used), device),
+                             specs, groups, precision)
+    out = []
+    for (_, members), E in zip(groups, spectra):
+        counts = np.asarray([kerns[i].num_evals for i in members])
+        Ns = np.asarray([kerns[i].N for i in members], precision)
+        out.append((members, *_fit_stage(E, counts, Ns, bound), E))
+    return out
 
 
 def _row(k: _kernels.Kernel, layer_id: int, fit: dict, met: dict, finite: bool) -> dict:

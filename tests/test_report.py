@@ -245,3 +245,55 @@ def test_xmin_max_option(h):
     assert row["alpha"] == pytest.approx(float(fit.alpha), rel=1e-6)
     assert row["alpha"] != pytest.approx(free["alpha"], rel=1e-3)
     assert int(fit.status) == pl.FIT_OK
+
+
+# ------------------------------------------------------------------ several devices
+def test_split_balances_work_and_keeps_every_layer():
+    from jaxww import kernels as K
+    from jaxww import report as R
+    shapes = [(1024, 1024), (256, 128), (256, 128), (512, 512), (64, 32), (2048, 256)]
+    kerns, _ = K.find_kernels([f"l{i}/kernel" for i in range(len(shapes))],
+                              [np.zeros(s, np.float32) for s in shapes])
+    parts = R._split(kerns, 2)
+    assert sorted(i for p in parts for i in p) == list(range(len(kerns)))
+    assert all(p == sorted(p) for p in parts)
+    loads = [sum(R._cost(kerns[i]) for i in p) for p in parts]
+    assert max(loads) <= R._cost(kerns[0]) + min(loads)       # largest-first greedy bound
+    assert R._split(kerns[:1], 4) == [[0]]                   # no empty parts
+    with pytest.raises(ValueError, match="devices"):
+        jaxww.analyze({"w": {"kernel": np.ones((64, 32), np.float32)}}, devices=[])
+
+
+_TWO_DEVICES = """
+import numpy as np, jax, jaxww
+assert len(jax.devices()) == 2, jax.devices()
+rng = np.random.default_rng(0)
+def t(*s):
+    return (rng.standard_t(3.0, s) / np.sqrt(s[0])).astype(np.float32)
+params = {"a": {"kernel": t(256, 128)}, "b": {"kernel": t(256, 128)}, "c": {"kernel": t(384, 96)},
+          "conv": {"kernel": t(3, 3, 16, 32)}, "d": {"kernel": t(128, 64)}, "bad": {"kernel": t(64, 32)}}
+params["bad"]["kernel"][0, 0] = np.nan
+one = jaxww.analyze(params, devices=jax.devices()[:1]).rows
+two = jaxww.analyze(params).rows
+assert [r["name"] for r in one] == [r["name"] for r in two]
+for r1, r2 in zip(one, two):
+    assert r1["status"] == r2["status"], (r1, r2)
+    for c in ("alpha", "D", "xmin", "log_norm", "stable_rank", "matrix_rank"):
+        assert np.allclose(r1[c], r2[c], rtol=1e-6, equal_nan=True), (r1["name"], c, r1[c], r2[c])
+print("ok", len(two))
+"""
+
+
+def test_two_devices_give_the_same_report():
+    """Layers split over two (forced host) devices: the same rows as on one device."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _TWO_DEVICES], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok 6"
