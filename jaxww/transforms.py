@@ -67,6 +67,11 @@ def _check_scales(lo, hi):
     return float(lo), float(hi)
 
 
+def _masked(t: optax.GradientTransformation, mask) -> optax.GradientTransformation:
+    """``t`` applied only where ``mask`` (optax-style) is True; ``t`` itself for no mask."""
+    return t if mask is None else optax.masked(t, mask)
+
+
 def _value(v, count):
     return v(count) if callable(v) else v
 
@@ -119,7 +124,7 @@ def _spectrum_snapshot(mats, group):
     """Pooled spectrum ``(G, rf*M)`` ascending, from the fast eigenvalue path; 0 for non-finite."""
     G, rf, N, M = mats.shape
     ev = _eigenvalues(jax.lax.stop_gradient(mats).reshape(G * rf, N, M))
-    ev = ev.reshape(G, rf * M) * group.scale
+    ev = _reg._pooled(ev.reshape(G, rf, M), group)
     fin = jnp.isfinite(ev).all(axis=-1)
     ev = jnp.where(fin[:, None], ev, 0.0)
     return jnp.sort(ev, axis=-1), fin
@@ -206,17 +211,21 @@ class _Refresh(NamedTuple):
 
 
 class _Tracked(NamedTuple):
-    """Per shape group, what every step computes on the basis: ``d alpha / dW = A B^T + held``."""
+    """Per shape group, what every step computes on the basis.
+
+    ``d alpha / dW = _spectral_grad(Z, dtheta, V) + held``.
+    """
 
     alpha: jax.Array        # (G,)
     ok: jax.Array           # (G,)
     num_tail: jax.Array     # (G,)
-    A: jax.Array            # (G, rf, N, K): 2 W V_r diag(d alpha / d theta)
-    B: jax.Array            # (G, rf, M, K): Ritz vectors V_r
+    Z: jax.Array            # (G, rf, N, K): W V
+    dtheta: jax.Array       # (G, rf, K): d alpha / d theta (Ritz values)
+    V: jax.Array            # (G, rf, M, K): Ritz vectors
     basis: jax.Array        # (G, rf, M, K): the basis after ``refine`` subspace iterations
 
 
-def _combined_estimate(spec, thresh, reference, theta, n_t, fin, scale):
+def _combined_estimate(spec, thresh, group, reference, theta, n_t, fin):
     """Alpha (and its status) of the lower reference spectrum joined with the tracked top.
 
     ``theta`` (G, rf, K) are the Ritz values on the basis (with gradient);
@@ -224,10 +233,9 @@ def _combined_estimate(spec, thresh, reference, theta, n_t, fin, scale):
     ``"ks"`` keeps the tail size ``n_t`` of the last full step; other tails are
     estimated afresh. At a full step this is the exact spectrum and estimate.
     """
-    G, rf, K = theta.shape
-    M = reference.shape[-1]
+    K, M = theta.shape[-1], reference.shape[-1]
     x = jnp.concatenate([jax.lax.stop_gradient(reference[..., : M - K]), theta], axis=-1)
-    x = jnp.where(fin[:, None], x.reshape(G, rf * M) * scale, jnp.nan)
+    x = jnp.where(fin[:, None], _reg._pooled(x, group), jnp.nan)
     return jax.vmap(lambda e, t: _held_estimate(e, spec, t, thresh))(x, n_t)
 
 
@@ -240,7 +248,7 @@ def _refresh(spec, thresh, g, W, Q_old, count):
     w, V = _per_matrix(jnp.linalg.eigh, jnp.einsum("...nm,...nk->...mk", W0, W0, precision=_HI))
     lam = numerical_floor(jnp.maximum(w, 0.0), N)                         # (G, rf, M) ascending
     kfin = fin.all(axis=-1)
-    pooled = jnp.where(kfin[:, None], lam.reshape(G, rf * M) * g.scale, jnp.nan)
+    pooled = jnp.where(kfin[:, None], _reg._pooled(lam, g), jnp.nan)
     est, ok, gl = _alpha_and_grad(
         lambda x: jax.vmap(lambda e: _reg._estimate(e, spec, thresh))(x), pooled)
     gl = gl.reshape(G, rf, M)[..., : M - K] * g.scale
@@ -275,17 +283,16 @@ def _track(spec, thresh, refine, g, W, Q, ref, n_t):
     lam = numerical_floor(jnp.maximum(theta, 0.0), N)
     kfin = fin.all(axis=-1)
     est, ok, gl = _alpha_and_grad(
-        lambda t: _combined_estimate(spec, thresh, ref, t, n_t, kfin, g.scale), lam)
-    A = 2.0 * Zr * (gl * g.scale)[..., None, :]
-    (W, Zr, Vr), _ = jax.lax.optimization_barrier(((W, Zr, Vr), A))
-    Qn = Vr
+        lambda t: _combined_estimate(spec, thresh, g, ref, t, n_t, kfin), lam)
+    gl = gl * g.scale
+    (W, Y, Qn), _ = jax.lax.optimization_barrier(((W, Zr, Vr), gl))
     for it in range(int(refine)):
-        Qn = _per_matrix(lambda y: jnp.linalg.qr(y)[0], _wt_z(W, Zr))
+        Qn = _per_matrix(lambda y: jnp.linalg.qr(y)[0], _wt_z(W, Y))
         if it + 1 < refine:
-            Zr = jnp.einsum("...nm,...mk->...nk", W, Qn, precision=_HI)
+            Y = jnp.einsum("...nm,...mk->...nk", W, Qn, precision=_HI)
     # A non-finite matrix keeps its basis (never a NaN basis in the state).
     Qn = jnp.where((fin & jnp.isfinite(Qn).all(axis=(-2, -1)))[..., None, None], Qn, Q)
-    return _Tracked(est.alpha, ok, est.num_tail, A, Vr, Qn)
+    return _Tracked(est.alpha, ok, est.num_tail, Zr, gl, Vr, Qn)
 
 
 class AlphaRegularizationState(NamedTuple):
@@ -483,12 +490,13 @@ def add_alpha_regularization(
         grads, goods = [], []
         for g, t, r in zip(plan.groups, tracked, fresh):
             w = dP[np.asarray(g.members)]
-            # d alpha / dW = A B^T + held; the small factors are the last guard, per kernel.
-            good = (jnp.isfinite(t.A).all(axis=(1, 2, 3)) & jnp.isfinite(t.B).all(axis=(1, 2, 3))
-                    & jnp.isfinite(w))
-            w = jnp.where(good, w, 0.0)[:, None, None, None].astype(t.A.dtype)
-            A = jnp.where(good[:, None, None, None], t.A, 0.0)
-            grads.append(jnp.einsum("...nk,...mk->...nm", w * A, t.B, precision=_HI) + w * r.held)
+            # The small factors are the last guard, per kernel.
+            good = (jnp.isfinite(t.Z).all(axis=(1, 2, 3)) & jnp.isfinite(t.V).all(axis=(1, 2, 3))
+                    & jnp.isfinite(t.dtheta).all(axis=(1, 2)) & jnp.isfinite(w))
+            w = jnp.where(good, w, 0.0).astype(t.Z.dtype)
+            Z = jnp.where(good[:, None, None, None], t.Z, 0.0)
+            dtheta = jnp.where(good[:, None, None], t.dtheta, 0.0) * w[:, None, None]
+            grads.append(_spectral_grad(Z, dtheta, t.V) + w[:, None, None, None] * r.held)
             goods.append(good)
         ok = ok & _in_order(plan, goods)
         (gleaves,) = pullback(grads)
@@ -513,9 +521,7 @@ def add_alpha_regularization(
             held=tuple(r.held.astype(h.dtype) for r, h in zip(fresh, state.held)))
         return jax.tree_util.tree_unflatten(up_def, up_leaves), new_state
 
-    if mask is not None:
-        return optax.masked(optax.GradientTransformation(init_fn, update_fn), mask)
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _masked(optax.GradientTransformation(init_fn, update_fn), mask)
 
 
 def _tracking_error(theta, pooled, n_t, thresh):
@@ -656,8 +662,7 @@ def scale_by_alpha(
     init_fn, update_fn = _alpha_driven(
         "scale_by_alpha", every, tail, temperature, min_scale, max_scale, layouts, thresh,
         lambda u, p, f, c: u * f.astype(u.dtype))
-    t = optax.GradientTransformation(init_fn, update_fn)
-    return optax.masked(t, mask) if mask is not None else t
+    return _masked(optax.GradientTransformation(init_fn, update_fn), mask)
 
 
 def add_alpha_decayed_weights(
@@ -710,5 +715,4 @@ def add_alpha_decayed_weights(
     init_fn, update_fn = _alpha_driven(
         "add_alpha_decayed_weights", every, tail, temperature, min_scale, max_scale, layouts,
         thresh, apply)
-    t = optax.GradientTransformation(init_fn, update_fn)
-    return optax.masked(t, mask) if mask is not None else t
+    return _masked(optax.GradientTransformation(init_fn, update_fn), mask)
