@@ -266,8 +266,9 @@ def _refresh(spec, thresh, g, W, Q_old, count):
     theta = _per_matrix(jnp.linalg.eigvalsh, jnp.einsum("...nk,...nl->...kl", Zo, Zo, precision=_HI))
     error = _tracking_error(theta.reshape(G, rf * K) * g.scale, pooled, est.num_tail, thresh)
     ref = jnp.where(kfin[:, None, None], lam, 0.0)
+    # The state keeps the error in float32 (also under x64): both cond branches match.
     return _Refresh(V[..., M - K:], ref, est.num_tail.astype(jnp.int32), held,
-                    jnp.where(count > 0, error, 0.0))
+                    jnp.where(count > 0, error, 0.0).astype(jnp.float32))
 
 
 def _track(spec, thresh, refine, g, W, Q, ref, n_t):

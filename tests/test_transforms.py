@@ -144,25 +144,47 @@ def test_cheap_steps_track_the_exact_gradient():
     assert int(state.count) == 6
 
 
+def rel_error(got, want):
+    """``||got - want|| / ||want||`` over the kernels: what "the same gradient" means.
+
+    Elementwise tolerances are wrong here: entries near zero carry the absolute
+    rounding error of the whole computation (seen: 1.3e-5 against 2.0e-6 on one CPU).
+    """
+    num = sum(np.linalg.norm(np.asarray(got[n]["kernel"], np.float64) - np.asarray(want[n]["kernel"], np.float64)) ** 2
+              for n in ("l0", "l1"))
+    den = sum(np.linalg.norm(np.asarray(want[n]["kernel"], np.float64)) ** 2 for n in ("l0", "l1"))
+    return float(np.sqrt(num / den))
+
+
+def grad_rtol(dtype):
+    """Bound on :func:`rel_error` for two exact computations of the same gradient by
+    different eigensolver paths: eigenvector errors are ``eps * lambda_max / gap``, and
+    the smallest relative gap of these 16-24 value spectra is about 1e-2, so rounding is
+    about ``1e2 * eps``; the bound allows 100x that. Measured: 9.5e-5 (float32), 3.7e-13
+    (float64). An algorithmic error (a stale tail, a missing ``held`` term) is >= 1e-2.
+    """
+    return 1e4 * float(np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("tail, rank", [(6, 8), (12, 4), ("fraction", 4), ("soft", 4)])
-def test_full_steps_after_cheap_steps_are_exact(tail, rank):
+def test_full_steps_after_cheap_steps_are_exact(tail, rank, dtype):
     """Every ``every`` steps the gradient is exact again, also when the tail is larger
-    than the basis (the part below it, ``held``, is recomputed)."""
-    p = params_tree(6)
-    reg = jaxww.add_alpha_regularization(1.0, 2.5, every=3, tail=tail, rank=rank)
-    state, upd = reg.init(p), jax.jit(reg.update)
-    key = jax.random.key(1)
-    for step in range(7):
-        g, state = upd(zeros_like(p), state, p)
-        if step % 3 == 0:
-            want = exact_gradient(p, 2.5, tail=tail)
-            for name in ("l0", "l1"):
-                np.testing.assert_allclose(np.asarray(g[name]["kernel"]),
-                                           np.asarray(want[name]["kernel"]), rtol=5e-3, atol=1e-5)
-            for k, a in jaxww.tree_alpha(p, tail=tail).items():
-                assert float(state.alpha[k]) == pytest.approx(float(a), rel=1e-4)
-        key, k = jax.random.split(key)
-        p = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(k, x.shape) / np.sqrt(x.shape[0]), p)
+    than the basis (the part below it, ``held``, is recomputed). Exactness is shown in
+    float64 (to rounding); float32 must agree to float32 rounding."""
+    with jax.enable_x64(dtype == np.float64):
+        p = jax.tree.map(lambda x: np.asarray(x, dtype), params_tree(6))
+        reg = jaxww.add_alpha_regularization(1.0, 2.5, every=3, tail=tail, rank=rank)
+        state, upd = reg.init(p), jax.jit(reg.update)
+        key = jax.random.key(1)
+        for step in range(7):
+            g, state = upd(zeros_like(p), state, p)
+            if step % 3 == 0:
+                assert rel_error(g, exact_gradient(p, 2.5, tail=tail)) < grad_rtol(dtype), step
+                for k, a in jaxww.tree_alpha(p, tail=tail).items():
+                    assert float(state.alpha[k]) == pytest.approx(float(a), rel=1e-4)
+            key, k = jax.random.split(key)
+            p = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(k, x.shape, x.dtype) / np.sqrt(x.shape[0]), p)
 
 
 def test_a_tail_larger_than_the_tracked_subspace_is_flagged():
