@@ -8,6 +8,7 @@ expensive things (training a net, weightwatcher's ``analyze``) are module-scoped
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import logging
 import os
@@ -23,6 +24,30 @@ from hypothesis import settings
 # The same examples on every run: CI is a verdict on the code, not on the draw.
 settings.register_profile("jaxww", derandomize=True)
 settings.load_profile("jaxww")
+
+#: The reference implementation the ``oracle`` tests compare with.
+ORACLE_VERSION = "0.7.7"
+
+
+def _oracle_missing() -> str | None:
+    """Why the oracle tests cannot run here, or None."""
+    try:
+        found = importlib.metadata.version("weightwatcher")
+    except importlib.metadata.PackageNotFoundError:
+        return f"weightwatcher {ORACLE_VERSION} (the oracle) is not installed: pip install '.[test]'"
+    if found != ORACLE_VERSION:
+        return f"the oracle is weightwatcher {ORACLE_VERSION}, found {found}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``@pytest.mark.oracle`` tests, with the reason, when the oracle is missing."""
+    why = _oracle_missing()
+    if why is None:
+        return
+    for item in items:
+        if item.get_closest_marker("oracle"):
+            item.add_marker(pytest.mark.skip(reason=why))
 
 #: The shape most tests use (Flax ``(in, out)``): N = 256, M = 128, Q = 2.
 DENSE = (256, 128)
@@ -93,9 +118,14 @@ def ww_analyze(model, **kwargs):
     return {str(r["name"]): r for r in details.to_dict("records")}
 
 
+def _torch():
+    """The torch module, or a clean skip of the test that needs it."""
+    return pytest.importorskip("torch", reason="the weightwatcher oracle models need torch: pip install '.[test]'")
+
+
 def torch_linear(kernel_flax, bias=None):
     """A ``torch.nn.Linear`` holding a Flax ``(in, out)`` kernel (PyTorch stores ``(out, in)``)."""
-    import torch
+    torch = _torch()
 
     k = np.asarray(kernel_flax, np.float32)
     m = torch.nn.Linear(k.shape[0], k.shape[1], bias=bias is not None)
@@ -108,7 +138,7 @@ def torch_linear(kernel_flax, bias=None):
 
 def torch_conv2d(kernel_flax):
     """A ``torch.nn.Conv2d`` holding a Flax ``(kh, kw, in, out)`` kernel as ``(out, in, kh, kw)``."""
-    import torch
+    torch = _torch()
 
     k = np.asarray(kernel_flax, np.float32)
     kh, kw, cin, cout = k.shape
@@ -147,6 +177,7 @@ class Helpers:
     torch_linear = staticmethod(torch_linear)
     torch_conv2d = staticmethod(torch_conv2d)
     rel = staticmethod(rel)
+    torch = staticmethod(_torch)
 
 
 @pytest.fixture(scope="session")

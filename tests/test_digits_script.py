@@ -21,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quick_digits_run(tmp_path):
     pytest.importorskip("sklearn")
     out = tmp_path / "digits.json"

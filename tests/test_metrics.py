@@ -33,6 +33,7 @@ def test_padding_is_ignored():
         assert float(getattr(a, f)) == float(getattr(b, f)), f
 
 
+@pytest.mark.oracle
 def test_matches_weightwatcher_formulas(h, x64):
     from weightwatcher.RMT_Util import matrix_entropy, matrix_rank
 

@@ -30,6 +30,8 @@ from hypothesis import strategies as st
 
 import jaxww
 
+pytestmark = [pytest.mark.oracle, pytest.mark.slow]
+
 #: float32 (the default precision) against the float64 oracle, relative, on alpha of
 #: well-conditioned matrices. Measured: at most 1.2e-5 over 240 random 256x128
 #: matrices (Gaussian, Student-t nu = 2.5 and 3, low rank + noise; median 5e-7), and
@@ -51,7 +53,7 @@ SHAPE_COLUMNS = ("N", "M", "rf", "num_evals", "layer_type", "num_pl_spikes")
 @pytest.fixture(scope="module")
 def oracle(h):
     """(Flax-layout params, torch ModuleDict with the same weights, ww rows by name)."""
-    import torch
+    torch = h.torch()
 
     rng = np.random.default_rng(7)
     dense = {
@@ -265,9 +267,10 @@ def test_wwfit_small_samples(n, seed, kind, h):
 def digits_net(h):
     """A Flax MLP 64-256-128-10 trained on sklearn's digits, and a torch copy of it."""
     import optax
-    import torch
     from flax import linen as nn
-    from sklearn.datasets import load_digits
+
+    torch = h.torch()
+    load_digits = pytest.importorskip("sklearn.datasets").load_digits
 
     X, y = load_digits(return_X_y=True)
     X = jnp.asarray(X / 16.0, jnp.float32)
@@ -297,7 +300,10 @@ def digits_net(h):
     for _ in range(300):
         variables, state = step(variables, state)
     logits = model.apply(variables, X)
+    # The premise of the comparisons below (a trained net, not an initialisation): a
+    # broken premise is an error of the fixture, not a passing or failing jaxww test.
     accuracy = float((logits.argmax(-1) == y).mean())
+    assert accuracy > 0.95, f"the digits net did not train (accuracy {accuracy:.3f})"
 
     p = variables["params"]
     layers = collections.OrderedDict()
@@ -310,15 +316,11 @@ def digits_net(h):
     with torch.no_grad():
         torch_logits = net(torch.from_numpy(np.array(X))).numpy()
     np.testing.assert_allclose(torch_logits, np.asarray(logits), rtol=1e-4, atol=1e-4)
-    return variables, net, accuracy, h.ww_analyze(net)
-
-
-def test_digits_net_trained(digits_net):
-    assert digits_net[2] > 0.95
+    return variables, net, h.ww_analyze(net)
 
 
 def test_digits_net_float64_equals_weightwatcher(digits_net, h):
-    variables, _, _, ref = digits_net
+    variables, _, ref = digits_net
     report = jaxww.analyze(variables, precision="float64")
     ours = {r["name"].split("/")[1]: r for r in report.rows}
     assert set(ours) == set(ref) == {"Dense_0", "Dense_1", "Dense_2"}
@@ -337,7 +339,7 @@ def test_digits_net_float64_equals_weightwatcher(digits_net, h):
 
 
 def test_digits_net_float32(digits_net, h):
-    variables, _, _, ref = digits_net
+    variables, _, ref = digits_net
     ours = {r["name"].split("/")[1]: r for r in jaxww.analyze(variables).rows}
     for name, r in ours.items():
         assert h.rel(r["alpha"], ref[name]["alpha"]) <= F32_ALPHA_RTOL, (name, r["alpha"], ref[name]["alpha"])

@@ -104,6 +104,7 @@ def test_conv2d_esd_has_the_half_factor(mixed, h):
     assert_esd_close(ev, 0.5 * ref, 32)
 
 
+@pytest.mark.slow
 def test_conv1d_and_conv3d_have_no_half_factor(h):
     rng = np.random.default_rng(1)
     c1 = rng.standard_normal((3, 16, 32)).astype(np.float32)
@@ -284,6 +285,7 @@ print("ok", len(two))
 """
 
 
+@pytest.mark.slow
 def test_two_devices_give_the_same_report():
     """Layers split over two (forced host) devices: the same rows as on one device."""
     import os
