@@ -333,6 +333,7 @@ def test_cli_user_mistakes_exit_2_without_traceback(capsys, tmp_path):
         cli.main(["analyze", str(tmp_path / "w.pt"), "--debug"])
 
 
+@pytest.mark.slow  # two Python processes importing JAX
 def test_cli_process_on_sharded_directory_and_missing_file(tmp_path):
     folder = _sharded(tmp_path / "hf", _tensors())
     run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=300,
