@@ -269,6 +269,15 @@ def _load_keras(path: str) -> dict:
 
 
 def _load_orbax(path: str):
+    """The tree of an Orbax PyTree checkpoint, every array restored as a NumPy array.
+
+    Restoring to host memory needs no sharding, so a checkpoint saved from many
+    devices (a TPU pod) loads on one CPU; a plain ``restore(path)`` refuses it.
+    """
     ocp = _optional("orbax.checkpoint", "'jaxww[orbax]'", "Orbax checkpoints")
+    checkpointer, path = ocp.PyTreeCheckpointer(), os.path.abspath(path)
     with _reading(f"{path}: the Orbax checkpoint cannot be restored"):
-        return ocp.PyTreeCheckpointer().restore(os.path.abspath(path))
+        metadata = checkpointer.metadata(path)
+        tree = getattr(getattr(metadata, "item_metadata", None), "tree", metadata)
+        to_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return checkpointer.restore(path, restore_args=to_numpy)

@@ -343,3 +343,22 @@ def test_cli_process_on_sharded_directory_and_missing_file(tmp_path):
     assert "model.layers.0.mlp.up_proj.weight" in ok.stdout and "model.norm.weight" in ok.stdout
     bad = run([sys.executable, "-m", "jaxww", "analyze", str(tmp_path / "nope")])
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no checkpoint at" in bad.stderr
+
+
+@pytest.mark.slow  # a second process with four forced host devices
+def test_orbax_checkpoint_saved_on_several_devices_loads_on_one(tmp_path):
+    pytest.importorskip("orbax.checkpoint")
+    save = (
+        "import sys, numpy as np, jax, orbax.checkpoint as ocp\n"
+        "from jax.sharding import Mesh, NamedSharding, PartitionSpec as P\n"
+        "mesh = Mesh(np.array(jax.devices()), ('x',))\n"
+        "w = np.arange(32, dtype=np.float32).reshape(8, 4)\n"
+        "c = ocp.StandardCheckpointer()\n"
+        "c.save(sys.argv[1], {'w': jax.device_put(w, NamedSharding(mesh, P('x')))})\n"
+        "c.wait_until_finished()\n")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", save, str(tmp_path / "pod")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = jaxww.load_params(tmp_path / "pod")
+    np.testing.assert_array_equal(loaded["w"], np.arange(32, dtype=np.float32).reshape(8, 4))
