@@ -8,6 +8,7 @@ code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import sys
 
@@ -18,6 +19,7 @@ _SHOWN = ["name", "layer_type", "N", "M", "rf", "alpha", "D", "xmin", "alpha_wei
           "log_spectral_norm", "stable_rank", "status", "warning"]
 #: How the command line includes the layers the size limits left out.
 _INCLUDE = "--max-N none --max-evals none"
+_LIMITS = {k: inspect.signature(analyze).parameters[k].default for k in ("max_N", "max_evals")}
 
 
 def _print(report: Report, csv: str | None) -> None:
@@ -69,10 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     for p in (demo, an):
         p.add_argument("--precision", choices=("float32", "float64"), default="float32")
         p.add_argument("--layers", type=_regex, help="regex selecting the layers to analyse")
-        p.add_argument("--max-N", type=_limit, default=50000, dest="max_N",
-                       help="largest matrix dimension analysed, or 'none' (default 50000)")
-        p.add_argument("--max-evals", type=_limit, default=15000,
-                       help="largest number of eigenvalues analysed, or 'none' (default 15000)")
+        p.add_argument("--max-N", type=_limit, default=_LIMITS["max_N"], dest="max_N",
+                       help=f"largest matrix dimension analysed, or 'none' (default {_LIMITS['max_N']})")
+        p.add_argument("--max-evals", type=_limit, default=_LIMITS["max_evals"],
+                       help=f"most eigenvalues of a layer analysed, or 'none' (default {_LIMITS['max_evals']})")
         p.add_argument("--csv", help="also write the details table to this CSV file")
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return ap

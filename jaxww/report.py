@@ -99,7 +99,8 @@ class Report:
           include: passed to :meth:`limits_note`.
         """
         ok = sum(r["status"] == "success" for r in self.rows)
-        lines = [f"{len(self.rows)} layers analysed ({ok} successful fits), "
+        n = len(self.rows)
+        lines = [f"{n} layer{'s' * (n != 1)} analysed ({ok} successful fits), "
                  f"{len(self.skipped_rows)} leaves skipped",
                  "summary (means over successful fits):"]
         lines += [f"  {k:<18} {v:.4f}" for k, v in self.summary.items()]
