@@ -212,6 +212,11 @@ def test_empty_checkpoints_and_unknown_directories(tmp_path):
     (tmp_path / "d" / "notes.txt").write_text("hi")
     with pytest.raises(jaxww.CheckpointError, match="no checkpoint in it"):
         jaxww.load_params(tmp_path / "d")
+    save_file = pytest.importorskip("safetensors.numpy").save_file
+    for name in ("a.safetensors", "b.safetensors"):
+        save_file({"w": np.ones((4, 4), np.float32)}, str(tmp_path / "d" / name))
+    with pytest.raises(jaxww.CheckpointError, match=r"several .safetensors files and no index \(a.safetensors, b.safetensors\)"):
+        jaxww.load_params(tmp_path / "d")
 
 
 def _keras_h5(target):
@@ -258,6 +263,14 @@ def test_orbax_layouts_keep_names(tmp_path):
     with ocp.CheckpointManager(os.fspath(tmp_path / "run")) as manager:
         for step in (1, 2):
             manager.save(step, args=ocp.args.StandardSave(tree))
+    with ocp.CheckpointManager(os.fspath(tmp_path / "items")) as manager:  # a Composite of two items
+        manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                ema=ocp.args.StandardSave(tree),
+                                                meta=ocp.args.JsonSave({"lr": 0.1})))
+    items = jaxww.load_params(tmp_path / "items" / "0")
+    assert set(items) == {"ema", "state"}  # the JSON item holds no arrays
+    assert [r["name"] for r in jaxww.analyze(items).rows] == ["ema/params/Dense_0/kernel",
+                                                              "state/params/Dense_0/kernel"]
     for path in (tmp_path / "std", tmp_path / "run" / "2", tmp_path / "run" / "2" / "default"):
         loaded = jaxww.load_params(path)
         np.testing.assert_array_equal(np.asarray(loaded["params"]["Dense_0"]["kernel"]),
