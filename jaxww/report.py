@@ -88,7 +88,7 @@ class Report:
         n = len(self.limited)
         if not n:
             return ""
-        used = ", ".join(f"{k}={v}" for k, v in self.limits.items())
+        used = ", ".join(f"{k}={v}" for k, v in self.limits.items() if v is not None)
         return (f"{n} layer{'s' * (n > 1)} left out by size limits ({used}); "
                 f"pass {include} to include {'them' if n > 1 else 'it'}")
 
