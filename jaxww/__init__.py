@@ -6,7 +6,7 @@ The pipeline, one module per step::
                   --powerlaw--> alpha, xmin, D --metrics--> norms, ranks --report--> Report
 """
 
-from jaxww.io import load_params
+from jaxww.io import CheckpointError, load_params
 from jaxww.kernels import LAYOUTS, Kernel, Skipped, find_kernels, flatten_params, infer_layout
 from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
 from jaxww.powerlaw import PowerLawFit, fit_power_law
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
-    "Kernel", "PowerLawFit", "Report", "Skipped", "SpectralMetrics",
+    "CheckpointError", "Kernel", "PowerLawFit", "Report", "Skipped", "SpectralMetrics",
     "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
     "flatten_params", "infer_layout", "load_params", "spectral_metrics", "warning",
 ]

@@ -51,12 +51,18 @@ LayerFilter = Union[str, Callable[[str], bool], None]
 
 
 class Skipped(NamedTuple):
-    """A leaf that was not analysed, and why."""
+    """A leaf that was not analysed, and why.
+
+    ``kind`` classifies the reason: ``"size_limit"`` for the size limits of
+    :func:`find_kernels` (``min_evals``, ``max_evals``, ``max_N``), else a short tag
+    (``"not_array"``, ``"dtype"``, ``"ndim"``, ``"filter"``, ``"layout"``).
+    """
 
     name: str
     shape: tuple
     dtype: str
     reason: str
+    kind: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +276,7 @@ def module_types(params) -> list | None:
 
 def find_kernels(
     names, leaves, *, layers: LayerFilter = None, layouts: LayoutOverride = None,
-    min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000, types=None,
+    min_evals: int = 8, max_evals: int | None = 15000, max_N: int | None = 50000, types=None,
 ):
     """Classify every leaf: the kernels to analyse and the skipped leaves with reasons.
 
@@ -280,8 +286,9 @@ def find_kernels(
         which this callable returns True.
       layouts: override of :func:`infer_layout`: a callable ``(name, shape) -> layout
         or None`` or a mapping ``{regex: layout}`` (first match wins).
-      min_evals, max_evals: keep a layer when ``min_evals <= M * rf <= max_evals``.
-      max_N: keep a layer when ``N <= max_N``.
+      min_evals, max_evals: keep a layer when ``min_evals <= M * rf <= max_evals``
+        (``max_evals=None``: no upper limit).
+      max_N: keep a layer when ``N <= max_N`` (None: no limit).
       types: per leaf, the owning module's class name or None (:func:`module_types`).
 
     Returns:
@@ -292,47 +299,48 @@ def find_kernels(
         shape = tuple(getattr(leaf, "shape", ()))
         dtype = getattr(leaf, "dtype", None)
 
-        def skip(reason, _name=name, _shape=shape):
-            skipped.append(Skipped(_name, _shape, str(dtype) if dtype is not None else type(leaf).__name__, reason))
+        def skip(reason, kind, _name=name, _shape=shape):
+            skipped.append(Skipped(_name, _shape, str(dtype) if dtype is not None else type(leaf).__name__,
+                                   reason, kind))
 
         if dtype is None or not hasattr(leaf, "shape"):
-            skip(f"not an array ({type(leaf).__name__})")
+            skip(f"not an array ({type(leaf).__name__})", "not_array")
             continue
         if not jnp.issubdtype(dtype, jnp.floating):
-            skip(f"{dtype} leaf: only floating-point weights are analysed (dequantise int8 first)")
+            skip(f"{dtype} leaf: only floating-point weights are analysed (dequantise int8 first)", "dtype")
             continue
         if len(shape) < 2:
-            skip(f"{len(shape)}-D leaf: not a matrix")
+            skip(f"{len(shape)}-D leaf: not a matrix", "ndim")
             continue
         if not _selected(layers, name):
-            skip("excluded by the layers filter")
+            skip("excluded by the layers filter", "filter")
             continue
         layout = _override(layouts, name, shape) or infer_layout(
             name, shape, None if types is None else types[i])
         if isinstance(layout, tuple):
-            skip(layout[1])
+            skip(layout[1], "layout")
             continue
         if layout not in LAYOUTS:
             raise ValueError(f"layout {layout!r} for {name} is not one of {LAYOUTS}")
         if layout == "skip":
-            skip("skipped by the layouts override")
+            skip("skipped by the layouts override", "layout")
             continue
         base = layout.removeprefix("stacked_")
         stacked = base != layout
         inner = shape[1:] if stacked else shape
         if len(inner) < _MIN_NDIM[base] or (base not in ("conv", "conv_torch") and len(inner) != _MIN_NDIM[base]):
-            skip(f"shape {shape} does not fit layout '{layout}'")
+            skip(f"shape {shape} does not fit layout '{layout}'", "layout")
             continue
         a, b, rf = _matrix_dims(inner, base)
         N, M = max(a, b), min(a, b)
         for idx in (range(shape[0]) if stacked else [None]):
             kname = name if idx is None else f"{name}[{idx}]"
             if M * rf < min_evals:
-                skip(f"num_evals {M * rf} < min_evals {min_evals}", kname, inner)
-            elif M * rf > max_evals:
-                skip(f"num_evals {M * rf} > max_evals {max_evals}", kname, inner)
-            elif N > max_N:
-                skip(f"N {N} > max_N {max_N}", kname, inner)
+                skip(f"num_evals {M * rf} < min_evals {min_evals}", "size_limit", kname, inner)
+            elif max_evals is not None and M * rf > max_evals:
+                skip(f"num_evals {M * rf} > max_evals {max_evals}", "size_limit", kname, inner)
+            elif max_N is not None and N > max_N:
+                skip(f"N {N} > max_N {max_N}", "size_limit", kname, inner)
             else:
                 kernels.append(Kernel(kname, i, idx, base, _layer_type(base, len(inner)),
                                       inner, N, M, rf))

@@ -38,11 +38,19 @@ class Report:
       rows: one dict per analysed layer, keys :data:`COLUMNS`.
       skipped_rows: one :class:`jaxww.kernels.Skipped` per leaf not analysed.
       evals: eigenvalues (ascending, as NumPy arrays) of every analysed layer by name.
+      limited: names of the layers left out only by the upper size limits (``max_N``,
+        ``max_evals``): ``len(report.limited)`` of them would be analysed with
+        ``max_N=None, max_evals=None``. Their rows are in ``skipped_rows`` too.
+      limits: the upper size limits used, ``{"max_N": ..., "max_evals": ...}``.
+
+    ``print(report)`` shows :meth:`summary_text`.
     """
 
     rows: tuple
     skipped_rows: tuple
     evals: dict
+    limited: tuple = ()
+    limits: dict = dataclasses.field(default_factory=dict)
     _treedef: Any = dataclasses.field(repr=False, default=None)
     _leaf_of: dict = dataclasses.field(repr=False, default_factory=dict)
     _stacked_leaves: frozenset = dataclasses.field(repr=False, default=frozenset())
@@ -62,6 +70,45 @@ class Report:
         """Means of :data:`SUMMARY_METRICS` over layers whose fit succeeded."""
         ok = [r for r in self.rows if r["status"] == "success"]
         return {m: (float(np.mean([r[m] for r in ok])) if ok else math.nan) for m in SUMMARY_METRICS}
+
+    def limits_note(self, include: str = "max_N=None, max_evals=None") -> str:
+        """One line saying how many layers the size limits left out, or "" when none.
+
+        Args:
+          include: how to include them, as the caller passes arguments (the command line
+            passes its flags).
+
+        Example:
+          >>> import numpy as np, jaxww
+          >>> params = {"embed": {"embedding": np.ones((60000, 16), np.float32)},
+          ...           "dense": {"kernel": np.eye(32, dtype=np.float32)}}
+          >>> jaxww.analyze(params).limits_note()
+          '1 layer left out by size limits (max_N=50000, max_evals=15000); pass max_N=None, max_evals=None to include it'
+        """
+        n = len(self.limited)
+        if not n:
+            return ""
+        used = ", ".join(f"{k}={v}" for k, v in self.limits.items() if v is not None)
+        return (f"{n} layer{'s' * (n > 1)} left out by size limits ({used}); "
+                f"pass {include} to include {'them' if n > 1 else 'it'}")
+
+    def summary_text(self, include: str = "max_N=None, max_evals=None") -> str:
+        """:attr:`summary` as lines of text, then :meth:`limits_note` if any layer was left out.
+
+        Args:
+          include: passed to :meth:`limits_note`.
+        """
+        ok = sum(r["status"] == "success" for r in self.rows)
+        n = len(self.rows)
+        lines = [f"{n} layer{'s' * (n != 1)} analysed ({ok} successful fits), "
+                 f"{len(self.skipped_rows)} leaves skipped",
+                 "summary (means over successful fits):"]
+        lines += [f"  {k:<18} {v:.4f}" for k, v in self.summary.items()]
+        note = self.limits_note(include)
+        return "\n".join(lines + ([note] if note else []))
+
+    def __str__(self) -> str:
+        return self.summary_text()
 
     def esd(self, name: str) -> np.ndarray:
         """Eigenvalues of one layer, ascending (zeros included)."""
@@ -168,8 +215,8 @@ def analyze(
     *,
     precision: str = "float32",
     min_evals: int = 8,
-    max_evals: int = 15000,
-    max_N: int = 50000,
+    max_evals: int | None = 15000,
+    max_N: int | None = 50000,
     layers: _kernels.LayerFilter = None,
     layouts: _kernels.LayoutOverride = None,
     xmin_max: float | None = None,
@@ -183,7 +230,9 @@ def analyze(
       precision: ``"float32"`` (default) or ``"float64"`` for the spectra, fit and
         metrics. float64 runs under ``jax.enable_x64()`` if x64 is off.
       min_evals, max_evals, max_N: size limits of the reference (layer kept when
-        ``min_evals <= M * rf <= max_evals`` and ``N <= max_N``).
+        ``min_evals <= M * rf <= max_evals`` and ``N <= max_N``). ``max_N=None,
+        max_evals=None`` analyses every layer (LLM vocabularies are above ``max_N``);
+        the report lists the layers the limits left out in ``Report.limited``.
       layers: regex (``re.search`` on the layer name) or callable ``name -> bool``
         selecting the layers to analyse.
       layouts: how to read leaves whose layout cannot be inferred (e.g. PyTorch
@@ -212,13 +261,17 @@ def analyze(
     names, leaves, treedef = _kernels.flatten_params(params)
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
-    kerns, skipped = _kernels.find_kernels(
-        names, leaves, layers=layers, layouts=layouts,
-        min_evals=min_evals, max_evals=max_evals, max_N=max_N, types=_kernels.module_types(params))
+    find = functools.partial(_kernels.find_kernels, names, leaves, layers=layers, layouts=layouts,
+                             min_evals=min_evals, types=_kernels.module_types(params))
+    kerns, skipped = find(max_evals=max_evals, max_N=max_N)
+    limited = _limited(skipped, find)
+    limits = {"max_N": max_N, "max_evals": max_evals}
     if not kerns:
         why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:10])
+        note = Report((), (), {}, limited, limits).limits_note()
         raise ValueError(f"analyze: no eligible weight matrix among {len(leaves)} leaves "
-                         f"(searched floating-point leaves with ndim >= 2). Skipped: {why}")
+                         f"(searched floating-point leaves with ndim >= 2). Skipped: {why}"
+                         + (f". {note}" if note else ""))
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("analyze: devices is empty")
@@ -245,7 +298,21 @@ def analyze(
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
     leaf_of = {k.name: k.leaf for k in kerns}
     stacked = frozenset(k.leaf for k in kerns if k.index is not None)
-    return Report(tuple(rows), tuple(skipped), evals_by_name, treedef, leaf_of, stacked)
+    return Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
+                  _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked)
+
+
+def _limited(skipped, find) -> tuple:
+    """Names of the size-limited leaves that ``find`` keeps without ``max_N`` / ``max_evals``.
+
+    ``find(max_evals=, max_N=)`` is :func:`jaxww.kernels.find_kernels` with the other
+    arguments bound; it runs a second time only when a size limit skipped something.
+    """
+    sized = [s.name for s in skipped if s.kind == "size_limit"]
+    if not sized:
+        return ()
+    kept = {k.name for k in find(max_evals=None, max_N=None)[0]}
+    return tuple(n for n in sized if n in kept)
 
 
 def _analyze_part(kerns, leaves, device, precision, bound):

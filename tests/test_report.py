@@ -67,7 +67,7 @@ def test_details_columns_and_rows(mixed):
 def test_skipped_lists_the_other_leaves(mixed):
     _, report = mixed
     sk = report.skipped
-    assert list(sk.columns) == ["name", "shape", "dtype", "reason"]
+    assert list(sk.columns) == ["name", "shape", "dtype", "reason", "kind"]
     assert set(sk["name"]) == {"conv/bias", "dense/bias", "norm/scale"}
     assert all(isinstance(x, str) and x for x in sk["reason"])
 
