@@ -116,7 +116,8 @@ def main(argv=None) -> int:
     except (OSError, ValueError, ImportError) as err:
         if args.debug:
             raise
-        where = f"jaxww analyze reads {SUPPORTED}.\n" if isinstance(err, (OSError, CheckpointError)) else ""
+        named = isinstance(err, (OSError, CheckpointError)) and SUPPORTED not in str(err)
+        where = f"jaxww analyze reads {SUPPORTED}.\n" if named else ""
         print(f"jaxww: error: {err}\n{where}(--debug shows the traceback)", file=sys.stderr)
         return 2
 
