@@ -72,8 +72,9 @@ class Report:
     def tree(self, column: str = "alpha"):
         """A pytree with the structure of the analysed params holding one column.
 
-        Analysed leaves hold the value (a float32 array of shape ``(L,)`` for a stack
-        of ``L`` layers, else a scalar); every other leaf holds NaN. Use it with
+        Analysed leaves hold the value (a float32 array with one value per kernel of
+        the leaf, in kernel order, for a leaf read as several kernels, e.g. ``(L,)`` for a
+        stack of ``L`` layers; else a scalar); every other leaf holds NaN. Use it with
         ``jax.tree.map`` next to the params.
         """
         if column not in COLUMNS or column in ("name", "layer_type", "shape", "status", "warning", "reason"):
@@ -168,10 +169,11 @@ def analyze(
     *,
     precision: str = "float32",
     min_evals: int = 8,
-    max_evals: int = 15000,
-    max_N: int = 50000,
+    max_evals: int | None = 15000,
+    max_N: int | None = 50000,
     layers: _kernels.LayerFilter = None,
     layouts: _kernels.LayoutOverride = None,
+    scan_axis: _kernels.ScanAxis = None,
     xmin_max: float | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> Report:
@@ -179,16 +181,21 @@ def analyze(
 
     Args:
       params: a pytree of arrays (Flax Linen variables, a dict loaded from a
-        checkpoint), an ``nnx.State`` or an ``nnx.Module`` (its ``nnx.Param`` state).
+        checkpoint), an ``nnx.State``, an ``nnx.Module`` (its ``nnx.Param`` state) or a
+        Keras 3 model (its variables by path, read as its layers use them).
       precision: ``"float32"`` (default) or ``"float64"`` for the spectra, fit and
         metrics. float64 runs under ``jax.enable_x64()`` if x64 is off.
       min_evals, max_evals, max_N: size limits of the reference (layer kept when
-        ``min_evals <= M * rf <= max_evals`` and ``N <= max_N``).
+        ``min_evals <= M * rf <= max_evals`` and ``N <= max_N``; None: no limit).
       layers: regex (``re.search`` on the layer name) or callable ``name -> bool``
         selecting the layers to analyse.
       layouts: how to read leaves whose layout cannot be inferred (e.g. PyTorch
         convolutions in a plain dict): ``{regex: layout}`` or a callable
         ``(name, shape) -> layout or None``; see :mod:`jaxww.kernels`.
+      scan_axis: position of the layer axis of scanned stacks (e.g. 1 for MaxText's
+        ``param_scan_axis: 1``): an int, or ``{regex: int}`` per leaf name. Default:
+        found from the scanned subtree; a stack whose layer axis cannot be told apart
+        is skipped with this hint.
       xmin_max: only tails starting at ``xmin <= xmin_max`` are candidates.
       devices: where to compute (default: ``jax.local_devices()``). With several, the
         layers are split into one part per device, of about equal work, and the parts
@@ -214,7 +221,8 @@ def analyze(
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
     kerns, skipped = _kernels.find_kernels(
         names, leaves, layers=layers, layouts=layouts,
-        min_evals=min_evals, max_evals=max_evals, max_N=max_N, types=_kernels.module_types(params))
+        min_evals=min_evals, max_evals=max_evals, max_N=max_N, types=_kernels.module_types(params),
+        readings=_kernels.model_readings(params), scan_axis=scan_axis)
     if not kerns:
         why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:10])
         raise ValueError(f"analyze: no eligible weight matrix among {len(leaves)} leaves "
@@ -244,7 +252,7 @@ def analyze(
             rows[i] = row
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
     leaf_of = {k.name: k.leaf for k in kerns}
-    stacked = frozenset(k.leaf for k in kerns if k.index is not None)
+    stacked = frozenset(k.leaf for k in kerns if k.select)
     return Report(tuple(rows), tuple(skipped), evals_by_name, treedef, leaf_of, stacked)
 
 

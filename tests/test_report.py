@@ -27,7 +27,9 @@ def mixed(h):
     params = {
         "conv": {"kernel": rng.standard_normal(h.CONV).astype(np.float32), "bias": np.zeros(32, np.float32)},
         "dense": {"kernel": h.student_t(1), "bias": np.zeros(128, np.float32)},
-        "layers": {"Dense_0": {"kernel": np.stack([h.student_t(10 + i, (128, 128)) for i in range(3)])}},
+        # A stack of 3 layers (nn.scan): the bias tells the layer axis (0) apart from axis 1.
+        "layers": {"Dense_0": {"kernel": np.stack([h.student_t(10 + i, (128, 128)) for i in range(3)]),
+                               "bias": np.zeros((3, 128), np.float32)}},
         "norm": {"scale": np.ones(128, np.float32)},
         "broken": {"kernel": bad},
     }
@@ -67,8 +69,8 @@ def test_details_columns_and_rows(mixed):
 def test_skipped_lists_the_other_leaves(mixed):
     _, report = mixed
     sk = report.skipped
-    assert list(sk.columns) == ["name", "shape", "dtype", "reason"]
-    assert set(sk["name"]) == {"conv/bias", "dense/bias", "norm/scale"}
+    assert list(sk.columns) == ["name", "shape", "dtype", "reason", "kind"]
+    assert set(sk["name"]) == {"conv/bias", "dense/bias", "layers/Dense_0/bias", "norm/scale"}
     assert all(isinstance(x, str) and x for x in sk["reason"])
 
 
