@@ -255,7 +255,7 @@ def test_keras_layers(keras):
     x = keras.layers.Embedding(V, E, name="embed")(tokens)
     x = keras.layers.MultiHeadAttention(num_heads=H, key_dim=D, name="mha")(x, x)
     x = keras.layers.LayerNormalization(name="ln")(x)
-    x = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, F), name="up")(x)
+    x = keras.layers.EinsumDense("abc,cd->abd", output_shape=(12, F), name="up")(x)
     x = keras.layers.EinsumDense("abc,bcd->abd", output_shape=(12, 24), name="per_pos")(x)  # one matrix per position
     x = keras.layers.Dense(E, name="dense")(x)
     x = keras.layers.Conv1D(32, 3, name="conv1")(x)
@@ -264,7 +264,7 @@ def test_keras_layers(keras):
     y = keras.layers.BatchNormalization(name="bn")(y)
     model = keras.Model([tokens, img], [x, y])
 
-    w = {v.path: np.asarray(v.numpy()) for v in model.weights}
+    w = {v.path: np.asarray(v.value) for v in model.weights}
     exp = {"embed/embeddings": one(w["embed/embeddings"]), "up/kernel": one(w["up/kernel"]),
            "dense/kernel": one(w["dense/kernel"]),
            "conv1/kernel": (list(w["conv1/kernel"]), 1.0),
@@ -276,7 +276,10 @@ def test_keras_layers(keras):
     exp["mha/attention_output/kernel"] = one(w["mha/attention_output/kernel"].reshape(H * D, E))
     report = jaxww.analyze(model)
     check(report, exp)
-    assert {s.kind for s in report.skipped_rows} == {"not_matrix"}  # biases, norm parameters
+    # 1-D biases and norm parameters; the (H, D) biases of MultiHeadAttention by name
+    kinds = {s.name: s.kind for s in report.skipped_rows}
+    assert {n for n, k in kinds.items() if k != "not_matrix"} == {f"mha/{p}/bias" for p in ("query", "key", "value")}
+    assert kinds["mha/query/bias"] == "not_weight" and kinds["bn/moving_mean"] == "not_matrix"
 
 
 def test_keras_hub_gemma_backbone(keras):
@@ -285,7 +288,7 @@ def test_keras_hub_gemma_backbone(keras):
     model = keras_hub.models.GemmaBackbone(vocabulary_size=V, num_layers=2, num_query_heads=H,
                                            num_key_value_heads=1, hidden_dim=E, intermediate_dim=2 * F,
                                            head_dim=D)
-    w = {v.path: np.asarray(v.numpy()) for v in model.weights}
+    w = {v.path: np.asarray(v.value) for v in model.weights}
     exp = {"token_embedding/embeddings": one(w["token_embedding/embeddings"])}
     for i in range(2):
         p = f"decoder_block_{i}"
@@ -310,6 +313,6 @@ def test_keras_resnet50_reads_every_conv(keras):
     assert all(k.layer_type == "conv2d" for k in ks if k.name != "predictions/kernel")
     assert {s.kind for s in sk} == {"not_matrix"}
     report = jaxww.analyze(model, layers=r"^(conv1_conv|conv2_block1_1_conv)/kernel$")
-    w = {v.path: np.asarray(v.numpy()) for v in model.weights}
+    w = {v.path: np.asarray(v.value) for v in model.weights}
     check(report, {"conv1_conv/kernel": (list(w["conv1_conv/kernel"].reshape(49, 3, 64)), 0.5),
                    "conv2_block1_1_conv/kernel": ([w["conv2_block1_1_conv/kernel"][0, 0]], 0.5)})
