@@ -57,9 +57,9 @@ LAYOUTS = BASE_LAYOUTS + tuple("stacked_" + b for b in BASE_LAYOUTS) + ("skip",)
 #: Leaf names that are never weight matrices (normalisation, biases, statistics).
 _NOT_WEIGHTS = {"bias", "scale", "mean", "var", "running_mean", "running_var",
                 "gamma", "beta", "num_batches_tracked", "moving_mean", "moving_variance"}
-# A stacking module: ``layers``, ``blocks``, ``ScanBlock_0``... but not ``layers_3``
-# (one unscanned layer of a list).
-_STACK_HINT = re.compile(r"(scan|stack|vmap|repeat|layers|blocks)(?!_?\d+$)")
+# A stacking module: ``layers``, ``blocks``, ``ScanBlock_0``... but not ``layers_3`` or
+# ``layers.3`` (one unscanned layer of a list).
+_STACK_HINT = re.compile(r"(scan|stack|vmap|repeat|layers|blocks)(?![._]?\d+(?:[/.]|$))")
 _DENSE_HINT = re.compile(r"dense|linear|mlp|proj|fc|ffn")
 _CONV_HINT = re.compile(r"conv")
 _SCAN_HINT = ("pass scan_axis=<axis of the layers> (an int, or {regex: int} per leaf; "
