@@ -101,9 +101,10 @@ class Reading(NamedTuple):
       splits: ``((axis, labels), ...)``: axes indexing separate kernels; ``labels`` names
         each index (``("k", "v")``) or is None for numbers (layers).
 
-    Example:
-      >>> Reading("einsum", "attention", rows=(2,), cols=(1, 3), splits=((0, ("k", "v")),))
-      ... # Gemma kv_einsum/w (2, K, d, D): k and v, each d x K*D
+    Example (Gemma ``kv_einsum/w`` ``(2, K, d, D)``: k and v, each ``d x K*D``):
+      >>> r = Reading("einsum", "attention", rows=(2,), cols=(1, 3), splits=((0, ("k", "v")),))
+      >>> r.with_layer_axis(1).splits  # the same weight scanned with its layer axis at 1
+      ((1, None), (0, ('k', 'v')))
     """
 
     layout: str
