@@ -7,7 +7,7 @@ The pipeline, one module per step::
 """
 
 from jaxww.io import CheckpointError, load_params
-from jaxww.kernels import LAYOUTS, Kernel, Skipped, find_kernels, flatten_params, infer_layout
+from jaxww.kernels import LAYOUTS, Kernel, Reading, Skipped, find_kernels, flatten_params, infer_layout
 from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
 from jaxww.powerlaw import PowerLawFit, fit_power_law
 from jaxww.report import COLUMNS, SUMMARY_METRICS, Report, analyze
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
-    "CheckpointError", "Kernel", "PowerLawFit", "Report", "Skipped", "SpectralMetrics",
+    "CheckpointError", "Kernel", "PowerLawFit", "Reading", "Report", "Skipped", "SpectralMetrics",
     "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
     "flatten_params", "infer_layout", "load_params", "spectral_metrics", "warning",
 ]

@@ -1,12 +1,19 @@
 """Weight matrices from a pytree: which leaves are analysed, and as which matrices.
 
-Every leaf of the tree is either a :class:`Kernel` (one weight matrix, or a stack of
-matrices pooled into one spectrum) or a :class:`Skipped` entry saying why not. Names
-are the key paths joined with ``/`` (``params/Dense_0/kernel``); a stacked leaf (a
-leading layer axis from ``nn.scan`` / ``nnx.vmap``) gives one kernel per index,
-named ``path[i]``.
+Every leaf of the tree is either read as one or more :class:`Kernel` (one weight
+matrix, or the taps of a convolution pooled into one spectrum) or is a
+:class:`Skipped` entry saying why not. Names are the key paths joined with ``/``
+(``params/Dense_0/kernel``).
 
-Layouts (conventions section 1):
+How a leaf becomes matrices is a :class:`Reading`: the role of each of its axes.
+``rows`` and ``cols`` axes are flattened into the two sides of the matrix (the
+contracted / input axes on one side, the produced / output axes on the other, as in
+the einsum the weight feeds), ``taps`` axes index convolution taps pooled into one
+spectrum, and ``splits`` axes index separate kernels (a layer axis of a scanned
+stack, the k and v halves of a fused projection). A kernel taken at index ``i`` of a
+split axis is named ``path[i]`` (layer axes) or ``path[label]`` (``kv_einsum/w[k]``).
+
+Name-based layouts (conventions section 1, overridable with ``layouts=``):
 
 ================== ================================ ===============================
 layout             leaf shape                       matrices
@@ -20,12 +27,20 @@ layout             leaf shape                       matrices
 ``skip``           anything                         not analysed
 ================== ================================ ===============================
 
-A ``stacked_`` prefix (``stacked_dense``, ...) adds one leading layer axis.
+A ``stacked_`` prefix (``stacked_dense``, ...) adds one leading layer axis. Inferred
+stacks (a leaf with one axis more than its layout, under a module named like
+``scan``/``layers``/``blocks``) take their layer axis from the stacked subtree (the one
+axis position whose size every leaf of the subtree shares, and at which each bias
+still matches the trailing axes of its kernel) or from ``scan_axis=``; when that
+leaves more than one candidate, the leaf is skipped with the hint. Einsum weights of
+known families (Gemma ``gm.nn``, MaxText fused ``qkv_proj``, Keras ``EinsumDense``)
+are read from their einsum; see ``docs/families.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import sys
@@ -41,28 +56,69 @@ LAYOUTS = BASE_LAYOUTS + tuple("stacked_" + b for b in BASE_LAYOUTS) + ("skip",)
 
 #: Leaf names that are never weight matrices (normalisation, biases, statistics).
 _NOT_WEIGHTS = {"bias", "scale", "mean", "var", "running_mean", "running_var",
-                "gamma", "beta", "num_batches_tracked"}
-_STACK_HINT = re.compile(r"scan|stack|vmap|repeat|layers|blocks")
+                "gamma", "beta", "num_batches_tracked", "moving_mean", "moving_variance"}
+# A stacking module: ``layers``, ``blocks``, ``ScanBlock_0``... but not ``layers_3`` or
+# ``layers.3`` (one unscanned layer of a list).
+_STACK_HINT = re.compile(r"(scan|stack|vmap|repeat|layers|blocks)(?![._]?\d+(?:[/.]|$))")
 _DENSE_HINT = re.compile(r"dense|linear|mlp|proj|fc|ffn")
 _CONV_HINT = re.compile(r"conv")
+_SCAN_HINT = ("pass scan_axis=<axis of the layers> (an int, or {regex: int} per leaf; "
+              "MaxText's default param_scan_axis is 1)")
 
 LayoutOverride = Union[Callable[[str, tuple], Any], Mapping[str, str], None]
 LayerFilter = Union[str, Callable[[str], bool], None]
+ScanAxis = Union[int, Mapping[str, int], None]
 
 
 class Skipped(NamedTuple):
-    """A leaf that was not analysed, and why.
+    """A leaf (or one slice of it) that was not analysed, and why.
 
-    ``kind`` classifies the reason: ``"size_limit"`` for the size limits of
-    :func:`find_kernels` (``min_evals``, ``max_evals``, ``max_N``), else a short tag
-    (``"not_array"``, ``"dtype"``, ``"ndim"``, ``"filter"``, ``"layout"``).
+    ``kind`` classifies the reason: ``"size_limit"`` (``min_evals``, ``max_evals``,
+    ``max_N``), ``"not_array"``, ``"dtype"``, ``"not_matrix"``, ``"not_weight"``
+    (biases, normalisation), ``"filter"`` (``layers=``), ``"override"`` (``layouts=``
+    said skip) or ``"layout"`` (the layout cannot be told apart; the reason has the hint).
     """
 
     name: str
     shape: tuple
     dtype: str
     reason: str
-    kind: str
+    kind: str = "layout"
+
+
+class Reading(NamedTuple):
+    """How a leaf becomes matrices: the role of each of its axes.
+
+    Every axis of the leaf is in exactly one of ``rows``, ``cols``, ``taps`` or
+    ``splits``. One kernel per combination of split indices; its matrices are
+    ``W.transpose(taps + rows + cols).reshape(prod(taps), prod(rows), prod(cols))``.
+
+    Attributes:
+      layout: a name for the reading (``dense``, ``conv``, ``einsum``, ...).
+      layer_type: ``dense``, ``embedding``, ``conv1d``/``conv2d``/``conv3d``, ``attention``.
+      rows, cols: axes flattened into the two sides of the matrix.
+      taps: convolution taps, pooled into one spectrum.
+      splits: ``((axis, labels), ...)``: axes indexing separate kernels; ``labels`` names
+        each index (``("k", "v")``) or is None for numbers (layers).
+
+    Example (Gemma ``kv_einsum/w`` ``(2, K, d, D)``: k and v, each ``d x K*D``):
+      >>> r = Reading("einsum", "attention", rows=(2,), cols=(1, 3), splits=((0, ("k", "v")),))
+      >>> r.with_layer_axis(1).splits  # the same weight scanned with its layer axis at 1
+      ((1, None), (0, ('k', 'v')))
+    """
+
+    layout: str
+    layer_type: str
+    rows: tuple
+    cols: tuple
+    taps: tuple = ()
+    splits: tuple = ()
+
+    def with_layer_axis(self, axis: int) -> "Reading":
+        """The same reading with a layer axis inserted at ``axis`` (first among the splits)."""
+        up = lambda axes: tuple(a + (a >= axis) for a in axes)  # noqa: E731
+        return self._replace(rows=up(self.rows), cols=up(self.cols), taps=up(self.taps),
+                             splits=((axis, None),) + tuple((a + (a >= axis), lab) for a, lab in self.splits))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,25 +126,44 @@ class Kernel:
     """One analysed layer: where its weights live and how they become matrices.
 
     Attributes:
-      name: key path joined with ``/`` (plus ``[i]`` for one index of a stack).
+      name: key path joined with ``/`` (plus ``[i]`` / ``[label]`` per split axis).
       leaf: position of the leaf in ``jax.tree_util.tree_leaves`` of the params.
-      index: index along the stacked axis, or None.
-      layout: a base layout (see the module docstring).
+      layout: the reading's name (see :class:`Reading`).
       layer_type: ``dense``, ``embedding``, ``conv1d``/``conv2d``/``conv3d`` or ``attention``.
-      shape: shape of the weight (one slice of a stack).
+      shape: shape of the weight without its split axes.
       N, M: larger and smaller dimension of one matrix.
       rf: number of matrices pooled into the spectrum (convolution taps).
+      select: ``((axis, index), ...)``: the leaf's split axes and this kernel's index on each.
+      rows, cols, taps: axes of the leaf forming the matrices (see :class:`Reading`).
     """
 
     name: str
     leaf: int
-    index: int | None
     layout: str
     layer_type: str
     shape: tuple
     N: int
     M: int
     rf: int
+    select: tuple = ()
+    rows: tuple = (0,)
+    cols: tuple = (1,)
+    taps: tuple = ()
+
+    @property
+    def index(self) -> int | None:
+        """Index along the leaf's first axis (a leading stack axis), or None when not split.
+
+        Raises:
+          ValueError: the kernel is selected along another axis (per-leaf factors of
+            :mod:`jaxww.transforms` can only be laid along a leading axis).
+        """
+        if not self.select:
+            return None
+        if len(self.select) == 1 and self.select[0][0] == 0:
+            return self.select[0][1]
+        raise ValueError(f"kernel {self.name} is taken at {self.select} (axis, index) of its leaf; "
+                         "only a leading split axis has a single index")
 
     @property
     def num_evals(self) -> int:
@@ -106,49 +181,65 @@ class Kernel:
     def matrices(self, value) -> jax.Array:
         """The ``(rf, a, b)`` stack of matrices of this kernel, taken from the leaf value."""
         w = jnp.asarray(value)
-        if self.index is not None:
-            w = w[self.index]
-        return _as_matrices(w, self.layout)
+        for axis, i in self.select:
+            w = jax.lax.index_in_dim(w, i, axis, keepdims=True)
+        a = math.prod(w.shape[r] for r in self.rows)
+        b = math.prod(w.shape[c] for c in self.cols)
+        fixed = tuple(ax for ax, _ in self.select)
+        return jnp.transpose(w, self.taps + self.rows + self.cols + fixed).reshape(self.rf, a, b)
 
 
-def _as_matrices(w, layout):
-    if layout in ("dense", "embedding"):
-        return w[None]
-    if layout == "conv":
-        return w.reshape((-1,) + w.shape[-2:])
-    if layout == "conv_torch":
-        w = w.reshape(w.shape[:2] + (-1,))
-        return jnp.moveaxis(w, -1, 0)
-    if layout == "attention_qkv":
-        return w.reshape(1, w.shape[0], -1)
-    if layout == "attention_out":
-        return w.reshape(1, -1, w.shape[-1])
-    raise ValueError(f"unknown layout {layout!r}")
-
-
-def _matrix_dims(shape, layout):
-    """(a, b, rf) of the matrices of a base layout for a leaf of ``shape``."""
-    if layout in ("dense", "embedding"):
-        return shape[0], shape[1], 1
-    if layout == "conv":
-        return shape[-2], shape[-1], math.prod(shape[:-2])
-    if layout == "conv_torch":
-        return shape[0], shape[1], math.prod(shape[2:])
-    if layout == "attention_qkv":
-        return shape[0], math.prod(shape[1:]), 1
-    return math.prod(shape[:-1]), shape[-1], 1  # attention_out
+def _layout_reading(layout: str, ndim: int) -> Reading | None:
+    """The reading of a base layout for a leaf of ``ndim`` axes; None if it does not fit."""
+    if layout in ("dense", "embedding") and ndim == 2:
+        return Reading(layout, layout, (0,), (1,))
+    if layout == "conv" and ndim >= 3:
+        return Reading(layout, f"conv{ndim - 2}d", (ndim - 2,), (ndim - 1,), tuple(range(ndim - 2)))
+    if layout == "conv_torch" and ndim >= 3:
+        return Reading(layout, f"conv{ndim - 2}d", (0,), (1,), tuple(range(2, ndim)))
+    if layout == "attention_qkv" and ndim == 3:
+        return Reading(layout, "attention", (0,), (1, 2))
+    if layout == "attention_out" and ndim == 3:
+        return Reading(layout, "attention", (0, 1), (2,))
+    return None
 
 
 _MIN_NDIM = {"dense": 2, "embedding": 2, "conv": 3, "conv_torch": 3,
              "attention_qkv": 3, "attention_out": 3}
 
+# Einsum weights read from their module's code: (module, leaf) -> (rank, reading of the
+# unstacked leaf, the size each split axis must have). Shapes from the sources cited.
+_EINSUMS = {
+    # google-deepmind/gemma gemma/gm/nn/_modules.py, Attention: q_einsum 'BTD,NDH->BTNH'
+    # (H, d, D); kv_einsum 'BSD,CKDH->CBSKH' (2, K, d, D); qkv_einsum 'BTD,SNDH->SBTNH'
+    # (3, H, d, D); attn_vec_einsum 'BTNH,NHD->BTD' (H, D, d).
+    ("q_einsum", "w"): Reading("einsum", "attention", (1,), (0, 2)),
+    ("kv_einsum", "w"): Reading("einsum", "attention", (2,), (1, 3), splits=((0, ("k", "v")),)),
+    ("qkv_einsum", "w"): Reading("einsum", "attention", (2,), (1, 3), splits=((0, ("q", "k", "v")),)),
+    ("attn_vec_einsum", "w"): Reading("einsum", "attention", (0, 1), (2,)),
+    # FeedForward: gating_einsum (2, d, F) '...F,NFH->...NH' or, transposed, (2, F, d)
+    # '...F,NHF->...NH'. Either way each half is one d x F matrix (its orientation does
+    # not change its singular values).
+    (None, "gating_einsum"): Reading("einsum", "dense", (1,), (2,), splits=((0, ("gate", "up")),)),
+    # AI-Hypercomputer/maxtext attentions.py: fused qkv_proj DenseGeneral kernel
+    # ("embed", "qkv", "heads", "kv") = (d, 3, H, D).
+    ("qkv_proj", "kernel"): Reading("einsum", "attention", (0,), (2, 3), splits=((1, ("q", "k", "v")),)),
+}
 
-def _layer_type(layout, ndim):
-    if layout in ("conv", "conv_torch"):
-        return f"conv{ndim - 2}d"
-    if layout.startswith("attention"):
-        return "attention"
-    return layout
+
+def _einsum_rule(parts):
+    for key in ((parts[-2] if len(parts) > 1 else None, parts[-1]), (None, parts[-1])):
+        if key in _EINSUMS:
+            return _EINSUMS[key]
+    return None
+
+
+def _rank(reading: Reading) -> int:
+    return len(reading.rows) + len(reading.cols) + len(reading.taps) + len(reading.splits)
+
+
+def _split_sizes_fit(reading: Reading, shape: tuple) -> bool:
+    return all(lab is None or shape[a] == len(lab) for a, lab in reading.splits)
 
 
 def key_name(key) -> str:
@@ -167,22 +258,18 @@ def path_name(path) -> str:
     return "/".join(parts)
 
 
-def infer_layout(name: str, shape: tuple, module_type: str | None = None) -> str | tuple[str, str]:
-    """Guess the layout of a floating-point leaf from its name and shape.
+class _Skip(NamedTuple):
+    """Why a leaf is not read: the reason (with the hint that resolves it) and its kind."""
 
-    Returns a layout from :data:`LAYOUTS`, or ``("skip", reason)``.
+    reason: str
+    kind: str = "layout"
 
-    Rules, in order: biases, scales and statistics are skipped; ``embedding`` leaves
-    are embeddings; a ``kernel`` under ``query``/``key``/``value`` is an attention
-    input projection and under ``out`` an output projection; a ``kernel`` under a
-    module named like a dense layer is dense; 3-5-D ``kernel`` leaves are Flax
-    convolutions; 3-5-D ``weight`` leaves are PyTorch convolutions. One extra leading
-    axis beyond the layout's rank, under a module named like ``scan``, ``layers``,
-    ``blocks``... (or any dense/attention kernel) is a stack of layers.
 
-    ``module_type`` (the class name of the ``nnx`` module owning the leaf, when known)
-    settles the ambiguous cases: an ``nnx.Linear`` kernel with a leading axis is a
-    stack of dense layers (``nnx.vmap``), an ``nnx.Conv`` kernel a convolution.
+def _name_rule(name: str, shape: tuple, module_type: str | None = None):
+    """``(reading, stacked)`` from the leaf's name and shape, or a :class:`_Skip`.
+
+    ``reading`` is for the leaf without its layer axis; ``stacked`` says whether it has
+    one (its position is found by :func:`_layer_axis`). Rules: see :func:`infer_layout`.
     """
     parts = [p.lower() for p in re.split(r"[/.]", name)]
     last = parts[-1]
@@ -190,7 +277,15 @@ def infer_layout(name: str, shape: tuple, module_type: str | None = None) -> str
     outer = "/".join(parts[:-2])
     ndim = len(shape)
     if last in _NOT_WEIGHTS or last.endswith("bias"):
-        return ("skip", f"'{last}' is a bias / normalisation parameter, not a weight matrix")
+        return _Skip(f"'{last}' is a bias / normalisation parameter, not a weight matrix", "not_weight")
+    rule = _einsum_rule(parts)
+    if rule is not None:
+        r = _rank(rule)
+        if ndim == r + 1 or (ndim == r and _split_sizes_fit(rule, shape)):
+            return rule, ndim == r + 1
+        splits = ", ".join(f"axis {a} of size {len(lab)}" for a, lab in rule.splits if lab)
+        return _Skip(f"shape {shape} does not fit the {'/'.join(parts[-2:])} einsum ({r}-D"
+                     f"{', ' + splits if splits else ''}); pass layouts= to say how to read it")
     stacked = bool(_STACK_HINT.search(outer)) or bool(_STACK_HINT.search(module))
     if module_type in ("Linear", "Embed") and ndim == 3:
         module, stacked = "linear", True
@@ -213,16 +308,109 @@ def infer_layout(name: str, shape: tuple, module_type: str | None = None) -> str
     elif last == "weight" and ndim <= 5:
         base, stacked = "conv_torch", False
     else:
-        return ("skip", f"layout of a {ndim}-D leaf named '{last}' is ambiguous; "
-                        "pass layouts={pattern: layout} to analyse it")
-    extra = ndim - _MIN_NDIM[base]
-    if base in ("conv", "conv_torch"):
-        extra = 0
+        return _Skip(f"layout of a {ndim}-D leaf named '{last}' is ambiguous; "
+                     "pass layouts={pattern: layout} to analyse it")
+    extra = 0 if base in ("conv", "conv_torch") else ndim - _MIN_NDIM[base]
     if extra == 0:
-        return base
+        return _layout_reading(base, ndim), False
     if extra == 1 and stacked:
-        return "stacked_" + base
-    return ("skip", f"{ndim}-D leaf does not fit layout '{base}'; pass layouts= to say how to read it")
+        return _layout_reading(base, ndim - 1), True
+    return _Skip(f"{ndim}-D leaf does not fit layout '{base}'; pass layouts= to say how to read it")
+
+
+def infer_layout(name: str, shape: tuple, module_type: str | None = None) -> str | tuple[str, str]:
+    """The layout of a floating-point leaf from its name and shape.
+
+    Returns a layout from :data:`LAYOUTS`, ``"einsum"`` / ``"stacked_einsum"`` for the
+    einsum weights of known families (read from their einsum, see ``docs/families.md``),
+    or ``("skip", reason)``.
+
+    Rules, in order: biases, scales and statistics are skipped; known einsum weights
+    (Gemma ``q_einsum/w``, ``kv_einsum/w``, ``qkv_einsum/w``, ``attn_vec_einsum/w``,
+    ``gating_einsum``; MaxText ``qkv_proj/kernel``) are read from their einsum;
+    ``embedding`` leaves are embeddings; a ``kernel`` under ``query``/``key``/``value``
+    is an attention input projection and under ``out`` an output projection; a
+    ``kernel`` under a module named like a dense layer is dense; 3-5-D ``kernel`` leaves
+    are Flax convolutions; 3-5-D ``weight`` leaves are PyTorch convolutions. One extra
+    axis beyond the layout's rank, under a module named like ``scan``, ``layers``,
+    ``blocks``... (or any dense/attention kernel) is a layer axis (a ``stacked_``
+    layout), whose position :func:`find_kernels` finds.
+
+    ``module_type`` (the class name of the ``nnx`` module owning the leaf, when known)
+    settles the ambiguous cases: an ``nnx.Linear`` kernel with an extra axis is a
+    stack of dense layers (``nnx.vmap``), an ``nnx.Conv`` kernel a convolution.
+
+    Example:
+      >>> infer_layout("layer_0/attn/kv_einsum/w", (2, 1, 640, 256))
+      'einsum'
+    """
+    got = _name_rule(name, shape, module_type)
+    if isinstance(got, _Skip):
+        return ("skip", got.reason)
+    reading, stacked = got
+    return ("stacked_" if stacked else "") + reading.layout
+
+
+def _scan_hint(scan_axis: ScanAxis, name: str) -> int | None:
+    if scan_axis is None or isinstance(scan_axis, int):
+        return scan_axis
+    for pattern, axis in scan_axis.items():
+        if re.search(pattern, name):
+            return axis
+    return None
+
+
+def _stack_root(name: str) -> str:
+    """The scanned subtree of a stacked leaf: the path up to the first module named like a
+    stack (``decoder/layers``), else the leaf's own module."""
+    pos = 0
+    comps = re.split(r"([/.])", name)
+    for comp in comps[:-1]:
+        pos += len(comp)
+        if comp not in "/." and _STACK_HINT.search(comp.lower()):
+            return name[:pos]
+    return name[: max(name.rfind("/"), name.rfind("."), 0)]
+
+
+def _members(root: str, shapes: dict) -> dict:
+    if not root:
+        return shapes
+    return {n: s for n, s in shapes.items() if n.startswith(root) and n[len(root):len(root) + 1] in ("/", ".")}
+
+
+def _biases_fit(p: int, members: dict) -> bool:
+    """Each ``bias`` whose sibling ``kernel`` is in ``members``, with axis ``p`` removed from
+    both, equals the kernel's trailing axes (Flax/Keras: bias shape = output features)."""
+    for n, s in members.items():
+        parent, sep, last = n.rpartition("/")
+        k = members.get(parent + sep + "kernel") if last == "bias" else None
+        if k is not None:
+            b, kb = s[:p] + s[p + 1:], k[:p] + k[p + 1:]
+            if len(b) > len(kb) or kb[len(kb) - len(b):] != b:
+                return False
+    return True
+
+
+def _layer_axis(name: str, shape: tuple, scan_axis: ScanAxis, shapes: dict) -> int | _Skip:
+    """Position of the layer axis of a stacked leaf: the hint, else the one axis that fits
+    the whole scanned subtree (:func:`_stack_root`), else a :class:`_Skip` with the hint."""
+    hint = _scan_hint(scan_axis, name)
+    if hint is not None:
+        if not -len(shape) <= hint < len(shape):
+            return _Skip(f"scan_axis={hint} is not an axis of a {len(shape)}-D leaf")
+        return hint % len(shape)
+    root = _stack_root(name)
+    members = _members(root, shapes)
+    fits = [p for p in range(len(shape))
+            if all(len(s) > p and s[p] == shape[p] for s in members.values()) and _biases_fit(p, members)]
+    if len(fits) == 1:
+        return fits[0]
+    where = f"under '{root}'" if root else "in the tree"
+    if not fits:
+        return _Skip(f"no axis of {shape} has one size in every leaf {where}, so the layer axis "
+                     f"of this stack is unknown; {_SCAN_HINT}")
+    return _Skip(f"the layer axis of this stack cannot be told apart: axes {fits} of {shape} "
+                 f"fit every leaf {where}; {_SCAN_HINT}")
 
 
 def _override(layouts: LayoutOverride, name: str, shape: tuple):
@@ -245,10 +433,14 @@ def _selected(layers: LayerFilter, name: str) -> bool:
 
 
 def flatten_params(params):
-    """``(names, leaves, treedef)`` of a params pytree, an ``nnx.Module`` or ``nnx.State``."""
+    """``(names, leaves, treedef)`` of a params pytree, an ``nnx.Module``, an ``nnx.State``
+    or a Keras 3 model / layer (``{variable.path: value}``)."""
     nnx = sys.modules.get("flax.nnx")  # an nnx.Module can only exist once flax.nnx is imported
     if nnx is not None and isinstance(params, nnx.Module):
         params = nnx.state(params, nnx.Param)
+    elif _keras_model(params):
+        from jaxww import _keras
+        params = _keras.values(params)
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     names = [path_name(p) for p, _ in flat]
     return names, [leaf for _, leaf in flat], treedef
@@ -274,9 +466,67 @@ def module_types(params) -> list | None:
     return types
 
 
+def model_readings(params) -> list | None:
+    """Per leaf of :func:`flatten_params`, the :class:`Reading` (or skip) that the model's
+    own code gives, or None where it says nothing. Keras models only; None otherwise."""
+    if _keras_model(params):
+        from jaxww import _keras
+        names, _, _ = flatten_params(params)
+        by_path = _keras.readings(params)
+        return [by_path.get(n) for n in names]
+    return None
+
+
+def _keras_model(params) -> bool:
+    keras = sys.modules.get("keras")  # a Keras layer can only exist once keras is imported
+    return keras is not None and isinstance(params, keras.layers.Layer)
+
+
+def _reading(i, name, shape, *, layouts, types, readings, scan_axis, shapes):
+    """The :class:`Reading` of leaf ``i``, or a :class:`_Skip`: the ``layouts=`` override,
+    else the model's own code (``readings``), else the name rules with the layer axis
+    found by :func:`_layer_axis`."""
+    over = _override(layouts, name, shape)
+    if over is not None:
+        if over not in LAYOUTS:
+            raise ValueError(f"layout {over!r} for {name} is not one of {LAYOUTS}")
+        if over == "skip":
+            return _Skip("skipped by the layouts override", "override")
+        base = over.removeprefix("stacked_")
+        stacked = base != over
+        r = _layout_reading(base, len(shape) - stacked)
+        if r is None:
+            return _Skip(f"shape {shape} does not fit layout '{over}'")
+        return r.with_layer_axis(0) if stacked else r
+    if readings is not None and readings[i] is not None:
+        return readings[i]
+    got = _name_rule(name, shape, None if types is None else types[i])
+    if isinstance(got, _Skip):
+        return got
+    reading, stacked = got
+    if not stacked:
+        return reading
+    axis = _layer_axis(name, shape, scan_axis, shapes)
+    if isinstance(axis, _Skip):
+        return axis
+    if not _split_sizes_fit(reading, shape[:axis] + shape[axis + 1:]):
+        return _Skip(f"with its layer axis {axis} removed, {shape} does not fit the einsum of "
+                     f"'{name}'; {_SCAN_HINT}")
+    return reading.with_layer_axis(axis)
+
+
+def _slices(name: str, shape: tuple, r: Reading):
+    """``(name, select)`` of every kernel of a leaf read by ``r`` (one per split index)."""
+    axes = [a for a, _ in r.splits]
+    for idx in itertools.product(*(range(shape[a]) for a in axes)):
+        label = "".join(f"[{j if lab is None else lab[j]}]" for (_, lab), j in zip(r.splits, idx))
+        yield name + label, tuple(zip(axes, idx))
+
+
 def find_kernels(
     names, leaves, *, layers: LayerFilter = None, layouts: LayoutOverride = None,
     min_evals: int = 8, max_evals: int | None = 15000, max_N: int | None = 50000, types=None,
+    readings=None, scan_axis: ScanAxis = None,
 ):
     """Classify every leaf: the kernels to analyse and the skipped leaves with reasons.
 
@@ -290,58 +540,66 @@ def find_kernels(
         (``max_evals=None``: no upper limit).
       max_N: keep a layer when ``N <= max_N`` (None: no limit).
       types: per leaf, the owning module's class name or None (:func:`module_types`).
+      readings: per leaf, the :class:`Reading` the model's code gives, or None
+        (:func:`model_readings`).
+      scan_axis: position of the layer axis of stacked leaves (scanned layers): an int,
+        or ``{regex: int}`` per leaf name; default: found from the scanned subtree.
 
     Returns:
       ``(kernels, skipped)``: lists of :class:`Kernel` and :class:`Skipped`.
+
+    Example:
+      >>> import numpy as np
+      >>> ks, _ = find_kernels(["attn/kv_einsum/w"], [np.zeros((2, 1, 64, 16), np.float32)])
+      >>> [(k.name, k.N, k.M) for k in ks]
+      [('attn/kv_einsum/w[k]', 64, 16), ('attn/kv_einsum/w[v]', 64, 16)]
     """
+    shapes = {n: tuple(leaf.shape) for n, leaf in zip(names, leaves)
+              if hasattr(leaf, "shape") and hasattr(leaf, "dtype") and len(leaf.shape) >= 1}
     kernels, skipped = [], []
     for i, (name, leaf) in enumerate(zip(names, leaves)):
         shape = tuple(getattr(leaf, "shape", ()))
         dtype = getattr(leaf, "dtype", None)
+        dname = str(dtype) if dtype is not None else type(leaf).__name__
 
         def skip(reason, kind, _name=name, _shape=shape):
-            skipped.append(Skipped(_name, _shape, str(dtype) if dtype is not None else type(leaf).__name__,
-                                   reason, kind))
+            skipped.append(Skipped(_name, _shape, dname, reason, kind))
 
         if dtype is None or not hasattr(leaf, "shape"):
             skip(f"not an array ({type(leaf).__name__})", "not_array")
             continue
         if not jnp.issubdtype(dtype, jnp.floating):
-            skip(f"{dtype} leaf: only floating-point weights are analysed (dequantise int8 first)", "dtype")
+            skip(f"{dtype} leaf: only floating-point weights are analysed (quantised weights: "
+                 "dequantise them with their scale first)", "dtype")
             continue
         if len(shape) < 2:
-            skip(f"{len(shape)}-D leaf: not a matrix", "ndim")
+            skip(f"{len(shape)}-D leaf: not a matrix", "not_matrix")
+            continue
+        if 0 in shape:
+            skip(f"empty leaf {shape}", "not_matrix")
             continue
         if not _selected(layers, name):
             skip("excluded by the layers filter", "filter")
             continue
-        layout = _override(layouts, name, shape) or infer_layout(
-            name, shape, None if types is None else types[i])
-        if isinstance(layout, tuple):
-            skip(layout[1], "layout")
+        r = _reading(i, name, shape, layouts=layouts, types=types, readings=readings,
+                     scan_axis=scan_axis, shapes=shapes)
+        if isinstance(r, _Skip):
+            skip(r.reason, r.kind)
             continue
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout {layout!r} for {name} is not one of {LAYOUTS}")
-        if layout == "skip":
-            skip("skipped by the layouts override", "layout")
-            continue
-        base = layout.removeprefix("stacked_")
-        stacked = base != layout
-        inner = shape[1:] if stacked else shape
-        if len(inner) < _MIN_NDIM[base] or (base not in ("conv", "conv_torch") and len(inner) != _MIN_NDIM[base]):
-            skip(f"shape {shape} does not fit layout '{layout}'", "layout")
-            continue
-        a, b, rf = _matrix_dims(inner, base)
+        split = {a for a, _ in r.splits}
+        inner = tuple(s for a, s in enumerate(shape) if a not in split)
+        a, b = math.prod(shape[x] for x in r.rows), math.prod(shape[x] for x in r.cols)
+        rf = math.prod(shape[x] for x in r.taps)
         N, M = max(a, b), min(a, b)
-        for idx in (range(shape[0]) if stacked else [None]):
-            kname = name if idx is None else f"{name}[{idx}]"
+        for kname, select in _slices(name, shape, r):
             if M * rf < min_evals:
                 skip(f"num_evals {M * rf} < min_evals {min_evals}", "size_limit", kname, inner)
             elif max_evals is not None and M * rf > max_evals:
-                skip(f"num_evals {M * rf} > max_evals {max_evals}", "size_limit", kname, inner)
+                skip(f"num_evals {M * rf} > max_evals {max_evals} (max_evals=None: no limit)",
+                     "size_limit", kname, inner)
             elif max_N is not None and N > max_N:
-                skip(f"N {N} > max_N {max_N}", "size_limit", kname, inner)
+                skip(f"N {N} > max_N {max_N} (max_N=None: no limit)", "size_limit", kname, inner)
             else:
-                kernels.append(Kernel(kname, i, idx, base, _layer_type(base, len(inner)),
-                                      inner, N, M, rf))
+                kernels.append(Kernel(kname, i, r.layout, r.layer_type, inner, N, M, rf,
+                                      select, r.rows, r.cols, r.taps))
     return kernels, skipped

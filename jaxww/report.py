@@ -119,8 +119,9 @@ class Report:
     def tree(self, column: str = "alpha"):
         """A pytree with the structure of the analysed params holding one column.
 
-        Analysed leaves hold the value (a float32 array of shape ``(L,)`` for a stack
-        of ``L`` layers, else a scalar); every other leaf holds NaN. Use it with
+        Analysed leaves hold the value (a float32 array with one value per kernel of
+        the leaf, in kernel order, for a leaf read as several kernels, e.g. ``(L,)`` for a
+        stack of ``L`` layers; else a scalar); every other leaf holds NaN. Use it with
         ``jax.tree.map`` next to the params.
         """
         if column not in COLUMNS or column in ("name", "layer_type", "shape", "status", "warning", "reason"):
@@ -219,6 +220,7 @@ def analyze(
     max_N: int | None = 50000,
     layers: _kernels.LayerFilter = None,
     layouts: _kernels.LayoutOverride = None,
+    scan_axis: _kernels.ScanAxis = None,
     xmin_max: float | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> Report:
@@ -226,7 +228,8 @@ def analyze(
 
     Args:
       params: a pytree of arrays (Flax Linen variables, a dict loaded from a
-        checkpoint), an ``nnx.State`` or an ``nnx.Module`` (its ``nnx.Param`` state).
+        checkpoint), an ``nnx.State``, an ``nnx.Module`` (its ``nnx.Param`` state) or a
+        Keras 3 model (its variables by path, read as its layers use them).
       precision: ``"float32"`` (default) or ``"float64"`` for the spectra, fit and
         metrics. float64 runs under ``jax.enable_x64()`` if x64 is off.
       min_evals, max_evals, max_N: size limits of the reference (layer kept when
@@ -238,6 +241,10 @@ def analyze(
       layouts: how to read leaves whose layout cannot be inferred (e.g. PyTorch
         convolutions in a plain dict): ``{regex: layout}`` or a callable
         ``(name, shape) -> layout or None``; see :mod:`jaxww.kernels`.
+      scan_axis: position of the layer axis of scanned stacks (e.g. 1 for MaxText's
+        ``param_scan_axis: 1``): an int, or ``{regex: int}`` per leaf name. Default:
+        found from the scanned subtree; a stack whose layer axis cannot be told apart
+        is skipped with this hint.
       xmin_max: only tails starting at ``xmin <= xmin_max`` are candidates.
       devices: where to compute (default: ``jax.local_devices()``). With several, the
         layers are split into one part per device, of about equal work, and the parts
@@ -262,7 +269,8 @@ def analyze(
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
     find = functools.partial(_kernels.find_kernels, names, leaves, layers=layers, layouts=layouts,
-                             min_evals=min_evals, types=_kernels.module_types(params))
+                             min_evals=min_evals, types=_kernels.module_types(params),
+                             readings=_kernels.model_readings(params), scan_axis=scan_axis)
     kerns, skipped = find(max_evals=max_evals, max_N=max_N)
     limited = _limited(skipped, find)
     limits = {"max_N": max_N, "max_evals": max_evals}
@@ -297,7 +305,7 @@ def analyze(
             rows[i] = row
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
     leaf_of = {k.name: k.leaf for k in kerns}
-    stacked = frozenset(k.leaf for k in kerns if k.index is not None)
+    stacked = frozenset(k.leaf for k in kerns if k.select)
     return Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
                   _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked)
 
