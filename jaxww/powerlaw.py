@@ -206,6 +206,29 @@ def fit_batch(evals, xmin_max, thresh=EVALS_THRESH) -> PowerLawFit:
     return jax.vmap(_fit_one, in_axes=(0, None, None, None))(evals, xmin_max, thresh, chunk)
 
 
+def fit_rows(evals, xmin_max, thresh) -> PowerLawFit:
+    """:func:`fit_batch` with its own bound and threshold per spectrum (traceable).
+
+    Args:
+      evals: ``(B, n)`` spectra, any order, zero-padded.
+      xmin_max: ``(B,)`` upper bounds on the candidate ``xmin`` (``inf``: none).
+      thresh: ``(B,)`` thresholds: values ``<= thresh`` are left out of each fit.
+
+    Returns:
+      A :class:`PowerLawFit` of ``(B,)`` fields.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.stack([jnp.arange(1.0, 41.0)] * 2)
+      >>> fit = fit_rows(x, jnp.array([jnp.inf, 5.0]), jnp.array([1e-5, 1e-5]))
+      >>> bool(fit.xmin[1] <= 5.0)
+      True
+    """
+    batch, n = evals.shape
+    chunk = max(1, min(n, _CHUNK_ELEMENTS // (batch * n)))
+    return jax.vmap(_fit_one, in_axes=(0, 0, 0, None))(evals, xmin_max, thresh, chunk)
+
+
 @functools.partial(jax.jit, static_argnames=("thresh",))
 def _fit_batch(evals, xmin_max, thresh):
     out = fit_batch(evals.reshape(-1, evals.shape[-1]), xmin_max, thresh)
