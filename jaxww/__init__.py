@@ -6,6 +6,8 @@ The pipeline, one module per step::
                   --powerlaw--> alpha, xmin, D --metrics--> norms, ranks --report--> Report
 """
 
+from jaxww.bootstrap import PowerLawTest, bootstrap_power_law
+from jaxww.fingers import FingerFit, fit_fingers
 from jaxww.io import load_params
 from jaxww.kernels import LAYOUTS, Kernel, Skipped, find_kernels, flatten_params, infer_layout
 from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
+    "FingerFit", "PowerLawTest", "bootstrap_power_law", "fit_fingers",
     "Kernel", "PowerLawFit", "Report", "Skipped", "SpectralMetrics",
     "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
     "flatten_params", "infer_layout", "load_params", "spectral_metrics", "warning",

@@ -235,7 +235,7 @@ def _fit_batch(evals, xmin_max, thresh):
     return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
 
 
-def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH) -> PowerLawFit:
+def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int = 0, key=None):
     """Fit a power law ``p(x) ~ x**-alpha`` to the tail of each spectrum in ``evals``.
 
     The exact Clauset-Shalizi-Newman scan: every kept eigenvalue but the largest is a
@@ -248,10 +248,15 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH) -> PowerLawFit:
         independent spectra fitted in one vectorised call.
       xmin_max: only candidates ``xmin <= xmin_max`` are considered (None: all).
       thresh: eigenvalues at or below this are dropped before the fit.
+      bootstrap: number of replicas of the Clauset-Shalizi-Newman goodness-of-fit
+        test (0: none); see :func:`jaxww.bootstrap_power_law`.
+      key: ``jax.random`` key of the replicas (required with ``bootstrap``).
 
     Returns:
       A :class:`PowerLawFit` whose fields have shape ``evals.shape[:-1]``. A failed
-      fit has ``status != FIT_OK`` and NaN in the float fields.
+      fit has ``status != FIT_OK`` and NaN in the float fields. With ``bootstrap``, a
+      :class:`jaxww.PowerLawTest`: the same fields plus ``p_value``,
+      ``alpha_ci_low`` and ``alpha_ci_high``.
 
     Example:
       >>> import numpy as np, jaxww
@@ -263,6 +268,11 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH) -> PowerLawFit:
       A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in
       empirical data", SIAM Review 51 (2009).
     """
+    from jaxww import bootstrap as _bootstrap  # imports this module
+
+    if _bootstrap.check_bootstrap(bootstrap, key):
+        return _bootstrap.bootstrap_power_law(evals, bootstrap=bootstrap, key=key,
+                                              xmin_max=xmin_max, thresh=thresh)
     evals = jnp.asarray(evals)
     if not jnp.issubdtype(evals.dtype, jnp.floating):
         evals = evals.astype(jnp.float32)
