@@ -118,17 +118,17 @@ def esd_peak(evals, thresh=_pl.EVALS_THRESH):
     return jnp.where(keep.sum(axis=-1) >= 2, peak, jnp.nan)
 
 
-def xmin_peak(evals, xmin_max=None, thresh=_pl.EVALS_THRESH) -> FingerFit:
+def xmin_peak(evals, xmin_max=jnp.inf, thresh=_pl.EVALS_THRESH) -> FingerFit:
     """``fix_fingers="xmin_peak"`` for a ``(B, n)`` batch (traceable).
 
     The exact scan on the values ``>= 0.95 p`` (``p`` from :func:`esd_peak`), with
-    candidates ``xmin <= xmin_max`` (default ``1.5 p`` per spectrum). Values below
+    candidates ``xmin <= xmin_max`` (``inf``: ``1.5 p`` per spectrum). Values below
     the window take no part, so spectra with fewer than ``SMALL_N`` values in it use
     the small-sample estimator.
 
     Args:
       evals: ``(B, n)`` spectra, any order, zero-padded.
-      xmin_max: ``None`` (``1.5 p``) or a scalar upper bound on ``xmin``.
+      xmin_max: scalar upper bound on ``xmin`` (``inf``: ``1.5 p``).
       thresh: values ``<= thresh`` are left out.
 
     Returns:
@@ -136,7 +136,7 @@ def xmin_peak(evals, xmin_max=None, thresh=_pl.EVALS_THRESH) -> FingerFit:
     """
     peak = esd_peak(evals, thresh)
     low = jnp.maximum(jnp.nextafter(PEAK_LOW * peak, 0.0), thresh)
-    high = PEAK_HIGH * peak if xmin_max is None else jnp.broadcast_to(xmin_max, peak.shape)
+    high = jnp.where(jnp.isinf(xmin_max), PEAK_HIGH * peak, xmin_max)
     fit = _pl.fit_rows(evals, jnp.where(jnp.isnan(peak), jnp.inf, high),
                        jnp.where(jnp.isnan(peak), thresh, low))
     raw = _pl.fit_batch(evals, jnp.inf, thresh).alpha
@@ -146,10 +146,7 @@ def xmin_peak(evals, xmin_max=None, thresh=_pl.EVALS_THRESH) -> FingerFit:
 @functools.partial(jax.jit, static_argnames=("method",))
 def _fit_fingers(evals, method, xmin_max):
     flat = evals.reshape(-1, evals.shape[-1])
-    if method == "clip_xmax":
-        out = clip_xmax(flat, jnp.inf if xmin_max is None else xmin_max)
-    else:
-        out = xmin_peak(flat, xmin_max)
+    out = (clip_xmax if method == "clip_xmax" else xmin_peak)(flat, xmin_max)
     return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
 
 
@@ -180,5 +177,5 @@ def fit_fingers(evals, method: str = "clip_xmax", *, xmin_max=None) -> FingerFit
         evals = evals.astype(jnp.float32)
     if evals.ndim == 0 or evals.shape[-1] == 0:
         raise ValueError(f"fit_fingers needs at least one eigenvalue, got shape {evals.shape}")
-    bound = None if xmin_max is None else jnp.asarray(float(xmin_max), evals.dtype)
+    bound = jnp.asarray(np.inf if xmin_max is None else float(xmin_max), evals.dtype)
     return _fit_fingers(evals, method, bound)
