@@ -14,12 +14,14 @@ from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
 from jaxww.powerlaw import PowerLawFit, fit_power_law
 from jaxww.report import COLUMNS, SUMMARY_METRICS, Report, analyze
 from jaxww.spectra import batched_spectra, eigenvalues
+from jaxww.tpl import TPLFit, fit_truncated_power_law
 
 __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
-    "FingerFit", "PowerLawTest", "bootstrap_power_law", "fit_fingers",
+    "FingerFit", "PowerLawTest", "TPLFit", "bootstrap_power_law", "fit_fingers",
+    "fit_truncated_power_law",
     "Kernel", "PowerLawFit", "Report", "Skipped", "SpectralMetrics",
     "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
     "flatten_params", "infer_layout", "load_params", "spectral_metrics", "warning",

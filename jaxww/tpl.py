@@ -89,12 +89,14 @@ def _quadrature(alpha, L):
     tiny = jnp.finfo(jnp.result_type(alpha, L, float)).tiny
     c = jnp.maximum(-a, 0.0)
     u_peak = jnp.maximum(jnp.log(jnp.maximum(c, tiny) / jnp.maximum(L, tiny)), 0.0)
-    # d past the peak where the integrand has fallen by e^-60: by at least
-    # c (e^d - 1 - d) for an inner peak (a = -c < 0, L e^u_peak = c), else by
-    # (L + min(a, 0)) (e^d - 1), and by a d where a > 0.
-    inner = c > L
-    q = 60.0 / jnp.maximum(jnp.where(inner, c, L + jnp.minimum(a, 0.0)), tiny)
-    rate_exp = jnp.where(L > 0, jnp.where(inner, jnp.log1p(q + jnp.log1p(q) + 1.0), jnp.log1p(q)), jnp.inf)
+    # d past the peak where the integrand has fallen by e^-60. It falls by at least
+    # k (e^d - 1) with k = L where a >= 0 (and by a d), k = L - c where a = -c < 0 and
+    # L >= 2c; else by at least k (e^d - 1 - d) with k = max(c, L) (inner peak:
+    # L e^u_peak = c; else the peak is at 0). Solve for d:
+    linear = (a >= 0) | (L >= 2 * c)
+    k = jnp.where(a >= 0, L, jnp.where(linear, L - c, jnp.maximum(c, L)))
+    q = 60.0 / jnp.maximum(k, tiny)
+    rate_exp = jnp.where(L > 0, jnp.where(linear, jnp.log1p(q), jnp.log1p(q + jnp.log1p(q) + 1.0)), jnp.inf)
     rate_lin = jnp.where(a > 0, 60.0 / jnp.maximum(a, tiny), jnp.inf)
     U = u_peak + jnp.minimum(rate_lin, rate_exp)
     edges = np.linspace(0.0, 1.0, _PANELS + 1)
@@ -102,7 +104,8 @@ def _quadrature(alpha, L):
     s = (mid[:, None] + half[:, None] * _GL_X[None, :]).reshape(-1)
     w = (half[:, None] * _GL_W[None, :]).reshape(-1)
     u = U[..., None] * s
-    logw = jnp.log(U)[..., None] + np.log(w) - a[..., None] * u - L[..., None] * jnp.exp(u)
+    decay = jnp.where(L[..., None] > 0, L[..., None] * jnp.exp(u), 0.0)   # 0 * inf is not 0
+    logw = jnp.log(U)[..., None] + np.log(w) - a[..., None] * u - decay
     return u, logw, (L <= 0) & (a <= 0)
 
 
@@ -133,7 +136,7 @@ def _loglik_t(theta, s1, s2, n):
     u, logw, diverges = _quadrature(theta[0], theta[1])
     lnI = jax.nn.logsumexp(logw)
     p = jnp.exp(logw - lnI)
-    v = jnp.stack([u, jnp.exp(u)])
+    v = jnp.stack([u, jnp.where(p > 0, jnp.exp(u), 0.0)])
     m = v @ p
     cov = (v * p) @ v.T - jnp.outer(m, m)
     ll = -theta[0] * s1 - theta[1] * s2 - n * lnI
