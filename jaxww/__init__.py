@@ -7,6 +7,7 @@ The pipeline, one module per step::
 """
 
 from jaxww.bootstrap import PowerLawTest, bootstrap_power_law
+from jaxww.compare import Comparison, compare_distributions
 from jaxww.fingers import FingerFit, fit_fingers
 from jaxww.io import load_params
 from jaxww.kernels import LAYOUTS, Kernel, Skipped, find_kernels, flatten_params, infer_layout
@@ -20,7 +21,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
-    "FingerFit", "PowerLawTest", "TPLFit", "bootstrap_power_law", "fit_fingers",
+    "Comparison", "FingerFit", "PowerLawTest", "TPLFit", "bootstrap_power_law",
+    "compare_distributions", "fit_fingers",
     "fit_truncated_power_law",
     "Kernel", "PowerLawFit", "Report", "Skipped", "SpectralMetrics",
     "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
