@@ -24,8 +24,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 
 from jaxww import bootstrap as _bootstrap
 from jaxww import fingers as _fingers

@@ -6,7 +6,6 @@ import contextlib
 import io
 import logging
 
-import jax
 import numpy as np
 import pytest
 
