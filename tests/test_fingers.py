@@ -74,7 +74,7 @@ def test_xmin_peak_is_the_scan_in_the_peak_window(h, x64):
     out = jaxww.fit_fingers(ev, "xmin_peak")
     for r, x in enumerate(ev):
         p = float(fingers.esd_peak(x))
-        window = x[x >= 0.95 * p]
+        window = np.where(x >= 0.95 * p, x, 0.0)  # zeros are left out: one shape, one compilation
         ref = jaxww.fit_power_law(window, xmin_max=1.5 * p)
         assert 0.95 * p <= float(out.fit.xmin[r]) <= 1.5 * p
         np.testing.assert_allclose(float(out.fit.alpha[r]), float(ref.alpha), rtol=1e-12)
