@@ -6,18 +6,24 @@ The pipeline, one module per step::
                   --powerlaw--> alpha, xmin, D --metrics--> norms, ranks --report--> Report
 """
 
+from jaxww.bootstrap import PowerLawTest, bootstrap_power_law
+from jaxww.compare import Comparison, compare_distributions
+from jaxww.fingers import FingerFit, fit_fingers
 from jaxww.io import CheckpointError, load_params
 from jaxww.kernels import LAYOUTS, Kernel, Reading, Skipped, find_kernels, flatten_params, infer_layout
 from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
 from jaxww.powerlaw import PowerLawFit, fit_power_law
 from jaxww.report import COLUMNS, SUMMARY_METRICS, Report, analyze
 from jaxww.spectra import batched_spectra, eigenvalues
+from jaxww.tpl import TPLFit, fit_truncated_power_law
 
 __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
-    "CheckpointError", "Kernel", "PowerLawFit", "Reading", "Report", "Skipped", "SpectralMetrics",
+    "CheckpointError", "Comparison", "FingerFit", "Kernel", "PowerLawFit", "PowerLawTest", "Reading",
+    "Report", "Skipped", "SpectralMetrics", "TPLFit",
+    "bootstrap_power_law", "compare_distributions", "fit_fingers", "fit_truncated_power_law",
     "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
     "flatten_params", "infer_layout", "load_params", "spectral_metrics", "warning",
 ]

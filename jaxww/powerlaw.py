@@ -206,13 +206,36 @@ def fit_batch(evals, xmin_max, thresh=EVALS_THRESH) -> PowerLawFit:
     return jax.vmap(_fit_one, in_axes=(0, None, None, None))(evals, xmin_max, thresh, chunk)
 
 
+def fit_rows(evals, xmin_max, thresh) -> PowerLawFit:
+    """:func:`fit_batch` with its own bound and threshold per spectrum (traceable).
+
+    Args:
+      evals: ``(B, n)`` spectra, any order, zero-padded.
+      xmin_max: ``(B,)`` upper bounds on the candidate ``xmin`` (``inf``: none).
+      thresh: ``(B,)`` thresholds: values ``<= thresh`` are left out of each fit.
+
+    Returns:
+      A :class:`PowerLawFit` of ``(B,)`` fields.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.stack([jnp.arange(1.0, 41.0)] * 2)
+      >>> fit = fit_rows(x, jnp.array([jnp.inf, 5.0]), jnp.array([1e-5, 1e-5]))
+      >>> bool(fit.xmin[1] <= 5.0)
+      True
+    """
+    batch, n = evals.shape
+    chunk = max(1, min(n, _CHUNK_ELEMENTS // (batch * n)))
+    return jax.vmap(_fit_one, in_axes=(0, 0, 0, None))(evals, xmin_max, thresh, chunk)
+
+
 @functools.partial(jax.jit, static_argnames=("thresh",))
 def _fit_batch(evals, xmin_max, thresh):
     out = fit_batch(evals.reshape(-1, evals.shape[-1]), xmin_max, thresh)
     return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
 
 
-def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH) -> PowerLawFit:
+def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int = 0, key=None):
     """Fit a power law ``p(x) ~ x**-alpha`` to the tail of each spectrum in ``evals``.
 
     The exact Clauset-Shalizi-Newman scan: every kept eigenvalue but the largest is a
@@ -225,10 +248,15 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH) -> PowerLawFit:
         independent spectra fitted in one vectorised call.
       xmin_max: only candidates ``xmin <= xmin_max`` are considered (None: all).
       thresh: eigenvalues at or below this are dropped before the fit.
+      bootstrap: number of replicas of the Clauset-Shalizi-Newman goodness-of-fit
+        test (0: none); see :func:`jaxww.bootstrap_power_law`.
+      key: ``jax.random`` key of the replicas (required with ``bootstrap``).
 
     Returns:
       A :class:`PowerLawFit` whose fields have shape ``evals.shape[:-1]``. A failed
-      fit has ``status != FIT_OK`` and NaN in the float fields.
+      fit has ``status != FIT_OK`` and NaN in the float fields. With ``bootstrap``, a
+      :class:`jaxww.PowerLawTest`: the same fields plus ``p_value``,
+      ``alpha_ci_low`` and ``alpha_ci_high``.
 
     Example:
       >>> import numpy as np, jaxww
@@ -240,6 +268,11 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH) -> PowerLawFit:
       A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in
       empirical data", SIAM Review 51 (2009).
     """
+    from jaxww import bootstrap as _bootstrap  # imports this module
+
+    if _bootstrap.check_bootstrap(bootstrap, key):
+        return _bootstrap.bootstrap_power_law(evals, bootstrap=bootstrap, key=key,
+                                              xmin_max=xmin_max, thresh=thresh)
     evals = jnp.asarray(evals)
     if not jnp.issubdtype(evals.dtype, jnp.floating):
         evals = evals.astype(jnp.float32)

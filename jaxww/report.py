@@ -16,6 +16,7 @@ from jaxww import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import powerlaw as _powerlaw
 from jaxww import spectra as _spectra
+from jaxww import tail_options as _tail
 
 #: Columns of ``Report.details``, in order.
 COLUMNS = (
@@ -54,11 +55,12 @@ class Report:
     _treedef: Any = dataclasses.field(repr=False, default=None)
     _leaf_of: dict = dataclasses.field(repr=False, default_factory=dict)
     _stacked_leaves: frozenset = dataclasses.field(repr=False, default=frozenset())
+    columns: tuple = COLUMNS  # COLUMNS plus the columns of the options used
 
     @property
     def details(self):
         """pandas DataFrame, one row per analysed layer (needs the ``pandas`` extra)."""
-        return _dataframe(self.rows, COLUMNS)
+        return _dataframe(self.rows, self.columns)
 
     @property
     def skipped(self):
@@ -124,8 +126,8 @@ class Report:
         stack of ``L`` layers; else a scalar); every other leaf holds NaN. Use it with
         ``jax.tree.map`` next to the params.
         """
-        if column not in COLUMNS or column in ("name", "layer_type", "shape", "status", "warning", "reason"):
-            raise ValueError(f"column must be a numeric column of {COLUMNS}, got {column!r}")
+        if column not in self.columns or column in ("name", "layer_type", "shape", "status", "warning", "reason"):
+            raise ValueError(f"column must be a numeric column of {self.columns}, got {column!r}")
         values: dict[int, list] = {}
         for r in self.rows:
             values.setdefault(self._leaf_of[r["name"]], []).append(r[column])
@@ -204,11 +206,11 @@ def _spectra_stage(leaves, kerns, groups, precision):
             for nb, members in groups]
 
 
-@jax.jit
-def _fit_stage(E, num_evals, N, xmin_max):
-    """Spectra -> power-law fit -> metrics for a ``(B, n)`` batch of padded spectra."""
-    fit = _powerlaw.fit_batch(E, xmin_max)
-    return fit, _metrics.spectral_metrics(E, num_evals, N, fit.alpha)
+@functools.partial(jax.jit, static_argnames=("opts",))
+def _fit_stage(E, num_evals, N, xmin_max, keys, opts):
+    """Spectra -> power-law fit (and the options' columns) -> metrics, ``(B, n)`` padded spectra."""
+    fit, extra = _tail.tail_fit(E, xmin_max, keys, opts)
+    return fit, _metrics.spectral_metrics(E, num_evals, N, fit.alpha), extra
 
 
 def analyze(
@@ -223,6 +225,10 @@ def analyze(
     scan_axis: _kernels.ScanAxis = None,
     xmin_max: float | None = None,
     devices: Sequence[jax.Device] | None = None,
+    fix_fingers: str | None = None,
+    fit: str = "PL",
+    bootstrap: int = 0,
+    key: jax.Array | None = None,
 ) -> Report:
     """Analyse every weight matrix of ``params``: spectrum, power-law fit, metrics.
 
@@ -249,6 +255,12 @@ def analyze(
       devices: where to compute (default: ``jax.local_devices()``). With several, the
         layers are split into one part per device, of about equal work, and the parts
         run concurrently (each part batched as on one device).
+      fix_fingers: ``None``, ``"clip_xmax"`` or ``"xmin_peak"`` (:mod:`jaxww.fingers`).
+      fit: ``"PL"``, ``"TPL"`` or ``"E_TPL"`` (truncated power law, :mod:`jaxww.tpl`).
+      bootstrap: replicas per layer of the power-law goodness-of-fit test
+        (:mod:`jaxww.bootstrap`; 0: none). Needs ``key``.
+      key: ``jax.random`` key of the bootstrap; layer ``i`` uses ``fold_in(key, i)``.
+        The extra columns of these options are listed in :mod:`jaxww.tail_options`.
 
     Returns:
       A :class:`Report` (``details``, ``summary``, ``skipped``, ``esd(name)``, ``tree()``).
@@ -265,6 +277,7 @@ def analyze(
     """
     if precision not in _spectra.PRECISIONS:
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
+    opts = _tail.check(fix_fingers, fit, bootstrap, key)
     names, leaves, treedef = _kernels.flatten_params(params)
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
@@ -290,24 +303,28 @@ def analyze(
         results = []
         for part, dev in zip(_split(kerns, len(devices)), devices):
             sub = [kerns[i] for i in part]
-            for members, *out in _analyze_part(sub, leaves, dev, precision, bound):
+            for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts, key, part):
                 results.append(([part[i] for i in members], *out))
         results = jax.device_get(results)
 
     rows: list = [None] * len(kerns)
     evals_by_name = {}
-    for members, fit, met, E in results:
+    for members, fit, met, extra, E in results:
         for r, i in enumerate(members):
             k = kerns[i]
             row = _row(k, i, {f: v[r] for f, v in fit._asdict().items()},
                        {f: v[r] for f, v in met._asdict().items()},
                        not np.isnan(E[r][: k.num_evals]).any())
+            more, why = _tail.row_values({c: v[r] for c, v in extra.items()}, opts,
+                                         row["status"] == "success")
+            row.update(more, reason="; ".join(filter(None, (row["reason"], why))))
             rows[i] = row
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
     leaf_of = {k.name: k.leaf for k in kerns}
     stacked = frozenset(k.leaf for k in kerns if k.select)
     return Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
-                  _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked)
+                  _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
+                  columns=COLUMNS + _tail.columns(opts))
 
 
 def _limited(skipped, find) -> tuple:
@@ -323,8 +340,11 @@ def _limited(skipped, find) -> tuple:
     return tuple(n for n in sized if n in kept)
 
 
-def _analyze_part(kerns, leaves, device, precision, bound):
-    """Spectra, fit and metrics of some layers on one device: ``[(members, fit, metrics, E)]``.
+def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids):
+    """Spectra, fit and metrics of some layers on one device: ``[(members, fit, metrics, extra, E)]``.
+
+    ``ids``: the global index of each kernel (the bootstrap key of a layer is
+    ``fold_in(key, index)``, whatever the split over devices).
 
     Two programs (spectra, then fit), keyed on shapes and layouts only, not on names:
     the static description of each kernel drops its name and numbers its leaf among
@@ -339,7 +359,9 @@ def _analyze_part(kerns, leaves, device, precision, bound):
     for (_, members), E in zip(groups, spectra):
         counts = np.asarray([kerns[i].num_evals for i in members])
         Ns = np.asarray([kerns[i].N for i in members], precision)
-        out.append((members, *_fit_stage(E, counts, Ns, bound), E))
+        keys = None if not opts.bootstrap else jax.vmap(jax.random.fold_in, (None, 0))(
+            key, np.asarray([ids[i] for i in members]))
+        out.append((members, *_fit_stage(E, counts, Ns, bound, keys, opts), E))
     return out
 
 
