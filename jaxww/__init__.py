@@ -6,6 +6,7 @@ The pipeline, one module per step::
                   --powerlaw--> alpha, xmin, D --metrics--> norms, ranks --report--> Report
 """
 
+from jaxww.describe import Description, describe, get_esd
 from jaxww.io import load_params
 from jaxww.kernels import LAYOUTS, Kernel, Skipped, find_kernels, flatten_params, infer_layout
 from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
@@ -17,9 +18,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
-    "Kernel", "PowerLawFit", "Report", "Skipped", "SpectralMetrics",
-    "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
-    "flatten_params", "infer_layout", "load_params", "spectral_metrics", "warning",
+    "Description", "Kernel", "PowerLawFit", "Report", "Skipped", "SpectralMetrics",
+    "analyze", "batched_spectra", "describe", "eigenvalues", "find_kernels", "fit_power_law",
+    "flatten_params", "get_esd", "infer_layout", "load_params", "spectral_metrics", "warning",
 ]
 
 from jaxww.regularizers import (

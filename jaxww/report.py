@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww import analyses as _analyses
 from jaxww import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import powerlaw as _powerlaw
@@ -38,6 +39,8 @@ class Report:
       rows: one dict per analysed layer, keys :data:`COLUMNS`.
       skipped_rows: one :class:`jaxww.kernels.Skipped` per leaf not analysed.
       evals: eigenvalues (ascending, as NumPy arrays) of every analysed layer by name.
+      columns: the columns of ``rows`` (:data:`COLUMNS`, then those of the options).
+      rand_evals: randomised eigenvalues (ascending) by name, with ``randomize=True``.
     """
 
     rows: tuple
@@ -46,11 +49,13 @@ class Report:
     _treedef: Any = dataclasses.field(repr=False, default=None)
     _leaf_of: dict = dataclasses.field(repr=False, default_factory=dict)
     _stacked_leaves: frozenset = dataclasses.field(repr=False, default=frozenset())
+    columns: tuple = COLUMNS
+    rand_evals: dict = dataclasses.field(repr=False, default_factory=dict)
 
     @property
     def details(self):
         """pandas DataFrame, one row per analysed layer (needs the ``pandas`` extra)."""
-        return _dataframe(self.rows, COLUMNS)
+        return _dataframe(self.rows, self.columns)
 
     @property
     def skipped(self):
@@ -63,11 +68,24 @@ class Report:
         ok = [r for r in self.rows if r["status"] == "success"]
         return {m: (float(np.mean([r[m] for r in ok])) if ok else math.nan) for m in SUMMARY_METRICS}
 
-    def esd(self, name: str) -> np.ndarray:
-        """Eigenvalues of one layer, ascending (zeros included)."""
+    def esd(self, name: str, random: bool = False) -> np.ndarray:
+        """Eigenvalues of one layer, ascending (zeros included); ``random=True``: of its
+        randomised matrix (needs ``analyze(randomize=True)``)."""
         if name not in self.evals:
             raise KeyError(f"no analysed layer named {name!r}; layers: {list(self.evals)}")
-        return self.evals[name]
+        if random and name not in self.rand_evals:
+            raise KeyError("no randomised spectrum: run analyze(..., randomize=True, key=...)")
+        return (self.rand_evals if random else self.evals)[name]
+
+    def plot_esd(self, name: str):
+        """matplotlib Figure of one layer's ESD (see :func:`jaxww.plots.plot_esd`)."""
+        from jaxww import plots
+        return plots.plot_esd(self, name)
+
+    def plot_alphas(self):
+        """matplotlib Figure of alpha by layer (see :func:`jaxww.plots.plot_alphas`)."""
+        from jaxww import plots
+        return plots.plot_alphas(self)
 
     def tree(self, column: str = "alpha"):
         """A pytree with the structure of the analysed params holding one column.
@@ -76,8 +94,9 @@ class Report:
         of ``L`` layers, else a scalar); every other leaf holds NaN. Use it with
         ``jax.tree.map`` next to the params.
         """
-        if column not in COLUMNS or column in ("name", "layer_type", "shape", "status", "warning", "reason"):
-            raise ValueError(f"column must be a numeric column of {COLUMNS}, got {column!r}")
+        if column not in self.columns or column in ("name", "layer_type", "shape", "status", "warning",
+                                                    "reason", "trap_indices"):
+            raise ValueError(f"column must be a numeric column of {self.columns}, got {column!r}")
         values: dict[int, list] = {}
         for r in self.rows:
             values.setdefault(self._leaf_of[r["name"]], []).append(r[column])
@@ -174,6 +193,12 @@ def analyze(
     layouts: _kernels.LayoutOverride = None,
     xmin_max: float | None = None,
     devices: Sequence[jax.Device] | None = None,
+    mp_fit: bool = False,
+    randomize: bool = False,
+    key: jax.Array | None = None,
+    detX: bool = False,
+    plot: bool = False,
+    savefig: str | None = None,
 ) -> Report:
     """Analyse every weight matrix of ``params``: spectrum, power-law fit, metrics.
 
@@ -193,12 +218,22 @@ def analyze(
       devices: where to compute (default: ``jax.local_devices()``). With several, the
         layers are split into one part per device, of about equal work, and the parts
         run concurrently (each part batched as on one device).
+      mp_fit: add the Marchenko-Pastur fit (:mod:`jaxww.mp`): ``num_spikes``,
+        ``sigma_mp``, ``mp_softrank``, ``bulk_min``, ``bulk_max``, ``bulk_max_tw``.
+      randomize: add the randomised spectra and traps (:mod:`jaxww.randomize`);
+        needs ``key``.
+      key: PRNG key of ``randomize`` (same key, same numbers).
+      detX: add ``detX_num``, ``detX_val``, ``detX_val_unrescaled`` (:mod:`jaxww.detx`).
+      plot: draw one figure per layer (:mod:`jaxww.plots`, needs matplotlib), saved
+        as PNG files into the directory ``savefig`` (default ``"ww-img"``).
+      savefig: directory of the figures of ``plot=True``.
 
     Returns:
       A :class:`Report` (``details``, ``summary``, ``skipped``, ``esd(name)``, ``tree()``).
 
     Raises:
-      ValueError: the tree is empty or has no leaf that can be analysed.
+      ValueError: the tree is empty or has no leaf that can be analysed;
+        ``randomize=True`` without ``key``.
 
     Example:
       >>> import jax, jaxww
@@ -209,6 +244,7 @@ def analyze(
     """
     if precision not in _spectra.PRECISIONS:
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
+    opts = _analyses.options(mp_fit, randomize, key, detX)
     names, leaves, treedef = _kernels.flatten_params(params)
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
@@ -229,27 +265,39 @@ def analyze(
         results = []
         for part, dev in zip(_split(kerns, len(devices)), devices):
             sub = [kerns[i] for i in part]
-            for members, *out in _analyze_part(sub, leaves, dev, precision, bound):
+            for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts):
                 results.append(([part[i] for i in members], *out))
         results = jax.device_get(results)
 
     rows: list = [None] * len(kerns)
-    evals_by_name = {}
-    for members, fit, met, E in results:
+    evals_by_name, rand_by_name = {}, {}
+    for members, fit, met, E, extra, R in results:
         for r, i in enumerate(members):
             k = kerns[i]
+            finite = not np.isnan(E[r][: k.num_evals]).any()
             row = _row(k, i, {f: v[r] for f, v in fit._asdict().items()},
-                       {f: v[r] for f, v in met._asdict().items()},
-                       not np.isnan(E[r][: k.num_evals]).any())
+                       {f: v[r] for f, v in met._asdict().items()}, finite)
+            if opts.columns:
+                cols, why = _analyses.row(opts, extra, r, k.num_evals, finite)
+                row.update(cols)
+                row["reason"] = "; ".join(x for x in (row["reason"], why) if x)
             rows[i] = row
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
+            if R is not None:
+                rand_by_name[k.name] = np.sort(R[r][: k.num_evals])
     leaf_of = {k.name: k.leaf for k in kerns}
     stacked = frozenset(k.leaf for k in kerns if k.index is not None)
-    return Report(tuple(rows), tuple(skipped), evals_by_name, treedef, leaf_of, stacked)
+    report = Report(tuple(rows), tuple(skipped), evals_by_name, treedef, leaf_of, stacked,
+                    COLUMNS + opts.columns, rand_by_name)
+    if plot:
+        from jaxww import plots
+        plots.save_all(report, "ww-img" if savefig is None else savefig)
+    return report
 
 
-def _analyze_part(kerns, leaves, device, precision, bound):
-    """Spectra, fit and metrics of some layers on one device: ``[(members, fit, metrics, E)]``.
+def _analyze_part(kerns, leaves, device, precision, bound, opts):
+    """Spectra, fit, metrics and the optional analyses of some layers on one device:
+    ``[(members, fit, metrics, E, extra, R)]`` (``R``: randomised spectra or None).
 
     Two programs (spectra, then fit), keyed on shapes and layouts only, not on names:
     the static description of each kernel drops its name and numbers its leaf among
@@ -258,13 +306,15 @@ def _analyze_part(kerns, leaves, device, precision, bound):
     used = list(dict.fromkeys(k.leaf for k in kerns))
     specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
-    spectra = _spectra_stage(jax.device_put(tuple(leaves[i] for i in used), device),
-                             specs, groups, precision)
+    on_device = jax.device_put(tuple(leaves[i] for i in used), device)
+    spectra = _spectra_stage(on_device, specs, groups, precision)
+    rand = _analyses.random_spectra(opts, on_device, kerns, specs, groups, precision) or [None] * len(groups)
     out = []
-    for (_, members), E in zip(groups, spectra):
+    for (_, members), E, R in zip(groups, spectra, rand):
         counts = np.asarray([kerns[i].num_evals for i in members])
         Ns = np.asarray([kerns[i].N for i in members], precision)
-        out.append((members, *_fit_stage(E, counts, Ns, bound), E))
+        extra = _analyses.compute(opts, E, R, [kerns[i] for i in members])
+        out.append((members, *_fit_stage(E, counts, Ns, bound), E, extra, R))
     return out
 
 
