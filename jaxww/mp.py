@@ -9,8 +9,11 @@ fill the Marchenko-Pastur bulk
 i.e. ``x = lambda / (N s^2)`` follows the standard MP law of ratio ``y = M / N``,
 ``p(x) = sqrt((b - x)(x - a)) / (2 pi y x)`` on ``[a, b] = [(1 -+ sqrt y)^2]``.
 
-* ``sigma_mp`` (``s``) is fitted to the bulk by its mean, which the MP law puts at
-  ``N s^2``: ``s^2 = mean(bulk) / N``. The bulk is the spectrum without its spikes,
+* ``sigma_mp`` (``s``) is fitted to the bulk by its sum: the noise carries ``N n s^2``
+  in all (``n = M rf`` eigenvalues), of which ``k`` spikes take the part of ``k`` rows
+  and columns, so ``s^2 = sum(bulk) / (N n - k (N + M - k))`` (for one matrix, the
+  bulk is the MP law of an ``(N - k) x (M - k)`` noise matrix; dividing by ``N (n - k)``
+  instead comes out low by about ``k / N``). The bulk is the spectrum without its spikes,
   and the spikes are counted with the current ``s``; the two are iterated
   (``_ITERATIONS`` times, the count capped at half the spectrum), starting from the
   spikes counted with the robust ``s^2 = median(lambda) / (N m(y))``, ``m(y)`` the
@@ -105,11 +108,11 @@ def _sorted_ascending(E, num_evals):
     return jnp.sort(jnp.where(real, E, jnp.inf), axis=-1), real
 
 
-def _bulk_variance(x, n, N, k):
-    """``s^2 = mean(bulk) / N``, the bulk being the ``n - k`` smallest of the ascending ``x``."""
-    m = n - k
-    bulk = jnp.where(jnp.arange(x.shape[-1]) < m[:, None], x, 0).sum(-1)
-    return bulk / (m * N)
+def _bulk_variance(x, n, N, M, k):
+    """``s^2 = sum(bulk) / (N n - k (N + M - k))``, the bulk being the ``n - k`` smallest
+    of the ascending ``x``: ``k`` spikes carry the noise of ``k`` rows and columns."""
+    bulk = jnp.where(jnp.arange(x.shape[-1]) < (n - k)[:, None], x, 0).sum(-1)
+    return bulk / (N * n - k * (N + M - k))
 
 
 def tw_threshold(s2, N, M, q):
@@ -150,8 +153,8 @@ def mp_fit_batch(E, num_evals, N, M, q) -> dict:
     median = (jnp.take_along_axis(x, ((num_evals - 1) // 2)[:, None], -1)
               + jnp.take_along_axis(x, (num_evals // 2)[:, None], -1))[:, 0] / 2
     k0 = spikes(median / (N * mp_median(M / N)))
-    k = jax.lax.fori_loop(0, _ITERATIONS, lambda _, k: spikes(_bulk_variance(x, num_evals, N, k)), k0)
-    s2 = _bulk_variance(x, num_evals, N, k)
+    k = jax.lax.fori_loop(0, _ITERATIONS, lambda _, k: spikes(_bulk_variance(x, num_evals, N, M, k)), k0)
+    s2 = _bulk_variance(x, num_evals, N, M, k)
     top = jnp.where(real, E, -jnp.inf).max(-1)
     thr = tw_threshold(s2, N, M, q)
     bulk_max = s2 * (jnp.sqrt(N) + jnp.sqrt(M)) ** 2
