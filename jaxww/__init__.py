@@ -8,6 +8,7 @@ The pipeline, one module per step::
 
 from jaxww.bootstrap import PowerLawTest, bootstrap_power_law
 from jaxww.compare import Comparison, compare_distributions
+from jaxww.describe import Description, describe, get_esd
 from jaxww.fingers import FingerFit, fit_fingers
 from jaxww.io import CheckpointError, load_params
 from jaxww.kernels import LAYOUTS, Kernel, Reading, Skipped, find_kernels, flatten_params, infer_layout
@@ -21,11 +22,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
-    "CheckpointError", "Comparison", "FingerFit", "Kernel", "PowerLawFit", "PowerLawTest", "Reading",
-    "Report", "Skipped", "SpectralMetrics", "TPLFit",
-    "bootstrap_power_law", "compare_distributions", "fit_fingers", "fit_truncated_power_law",
-    "analyze", "batched_spectra", "eigenvalues", "find_kernels", "fit_power_law",
-    "flatten_params", "infer_layout", "load_params", "spectral_metrics", "warning",
+    "CheckpointError", "Comparison", "Description", "FingerFit", "Kernel", "PowerLawFit",
+    "PowerLawTest", "Reading", "Report", "Skipped", "SpectralMetrics", "TPLFit",
+    "analyze", "batched_spectra", "bootstrap_power_law", "compare_distributions", "describe",
+    "eigenvalues", "find_kernels", "fit_fingers", "fit_power_law", "fit_truncated_power_law",
+    "flatten_params", "get_esd", "infer_layout", "load_params", "spectral_metrics", "warning",
 ]
 
 from jaxww.regularizers import (

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww import analyses as _analyses
 from jaxww import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import powerlaw as _powerlaw
@@ -43,6 +44,8 @@ class Report:
         ``max_evals``): ``len(report.limited)`` of them would be analysed with
         ``max_N=None, max_evals=None``. Their rows are in ``skipped_rows`` too.
       limits: the upper size limits used, ``{"max_N": ..., "max_evals": ...}``.
+      columns: the columns of ``rows`` (:data:`COLUMNS`, then those of the options).
+      rand_evals: randomised eigenvalues (ascending) by name, with ``randomize=True``.
 
     ``print(report)`` shows :meth:`summary_text`.
     """
@@ -55,7 +58,8 @@ class Report:
     _treedef: Any = dataclasses.field(repr=False, default=None)
     _leaf_of: dict = dataclasses.field(repr=False, default_factory=dict)
     _stacked_leaves: frozenset = dataclasses.field(repr=False, default=frozenset())
-    columns: tuple = COLUMNS  # COLUMNS plus the columns of the options used
+    columns: tuple = COLUMNS
+    rand_evals: dict = dataclasses.field(repr=False, default_factory=dict)
 
     @property
     def details(self):
@@ -112,11 +116,24 @@ class Report:
     def __str__(self) -> str:
         return self.summary_text()
 
-    def esd(self, name: str) -> np.ndarray:
-        """Eigenvalues of one layer, ascending (zeros included)."""
+    def esd(self, name: str, random: bool = False) -> np.ndarray:
+        """Eigenvalues of one layer, ascending (zeros included); ``random=True``: of its
+        randomised matrix (needs ``analyze(randomize=True)``)."""
         if name not in self.evals:
             raise KeyError(f"no analysed layer named {name!r}; layers: {list(self.evals)}")
-        return self.evals[name]
+        if random and name not in self.rand_evals:
+            raise KeyError("no randomised spectrum: run analyze(..., randomize=True, key=...)")
+        return (self.rand_evals if random else self.evals)[name]
+
+    def plot_esd(self, name: str):
+        """matplotlib Figure of one layer's ESD (see :func:`jaxww.plots.plot_esd`)."""
+        from jaxww import plots
+        return plots.plot_esd(self, name)
+
+    def plot_alphas(self):
+        """matplotlib Figure of alpha by layer (see :func:`jaxww.plots.plot_alphas`)."""
+        from jaxww import plots
+        return plots.plot_alphas(self)
 
     def tree(self, column: str = "alpha"):
         """A pytree with the structure of the analysed params holding one column.
@@ -126,7 +143,8 @@ class Report:
         stack of ``L`` layers; else a scalar); every other leaf holds NaN. Use it with
         ``jax.tree.map`` next to the params.
         """
-        if column not in self.columns or column in ("name", "layer_type", "shape", "status", "warning", "reason"):
+        if column not in self.columns or column in ("name", "layer_type", "shape", "status", "warning",
+                                                    "reason", "trap_indices"):
             raise ValueError(f"column must be a numeric column of {self.columns}, got {column!r}")
         values: dict[int, list] = {}
         for r in self.rows:
@@ -229,6 +247,11 @@ def analyze(
     fit: str = "PL",
     bootstrap: int = 0,
     key: jax.Array | None = None,
+    mp_fit: bool = False,
+    randomize: bool = False,
+    detX: bool = False,
+    plot: bool = False,
+    savefig: str | None = None,
 ) -> Report:
     """Analyse every weight matrix of ``params``: spectrum, power-law fit, metrics.
 
@@ -259,14 +282,24 @@ def analyze(
       fit: ``"PL"``, ``"TPL"`` or ``"E_TPL"`` (truncated power law, :mod:`jaxww.tpl`).
       bootstrap: replicas per layer of the power-law goodness-of-fit test
         (:mod:`jaxww.bootstrap`; 0: none). Needs ``key``.
-      key: ``jax.random`` key of the bootstrap; layer ``i`` uses ``fold_in(key, i)``.
+      key: ``jax.random`` key of ``bootstrap`` (layer ``i`` uses ``fold_in(key, i)``) and
+        ``randomize`` (a layer uses ``fold_in(key, crc32(name))``).
         The extra columns of these options are listed in :mod:`jaxww.tail_options`.
+      mp_fit: add the Marchenko-Pastur fit (:mod:`jaxww.mp`): ``num_spikes``,
+        ``sigma_mp``, ``mp_softrank``, ``bulk_min``, ``bulk_max``, ``bulk_max_tw``.
+      randomize: add the randomised spectra and traps (:mod:`jaxww.randomize`);
+        needs ``key``.
+      detX: add ``detX_num``, ``detX_val``, ``detX_val_unrescaled`` (:mod:`jaxww.detx`).
+      plot: draw one figure per layer (:mod:`jaxww.plots`, needs matplotlib), saved
+        as PNG files into the directory ``savefig`` (default ``"ww-img"``).
+      savefig: directory of the figures of ``plot=True``.
 
     Returns:
       A :class:`Report` (``details``, ``summary``, ``skipped``, ``esd(name)``, ``tree()``).
 
     Raises:
-      ValueError: the tree is empty or has no leaf that can be analysed.
+      ValueError: the tree is empty or has no leaf that can be analysed;
+        ``randomize=True`` without ``key``.
 
     Example:
       >>> import jax, jaxww
@@ -277,7 +310,8 @@ def analyze(
     """
     if precision not in _spectra.PRECISIONS:
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
-    opts = _tail.check(fix_fingers, fit, bootstrap, key)
+    topts = _tail.check(fix_fingers, fit, bootstrap, key)
+    opts = _analyses.options(mp_fit, randomize, key, detX)
     names, leaves, treedef = _kernels.flatten_params(params)
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
@@ -303,28 +337,38 @@ def analyze(
         results = []
         for part, dev in zip(_split(kerns, len(devices)), devices):
             sub = [kerns[i] for i in part]
-            for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts, key, part):
+            for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts, topts, key, part):
                 results.append(([part[i] for i in members], *out))
         results = jax.device_get(results)
 
     rows: list = [None] * len(kerns)
-    evals_by_name = {}
-    for members, fit, met, extra, E in results:
+    evals_by_name, rand_by_name = {}, {}
+    for members, fit, met, textra, E, extra, R in results:
         for r, i in enumerate(members):
             k = kerns[i]
+            finite = not np.isnan(E[r][: k.num_evals]).any()
             row = _row(k, i, {f: v[r] for f, v in fit._asdict().items()},
-                       {f: v[r] for f, v in met._asdict().items()},
-                       not np.isnan(E[r][: k.num_evals]).any())
-            more, why = _tail.row_values({c: v[r] for c, v in extra.items()}, opts,
+                       {f: v[r] for f, v in met._asdict().items()}, finite)
+            more, why = _tail.row_values({c: v[r] for c, v in textra.items()}, topts,
                                          row["status"] == "success")
             row.update(more, reason="; ".join(filter(None, (row["reason"], why))))
+            if opts.columns:
+                cols, why = _analyses.row(opts, extra, r, k.num_evals, finite)
+                row.update(cols)
+                row["reason"] = "; ".join(x for x in (row["reason"], why) if x)
             rows[i] = row
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
+            if R is not None:
+                rand_by_name[k.name] = np.sort(R[r][: k.num_evals])
     leaf_of = {k.name: k.leaf for k in kerns}
     stacked = frozenset(k.leaf for k in kerns if k.select)
-    return Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
-                  _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
-                  columns=COLUMNS + _tail.columns(opts))
+    report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
+                    _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
+                    columns=COLUMNS + _tail.columns(topts) + opts.columns, rand_evals=rand_by_name)
+    if plot:
+        from jaxww import plots
+        plots.save_all(report, "ww-img" if savefig is None else savefig)
+    return report
 
 
 def _limited(skipped, find) -> tuple:
@@ -340,8 +384,9 @@ def _limited(skipped, find) -> tuple:
     return tuple(n for n in sized if n in kept)
 
 
-def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids):
-    """Spectra, fit and metrics of some layers on one device: ``[(members, fit, metrics, extra, E)]``.
+def _analyze_part(kerns, leaves, device, precision, bound, opts, topts, key, ids):
+    """Spectra, fit, metrics and the optional analyses of some layers on one device:
+    ``[(members, fit, metrics, tail_extra, E, extra, R)]`` (``R``: randomised spectra or None).
 
     ``ids``: the global index of each kernel (the bootstrap key of a layer is
     ``fold_in(key, index)``, whatever the split over devices).
@@ -353,15 +398,17 @@ def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids):
     used = list(dict.fromkeys(k.leaf for k in kerns))
     specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
-    spectra = _spectra_stage(jax.device_put(tuple(leaves[i] for i in used), device),
-                             specs, groups, precision)
+    on_device = jax.device_put(tuple(leaves[i] for i in used), device)
+    spectra = _spectra_stage(on_device, specs, groups, precision)
+    rand = _analyses.random_spectra(opts, on_device, kerns, specs, groups, precision) or [None] * len(groups)
     out = []
-    for (_, members), E in zip(groups, spectra):
+    for (_, members), E, R in zip(groups, spectra, rand):
         counts = np.asarray([kerns[i].num_evals for i in members])
         Ns = np.asarray([kerns[i].N for i in members], precision)
-        keys = None if not opts.bootstrap else jax.vmap(jax.random.fold_in, (None, 0))(
+        keys = None if not topts.bootstrap else jax.vmap(jax.random.fold_in, (None, 0))(
             key, np.asarray([ids[i] for i in members]))
-        out.append((members, *_fit_stage(E, counts, Ns, bound, keys, opts), E))
+        extra = _analyses.compute(opts, E, R, [kerns[i] for i in members])
+        out.append((members, *_fit_stage(E, counts, Ns, bound, keys, topts), E, extra, R))
     return out
 
 
