@@ -249,6 +249,7 @@ def keras():
     return keras
 
 
+@pytest.mark.slow
 def test_keras_layers(keras):
     keras.utils.set_random_seed(0)
     tokens = keras.Input((12,), dtype="int32")
@@ -282,6 +283,7 @@ def test_keras_layers(keras):
     assert kinds["mha/query/bias"] == "not_weight" and kinds["bn/moving_mean"] == "not_matrix"
 
 
+@pytest.mark.slow
 def test_keras_hub_gemma_backbone(keras):
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub models need keras_hub")
     keras.utils.set_random_seed(0)
@@ -303,6 +305,7 @@ def test_keras_hub_gemma_backbone(keras):
     check(jaxww.analyze(model), exp)
 
 
+@pytest.mark.slow
 def test_keras_resnet50_reads_every_conv(keras):
     model = keras.applications.ResNet50(weights=None)  # no download
     names, leaves, _ = jaxww.flatten_params(model)
