@@ -279,9 +279,9 @@ def _name_rule(name: str, shape: tuple, module_type: str | None = None):
     if last in _NOT_WEIGHTS or last.endswith("bias"):
         return _Skip(f"'{last}' is a bias / normalisation parameter, not a weight matrix", "not_weight")
     rule = _einsum_rule(parts)
-    if rule is not None:
+    if rule is not None and ndim in (_rank(rule), _rank(rule) + 1):  # else: the generic rules
         r = _rank(rule)
-        if ndim == r + 1 or (ndim == r and _split_sizes_fit(rule, shape)):
+        if ndim == r + 1 or _split_sizes_fit(rule, shape):
             return rule, ndim == r + 1
         splits = ", ".join(f"axis {a} of size {len(lab)}" for a, lab in rule.splits if lab)
         return _Skip(f"shape {shape} does not fit the {'/'.join(parts[-2:])} einsum ({r}-D"

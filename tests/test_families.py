@@ -130,6 +130,9 @@ def test_gemma_270m_shapes_are_all_read():
 def test_gemma_einsum_of_the_wrong_shape_is_refused():
     ks, sk = jaxww.find_kernels(["attn/kv_einsum/w"], [arr(3, 2, E, D)])
     assert not ks and "kv_einsum" in sk[0].reason and "layouts=" in sk[0].reason
+    # a 2-D leaf under the same module name is a plain dense kernel, as before
+    ks, _ = jaxww.find_kernels(["attn/qkv_proj/kernel"], [arr(E, 3 * E)])
+    assert [(k.name, k.layout) for k in ks] == [("attn/qkv_proj/kernel", "dense")]
 
 
 # --- MaxText scanned decoder ---------------------------------------------------------------
