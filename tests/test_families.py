@@ -189,16 +189,19 @@ def test_maxtext_scanned_layers(axis, hint):
 
 
 def test_maxtext_fused_qkv():
-    w, o = arr(E, L, 3, H, D), arr(H, L, D, E)  # scanned at axis 1: (d, L, 3, H, D), (H, L, D, d)
+    # scanned at axis 1: qkv_proj (d, L, 3, H, D), out (H, L, D, d), fused mlp wi (d, L, 2, F)
+    w, o, wi = arr(E, L, 3, H, D), arr(H, L, D, E), arr(E, L, 2, F)
     tree = {"decoder": {"layers": {"self_attention": {"qkv_proj": {"kernel": w}, "out": {"kernel": o}},
+                                   "mlp": {"wi": {"kernel": wi}},
                                    "pre_self_attention_norm": {"scale": arr(E, L)}}}}
     report = jaxww.analyze(tree)
     exp = {f"decoder/layers/self_attention/qkv_proj/kernel[{i}][{lab}]": one(w[:, i, j].reshape(E, -1))
            for i in range(L) for j, lab in enumerate("qkv")}
+    exp |= {f"decoder/layers/mlp/wi/kernel[{i}][{j}]": one(wi[:, i, j]) for i in range(L) for j in range(2)}
     check(report, exp | {f"decoder/layers/self_attention/out/kernel[{i}]": one(o[:, i].reshape(H * D, E))
                          for i in range(L)})
     # the norm scale alone cannot tell axis 0 (d) from axis 1 (L): refused, not guessed
-    del tree["decoder"]["layers"]["self_attention"]["out"]
+    del tree["decoder"]["layers"]["self_attention"]["out"], tree["decoder"]["layers"]["mlp"]
     names, leaves, _ = jaxww.flatten_params(tree)
     ks, sk = jaxww.find_kernels(names, leaves)
     assert not ks and "axes [0, 1]" in {s.name: s.reason for s in sk}[names[1]]
