@@ -282,7 +282,10 @@ def _name_rule(name: str, shape: tuple, module_type: str | None = None):
     ndim = len(shape)
     if last in _NOT_WEIGHTS or last.endswith("bias"):
         return _Skip(f"'{last}' is a bias / normalisation parameter, not a weight matrix", "not_weight")
+    stacked = bool(_STACK_HINT.search(outer)) or bool(_STACK_HINT.search(module))
     rule = _einsum_rule(parts)
+    if rule is not None and (module, last) == ("wi", "kernel") and stacked and ndim == _rank(rule):
+        rule = None  # under a stack, (d, L, F) is MaxText's unfused wi scanned: the generic rules
     if rule is not None and ndim in (_rank(rule), _rank(rule) + 1):  # else: the generic rules
         r = _rank(rule)
         if ndim == r + 1 or _split_sizes_fit(rule, shape):
@@ -290,7 +293,6 @@ def _name_rule(name: str, shape: tuple, module_type: str | None = None):
         splits = ", ".join(f"axis {a} of size {len(lab)}" for a, lab in rule.splits if lab)
         return _Skip(f"shape {shape} does not fit the {'/'.join(parts[-2:])} einsum ({r}-D"
                      f"{', ' + splits if splits else ''}); pass layouts= to say how to read it")
-    stacked = bool(_STACK_HINT.search(outer)) or bool(_STACK_HINT.search(module))
     if module_type in ("Linear", "Embed") and ndim == 3:
         module, stacked = "linear", True
     elif module_type in ("Conv", "ConvTranspose"):

@@ -223,6 +223,18 @@ def test_ambiguous_layer_axis_is_refused_with_the_hint(tree, name):
     assert sorted(k.name for k in ks if k.name.startswith(name)) == [f"{name}[{i}]" for i in range(leaves[0].shape[1])]
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_unfused_wi_scanned_is_a_stack_not_a_fused_mlp(axis):
+    # T5X / MaxText unfused wi (d, F) scanned: (L, d, F) or (d, L, F), next to wo (F, d)
+    wi, wo = np.stack([arr(E, F)] * L, axis), np.stack([arr(F, E)] * L, axis)
+    tree = {"layers": {"mlp": {"wi": {"kernel": wi}, "wo": {"kernel": wo}}}}
+    names, leaves, _ = jaxww.flatten_params(tree)
+    ks, _ = jaxww.find_kernels(names, leaves)
+    got = {k.name: k for k in ks}
+    assert sorted(got) == sorted(f"layers/mlp/{m}/kernel[{i}]" for m in ("wi", "wo") for i in range(L))
+    assert got["layers/mlp/wi/kernel[0]"].select == ((axis, 0),)
+
+
 def test_quantised_leaf_is_skipped_with_a_reason():
     ks, sk = jaxww.find_kernels(["mlp/wi_0/kernel"], [np.ones((E, F), np.int8)])
     assert not ks and sk[0].kind == "dtype" and "dequantise" in sk[0].reason
