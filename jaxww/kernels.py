@@ -33,7 +33,7 @@ stacks (a leaf with one axis more than its layout, under a module named like
 axis position whose size every leaf of the subtree shares, and at which each bias
 still matches the trailing axes of its kernel) or from ``scan_axis=``; when that
 leaves more than one candidate, the leaf is skipped with the hint. Einsum weights of
-known families (Gemma ``gm.nn``, MaxText fused ``qkv_proj``, Keras ``EinsumDense``)
+known families (Gemma ``gm.nn``, MaxText fused ``qkv_proj`` and ``wi``, Keras ``EinsumDense``)
 are read from their einsum; see ``docs/families.md``.
 """
 
@@ -224,6 +224,10 @@ _EINSUMS = {
     # AI-Hypercomputer/maxtext attentions.py: fused qkv_proj DenseGeneral kernel
     # ("embed", "qkv", "heads", "kv") = (d, 3, H, D).
     ("qkv_proj", "kernel"): Reading("einsum", "attention", (0,), (2, 3), splits=((1, ("q", "k", "v")),)),
+    # linears.py MlpBlock with fused_mlp: wi ("embed", "num_activations", "mlp") = (d, A, F),
+    # one d x F matrix per activation (flaxformer's wi_fused likewise).
+    ("wi", "kernel"): Reading("einsum", "dense", (0,), (2,), splits=((1, None),)),
+    ("wi_fused", "kernel"): Reading("einsum", "dense", (0,), (2,), splits=((1, None),)),
 }
 
 
@@ -278,15 +282,17 @@ def _name_rule(name: str, shape: tuple, module_type: str | None = None):
     ndim = len(shape)
     if last in _NOT_WEIGHTS or last.endswith("bias"):
         return _Skip(f"'{last}' is a bias / normalisation parameter, not a weight matrix", "not_weight")
+    stacked = bool(_STACK_HINT.search(outer)) or bool(_STACK_HINT.search(module))
     rule = _einsum_rule(parts)
-    if rule is not None:
+    if rule is not None and (module, last) == ("wi", "kernel") and stacked and ndim == _rank(rule):
+        rule = None  # under a stack, (d, L, F) is MaxText's unfused wi scanned: the generic rules
+    if rule is not None and ndim in (_rank(rule), _rank(rule) + 1):  # else: the generic rules
         r = _rank(rule)
-        if ndim == r + 1 or (ndim == r and _split_sizes_fit(rule, shape)):
+        if ndim == r + 1 or _split_sizes_fit(rule, shape):
             return rule, ndim == r + 1
         splits = ", ".join(f"axis {a} of size {len(lab)}" for a, lab in rule.splits if lab)
         return _Skip(f"shape {shape} does not fit the {'/'.join(parts[-2:])} einsum ({r}-D"
                      f"{', ' + splits if splits else ''}); pass layouts= to say how to read it")
-    stacked = bool(_STACK_HINT.search(outer)) or bool(_STACK_HINT.search(module))
     if module_type in ("Linear", "Embed") and ndim == 3:
         module, stacked = "linear", True
     elif module_type in ("Conv", "ConvTranspose"):
@@ -327,7 +333,7 @@ def infer_layout(name: str, shape: tuple, module_type: str | None = None) -> str
 
     Rules, in order: biases, scales and statistics are skipped; known einsum weights
     (Gemma ``q_einsum/w``, ``kv_einsum/w``, ``qkv_einsum/w``, ``attn_vec_einsum/w``,
-    ``gating_einsum``; MaxText ``qkv_proj/kernel``) are read from their einsum;
+    ``gating_einsum``; MaxText fused ``qkv_proj/kernel``, ``wi/kernel``) are read from their einsum;
     ``embedding`` leaves are embeddings; a ``kernel`` under ``query``/``key``/``value``
     is an attention input projection and under ``out`` an output projection; a
     ``kernel`` under a module named like a dense layer is dense; 3-5-D ``kernel`` leaves

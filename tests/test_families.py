@@ -130,6 +130,9 @@ def test_gemma_270m_shapes_are_all_read():
 def test_gemma_einsum_of_the_wrong_shape_is_refused():
     ks, sk = jaxww.find_kernels(["attn/kv_einsum/w"], [arr(3, 2, E, D)])
     assert not ks and "kv_einsum" in sk[0].reason and "layouts=" in sk[0].reason
+    # a 2-D leaf under the same module name is a plain dense kernel, as before
+    ks, _ = jaxww.find_kernels(["attn/qkv_proj/kernel"], [arr(E, 3 * E)])
+    assert [(k.name, k.layout) for k in ks] == [("attn/qkv_proj/kernel", "dense")]
 
 
 # --- MaxText scanned decoder ---------------------------------------------------------------
@@ -186,16 +189,19 @@ def test_maxtext_scanned_layers(axis, hint):
 
 
 def test_maxtext_fused_qkv():
-    w, o = arr(E, L, 3, H, D), arr(H, L, D, E)  # scanned at axis 1: (d, L, 3, H, D), (H, L, D, d)
+    # scanned at axis 1: qkv_proj (d, L, 3, H, D), out (H, L, D, d), fused mlp wi (d, L, 2, F)
+    w, o, wi = arr(E, L, 3, H, D), arr(H, L, D, E), arr(E, L, 2, F)
     tree = {"decoder": {"layers": {"self_attention": {"qkv_proj": {"kernel": w}, "out": {"kernel": o}},
+                                   "mlp": {"wi": {"kernel": wi}},
                                    "pre_self_attention_norm": {"scale": arr(E, L)}}}}
     report = jaxww.analyze(tree)
     exp = {f"decoder/layers/self_attention/qkv_proj/kernel[{i}][{lab}]": one(w[:, i, j].reshape(E, -1))
            for i in range(L) for j, lab in enumerate("qkv")}
+    exp |= {f"decoder/layers/mlp/wi/kernel[{i}][{j}]": one(wi[:, i, j]) for i in range(L) for j in range(2)}
     check(report, exp | {f"decoder/layers/self_attention/out/kernel[{i}]": one(o[:, i].reshape(H * D, E))
                          for i in range(L)})
     # the norm scale alone cannot tell axis 0 (d) from axis 1 (L): refused, not guessed
-    del tree["decoder"]["layers"]["self_attention"]["out"]
+    del tree["decoder"]["layers"]["self_attention"]["out"], tree["decoder"]["layers"]["mlp"]
     names, leaves, _ = jaxww.flatten_params(tree)
     ks, sk = jaxww.find_kernels(names, leaves)
     assert not ks and "axes [0, 1]" in {s.name: s.reason for s in sk}[names[1]]
@@ -215,6 +221,18 @@ def test_ambiguous_layer_axis_is_refused_with_the_hint(tree, name):
     assert s.kind == "layout" and "cannot be told apart" in s.reason and "scan_axis=" in s.reason
     ks, _ = jaxww.find_kernels(names, leaves, scan_axis={r"layers/": 1})
     assert sorted(k.name for k in ks if k.name.startswith(name)) == [f"{name}[{i}]" for i in range(leaves[0].shape[1])]
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_unfused_wi_scanned_is_a_stack_not_a_fused_mlp(axis):
+    # T5X / MaxText unfused wi (d, F) scanned: (L, d, F) or (d, L, F), next to wo (F, d)
+    wi, wo = np.stack([arr(E, F)] * L, axis), np.stack([arr(F, E)] * L, axis)
+    tree = {"layers": {"mlp": {"wi": {"kernel": wi}, "wo": {"kernel": wo}}}}
+    names, leaves, _ = jaxww.flatten_params(tree)
+    ks, _ = jaxww.find_kernels(names, leaves)
+    got = {k.name: k for k in ks}
+    assert sorted(got) == sorted(f"layers/mlp/{m}/kernel[{i}]" for m in ("wi", "wo") for i in range(L))
+    assert got["layers/mlp/wi/kernel[0]"].select == ((axis, 0),)
 
 
 def test_quantised_leaf_is_skipped_with_a_reason():
@@ -249,6 +267,7 @@ def keras():
     return keras
 
 
+@pytest.mark.slow
 def test_keras_layers(keras):
     keras.utils.set_random_seed(0)
     tokens = keras.Input((12,), dtype="int32")
@@ -282,6 +301,7 @@ def test_keras_layers(keras):
     assert kinds["mha/query/bias"] == "not_weight" and kinds["bn/moving_mean"] == "not_matrix"
 
 
+@pytest.mark.slow
 def test_keras_hub_gemma_backbone(keras):
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub models need keras_hub")
     keras.utils.set_random_seed(0)
@@ -303,6 +323,7 @@ def test_keras_hub_gemma_backbone(keras):
     check(jaxww.analyze(model), exp)
 
 
+@pytest.mark.slow
 def test_keras_resnet50_reads_every_conv(keras):
     model = keras.applications.ResNet50(weights=None)  # no download
     names, leaves, _ = jaxww.flatten_params(model)
