@@ -8,6 +8,8 @@ make a measurable difference.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,7 +52,6 @@ def finite(tree):
     (dict(strength=1.0, target=2.0, every=-3), "every"),
     (dict(strength=1.0, target=2.0, every=2.5), "every"),
     (dict(strength=1.0, target=2.0, rank=0), "rank"),
-    (dict(strength=1.0, target=2.0, refine=-1), "refine"),
     (dict(strength=1.0, target=2.0, tail="hill"), "tail"),
     (dict(strength=1.0, target=2.0, distance="l1"), "distance"),
 ])
@@ -86,22 +87,43 @@ def test_init_without_eligible_kernels_is_a_clear_error(make):
 
 
 # ------------------------------------------------------- the regulariser's gradient
-@jax.jit(static_argnames=("target", "tail"))
+@functools.partial(jax.jit, static_argnames=("target", "tail"))
 def exact_gradient(p, target, tail="ks"):
     return jax.grad(lambda q: jaxww.alpha_penalty(q, target, tail=tail))(p)
 
 
+def rel_error(got, want):
+    """``||got - want|| / ||want||`` over the kernels: what "the same gradient" means.
+
+    Elementwise tolerances are wrong here: entries near zero carry the absolute
+    rounding error of the whole computation (seen: 1.3e-5 against 2.0e-6 on one CPU).
+    """
+    num = sum(np.linalg.norm(np.asarray(got[n]["kernel"], np.float64) - np.asarray(want[n]["kernel"], np.float64)) ** 2
+              for n in ("l0", "l1"))
+    den = sum(np.linalg.norm(np.asarray(want[n]["kernel"], np.float64)) ** 2 for n in ("l0", "l1"))
+    return float(np.sqrt(num / den))
+
+
+def grad_rtol(dtype):
+    """Bound on :func:`rel_error` for two exact computations of the same gradient by
+    different eigensolver paths: eigenvector errors are ``eps * lambda_max / gap``, and
+    the smallest relative gap of these 16-24 value spectra is about 1e-2, so rounding is
+    about ``1e2 * eps``; the bound allows 100x that. Measured: 9.5e-5 (float32), 3.7e-13
+    (float64). An algorithmic error (a stale tail, a missing ``held`` term) is >= 1e-2.
+    """
+    return 1e4 * float(np.finfo(dtype).eps)
+
+
 @pytest.mark.parametrize("tail", ["ks", "fraction", "soft"])
 def test_first_update_adds_the_exact_penalty_gradient(tail):
-    """rank = M: the tracked subspace is the whole space, so the gradient is exact."""
+    """The first update is a refresh: the exact penalty gradient, alpha and status."""
     p = params_tree(1)
     s = 0.7
     t = jaxww.add_alpha_regularization(s, 2.5, every=5, tail=tail, rank=24)
     u, state = jax.jit(t.update)(zeros_like(p), t.init(p), p)
-    want = exact_gradient(p, 2.5, tail=tail)
+    want = jax.tree.map(lambda x: s * x, exact_gradient(p, 2.5, tail=tail))
+    assert rel_error(u, want) < grad_rtol(np.float32)
     for name in ("l0", "l1"):
-        np.testing.assert_allclose(np.asarray(u[name]["kernel"]), s * np.asarray(want[name]["kernel"]),
-                                   rtol=2e-3, atol=1e-6)
         np.testing.assert_array_equal(np.asarray(u[name]["bias"]), 0.0)
     alphas = jaxww.tree_alpha(p, tail=tail)
     for k, a in alphas.items():
@@ -114,11 +136,8 @@ def test_low_rank_tracking_is_exact_when_the_tail_fits():
     p = params_tree(2)
     t = jaxww.add_alpha_regularization(1.0, 2.5, every=5, tail=6, rank=8)
     u, state = jax.jit(t.update)(zeros_like(p), t.init(p), p)
-    want = exact_gradient(p, 2.5, tail=6)
-    for name in ("l0", "l1"):
-        np.testing.assert_allclose(np.asarray(u[name]["kernel"]), np.asarray(want[name]["kernel"]),
-                                   rtol=5e-3, atol=1e-5)
-    assert max(float(e) for e in state.subspace_error.values()) < 1e-4
+    assert rel_error(u, exact_gradient(p, 2.5, tail=6)) < grad_rtol(np.float32)
+    assert all(bool(c) for c in state.covered.values())
 
 
 def test_cheap_steps_track_the_exact_gradient():
@@ -142,28 +161,6 @@ def test_cheap_steps_track_the_exact_gradient():
         key, k = jax.random.split(key)   # a training-like step: small random moves
         p = jax.tree.map(lambda x: x + 0.01 * jax.random.normal(k, x.shape) / np.sqrt(x.shape[0]), p)
     assert int(state.count) == 6
-
-
-def rel_error(got, want):
-    """``||got - want|| / ||want||`` over the kernels: what "the same gradient" means.
-
-    Elementwise tolerances are wrong here: entries near zero carry the absolute
-    rounding error of the whole computation (seen: 1.3e-5 against 2.0e-6 on one CPU).
-    """
-    num = sum(np.linalg.norm(np.asarray(got[n]["kernel"], np.float64) - np.asarray(want[n]["kernel"], np.float64)) ** 2
-              for n in ("l0", "l1"))
-    den = sum(np.linalg.norm(np.asarray(want[n]["kernel"], np.float64)) ** 2 for n in ("l0", "l1"))
-    return float(np.sqrt(num / den))
-
-
-def grad_rtol(dtype):
-    """Bound on :func:`rel_error` for two exact computations of the same gradient by
-    different eigensolver paths: eigenvector errors are ``eps * lambda_max / gap``, and
-    the smallest relative gap of these 16-24 value spectra is about 1e-2, so rounding is
-    about ``1e2 * eps``; the bound allows 100x that. Measured: 9.5e-5 (float32), 3.7e-13
-    (float64). An algorithmic error (a stale tail, a missing ``held`` term) is >= 1e-2.
-    """
-    return 1e4 * float(np.finfo(dtype).eps)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
