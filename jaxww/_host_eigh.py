@@ -2,18 +2,16 @@
 
 What the regulariser needs at a refresh is every eigenvalue (for the tail fit) but
 only the eigenvectors of the tail (``d alpha / d lambda_j`` is zero outside it), so it
-pays for the eigenvalues-only solver plus a thin back-transform:
+pays for the eigenvalues-only solver plus thin work proportional to the tail:
 
-* ``X = W^T W`` (BLAS ``?syrk``), ``X = Q T Q^T`` (``?sytrd``, the ``4/3 M^3`` step that
-  ``?syevd`` with ``jobz='N'`` also takes), all eigenvalues of ``T`` (``?stev``,
-  i.e. ``?sterf``): the cost of :func:`jaxww.eigenvalues`;
-* the top ``K`` eigenvectors of ``T`` (``?stemr``, ``O(M K)``) and ``V = Q Z``
-  (``?ormqr`` on the reflectors, ``2 M^2 K``).
+* :func:`eigvals_factored`: ``X = W^T W`` (BLAS ``?syrk``), ``X = Q T Q^T`` (``?sytrd``,
+  the ``4/3 M^3`` step that ``?syevd`` with ``jobz='N'`` also takes), all eigenvalues
+  of ``T`` (``?stev``, i.e. ``?sterf``): the cost of :func:`jaxww.eigenvalues`;
+* :func:`tail_gradient`, once the tail is known: its ``n_t`` eigenvectors of ``T``
+  (``?stemr``, ``O(M n_t)``), ``V = Q Z`` (``?ormqr`` on the kept reflectors,
+  ``2 M^2 n_t``) and ``2 (W V) diag(g) V^T`` (two ``?gemm``, ``4 N M n_t``).
 
-The eigenvectors of a tail larger than ``K`` (rare: make ``rank`` cover the tail)
-are computed by :func:`tail_gradient` with ``?syevr`` on the index range only.
-
-All groups go through one host call, so no two LAPACK calls of the step run at once.
+All groups go through one host call, so no two LAPACK calls of a step run at once.
 float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
 enabled only by a context manager (the callback runs on another thread).
 """
@@ -59,115 +57,102 @@ def _gram(W):
     return syrk(1.0, W.T, trans=0, lower=1)
 
 
-def _eigh_top_one(W, K):
-    """All eigenvalues of ``W^T W`` (ascending) and its top-``K`` eigenvectors ``(M, K)``."""
+def _factor_one(W):
+    """``W^T W = Q T Q^T``: eigenvalues (ascending) and ``(reflectors, tau, d, e)``, or None."""
     M, dt = W.shape[1], W.dtype
     lwork = int(_lapack(dt, "sytrd_lwork")(M, lower=1)[0])
     c, d, e, tau, info = _lapack(dt, "sytrd")(_gram(W), lower=1, lwork=max(lwork, 1))
     lam, _, info2 = _lapack(dt, "stev")(d, e, compute_v=0)
-    if info or info2:
-        return None
-    if K == 0:
-        return lam, np.zeros((M, 0), dt)
-    _, Z = _tridiagonal_top(d, e, K)
-    if M > 1:
-        # Q = H(1)..H(M-1) acts on rows 2..M (LAPACK ?ormtr, uplo='L').
-        cq, _, info = _lapack(dt, "ormqr")(b"L", b"N", c[1:, :-1], tau, Z[1:], max(64 * K, 1))
-        if info:
-            return None
-        Z = np.concatenate([Z[:1], cq])
-    return lam, Z
+    return None if info or info2 else (lam, c, tau, d, e)
 
 
-def _tridiagonal_top(d, e, K):
-    """Top-``K`` eigenpairs of the symmetric tridiagonal matrix (``?stemr``), ascending."""
-    from scipy.linalg import eigh_tridiagonal
-
-    M = d.shape[0]
-    return eigh_tridiagonal(d, e, select="i", select_range=(M - K, M - 1), lapack_driver="stemr")
-
-
-def _eigh_top_host(K, dtypes, *stacks):
+def _eigvals_host(dtypes, *stacks):
     out = []
-    for k, dt, W in zip(K, dtypes, stacks):
+    for dt, W in zip(dtypes, stacks):
         W = _np_unwords(W, dt)
         lead, (N, M) = W.shape[:-2], W.shape[-2:]
         flat = W.reshape(-1, N, M)
-        lam = np.full((flat.shape[0], M), np.nan, dt)
-        V = np.zeros((flat.shape[0], M, k), dt)
+        res = [np.full((flat.shape[0], M), np.nan, dt), np.zeros((flat.shape[0], M, M), dt),
+               np.zeros((flat.shape[0], max(M - 1, 1)), dt), np.zeros((flat.shape[0], M), dt),
+               np.zeros((flat.shape[0], max(M - 1, 1)), dt)]
         for b in range(flat.shape[0]):
-            res = _eigh_top_one(flat[b], k) if np.isfinite(flat[b]).all() else None
-            if res is not None:
-                lam[b], V[b] = res
-        out += [_np_words(lam.reshape(lead + (M,))), _np_words(V.reshape(lead + (M, k)))]
+            f = _factor_one(flat[b]) if np.isfinite(flat[b]).all() else None
+            for r, v in zip(res, f or ()):
+                r[b, ..., : v.shape[-1]] = v
+        out += [_np_words(r.reshape(lead + r.shape[1:])) for r in res]
     return tuple(out)
 
 
-def eigh_top(stacks, ranks):
-    """Every eigenvalue and the top eigenvectors of ``W^T W`` for stacks of matrices.
+def eigvals_factored(stacks):
+    """Every eigenvalue of ``W^T W`` and its tridiagonal factorization, for stacks of matrices.
 
     Args:
       stacks: arrays ``(..., N, M)`` with ``N >= M`` (float32 or float64).
-      ranks: for each stack, ``K <= M`` eigenvectors (0: eigenvalues only).
 
     Returns:
-      ``[(lam, V)]``: ``lam (..., M)`` ascending (NaN for a matrix with NaN/Inf or a
-      LAPACK failure) and ``V (..., M, K)``, the eigenvectors of ``lam[..., M-K:]``
-      (zeros where ``lam`` is NaN). No gradient.
+      ``[(lam, factors)]``: ``lam (..., M)`` ascending (NaN for a matrix with NaN/Inf
+      or a LAPACK failure) and the ``?sytrd`` factorization that :func:`tail_gradient`
+      reuses. No gradient.
     """
     stacks = [jax.lax.stop_gradient(W) for W in stacks]
     dtypes = tuple(np.dtype(W.dtype) for W in stacks)
     shapes = []
-    for W, k, dt in zip(stacks, ranks, dtypes):
-        shapes += [_shape(W.shape[:-2] + W.shape[-1:], dt), _shape(W.shape[:-2] + (W.shape[-1], k), dt)]
+    for W, dt in zip(stacks, dtypes):
+        lead, M = W.shape[:-2], W.shape[-1]
+        shapes += [_shape(lead + s, dt) for s in ((M,), (M, M), (max(M - 1, 1),), (M,), (max(M - 1, 1),))]
+    flat = jax.pure_callback(lambda *xs: _eigvals_host(dtypes, *xs), tuple(shapes),
+                             *[_words(W) for W in stacks])
+    flat = [_unwords(f, W.dtype) for f, W in zip(flat, [W for W in stacks for _ in range(5)])]
+    return [(flat[5 * i], tuple(flat[5 * i + 1: 5 * i + 5])) for i in range(len(stacks))]
 
-    def host(*xs):
-        return _eigh_top_host(tuple(ranks), dtypes, *xs)
 
-    flat = jax.pure_callback(host, tuple(shapes), *[_words(W) for W in stacks])
-    return [(_unwords(flat[2 * i], W.dtype), _unwords(flat[2 * i + 1], W.dtype))
-            for i, W in enumerate(stacks)]
+def _tail_gradient_one(W, g, c, tau, d, e):
+    """``2 W V diag(g) V^T`` over the eigenvectors where ``g != 0`` (from the factorization)."""
+    idx = np.flatnonzero(g)
+    if not idx.size:
+        return np.zeros_like(W)
+    from scipy.linalg import eigh_tridiagonal
+
+    M = W.shape[1]
+    lo, hi = int(idx[0]), int(idx[-1])
+    _, Z = eigh_tridiagonal(d, e[: M - 1], select="i", select_range=(lo, hi), lapack_driver="stemr")
+    if M > 1:   # V = Q Z, Q = H(1)..H(M-1) acting on rows 2..M (LAPACK ?ormtr, uplo='L')
+        cq, _, info = _lapack(W.dtype, "ormqr")(b"L", b"N", c[1:, :-1], tau[: M - 1], Z[1:],
+                                                max(64 * Z.shape[1], 1))
+        if info:
+            return np.zeros_like(W)
+        Z = np.concatenate([Z[:1], cq])
+    gemm = blas.dgemm if W.dtype == np.float64 else blas.sgemm
+    return gemm(2.0, gemm(1.0, W, Z) * g[lo:hi + 1], Z, trans_b=1)
 
 
 def _tail_gradient_host(dtypes, *args):
     n = len(dtypes)
     out = []
-    for W, g, dt in zip(args[:n], args[n:], dtypes):
-        W, g = _np_unwords(W, dt), _np_unwords(g, dt)
+    for i, dt in enumerate(dtypes):
+        W, g, c, tau, d, e = (_np_unwords(a, dt) for a in args[i::n])
         lead, (N, M) = W.shape[:-2], W.shape[-2:]
-        flat, gf = W.reshape(-1, N, M), g.reshape(-1, M)
-        res = np.zeros_like(flat)
-        for b in range(flat.shape[0]):
-            idx = np.flatnonzero(gf[b])
-            if idx.size and np.isfinite(flat[b]).all():
-                res[b] = _tail_gradient_one(flat[b], gf[b], idx[0], idx[-1])
+        flat = [a.reshape((-1,) + a.shape[len(lead):]) for a in (W, g, c, tau, d, e)]
+        res = np.zeros((flat[0].shape[0], N, M), dt)
+        for b in range(res.shape[0]):
+            if np.isfinite(flat[0][b]).all():
+                res[b] = _tail_gradient_one(*(a[b] for a in flat))
         out.append(_np_words(res.reshape(lead + (N, M))))
     return tuple(out)
 
 
-def _tail_gradient_one(W, g, lo, hi):
-    """``2 W V diag(g) V^T`` over the eigenvectors ``lo..hi`` of ``W^T W`` (``?syevr``)."""
-    M = W.shape[1]
-    syevr = _lapack(W.dtype, "syevr")
-    lwork, liwork = _lapack(W.dtype, "syevr_lwork")(M, lower=1)[:2]
-    _, V, _, _, info = syevr(_gram(W), compute_v=1, range="I", il=lo + 1, iu=hi + 1, lower=1,
-                             lwork=int(lwork), liwork=int(liwork))
-    if info:
-        return np.zeros_like(W)
-    gemm = blas.dgemm if W.dtype == np.float64 else blas.sgemm
-    Z = gemm(1.0, W, V)
-    return gemm(2.0, Z * g[lo:hi + 1], V, trans_b=1)
-
-
-def tail_gradient(stacks, dlam):
+def tail_gradient(stacks, dlam, factors):
     """``sum_j dlam_j d lambda_j / dW = 2 W V diag(dlam) V^T`` per matrix, exactly.
 
-    Only the eigenvectors of the index range where ``dlam != 0`` are computed
-    (``?syevr``, ``range='I'``). A matrix with NaN/Inf gets zeros.
+    Only the eigenvectors of the index range where ``dlam != 0`` (the tail) are
+    computed, from the factorization of :func:`eigvals_factored` (``?stemr`` on the
+    tridiagonal matrix, ``?ormqr`` back-transform), then two thin ``?gemm``. A matrix
+    with NaN/Inf gets zeros.
 
     Args:
       stacks: arrays ``(..., N, M)``, ``N >= M``.
       dlam: arrays ``(..., M)``, the weights of the ascending eigenvalues.
+      factors: the factorizations of :func:`eigvals_factored`.
 
     Returns:
       Arrays of the shapes of ``stacks``. No gradient.
@@ -176,9 +161,7 @@ def tail_gradient(stacks, dlam):
     dlam = [jax.lax.stop_gradient(g).astype(W.dtype) for W, g in zip(stacks, dlam)]
     dtypes = tuple(np.dtype(W.dtype) for W in stacks)
     shapes = tuple(_shape(W.shape, dt) for W, dt in zip(stacks, dtypes))
-
-    def host(*xs):
-        return _tail_gradient_host(dtypes, *xs)
-
-    out = jax.pure_callback(host, shapes, *[_words(x) for x in stacks + dlam])
+    args = stacks + dlam + [f[j] for j in range(4) for f in factors]
+    out = jax.pure_callback(lambda *xs: _tail_gradient_host(dtypes, *xs), shapes,
+                            *[_words(x) for x in args])
     return [_unwords(o, W.dtype) for o, W in zip(out, stacks)]

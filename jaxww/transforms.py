@@ -113,64 +113,33 @@ def _alpha_and_grad(fn, lam):
     return est, ok, g
 
 
-def _spectral_grad(Z, g, V):
-    """``sum_j g_j d lambda_j / dW = 2 sum_j g_j (W v_j) v_j^T`` with ``Z = W V``."""
-    return 2.0 * jnp.einsum("...nk,...mk->...nm", Z * g[..., None, :], V, precision=_HI)
+def _inner(G, W):
+    """``<G, W>`` per kernel of a ``(G, rf, N, M)`` group."""
+    return jnp.einsum("grnm,grnm->g", G, W, precision=_HI)
 
 
 # --------------------------------------------------------- the alpha regulariser
 class _Refresh(NamedTuple):
-    """Per shape group, what an exact refresh keeps for the steps until the next one."""
+    """Per shape group, the exact alpha and its gradient at the last refresh:
+    ``alpha(W) ~ offset + <grad, W>`` until the next one."""
 
-    basis: jax.Array        # (G, rf, M, K): top-K eigenvectors of W^T W
-    reference: jax.Array    # (G, rf, M): each matrix's spectrum, ascending
-    tail_size: jax.Array    # (G,): tail size of the exact estimate
-    held: jax.Array         # (G, rf, N, M): d alpha / dW through the tail eigenvalues below the basis
-
-
-class _Tracked(NamedTuple):
-    """Per shape group, alpha on the fixed basis: ``d alpha / dW = 2 Z diag(dtheta) V^T + held``."""
-
-    alpha: jax.Array        # (G,)
-    ok: jax.Array           # (G,)
-    num_tail: jax.Array     # (G,)
-    Z: jax.Array            # (G, rf, N, K): W V
-    dtheta: jax.Array       # (G, rf, K): d alpha / d theta, theta_j = ||W v_j||^2
+    grad: jax.Array         # (G, rf, N, M): d alpha / dW (0 where not fitted)
+    offset: jax.Array       # (G,): alpha - <grad, W> (0 where not fitted)
+    fitted: jax.Array       # (G,): whether alpha could be estimated
 
 
-def _refresh(spec, thresh, plan, mats, ranks):
-    """Exact step: every eigenvalue and the top-K eigenvectors of every ``W^T W`` (one host
-    call), the exact estimate, and ``held`` (a second host call, only when a tail is
-    larger than its basis)."""
-    out, below = [], []
-    for g, W, (lam, V), K in zip(plan.groups, mats, _host_eigh.eigh_top(mats, ranks), ranks):
+def _refresh(spec, thresh, plan, mats):
+    """Exact alpha and ``d alpha / dW`` of every kernel: all eigenvalues (one host call),
+    the tail estimate, then the tail's eigenvectors and the gradient (a second one)."""
+    fits = []
+    for g, (lam, factors) in zip(plan.groups, _host_eigh.eigvals_factored(mats)):
         lam = numerical_floor(lam, g.N)
-        est, _, dlam = _alpha_and_grad(
+        est, ok, dlam = _alpha_and_grad(
             lambda x: jax.vmap(lambda e: _tail.estimate(e, spec, thresh))(x), g.pooled(lam))
-        below.append((dlam.reshape(lam.shape) * g.scale).at[..., g.M - K:].set(0.0))
-        out.append((V, jnp.where(jnp.isnan(lam), 0.0, lam), est.num_tail.astype(jnp.int32)))
-    held = jax.lax.cond(jnp.any(jnp.stack([jnp.any(d != 0) for d in below])),
-                        lambda m: _host_eigh.tail_gradient(m, below),
-                        lambda m: [jnp.zeros_like(W) for W in m], mats)
-    return [_Refresh(*o, h) for o, h in zip(out, held)]
-
-
-def _track(spec, thresh, g, W, r: _Refresh) -> _Tracked:
-    """Alpha on ``theta_j = ||W v_j||^2`` (the basis held fixed) joined with the rest of the
-    reference spectrum; its gradient is exact for fixed ``v_j`` (Hellmann-Feynman)."""
-    Z = jnp.einsum("...nm,...mk->...nk", W, r.basis, precision=_HI)
-    fin = jnp.isfinite(Z).all(axis=(-2, -1))     # NaN/Inf anywhere in W reaches Z
-    Z = jnp.where(fin[..., None, None], Z, jnp.zeros((), Z.dtype))
-    theta = numerical_floor(jnp.sum(Z * Z, axis=-2), g.N)
-    K, M = theta.shape[-1], r.reference.shape[-1]
-
-    def estimate(t):
-        x = jnp.concatenate([jax.lax.stop_gradient(r.reference[..., : M - K]), t], axis=-1)
-        x = jnp.where(fin.all(axis=-1)[:, None], g.pooled(x), jnp.nan)
-        return jax.vmap(lambda e, n: _tail.held_estimate(e, spec, n, thresh))(x, r.tail_size)
-
-    est, ok, dtheta = _alpha_and_grad(estimate, theta)
-    return _Tracked(est.alpha, ok, est.num_tail, Z, dtheta * g.scale)
+        fits.append((jnp.where(ok, est.alpha, 0.0), ok, dlam.reshape(lam.shape) * g.scale, factors))
+    grads = _host_eigh.tail_gradient(mats, [f[2] for f in fits], [f[3] for f in fits])
+    return [_Refresh(G, (a - _inner(G, W)).astype(W.dtype), ok)
+            for G, W, (a, ok, _, _) in zip(grads, mats, fits)]
 
 
 def _penalty(alpha_v, ok, target, distance, reduce):
@@ -186,26 +155,17 @@ class AlphaRegularizationState(NamedTuple):
       alpha: ``{layer: alpha}`` used by the penalty at the last update (NaN: dropped).
       ok: ``{layer: bool}`` whether the layer's penalty was applied at the last update
         (False: no tail, flat tail, or NaN/Inf weights; its gradient was dropped).
-      covered: ``{layer: bool}`` whether the tail fits in the basis
-        (``tail size <= rank * rf``). Where it does not, the gradient through the tail
-        eigenvalues below the basis is the one of the last refresh (``held``).
-      tail_size: per shape group ``(G,)``: tail size at the last refresh.
-      basis: per shape group ``(G, rf, M, rank)``: top eigenvectors of ``W^T W`` at the
-        last refresh.
-      reference: per shape group ``(G, rf, M)``: each matrix's spectrum (ascending) at
-        the last refresh.
-      held: per shape group ``(G, rf, N, M)``: ``d alpha / d W`` through the tail
-        eigenvalues below the basis, at the last refresh (zeros when the tail fits).
+      grad: per shape group ``(G, rf, N, M)``: ``d alpha / dW`` at the last refresh.
+      offset: per shape group ``(G,)``: ``alpha - <grad, W>`` at the last refresh.
+      fitted: per shape group ``(G,)``: whether alpha was estimated at the last refresh.
     """
 
     count: jax.Array
     alpha: dict
     ok: dict
-    covered: dict
-    tail_size: tuple
-    basis: tuple
-    reference: tuple
-    held: tuple
+    grad: tuple
+    offset: tuple
+    fitted: tuple
 
 
 def add_alpha_regularization(
@@ -217,7 +177,6 @@ def add_alpha_regularization(
     temperature: float = _tail.DEFAULT_TEMPERATURE,
     distance: str = "squared",
     reduce: str = "mean",
-    rank: int = 32,
     mask: Mask = None,
     layouts: LayoutOverride = None,
     thresh: float = _tail.EVALS_THRESH,
@@ -235,23 +194,18 @@ def add_alpha_regularization(
     for a decoupled one.
 
     Refreshes and the steps between. Every ``every`` steps (and at the first update)
-    a *refresh* computes, with LAPACK on the host, every eigenvalue of each ``W^T W``
-    (the cost of the eigenvalues alone) and its top ``rank`` eigenvectors ``V`` (a
-    thin back-transform), and the exact tail estimate. Every step then evaluates
-    alpha on ``theta_j = ||W v_j||^2`` joined with the rest of the spectrum of the last
-    refresh, with that refresh's tail size (``"ks"``; other tails are chosen afresh),
-    and adds its gradient for fixed ``v_j`` (Hellmann-Feynman),
+    a *refresh* computes exactly, with LAPACK on the host, every eigenvalue of each
+    ``W^T W`` (the cost of the eigenvalues alone), the tail estimate, and
+    ``d alpha / dW = 2 W V diag(d alpha / d lambda) V^T`` from the eigenvectors ``V`` of
+    the tail only (``d alpha / d lambda`` is zero outside it): that step's alpha, tail
+    and gradient are those of ``jax.grad(alpha_penalty)``. Until the next refresh,
+    alpha follows the weights to first order and the gradient is held,
 
-    .. math:: \\nabla_W \\alpha = 2 (W V) \\operatorname{diag}(\\partial \\alpha /
-              \\partial \\theta) V^T + H,
+    .. math:: \\alpha(W_t) \\approx \\alpha(W_r) + \\langle \\nabla \\alpha(W_r), W_t - W_r
+              \\rangle, \\qquad u \\leftarrow u + s \\, d'(\\alpha(W_t)) \\nabla \\alpha(W_r)
 
-    two ``N x M x rank`` matmuls per matrix. ``H`` (``held``) is the gradient through
-    the tail eigenvalues below the basis at the last refresh (zero when the tail fits
-    in the basis, which ``covered`` reports; else computed at the refresh from those
-    eigenvectors only). At a refresh ``V`` is exact, so that step's alpha, tail and
-    gradient are those of ``jax.grad(alpha_penalty)``; between refreshes the basis
-    drifts by the change of the weights (``docs/training.md`` has the measured
-    accuracy and cost).
+    (one inner product and one scaled add per matrix: the steps between cost nothing
+    measurable). ``docs/training.md`` has the measured cost and accuracy.
 
     Args:
       strength: ``s >= 0``, a float or a schedule ``count -> s``.
@@ -261,8 +215,6 @@ def add_alpha_regularization(
       distance: ``"squared"``, ``"absolute"``, ``"log"`` or ``"above"``
         (:func:`jaxww.regularizers.alpha_distance`).
       reduce: ``"mean"`` or ``"sum"`` over layers.
-      rank: eigenvectors kept per matrix (clipped to its smaller dimension); make it
-        at least the tail size.
       mask: optax-style mask (tree, prefix tree or callable) of the leaves to regularise.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
       thresh: eigenvalues at or below this are dropped.
@@ -272,8 +224,7 @@ def add_alpha_regularization(
       its ``init`` raises ``ValueError`` when the params have no eligible weight matrix.
 
     Raises:
-      ValueError: ``target <= 1``, ``strength < 0``, ``every < 1``, ``rank < 1`` or an
-        unknown option.
+      ValueError: ``target <= 1``, ``strength < 0``, ``every < 1`` or an unknown option.
 
     Example:
       >>> import jax, optax, jaxww
@@ -290,22 +241,18 @@ def add_alpha_regularization(
     spec = _tail.tail_spec(tail, temperature)
     _reg.check_choice(distance, _reg.DISTANCES, "distance")
     _reg.check_choice(reduce, _reg.REDUCTIONS, "reduce")
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-        raise ValueError(f"rank must be an int >= 1, got {rank!r}")
     thresh = float(thresh)
 
     def init_fn(params):
         plan = make_plan(params, None, layouts, where="add_alpha_regularization.init")
         mats = plan.stacks()
-        zero = {n: jnp.asarray(False) for n in plan.names}
         return AlphaRegularizationState(
             count=jnp.zeros([], jnp.int32),
-            alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names}, ok=zero, covered=zero,
-            tail_size=tuple(jnp.zeros(W.shape[:1], jnp.int32) for W in mats),
-            basis=tuple(jnp.zeros(W.shape[:2] + (g.M, min(rank, g.M)), W.dtype)
-                        for g, W in zip(plan.groups, mats)),
-            reference=tuple(jnp.zeros(W.shape[:-2] + W.shape[-1:], W.dtype) for W in mats),
-            held=tuple(jnp.zeros_like(W) for W in mats))
+            alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names},
+            ok={n: jnp.asarray(False) for n in plan.names},
+            grad=tuple(jnp.zeros_like(W) for W in mats),
+            offset=tuple(jnp.zeros(W.shape[:1], W.dtype) for W in mats),
+            fitted=tuple(jnp.zeros(W.shape[:1], bool) for W in mats))
 
     def update_fn(updates, state, params=None):
         if params is None:
@@ -314,27 +261,22 @@ def add_alpha_regularization(
         mats, pullback = _stacks_and_pullback(plan)
         # Start after the incoming updates exist: no overlap with the backward pass (speed).
         mats, _ = jax.lax.optimization_barrier((mats, jax.tree.leaves(updates)))
-        ranks = [b.shape[-1] for b in state.basis]
-        kept = [_Refresh(*f) for f in zip(state.basis, state.reference, state.tail_size, state.held)]
-        fresh = _every(every, state.count, lambda m: _refresh(spec, thresh, plan, m, ranks),
-                       lambda m: kept, mats)
-        tracked = [_track(spec, thresh, g, W, r) for g, W, r in zip(plan.groups, mats, fresh)]
-        alpha_v, ok = plan.scatter([t.alpha for t in tracked]), plan.scatter([t.ok for t in tracked])
+        kept = [_Refresh(*f) for f in zip(state.grad, state.offset, state.fitted)]
+        fresh = _every(every, state.count, lambda m: _refresh(spec, thresh, plan, m), lambda m: kept, mats)
+        alpha_v = plan.scatter([r.offset + _inner(r.grad, W) for r, W in zip(fresh, mats)])
+        ok = plan.scatter([r.fitted for r in fresh]) & jnp.isfinite(alpha_v)
         w = jax.grad(lambda a: _penalty(a, ok, target, distance, reduce))(jnp.where(ok, alpha_v, target))
         w = jnp.where(ok & jnp.isfinite(w), w, 0.0) * _value(strength, state.count)
-        grads = [_spectral_grad(t.Z, t.dtheta * wg[:, None, None], r.basis) + wg[:, None, None, None] * r.held
-                 for g, t, r in zip(plan.groups, tracked, fresh)
-                 for wg in [w[np.asarray(g.members)].astype(t.Z.dtype)]]
+        grads = [r.grad * w[np.asarray(g.members)].astype(r.grad.dtype)[:, None, None, None]
+                 for g, r in zip(plan.groups, fresh)]
         leaves, treedef = plan.check_updates(updates)
         for i, gl in pullback(grads).items():
             leaves[i] = leaves[i] + gl.astype(leaves[i].dtype)
-        covered = plan.scatter([t.num_tail <= g.rf * K for g, t, K in zip(plan.groups, tracked, ranks)])
-        named = lambda v: dict(zip(plan.names, v))  # noqa: E731
+        alpha_v = jnp.where(ok, alpha_v, jnp.nan).astype(jnp.float32)
         return jax.tree_util.tree_unflatten(treedef, leaves), AlphaRegularizationState(
-            count=optax.safe_increment(state.count), alpha=named(alpha_v.astype(jnp.float32)),
-            ok=named(ok), covered=named(covered & ok), tail_size=tuple(r.tail_size for r in fresh),
-            basis=tuple(r.basis for r in fresh), reference=tuple(r.reference for r in fresh),
-            held=tuple(r.held for r in fresh))
+            count=optax.safe_increment(state.count), alpha=dict(zip(plan.names, alpha_v)),
+            ok=dict(zip(plan.names, ok)), grad=tuple(r.grad for r in fresh),
+            offset=tuple(r.offset for r in fresh), fitted=tuple(r.fitted for r in fresh))
 
     return _masked(optax.GradientTransformation(init_fn, update_fn), mask)
 
@@ -357,7 +299,7 @@ class AlphaScaleState(NamedTuple):
 def _alpha_snapshot(plan, spec, thresh):
     """Per-kernel alpha (NaN where it cannot be fitted), from exact eigenvalues only."""
     out = []
-    for g, (lam, _) in zip(plan.groups, _host_eigh.eigh_top(plan.stacks(), [0] * len(plan.groups))):
+    for g, (lam, _) in zip(plan.groups, _host_eigh.eigvals_factored(plan.stacks())):
         est = jax.vmap(lambda e: _tail.estimate(e, spec, thresh))(g.pooled(numerical_floor(lam, g.N)))
         out.append(jnp.where(est.status == _tail.FIT_OK, est.alpha, jnp.nan))
     return plan.scatter(out)
