@@ -7,8 +7,8 @@ pays for the eigenvalues-only solver plus thin work proportional to the tail:
 * :func:`eigvals_factored`: ``X = W^T W`` (BLAS ``?syrk``), ``X = Q T Q^T`` (``?sytrd``,
   the ``4/3 M^3`` step that ``?syevd`` with ``jobz='N'`` also takes), all eigenvalues
   of ``T`` (``?stev``, i.e. ``?sterf``): the cost of :func:`jaxww.eigenvalues`;
-* :func:`tail_gradient`, once the tail is known: its ``n_t`` eigenvectors of ``T``
-  (``?stemr``, ``O(M n_t)``), ``V = Q Z`` (``?ormqr`` on the kept reflectors,
+* :func:`tail_gradient`, once the tail is known: its ``n_t`` eigenvectors of ``T`` by
+  inverse iteration at the known eigenvalues (``?stein``, ``O(M n_t)``), ``V = Q Z`` (``?ormqr`` on the kept reflectors,
   ``2 M^2 n_t``) and ``2 (W V) diag(g) V^T`` (two ``?gemm``, ``4 N M n_t``).
 
 All groups go through one host call, so no two LAPACK calls of a step run at once.
@@ -103,36 +103,48 @@ def eigvals_factored(stacks):
     flat = jax.pure_callback(lambda *xs: _eigvals_host(dtypes, *xs), tuple(shapes),
                              *[_words(W) for W in stacks])
     flat = [_unwords(f, W.dtype) for f, W in zip(flat, [W for W in stacks for _ in range(5)])]
-    return [(flat[5 * i], tuple(flat[5 * i + 1: 5 * i + 5])) for i in range(len(stacks))]
+    return [(flat[5 * i], tuple(flat[5 * i + 1: 5 * i + 5]) + (flat[5 * i],)) for i in range(len(stacks))]
 
 
-def _tail_gradient_one(W, g, c, tau, d, e):
+def _tail_gradient_one(W, g, c, tau, d, e, lam):
     """``2 W V diag(g) V^T`` over the eigenvectors where ``g != 0`` (from the factorization)."""
     idx = np.flatnonzero(g)
     if not idx.size:
         return np.zeros_like(W)
-    from scipy.linalg import eigh_tridiagonal
-
-    M = W.shape[1]
+    M, dt = W.shape[1], W.dtype
     lo, hi = int(idx[0]), int(idx[-1])
-    _, Z = eigh_tridiagonal(d, e[: M - 1], select="i", select_range=(lo, hi), lapack_driver="stemr")
+    Z = _tridiagonal_vectors(d, e[: M - 1], lam, lo, hi)
     if M > 1:   # V = Q Z, Q = H(1)..H(M-1) acting on rows 2..M (LAPACK ?ormtr, uplo='L')
-        cq, _, info = _lapack(W.dtype, "ormqr")(b"L", b"N", c[1:, :-1], tau[: M - 1], Z[1:],
-                                                max(64 * Z.shape[1], 1))
+        cq, _, info = _lapack(dt, "ormqr")(b"L", b"N", c[1:, :-1], tau[: M - 1], Z[1:],
+                                           max(64 * Z.shape[1], 1))
         if info:
             return np.zeros_like(W)
         Z = np.concatenate([Z[:1], cq])
-    gemm = blas.dgemm if W.dtype == np.float64 else blas.sgemm
+    gemm = blas.dgemm if dt == np.float64 else blas.sgemm
     return gemm(2.0, gemm(1.0, W, Z) * g[lo:hi + 1], Z, trans_b=1)
+
+
+def _tridiagonal_vectors(d, e, lam, lo, hi):
+    """Eigenvectors ``lo..hi`` of the tridiagonal ``(d, e)`` whose eigenvalues ``lam`` are known:
+    inverse iteration (``?stein``, ``O(M)`` per vector); ``?stemr`` if it does not converge."""
+    M = d.shape[0]
+    if M > 1:
+        Z, info = _lapack(d.dtype, "stein")(d, e, lam[lo:hi + 1], np.ones(M, np.int32),
+                                            np.full(M, M, np.int32))
+        if info == 0:
+            return Z
+    from scipy.linalg import eigh_tridiagonal
+
+    return eigh_tridiagonal(d, e, select="i", select_range=(lo, hi), lapack_driver="stemr")[1]
 
 
 def _tail_gradient_host(dtypes, *args):
     n = len(dtypes)
     out = []
     for i, dt in enumerate(dtypes):
-        W, g, c, tau, d, e = (_np_unwords(a, dt) for a in args[i::n])
-        lead, (N, M) = W.shape[:-2], W.shape[-2:]
-        flat = [a.reshape((-1,) + a.shape[len(lead):]) for a in (W, g, c, tau, d, e)]
+        arrays = [_np_unwords(a, dt) for a in args[i::n]]      # W, g, c, tau, d, e, lam
+        lead, (N, M) = arrays[0].shape[:-2], arrays[0].shape[-2:]
+        flat = [a.reshape((-1,) + a.shape[len(lead):]) for a in arrays]
         res = np.zeros((flat[0].shape[0], N, M), dt)
         for b in range(res.shape[0]):
             if np.isfinite(flat[0][b]).all():
@@ -145,7 +157,7 @@ def tail_gradient(stacks, dlam, factors):
     """``sum_j dlam_j d lambda_j / dW = 2 W V diag(dlam) V^T`` per matrix, exactly.
 
     Only the eigenvectors of the index range where ``dlam != 0`` (the tail) are
-    computed, from the factorization of :func:`eigvals_factored` (``?stemr`` on the
+    computed, from the factorization of :func:`eigvals_factored` (``?stein`` on the
     tridiagonal matrix, ``?ormqr`` back-transform), then two thin ``?gemm``. A matrix
     with NaN/Inf gets zeros.
 
@@ -161,7 +173,7 @@ def tail_gradient(stacks, dlam, factors):
     dlam = [jax.lax.stop_gradient(g).astype(W.dtype) for W, g in zip(stacks, dlam)]
     dtypes = tuple(np.dtype(W.dtype) for W in stacks)
     shapes = tuple(_shape(W.shape, dt) for W, dt in zip(stacks, dtypes))
-    args = stacks + dlam + [f[j] for j in range(4) for f in factors]
+    args = stacks + dlam + [f[j] for j in range(5) for f in factors]
     out = jax.pure_callback(lambda *xs: _tail_gradient_host(dtypes, *xs), shapes,
                             *[_words(x) for x in args])
     return [_unwords(o, W.dtype) for o, W in zip(out, stacks)]

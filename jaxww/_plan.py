@@ -63,11 +63,11 @@ class Plan(NamedTuple):
         leaves = self.leaves if leaves is None else leaves
         out = []
         for g in self.groups:
-            mats = jnp.stack([as_float(self.kernels[i].matrices(leaves[self.kernels[i].leaf]))
+            mats = jnp.stack([oriented(as_float(self.kernels[i].matrices(leaves[self.kernels[i].leaf])))
                               for i in g.members])
             if jnp.dtype(mats.dtype).itemsize < 4:  # bfloat16 / float16: LAPACK needs float32
                 mats = mats.astype(jnp.float32)
-            out.append(oriented(mats))
+            out.append(mats)
         return out
 
     def scatter(self, per_group) -> jax.Array:

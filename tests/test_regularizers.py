@@ -344,6 +344,19 @@ def test_tree_alpha_matches_analyze():
         assert float(a) == pytest.approx(rows[name]["alpha"], rel=1e-9), name
 
 
+def test_transposed_shapes_share_a_group():
+    """(a, b) and (b, a) matrices are one batched group (oriented first); results per layer."""
+    rng = np.random.default_rng(4)
+    params = {"a": {"kernel": (rng.standard_t(3.0, (40, 24)) / 6).astype(np.float32)},
+              "b": {"kernel": (rng.standard_t(3.0, (24, 40)) / 6).astype(np.float32)}}
+    from jaxww._plan import make_plan
+    assert len(make_plan(params).groups) == 1
+    got = jaxww.tree_alpha(params, tail="fraction")
+    for name in ("a", "b"):
+        want = float(jaxww.alpha(params[name]["kernel"], tail="fraction"))
+        assert float(got[f"{name}/kernel"]) == pytest.approx(want, rel=1e-6)
+
+
 def test_tree_alpha_accepts_nnx_modules():
     from flax import nnx
 
