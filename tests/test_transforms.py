@@ -130,8 +130,10 @@ def test_first_update_adds_the_exact_penalty_gradient(tail):
         assert bool(state.ok[k])
 
 
-def test_cheap_steps_track_the_exact_gradient():
-    """Between refreshes (every=10) the held gradient stays close to the exact one.
+def test_steps_between_refreshes_hold_the_refresh_gradient():
+    """Between refreshes (every=10) each update is the exact gradient at the last refresh
+    (to float32 rounding), and it stays aligned with the exact gradient at the current
+    weights while they move (1% per step): cosine > 0.99 over 5 steps.
 
     A fixed tail (6 values): the exact gradient is smooth in the weights (a KS tail
     may jump, and the exact gradient with it).
@@ -139,15 +141,15 @@ def test_cheap_steps_track_the_exact_gradient():
     p = params_tree(3)
     reg = jaxww.add_alpha_regularization(1.0, 2.5, every=10, tail=6)
     state, upd = reg.init(p), jax.jit(reg.update)
+    at_refresh = exact_gradient(p, 2.5, tail=6)
     key = jax.random.key(0)
     for step in range(6):
         g, state = upd(zeros_like(p), state, p)
-        if step > 0:   # cheap steps: compare with the exact gradient at these weights
-            want = exact_gradient(p, 2.5, tail=6)
-            for name in ("l0", "l1"):
-                a, b = np.asarray(g[name]["kernel"]).ravel(), np.asarray(want[name]["kernel"]).ravel()
-                assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99, (step, name)
-                assert np.linalg.norm(a) == pytest.approx(np.linalg.norm(b), rel=0.05)
+        assert rel_error(g, at_refresh) < grad_rtol(np.float32), step
+        want = exact_gradient(p, 2.5, tail=6)
+        for name in ("l0", "l1"):
+            a, b = np.asarray(g[name]["kernel"]).ravel(), np.asarray(want[name]["kernel"]).ravel()
+            assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99, (step, name)
         key, k = jax.random.split(key)   # a training-like step: small random moves
         p = jax.tree.map(lambda x: x + 0.01 * jax.random.normal(k, x.shape) / np.sqrt(x.shape[0]), p)
     assert int(state.count) == 6
