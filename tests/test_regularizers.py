@@ -480,3 +480,10 @@ def test_bad_options():
         jaxww.spectral_norm_penalty(small_tree(), mask=False)
     with pytest.raises(ValueError, match="mask"):
         jaxww.tree_alpha(small_tree(), mask={"x": True})
+
+
+def test_distance_fn_is_a_deprecated_name_of_distance():
+    p = small_tree()
+    with pytest.warns(DeprecationWarning, match="distance="):
+        old = float(jaxww.alpha_penalty(p, 2.0, distance_fn="absolute"))
+    assert old == float(jaxww.alpha_penalty(p, 2.0, distance="absolute"))
