@@ -40,7 +40,6 @@ from jaxww.kernels import LayoutOverride
 from jaxww.spectra import numerical_floor
 
 ScalarOrSchedule = Union[float, Callable[[jax.Array], jax.Array]]
-_HI = jax.lax.Precision.HIGHEST
 _NEEDS_PARAMS = "{}: update needs the params: call update(updates, state, params)"
 
 
