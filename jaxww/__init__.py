@@ -6,6 +6,7 @@ The pipeline, one module per step::
                   --powerlaw--> alpha, xmin, D --metrics--> norms, ranks --report--> Report
 """
 
+from jaxww._tail import FIT_DEGENERATE, FIT_NONFINITE, FIT_OK, FIT_REASONS, FIT_TOO_FEW
 from jaxww.bootstrap import PowerLawTest, bootstrap_power_law
 from jaxww.compare import Comparison, compare_distributions
 from jaxww.describe import Description, describe, get_esd
@@ -14,33 +15,30 @@ from jaxww.io import CheckpointError, load_params
 from jaxww.kernels import LAYOUTS, Kernel, Reading, Skipped, find_kernels, flatten_params, infer_layout
 from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
 from jaxww.powerlaw import PowerLawFit, fit_power_law
-from jaxww.report import COLUMNS, SUMMARY_METRICS, Report, analyze
-from jaxww.spectra import batched_spectra, eigenvalues
-from jaxww.tpl import TPLFit, fit_truncated_power_law
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "COLUMNS", "LAYOUTS", "SUMMARY_METRICS",
-    "CheckpointError", "Comparison", "Description", "FingerFit", "Kernel", "PowerLawFit",
-    "PowerLawTest", "Reading", "Report", "Skipped", "SpectralMetrics", "TPLFit",
-    "analyze", "batched_spectra", "bootstrap_power_law", "compare_distributions", "describe",
-    "eigenvalues", "find_kernels", "fit_fingers", "fit_power_law", "fit_truncated_power_law",
-    "flatten_params", "get_esd", "infer_layout", "load_params", "spectral_metrics", "warning",
-]
-
 from jaxww.regularizers import (
     LayerPenalties, TailAlpha, TailSpec, alpha, alpha_penalty, spectral_norm_penalty, spectrum,
     tail_alpha, tail_spec, tree_alpha, weighted_alpha_penalty,
 )
+from jaxww.report import COLUMNS, SUMMARY_METRICS, Report, analyze
+from jaxww.spectra import batched_spectra, eigenvalues
+from jaxww.tpl import TPLFit, fit_truncated_power_law
 from jaxww.transforms import (
     AlphaRegularizationState, AlphaScaleState, add_alpha_decayed_weights, add_alpha_regularization,
     scale_by_alpha,
 )
 
-__all__ += [
-    "AlphaRegularizationState", "AlphaScaleState", "LayerPenalties", "TailAlpha", "TailSpec",
-    "add_alpha_decayed_weights", "add_alpha_regularization", "alpha", "alpha_penalty",
-    "scale_by_alpha", "spectral_norm_penalty", "spectrum", "tail_alpha", "tail_spec", "tree_alpha",
+__version__ = "0.1.0"
+
+__all__ = [
+    "COLUMNS", "FIT_DEGENERATE", "FIT_NONFINITE", "FIT_OK", "FIT_REASONS", "FIT_TOO_FEW",
+    "LAYOUTS", "SUMMARY_METRICS",
+    "AlphaRegularizationState", "AlphaScaleState", "CheckpointError", "Comparison", "Description",
+    "FingerFit", "Kernel", "LayerPenalties", "PowerLawFit", "PowerLawTest", "Reading", "Report",
+    "Skipped", "SpectralMetrics", "TPLFit", "TailAlpha", "TailSpec",
+    "add_alpha_decayed_weights", "add_alpha_regularization", "alpha", "alpha_penalty", "analyze",
+    "batched_spectra", "bootstrap_power_law", "compare_distributions", "describe", "eigenvalues",
+    "find_kernels", "fit_fingers", "fit_power_law", "fit_truncated_power_law", "flatten_params",
+    "get_esd", "infer_layout", "load_params", "scale_by_alpha", "spectral_metrics",
+    "spectral_norm_penalty", "spectrum", "tail_alpha", "tail_spec", "tree_alpha", "warning",
     "weighted_alpha_penalty",
 ]

@@ -30,25 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: Eigenvalues at or below this value are left out of the fit (reference: EVALS_THRESH).
-EVALS_THRESH = 1e-5
-#: Spectra with fewer kept eigenvalues use the small-sample estimator.
-SMALL_N = 20
-#: In the small-sample variant, only tails of at least this many values are candidates.
-SMALL_N_MIN_TAIL = 8
+from jaxww._tail import (  # noqa: F401  (the tail core; its names are part of this module's API)
+    EVALS_THRESH, FIT_DEGENERATE, FIT_NONFINITE, FIT_OK, FIT_REASONS, FIT_TOO_FEW, SMALL_N,
+    SMALL_N_MIN_TAIL, best_candidate, candidates, mle_alpha, prepare,
+)
+
 #: Elements of the (layers x candidates x eigenvalues) work array evaluated at once.
 _CHUNK_ELEMENTS = 1 << 24
-
-# Fit status codes (an int array under jit; ``FIT_REASONS`` spells them out).
-FIT_OK = 0
-FIT_TOO_FEW = 1
-FIT_DEGENERATE = 2
-FIT_REASONS = {
-    FIT_OK: "",
-    FIT_TOO_FEW: "fewer than 2 eigenvalues above 1e-5: nothing to fit",
-    FIT_DEGENERATE: "no valid tail: every candidate tail is constant, gives alpha <= 1 "
-                    "or starts above xmin_max",
-}
 
 
 class PowerLawFit(NamedTuple):
@@ -75,121 +63,37 @@ class PowerLawFit(NamedTuple):
     status: jax.Array
 
 
-def _candidate_chunk(logx, k, starts, small, alpha_max):
-    """``alpha_i``, ``D_i`` and usability of the candidate indices ``starts`` (a chunk).
-
-    Differentiable: a degenerate tail (``sum ln(x_j / x_i) == 0``, alpha infinite) is
-    marked unusable and computed with a safe denominator, so no inf or NaN appears.
-    """
-    n = logx.shape[0]
-    dt = logx.dtype
-    j = jnp.arange(n)
-    tail = (j[None, :] >= starts[:, None]) & (j[None, :] < k)
-    d = jnp.where(tail, logx[None, :] - logx[jnp.minimum(starts, n - 1)][:, None], 0.0)
-    s = d.sum(axis=1)
-    n_i = jnp.maximum(k - starts, 1).astype(dt)
-    positive = s > jnp.where(small, 1e-12, 0.0)
-    alpha = 1.0 + (n_i - small.astype(dt)) / jnp.where(positive, s, 1.0)
-    usable = positive & (alpha > 1.0) & (alpha < alpha_max)
-    a = jnp.where(usable, alpha, 2.0)
-    cdf_fit = 1.0 - jnp.exp((1.0 - a)[:, None] * d)
-    cdf_emp = (j[None, :] - starts[:, None]).astype(dt) / n_i[:, None]
-    D = jnp.max(jnp.where(tail, jnp.abs(cdf_fit - cdf_emp), 0.0), axis=1)
-    return alpha, D, usable
-
-
-def candidates(logx, k, chunk, alpha_max=np.inf):
-    """The exact KS scan: every candidate's exponent, distance and validity.
-
-    Args:
-      logx: ``(n,)`` logs of an ascending spectrum whose first ``k`` entries are real.
-      k: number of real values (``< SMALL_N`` selects the small-sample variant).
-      chunk: candidates evaluated at once (static), bounding memory to ``chunk * n``.
-      alpha_max: exponents at or above this are unusable (the training-time
-        estimators reject numerically flat tails; the fit keeps every finite one).
-
-    Returns:
-      ``(alpha, D, usable, valid)``, each ``(n,)``: ``usable`` candidates have a
-      finite exponent > 1 and a tail of at least two values; ``valid`` ones may win
-      the scan (small samples: tails of at least ``SMALL_N_MIN_TAIL`` values).
-      Differentiable with respect to ``logx``.
-    """
-    n = logx.shape[0]
-    small = k < SMALL_N
-    num_chunks = -(-n // chunk)
-    starts = jnp.arange(num_chunks * chunk).reshape(num_chunks, chunk)
-    alpha, D, usable = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small, alpha_max), starts)
-    alpha, D, usable = alpha.reshape(-1)[:n], D.reshape(-1)[:n], usable.reshape(-1)[:n]
-    j = jnp.arange(n)
-    usable &= j < k - 1
-    valid = usable & jnp.where(small, k - j >= SMALL_N_MIN_TAIL, True)
-    return alpha, D, usable, valid
-
-
-def best_candidate(D, usable, valid):
-    """Index of the winning candidate: smallest ``D`` among the valid (first on a tie).
-
-    With no valid candidate, the reference's small-sample fallback: the whole spectrum
-    (index 0) if usable, else -1 (no fit).
-    """
-    D_valid = jnp.where(valid, D, jnp.inf)
-    best = jnp.argmin(D_valid)
-    return jnp.where(jnp.isfinite(D_valid[best]), best, jnp.where(usable[0], 0, -1))
-
-
-def _scan(x, k, xmin_max, chunk):
-    """Index of the best tail of one ascending spectrum ``x`` (``k`` real values), and its D.
+def _scan(xs, logx, k, xmin_max, chunk):
+    """Index of the best tail of one prepared spectrum (``k`` real values), and its D.
 
     Everything here is under ``stop_gradient``: the choice of the tail carries no
     gradient.
     """
-    n = x.shape[0]
-    x = jax.lax.stop_gradient(x)
-    j = jnp.arange(n)
-    logx = jnp.where(j < k, jnp.log(jnp.where(j < k, x, 1.0)), 0.0)
-    alpha, D, usable, valid = candidates(logx, k, chunk)
-    below = x[jnp.minimum(j, n - 1)] <= xmin_max
+    xs, logx = jax.lax.stop_gradient((xs, logx))
+    _, D, usable, valid = candidates(logx, k, chunk)
+    below = xs <= xmin_max
     best = best_candidate(D, usable & below, valid & below)
     return best, D[jnp.maximum(best, 0)]
 
 
-def _mle_alpha(x, k, i, small):
-    """Differentiable MLE exponent of the tail ``x[i:k]`` of an ascending spectrum."""
-    n = x.shape[0]
-    j = jnp.arange(n)
-    tail = (j >= i) & (j < k)
-    xi = x[i]
-    logs = jnp.where(tail, jnp.log(jnp.where(tail, x, xi) / xi), 0.0)
-    n_i = (k - i).astype(x.dtype)
-    return 1.0 + (n_i - small.astype(x.dtype)) / logs.sum()
-
-
 def _fit_one(x, xmin_max, thresh, chunk):
     """Fit one spectrum (any order, zero-padded); see :func:`fit_power_law`."""
-    n = x.shape[0]
-    keep = jnp.isfinite(x) & (x > thresh)
-    k = keep.sum()
-    xs = jnp.sort(jnp.where(keep, x, jnp.inf))
-    # Pads sort last; replace them by the largest kept value so nothing is inf.
-    top = jnp.where(k > 0, xs[jnp.maximum(k - 1, 0)], 1.0)
-    xs = jnp.where(jnp.arange(n) < k, xs, top)
-    best, D = _scan(xs, k, xmin_max, chunk)
-    ok = best >= 0
+    xs, logx, k = prepare(x, thresh)
+    best, D = _scan(xs, logx, k, xmin_max, chunk)
     i = jnp.maximum(best, 0)
-    small = k < SMALL_N
-    alpha = _mle_alpha(xs, k, i, small)
+    alpha, _ = mle_alpha(logx, k, i, k < SMALL_N)
     xmin = xs[i]
-    status = jnp.where(k < 2, FIT_TOO_FEW, jnp.where(ok, FIT_OK, FIT_DEGENERATE))
+    status = jnp.where(k < 2, FIT_TOO_FEW, jnp.where(best >= 0, FIT_OK, FIT_DEGENERATE))
     nan = jnp.nan
     failed = status != FIT_OK
     n_tail = (k - i).astype(x.dtype)
     return PowerLawFit(
         alpha=jnp.where(failed, nan, alpha),
         xmin=jnp.where(failed, nan, xmin),
-        xmax=jnp.where(k > 0, top, nan),
+        xmax=jnp.where(k > 0, xs[-1], nan),
         D=jnp.where(failed, nan, D),
         sigma=jnp.where(failed, nan, (alpha - 1.0) / jnp.sqrt(n_tail)),
-        num_pl_spikes=jnp.where(failed, 0, (keep & (x >= xmin)).sum()),
+        num_pl_spikes=jnp.where(failed, 0, (jnp.isfinite(x) & (x > thresh) & (x >= xmin)).sum()),
         num_fit=k,
         status=status,
     )

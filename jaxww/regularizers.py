@@ -39,7 +39,7 @@ eigenvalues (zero, orthogonal or rank-deficient matrices) give finite gradients.
 
 Failures never produce NaN gradients: an estimate that cannot be made (fewer than two
 eigenvalues above ``1e-5``, a flat tail, weights with NaN or Inf) has ``alpha = NaN``
-and a ``status`` (:data:`TAIL_REASONS`), a zero gradient, and is dropped from the
+and a ``status`` (:data:`jaxww.FIT_REASONS`), a zero gradient, and is dropped from the
 penalties (and flagged in their ``has_aux`` output).
 
 References:
@@ -55,215 +55,24 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
-from typing import Any, Callable, NamedTuple, Union
+import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww import powerlaw
-from jaxww.kernels import find_kernels, flatten_params
+from jaxww import _tail
+from jaxww._plan import Mask, as_float, make_plan, oriented
+from jaxww.kernels import LayoutOverride
 from jaxww.spectra import numerical_floor
 
-#: Eigenvalues at or below this value are left out of the tail (as in the fit).
-EVALS_THRESH = powerlaw.EVALS_THRESH
-#: Spectra with fewer kept eigenvalues use the small-sample estimator (``"ks"``, ``"soft"``).
-SMALL_N = powerlaw.SMALL_N
-#: Estimates above this are numerically flat tails (mean log-spread < 1e-3): flagged.
-ALPHA_MAX = 1000.0
-#: Default temperature of the ``"soft"`` tail, in units of the KS distance ``D``.
-DEFAULT_TEMPERATURE = 0.01
-#: Candidate rows x eigenvalues evaluated at once in the KS scan.
-_CHUNK_ELEMENTS = 1 << 22
-
-TAIL_OK = 0
-TAIL_TOO_FEW = 1
-TAIL_DEGENERATE = 2
-TAIL_NONFINITE = 3
-TAIL_REASONS = {
-    TAIL_OK: "",
-    TAIL_TOO_FEW: "fewer than 2 eigenvalues above 1e-5 in the tail",
-    TAIL_DEGENERATE: "no valid tail: flat tail (alpha <= 1 or > 1000)",
-    TAIL_NONFINITE: "weights or eigenvalues contain NaN or Inf",
-}
-
-Tail = Union[str, int, float]
-Mask = Union[Any, Callable[[Any], Any], None]
-
-
-# --------------------------------------------------------------------------- tails
-class TailSpec(NamedTuple):
-    """A validated tail choice (see the module docstring); build it with :func:`tail_spec`.
-
-    Attributes:
-      kind: ``"ks"``, ``"soft"``, ``"fraction"`` or ``"count"``.
-      fraction: share of the kept spectrum in the tail (``"fraction"``).
-      count: number of values in the tail (``"count"``).
-      temperature: softmax temperature on ``D`` (``"soft"``).
-    """
-
-    kind: str
-    fraction: float = 0.5
-    count: int = 0
-    temperature: float = DEFAULT_TEMPERATURE
-
-
-def tail_spec(tail: Tail | TailSpec = "ks", temperature: float = DEFAULT_TEMPERATURE) -> TailSpec:
-    """Validate a ``tail=`` argument.
-
-    Args:
-      tail: ``"ks"``, ``"soft"``, ``"fraction"`` (top half), a float in ``(0, 1]`` (that
-        share of the spectrum), an int ``>= 2`` (that many values), or a :class:`TailSpec`.
-      temperature: temperature of the ``"soft"`` tail, ``> 0``.
-
-    Returns:
-      A :class:`TailSpec`.
-
-    Raises:
-      ValueError: for anything else.
-    """
-    if isinstance(tail, TailSpec):
-        return tail_spec(_spec_arg(tail), tail.temperature)
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if isinstance(tail, (bool, np.bool_)):
-        raise ValueError(f"tail must be 'ks', 'soft', 'fraction', a float or an int, got {tail!r}")
-    if isinstance(tail, str):
-        if tail == "ks":
-            return TailSpec("ks", temperature=float(temperature))
-        if tail == "soft":
-            return TailSpec("soft", temperature=float(temperature))
-        if tail == "fraction":
-            return TailSpec("fraction", fraction=0.5, temperature=float(temperature))
-        raise ValueError(f"tail must be 'ks', 'soft', 'fraction', a float or an int, got {tail!r}")
-    if isinstance(tail, (int, np.integer)):
-        if tail < 2:
-            raise ValueError(f"a tail count must be >= 2, got {tail}")
-        return TailSpec("count", count=int(tail), temperature=float(temperature))
-    if isinstance(tail, (float, np.floating)):
-        if not 0.0 < tail <= 1.0:
-            raise ValueError(f"a tail fraction must be in (0, 1], got {tail}")
-        return TailSpec("fraction", fraction=float(tail), temperature=float(temperature))
-    raise ValueError(f"tail must be 'ks', 'soft', 'fraction', a float or an int, got {tail!r}")
-
-
-def _spec_arg(spec: TailSpec):
-    return {"ks": "ks", "soft": "soft", "fraction": spec.fraction, "count": spec.count}[spec.kind]
-
-
-class TailAlpha(NamedTuple):
-    """Result of :func:`tail_alpha`; every field has the batch shape of the input.
-
-    Attributes:
-      alpha: the tail exponent (NaN when ``status != TAIL_OK``); differentiable.
-      xmin: smallest eigenvalue of the tail (``"soft"``: the weighted mean of the
-        candidates' ``xmin``).
-      num_tail: number of values in the tail (``"soft"``: of the heaviest candidate).
-      num_fit: number of eigenvalues above the threshold.
-      status: ``TAIL_OK``, ``TAIL_TOO_FEW``, ``TAIL_DEGENERATE`` or ``TAIL_NONFINITE``.
-    """
-
-    alpha: jax.Array
-    xmin: jax.Array
-    num_tail: jax.Array
-    num_fit: jax.Array
-    status: jax.Array
-
-
-def _prepare(x, thresh):
-    """Kept values sorted ascending (pads after them hold 1.0), their logs and count."""
-    n = x.shape[-1]
-    keep = jnp.isfinite(x) & (x > thresh)
-    kc = keep.sum()
-    xs = jnp.sort(jnp.where(keep, x, jnp.inf))
-    inr = jnp.arange(n) < kc
-    xs = jnp.where(inr, xs, 1.0)
-    return xs, jnp.log(xs), kc
-
-
-def _alpha_at(logx, kc, i, small):
-    """MLE exponent of the tail ``[i, kc)`` of ascending logs (differentiable), and its sum."""
-    n = logx.shape[0]
-    pos = jnp.arange(n)
-    tail = (pos >= i) & (pos < kc)
-    s = jnp.where(tail, logx - logx[jnp.clip(i, 0, n - 1)], 0.0).sum()
-    n_i = (kc - i).astype(logx.dtype)
-    ok = (s > 0) & (n_i >= 2)
-    alpha = 1.0 + (n_i - small.astype(logx.dtype)) / jnp.where(ok, s, 1.0)
-    ok &= (alpha > 1.0) & (alpha < ALPHA_MAX)
-    return alpha, ok
-
-
-def _candidates(logx, kc, small):
-    """``alpha_i``, ``D_i``, usable and KS-valid flags for every candidate index.
-
-    The exact scan of :func:`jaxww.powerlaw.candidates` (``small`` is implied by
-    ``kc``), with numerically flat tails (``alpha >= ALPHA_MAX``) unusable.
-    """
-    n = logx.shape[0]
-    chunk = max(1, min(n, _CHUNK_ELEMENTS // max(n, 1)))
-    return powerlaw.candidates(logx, kc, chunk, ALPHA_MAX)
-
-
-def _ks_index(logx, kc, small):
-    """Index of the CSN choice (smallest D, first on a tie; the fit's fallbacks), or -1."""
-    _, D, usable, valid = _candidates(jax.lax.stop_gradient(logx), kc, small)
-    return powerlaw.best_candidate(D, usable, valid)
-
-
-def _estimate(x, spec: TailSpec, thresh: float) -> TailAlpha:
-    """Tail exponent of one spectrum ``x`` (any order, zero padding allowed)."""
-    dt = x.dtype
-    finite = jnp.isfinite(x).all()
-    xs, logx, kc = _prepare(x, thresh)
-    n = x.shape[0]
-    no = jnp.asarray(False)
-    if spec.kind == "fraction":
-        # n_t = ceil(f * k) (TempBalance's i = int(k / 2) for f = 1/2); the factor
-        # absorbs float32 rounding of products that are exact integers.
-        n_t = jnp.ceil(kc * spec.fraction * (1.0 - 1e-6)).astype(kc.dtype)
-        i = jnp.maximum(kc - jnp.clip(n_t, 2, None), 0)
-        alpha, ok = _alpha_at(logx, kc, i, no)
-    elif spec.kind == "count":
-        i = jnp.maximum(kc - spec.count, 0)
-        alpha, ok = _alpha_at(logx, kc, i, no)
-    elif spec.kind == "ks":
-        small = kc < SMALL_N
-        best = _ks_index(logx, kc, small)
-        i = jnp.maximum(best, 0)
-        alpha, ok = _alpha_at(logx, kc, i, small)
-        ok &= best >= 0
-    else:  # soft: one scan, with gradient; the hard choice from its stopped D
-        small = kc < SMALL_N
-        a_all, D, usable, valid = _candidates(logx, kc, small)
-        best = powerlaw.best_candidate(jax.lax.stop_gradient(D), usable, valid)
-        i = jnp.maximum(best, 0)
-        any_valid = valid.any()
-        z = -D / spec.temperature
-        zmax = jax.lax.stop_gradient(jnp.max(jnp.where(valid, z, -jnp.inf)))
-        e = jnp.where(valid, jnp.exp(jnp.where(valid, z - jnp.where(any_valid, zmax, 0.0), 0.0)), 0.0)
-        w = e / jnp.maximum(e.sum(), 1e-30)
-        soft = (w * jnp.where(valid, a_all, 0.0)).sum()
-        hard, ok = _alpha_at(logx, kc, i, small)
-        alpha = jnp.where(any_valid, soft, hard)
-        ok &= best >= 0
-        xmin_soft = (w * xs).sum()
-    ok &= (kc >= 2) & finite
-    status = jnp.where(~finite, TAIL_NONFINITE,
-                       jnp.where(kc < 2, TAIL_TOO_FEW, jnp.where(ok, TAIL_OK, TAIL_DEGENERATE)))
-    xmin = xs[jnp.clip(i, 0, n - 1)]
-    if spec.kind == "soft":
-        xmin = jnp.where(any_valid, xmin_soft, xmin)
-    nan = jnp.asarray(jnp.nan, dt)
-    return TailAlpha(
-        alpha=jnp.where(ok, alpha, nan),
-        xmin=jnp.where(ok, xmin, nan),
-        num_tail=jnp.where(ok, kc - i, 0).astype(jnp.int32),
-        num_fit=kc.astype(jnp.int32),
-        status=status.astype(jnp.int32),
-    )
+from jaxww._tail import (  # noqa: F401  (part of this module's API)
+    ALPHA_MAX, DEFAULT_TEMPERATURE, EVALS_THRESH, SMALL_N, Tail, TailAlpha, TailSpec, estimate,
+    tail_spec,
+)
 
 
 def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
@@ -305,17 +114,12 @@ def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFA
     return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
 
 
-@jax.jit(static_argnames=("spec", "thresh"))
+@functools.partial(jax.jit, static_argnames=("spec", "thresh"))
 def _tail_alpha_batch(flat, spec, thresh):
-    return jax.vmap(lambda e: _estimate(e, spec, thresh))(flat)
+    return jax.vmap(lambda e: estimate(e, spec, thresh))(flat)
 
 
 # --------------------------------------------------------------------- eigenvalues
-def _oriented(W):
-    """``W`` with its larger dimension first (the spectrum does not change)."""
-    return jnp.swapaxes(W, -1, -2) if W.shape[-2] < W.shape[-1] else W
-
-
 def _gram_eigh(W):
     """``(lambda, V, finite)`` of a batch ``(..., N, M)``, ``N >= M``; lambda ascending.
 
@@ -362,7 +166,7 @@ def spectrum(W) -> jax.Array:
       >>> jaxww.spectrum(jnp.diag(jnp.array([3.0, 2.0, 1.0])))
       Array([9., 4., 1.], dtype=float32)
     """
-    W = _as_float(W)
+    W = as_float(W)
     if W.ndim < 2:
         raise ValueError(f"spectrum needs a matrix, got shape {W.shape}")
     return _spectrum_jit(W)
@@ -370,16 +174,9 @@ def spectrum(W) -> jax.Array:
 
 @jax.jit
 def _spectrum_jit(W):
-    lam, _, finite = _gram_eigh(_oriented(W))
+    lam, _, finite = _gram_eigh(oriented(W))
     lam = jnp.sort(lam, axis=-1)[..., ::-1]
     return jnp.where(finite[..., None], lam, jnp.nan)
-
-
-def _as_float(W):
-    W = jnp.asarray(W)
-    if not jnp.issubdtype(W.dtype, jnp.floating):
-        W = W.astype(jnp.float32)
-    return W
 
 
 def alpha(W, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
@@ -408,130 +205,30 @@ def alpha(W, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPE
       True
     """
     spec = tail_spec(tail, temperature)
-    W = _as_float(W)
+    W = as_float(W)
     if W.ndim < 2:
         raise ValueError(f"alpha needs a matrix, got shape {W.shape}")
     return _alpha_jit(W, spec, float(thresh))
 
 
-@jax.jit(static_argnames=("spec", "thresh"))
+@functools.partial(jax.jit, static_argnames=("spec", "thresh"))
 def _alpha_jit(W, spec, thresh):
-    lam, _, finite = _gram_eigh(_oriented(W))
+    lam, _, finite = _gram_eigh(oriented(W))
     lam = jnp.where(finite[..., None], lam, jnp.nan)
     flat = lam.reshape(-1, lam.shape[-1])
-    out = jax.vmap(lambda e: _estimate(e, spec, thresh))(flat).alpha
+    out = jax.vmap(lambda e: estimate(e, spec, thresh))(flat).alpha
     return out.reshape(lam.shape[:-1])
 
 
 # ----------------------------------------------------------------------- pytrees
-class _Group(NamedTuple):
-    """Kernels whose matrices have the same shape: one batched computation."""
-
-    members: tuple          # indices into the plan's kernels
-    rf: int
-    a: int
-    b: int
-    scale: float            # Kernel.esd_scale (0.5 for 2-D convolutions)
-
-    @property
-    def N(self):
-        return max(self.a, self.b)
-
-    @property
-    def M(self):
-        return min(self.a, self.b)
-
-
-class _Plan(NamedTuple):
-    kernels: tuple
-    groups: tuple
-    leaves: list
-    treedef: Any
-
-
-def resolve_mask(mask: Mask, params) -> list:
-    """Per-leaf booleans of an optax-style mask (a tree, a prefix tree or a callable)."""
-    names, leaves, _ = flatten_params(params)
-    if mask is None:
-        return [True] * len(leaves)
-    tree = _param_tree(params)
-    if callable(mask):
-        mask = mask(tree)
-    try:
-        full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, tree)
-    except ValueError as err:
-        raise ValueError("mask must have the structure of the params (or a prefix of it)") from err
-    _, flags, _ = flatten_params(full)
-    out = []
-    for f in flags:
-        if isinstance(f, jax.core.Tracer):
-            raise ValueError("mask values must be static Python bools, not traced arrays")
-        out.append(bool(f))
-    if len(out) != len(leaves):
-        raise ValueError(f"mask has {len(out)} leaves, params have {len(leaves)}")
-    return out
-
-
-def _param_tree(params):
-    try:
-        from flax import nnx
-    except ImportError:  # pragma: no cover - flax is a dependency
-        return params
-    if isinstance(params, nnx.Module):
-        return nnx.state(params, nnx.Param)
-    return params
-
-
-def make_plan(params, mask: Mask = None, layouts=None, *, where: str = "jaxww") -> _Plan:
-    """Find the eligible kernels of ``params`` and group them by matrix shape.
-
-    Raises:
-      ValueError: no floating-point weight matrix is left after the mask.
-    """
-    names, leaves, treedef = flatten_params(params)
-    flags = resolve_mask(mask, params)
-    sel_names = [n for n, f in zip(names, flags) if f]
-    sel_index = [i for i, f in enumerate(flags) if f]
-    kerns, skipped = find_kernels(sel_names, [leaves[i] for i in sel_index], layouts=layouts)
-    if not kerns:
-        why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:8]) or "no leaves selected"
-        raise ValueError(f"{where}: no eligible weight matrix in the params ({len(leaves)} leaves, "
-                         f"{len(sel_index)} selected by the mask). Skipped: {why}")
-    kerns = [dataclasses.replace(k, leaf=sel_index[k.leaf]) for k in kerns]
-    groups: dict = {}
-    for idx, k in enumerate(kerns):
-        leaf = leaves[k.leaf]
-        shape = jax.eval_shape(k.matrices, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)).shape
-        rf, a, b = shape
-        scale = k.esd_scale
-        groups.setdefault((rf, a, b, scale, jnp.dtype(leaf.dtype).name), []).append(idx)
-    groups = tuple(_Group(tuple(m), key[0], key[1], key[2], key[3]) for key, m in groups.items())
-    return _Plan(tuple(kerns), groups, leaves, treedef)
-
-
-def group_matrices(plan: _Plan, group: _Group, leaves=None) -> jax.Array:
-    """The ``(G, rf, N, M)`` stack of one group (larger dimension first)."""
-    leaves = plan.leaves if leaves is None else leaves
-    mats = jnp.stack([_as_float(plan.kernels[i].matrices(leaves[plan.kernels[i].leaf]))
-                      for i in group.members])
-    if jnp.dtype(mats.dtype).itemsize < 4:  # bfloat16 / float16: LAPACK needs float32
-        mats = mats.astype(jnp.float32)
-    return _oriented(mats)
-
-
-def _pooled(lam, group: _Group):
-    """``(G, rf, M)`` eigenvalues -> ``(G, rf * M)`` pooled ESD (2-D convs scaled)."""
-    return lam.reshape(lam.shape[0], -1) * group.scale
-
-
-@jax.jit(static_argnames=("spec", "thresh", "scale"))
+@functools.partial(jax.jit, static_argnames=("spec", "thresh", "scale"))
 def _group_estimates(mats, spec, thresh, scale):
     """TailAlpha and largest pooled eigenvalue of a ``(G, rf, N, M)`` group (NaN: non-finite)."""
     lam, _, finite = _gram_eigh(mats)
     pooled = lam.reshape(lam.shape[0], -1) * scale
     fin = finite.all(axis=-1)
     pooled = jnp.where(fin[:, None], pooled, jnp.nan)
-    est = jax.vmap(lambda e: _estimate(e, spec, thresh))(pooled)
+    est = jax.vmap(lambda e: estimate(e, spec, thresh))(pooled)
     top = jnp.where(fin, jnp.max(jnp.where(fin[:, None], pooled, 0.0), axis=-1), jnp.nan)
     return est, top
 
@@ -539,20 +236,13 @@ def _group_estimates(mats, spec, thresh, scale):
 def _tree_estimates(params, spec, mask, layouts, thresh, where):
     """Per-kernel TailAlpha (concatenated in kernel order), pooled spectra and the plan."""
     plan = make_plan(params, mask, layouts, where=where)
-    ests, tops, order = [], [], []
-    for g in plan.groups:
-        est, top = _group_estimates(group_matrices(plan, g), spec, thresh, g.scale)
-        ests.append(est)
-        tops.append(top)
-        order.extend(g.members)
-    est = jax.tree.map(lambda *a: jnp.concatenate(a), *ests)
-    inv = np.argsort(np.asarray(order))
-    est = jax.tree.map(lambda a: a[inv], est)
-    return plan, est, jnp.concatenate(tops)[inv]
+    out = [_group_estimates(W, spec, thresh, g.scale) for g, W in zip(plan.groups, plan.stacks())]
+    est = jax.tree.map(lambda *a: plan.scatter(a), *[e for e, _ in out])
+    return plan, est, plan.scatter([t for _, t in out])
 
 
 def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
-               mask: Mask = None, layouts=None, thresh: float = EVALS_THRESH) -> dict:
+               mask: Mask = None, layouts: LayoutOverride = None, thresh: float = EVALS_THRESH) -> dict:
     """Differentiable alpha of every eligible weight matrix of a params pytree.
 
     Layers are found and read as by :func:`jaxww.analyze` (dense, convolution taps
@@ -603,7 +293,7 @@ DISTANCES = ("squared", "absolute", "log", "above")
 REDUCTIONS = ("mean", "sum")
 
 
-def distance(alpha_, target, kind: str):
+def alpha_distance(alpha_, target, kind: str):
     """Distance of ``alpha`` from ``target``.
 
     ``squared``: ``(a - t)^2``; ``absolute``: ``|a - t|``; ``log``: ``ln(a / t)^2``
@@ -628,7 +318,7 @@ def check_target(target) -> float:
     return float(target)
 
 
-def _check_choice(value, choices, what):
+def check_choice(value, choices, what):
     if value not in choices:
         raise ValueError(f"{what} must be one of {choices}, got {value!r}")
 
@@ -649,9 +339,9 @@ def _aux(plan, alpha_, per, ok):
 
 
 def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
-                  temperature: float = DEFAULT_TEMPERATURE, distance_fn: str = "squared",
-                  reduce: str = "mean", mask: Mask = None, layouts=None,
-                  thresh: float = EVALS_THRESH, has_aux: bool = False):
+                  temperature: float = DEFAULT_TEMPERATURE, distance: str = "squared",
+                  reduce: str = "mean", mask: Mask = None, layouts: LayoutOverride = None,
+                  thresh: float = EVALS_THRESH, has_aux: bool = False, distance_fn: str | None = None):
     """Distance of each layer's alpha from a target, reduced over layers.
 
     .. math:: P = \\operatorname{reduce}_{l \\in \\text{ok}} \\; d(\\alpha_l, \\alpha^*)
@@ -664,12 +354,13 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
       target: target alpha ``alpha* > 1`` (HTSR: well-trained layers have alpha in
         about [2, 6]).
       tail, temperature, thresh: how alpha is estimated (see :func:`alpha`).
-      distance_fn: ``"squared"``, ``"absolute"``, ``"log"`` or ``"above"`` (see
-        :func:`distance`).
+      distance: ``"squared"``, ``"absolute"``, ``"log"`` or ``"above"`` (see
+        :func:`alpha_distance`).
       reduce: ``"mean"`` over the used layers or ``"sum"``.
       mask: optax-style mask selecting the leaves to penalise.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
       has_aux: also return :class:`LayerPenalties` (per-layer alpha, term, flag).
+      distance_fn: deprecated name of ``distance``.
 
     Returns:
       A scalar, or ``(scalar, LayerPenalties)`` with ``has_aux=True``.
@@ -684,20 +375,24 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
       >>> g = jax.jit(jax.grad(loss))(params)
     """
     target = check_target(target)
-    _check_choice(distance_fn, DISTANCES, "distance_fn")
-    _check_choice(reduce, REDUCTIONS, "reduce")
+    if distance_fn is not None:
+        warnings.warn("alpha_penalty(distance_fn=) is deprecated: use distance=", DeprecationWarning,
+                      stacklevel=2)
+        distance = distance_fn
+    check_choice(distance, DISTANCES, "distance")
+    check_choice(reduce, REDUCTIONS, "reduce")
     spec = tail_spec(tail, temperature)
     plan, est, _ = _tree_estimates(params, spec, mask, layouts, float(thresh), "alpha_penalty")
-    ok = est.status == TAIL_OK
+    ok = est.status == _tail.FIT_OK
     safe = jnp.where(ok, est.alpha, target)
-    per = jnp.where(ok, distance(safe, target, distance_fn), 0.0)
+    per = jnp.where(ok, alpha_distance(safe, target, distance), 0.0)
     value = reduce_layers(per, ok, reduce)
     return (value, _aux(plan, est.alpha, per, ok)) if has_aux else value
 
 
 def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
                            temperature: float = DEFAULT_TEMPERATURE, reduce: str = "sum",
-                           mask: Mask = None, layouts=None, thresh: float = EVALS_THRESH,
+                           mask: Mask = None, layouts: LayoutOverride = None, thresh: float = EVALS_THRESH,
                            has_aux: bool = False):
     """Weighted-alpha penalty of Xiao et al. (2023): ``sum_l alpha_l * ln(lambda_max_l)``.
 
@@ -724,17 +419,17 @@ def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
       X. Xiao, Z. Li, C. Xie, F. Zhou, "Heavy-tailed regularization of weight
       matrices in deep neural networks", ICANN 2023.
     """
-    _check_choice(reduce, REDUCTIONS, "reduce")
+    check_choice(reduce, REDUCTIONS, "reduce")
     spec = tail_spec(tail, temperature)
     plan, est, top = _tree_estimates(params, spec, mask, layouts, float(thresh),
                                      "weighted_alpha_penalty")
-    ok = (est.status == TAIL_OK) & (top > thresh)
+    ok = (est.status == _tail.FIT_OK) & (top > thresh)
     per = jnp.where(ok, jnp.where(ok, est.alpha, 0.0) * jnp.log(jnp.where(ok, top, 1.0)), 0.0)
     value = reduce_layers(per, ok, reduce)
     return (value, _aux(plan, est.alpha, per, ok)) if has_aux else value
 
 
-def spectral_norm_penalty(params, *, reduce: str = "sum", mask: Mask = None, layouts=None,
+def spectral_norm_penalty(params, *, reduce: str = "sum", mask: Mask = None, layouts: LayoutOverride = None,
                           has_aux: bool = False):
     """Spectral-norm penalty ``sum_l lambda_max_l = sum_l sigma_max(W_l)^2``.
 
@@ -755,17 +450,13 @@ def spectral_norm_penalty(params, *, reduce: str = "sum", mask: Mask = None, lay
     Returns:
       A scalar, or ``(scalar, LayerPenalties)``.
     """
-    _check_choice(reduce, REDUCTIONS, "reduce")
+    check_choice(reduce, REDUCTIONS, "reduce")
     plan = make_plan(params, mask, layouts, where="spectral_norm_penalty")
-    tops, order = [], []
-    for g in plan.groups:
-        lam, _, finite = _gram_eigh(group_matrices(plan, g))
-        fin = finite.all(axis=-1)
-        top = jnp.max(_pooled(lam, g), axis=-1)
-        tops.append(jnp.where(fin, top, jnp.nan))
-        order.extend(g.members)
-    inv = np.argsort(np.asarray(order))
-    top = jnp.concatenate(tops)[inv]
+    tops = []
+    for g, W in zip(plan.groups, plan.stacks()):
+        lam, _, finite = _gram_eigh(W)
+        tops.append(jnp.where(finite.all(axis=-1), jnp.max(g.pooled(lam), axis=-1), jnp.nan))
+    top = plan.scatter(tops)
     ok = jnp.isfinite(top)
     per = jnp.where(ok, top, 0.0)
     value = reduce_layers(per, ok, reduce)

@@ -17,6 +17,7 @@ from jaxww import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import powerlaw as _powerlaw
 from jaxww import spectra as _spectra
+from jaxww._plan import group_indices
 from jaxww import tail_options as _tail
 
 #: Columns of ``Report.details``, in order.
@@ -186,10 +187,7 @@ def _fit_groups(kerns) -> dict[int, list[int]]:
     sizes = [_spectra.bucket(k.num_evals) for k in kerns]
     if len(kerns) * max(sizes) ** 2 <= _FIT_MERGE_ELEMENTS:
         return {max(sizes): list(range(len(kerns)))}
-    groups: dict[int, list[int]] = {}
-    for i, nb in enumerate(sizes):
-        groups.setdefault(nb, []).append(i)
-    return groups
+    return group_indices(sizes)
 
 
 def _cost(k: _kernels.Kernel) -> int:

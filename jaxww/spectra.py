@@ -53,11 +53,6 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
-def _host_lapack() -> bool:
-    """Whether spectra are computed by BLAS/LAPACK on the host (the CPU backend)."""
-    return jax.default_backend() == "cpu"
-
-
 def _to_words(x):
     """A float64 array as uint32 words (shape ``x.shape + (2,)``); float32 as is."""
     return jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype.itemsize > 4 else x
@@ -98,19 +93,28 @@ def _eigvals_host(W, dtype):
 def _eigvals_ascending(W):
     """Eigenvalues of ``W^T W`` for a batch ``W`` of shape ``(B, N, M)``, ascending.
 
-    NaN for a matrix that holds a NaN or Inf.
+    The path is chosen by the platform the computation is compiled for (the device
+    the arrays are on), not by the default backend. NaN for a matrix that holds a NaN
+    or Inf.
     """
-    if _host_lapack():
-        host = functools.partial(_eigvals_host, dtype=np.dtype(W.dtype))
-        shape = W.shape[:1] + W.shape[2:]
-        out = (jax.ShapeDtypeStruct(shape + (2,), jnp.uint32) if W.dtype.itemsize > 4
-               else jax.ShapeDtypeStruct(shape, W.dtype))
-        ev = jax.pure_callback(host, out, _to_words(W), vmap_method="broadcast_all")
-        return jax.lax.bitcast_convert_type(ev, W.dtype) if W.dtype.itemsize > 4 else ev
+    return jax.lax.platform_dependent(W, cpu=_eigvals_cpu, tpu=functools.partial(_eigvals_device, tpu=True),
+                                      default=_eigvals_device)
+
+
+def _eigvals_cpu(W):
+    host = functools.partial(_eigvals_host, dtype=np.dtype(W.dtype))
+    shape = W.shape[:1] + W.shape[2:]
+    out = (jax.ShapeDtypeStruct(shape + (2,), jnp.uint32) if W.dtype.itemsize > 4
+           else jax.ShapeDtypeStruct(shape, W.dtype))
+    ev = jax.pure_callback(host, out, _to_words(W), vmap_method="broadcast_all")
+    return jax.lax.bitcast_convert_type(ev, W.dtype) if W.dtype.itemsize > 4 else ev
+
+
+def _eigvals_device(W, tpu=False):
     finite = jnp.isfinite(W).all(axis=(1, 2))
     W = jnp.where(finite[:, None, None], W, 0)
     X = jnp.einsum("bnm,bnk->bmk", W, W, precision=jax.lax.Precision.HIGHEST)
-    if jax.default_backend() == "tpu":
+    if tpu:   # no tridiagonal reduction there
         ev = jnp.linalg.eigvalsh(X)
     else:
         _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)

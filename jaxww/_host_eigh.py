@@ -1,0 +1,179 @@
+"""Exact eigenpairs of ``W^T W`` for the training transforms, by LAPACK on the host.
+
+What the regulariser needs at a refresh is every eigenvalue (for the tail fit) but
+only the eigenvectors of the tail (``d alpha / d lambda_j`` is zero outside it), so it
+pays for the eigenvalues-only solver plus thin work proportional to the tail:
+
+* :func:`eigvals_factored`: ``X = W^T W`` (BLAS ``?syrk``), ``X = Q T Q^T`` (``?sytrd``,
+  the ``4/3 M^3`` step that ``?syevd`` with ``jobz='N'`` also takes), all eigenvalues
+  of ``T`` (``?stev``, i.e. ``?sterf``): the cost of :func:`jaxww.eigenvalues`;
+* :func:`tail_gradient`, once the tail is known: its ``n_t`` eigenvectors of ``T`` by
+  inverse iteration at the known eigenvalues (``?stein``, ``O(M n_t)``), ``V = Q Z`` (``?ormqr`` on the kept reflectors,
+  ``2 M^2 n_t``) and ``2 (W V) diag(g) V^T`` (two ``?gemm``, ``4 N M n_t``).
+
+All groups go through one host call, so no two LAPACK calls of a step run at once.
+float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
+enabled only by a context manager (the callback runs on another thread).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.linalg import blas, lapack
+
+
+def _words(x):
+    return jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype == jnp.float64 else x
+
+
+def _unwords(x, dtype):
+    return jax.lax.bitcast_convert_type(x, dtype) if dtype == jnp.float64 else x
+
+
+def _np_unwords(x, dtype):
+    x = np.asarray(x)
+    return x.view(np.float64)[..., 0] if dtype == np.float64 else x
+
+
+def _np_words(x):
+    return x.view(np.uint32).reshape(x.shape + (2,)) if x.dtype == np.float64 else x
+
+
+def _shape(shape, dtype):
+    if dtype == jnp.float64:
+        return jax.ShapeDtypeStruct(tuple(shape) + (2,), jnp.uint32)
+    return jax.ShapeDtypeStruct(tuple(shape), dtype)
+
+
+def _lapack(dtype, name):
+    return getattr(lapack, ("d" if dtype == np.float64 else "s") + name)
+
+
+def _gram(W):
+    """Lower triangle of ``W^T W`` for a C-ordered ``(N, M)`` ``W`` (no copy: trans=0 on W^T)."""
+    syrk = blas.dsyrk if W.dtype == np.float64 else blas.ssyrk
+    return syrk(1.0, W.T, trans=0, lower=1)
+
+
+def _factor_one(W):
+    """``W^T W = Q T Q^T``: eigenvalues (ascending) and ``(reflectors, tau, d, e)``, or None."""
+    M, dt = W.shape[1], W.dtype
+    lwork = int(_lapack(dt, "sytrd_lwork")(M, lower=1)[0])
+    c, d, e, tau, info = _lapack(dt, "sytrd")(_gram(W), lower=1, lwork=max(lwork, 1))
+    lam, _, info2 = _lapack(dt, "stev")(d, e, compute_v=0)
+    return None if info or info2 else (lam, c, tau, d, e)
+
+
+def _eigvals_host(dtypes, *stacks):
+    out = []
+    for dt, W in zip(dtypes, stacks):
+        W = _np_unwords(W, dt)
+        lead, (N, M) = W.shape[:-2], W.shape[-2:]
+        flat = W.reshape(-1, N, M)
+        res = [np.full((flat.shape[0], M), np.nan, dt), np.zeros((flat.shape[0], M, M), dt),
+               np.zeros((flat.shape[0], max(M - 1, 1)), dt), np.zeros((flat.shape[0], M), dt),
+               np.zeros((flat.shape[0], max(M - 1, 1)), dt)]
+        for b in range(flat.shape[0]):
+            f = _factor_one(flat[b]) if np.isfinite(flat[b]).all() else None
+            for r, v in zip(res, f or ()):
+                r[b, ..., : v.shape[-1]] = v
+        out += [_np_words(r.reshape(lead + r.shape[1:])) for r in res]
+    return tuple(out)
+
+
+def eigvals_factored(stacks):
+    """Every eigenvalue of ``W^T W`` and its tridiagonal factorization, for stacks of matrices.
+
+    Args:
+      stacks: arrays ``(..., N, M)`` with ``N >= M`` (float32 or float64).
+
+    Returns:
+      ``[(lam, factors)]``: ``lam (..., M)`` ascending (NaN for a matrix with NaN/Inf
+      or a LAPACK failure) and the ``?sytrd`` factorization that :func:`tail_gradient`
+      reuses. No gradient.
+    """
+    stacks = [jax.lax.stop_gradient(W) for W in stacks]
+    dtypes = tuple(np.dtype(W.dtype) for W in stacks)
+    shapes = []
+    for W, dt in zip(stacks, dtypes):
+        lead, M = W.shape[:-2], W.shape[-1]
+        shapes += [_shape(lead + s, dt) for s in ((M,), (M, M), (max(M - 1, 1),), (M,), (max(M - 1, 1),))]
+    flat = jax.pure_callback(lambda *xs: _eigvals_host(dtypes, *xs), tuple(shapes),
+                             *[_words(W) for W in stacks])
+    flat = [_unwords(f, W.dtype) for f, W in zip(flat, [W for W in stacks for _ in range(5)])]
+    return [(flat[5 * i], tuple(flat[5 * i + 1: 5 * i + 5]) + (flat[5 * i],)) for i in range(len(stacks))]
+
+
+def _tail_gradient_one(W, g, c, tau, d, e, lam):
+    """``2 W V diag(g) V^T`` over the eigenvectors where ``g != 0`` (from the factorization)."""
+    idx = np.flatnonzero(g)
+    if not idx.size:
+        return np.zeros_like(W)
+    M, dt = W.shape[1], W.dtype
+    lo, hi = int(idx[0]), int(idx[-1])
+    Z = _tridiagonal_vectors(d, e[: M - 1], lam, lo, hi)
+    if M > 1:   # V = Q Z, Q = H(1)..H(M-1) acting on rows 2..M (LAPACK ?ormtr, uplo='L')
+        cq, _, info = _lapack(dt, "ormqr")(b"L", b"N", c[1:, :-1], tau[: M - 1], Z[1:],
+                                           max(64 * Z.shape[1], 1))
+        if info:
+            return np.zeros_like(W)
+        Z = np.concatenate([Z[:1], cq])
+    gemm = blas.dgemm if dt == np.float64 else blas.sgemm
+    return gemm(2.0, gemm(1.0, W, Z) * g[lo:hi + 1], Z, trans_b=1)
+
+
+def _tridiagonal_vectors(d, e, lam, lo, hi):
+    """Eigenvectors ``lo..hi`` of the tridiagonal ``(d, e)`` whose eigenvalues ``lam`` are known:
+    inverse iteration (``?stein``, ``O(M)`` per vector); ``?stemr`` if it does not converge."""
+    M = d.shape[0]
+    if M > 1:
+        Z, info = _lapack(d.dtype, "stein")(d, e, lam[lo:hi + 1], np.ones(M, np.int32),
+                                            np.full(M, M, np.int32))
+        if info == 0:
+            return Z
+    from scipy.linalg import eigh_tridiagonal
+
+    return eigh_tridiagonal(d, e, select="i", select_range=(lo, hi), lapack_driver="stemr")[1]
+
+
+def _tail_gradient_host(dtypes, *args):
+    n = len(dtypes)
+    out = []
+    for i, dt in enumerate(dtypes):
+        arrays = [_np_unwords(a, dt) for a in args[i::n]]      # W, g, c, tau, d, e, lam
+        lead, (N, M) = arrays[0].shape[:-2], arrays[0].shape[-2:]
+        flat = [a.reshape((-1,) + a.shape[len(lead):]) for a in arrays]
+        res = np.zeros((flat[0].shape[0], N, M), dt)
+        for b in range(res.shape[0]):
+            if np.isfinite(flat[0][b]).all():
+                res[b] = _tail_gradient_one(*(a[b] for a in flat))
+        out.append(_np_words(res.reshape(lead + (N, M))))
+    return tuple(out)
+
+
+def tail_gradient(stacks, dlam, factors):
+    """``sum_j dlam_j d lambda_j / dW = 2 W V diag(dlam) V^T`` per matrix, exactly.
+
+    Only the eigenvectors of the index range where ``dlam != 0`` (the tail) are
+    computed, from the factorization of :func:`eigvals_factored` (``?stein`` on the
+    tridiagonal matrix, ``?ormqr`` back-transform), then two thin ``?gemm``. A matrix
+    with NaN/Inf gets zeros.
+
+    Args:
+      stacks: arrays ``(..., N, M)``, ``N >= M``.
+      dlam: arrays ``(..., M)``, the weights of the ascending eigenvalues.
+      factors: the factorizations of :func:`eigvals_factored`.
+
+    Returns:
+      Arrays of the shapes of ``stacks``. No gradient.
+    """
+    stacks = [jax.lax.stop_gradient(W) for W in stacks]
+    dlam = [jax.lax.stop_gradient(g).astype(W.dtype) for W, g in zip(stacks, dlam)]
+    dtypes = tuple(np.dtype(W.dtype) for W in stacks)
+    shapes = tuple(_shape(W.shape, dt) for W, dt in zip(stacks, dtypes))
+    args = stacks + dlam + [f[j] for j in range(5) for f in factors]
+    out = jax.pure_callback(lambda *xs: _tail_gradient_host(dtypes, *xs), shapes,
+                            *[_words(x) for x in args])
+    return [_unwords(o, W.dtype) for o, W in zip(out, stacks)]

@@ -1,0 +1,169 @@
+"""Which weight matrices of a params tree are computed together, and how results go back.
+
+A :class:`Plan` is built once per params structure (outside jit, from shapes only):
+the eligible kernels (:func:`jaxww.find_kernels`, after an optax-style mask) grouped
+by matrix shape, so that each group is one batched computation. It gathers the
+``(G, rf, N, M)`` stack of every group (:meth:`Plan.stacks`) and scatters per-group
+results back to kernel order (:meth:`Plan.scatter`) or to per-leaf factors
+(:meth:`Plan.per_leaf`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxww.kernels import LayoutOverride, find_kernels, flatten_params
+
+#: An optax-style mask: a tree of bools, a prefix of the params tree, or a callable
+#: returning one; None selects every leaf.
+Mask = Union[Any, Callable[[Any], Any], None]
+
+
+def group_indices(keys: Sequence) -> dict:
+    """``{key: [positions]}`` of equal keys, in order of first appearance."""
+    groups: dict = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+class Group(NamedTuple):
+    """Kernels whose matrices have the same shape: one batched computation."""
+
+    members: tuple          # indices into the plan's kernels
+    rf: int
+    N: int                  # the larger dimension (stacks are oriented N >= M)
+    M: int
+    scale: float            # Kernel.esd_scale (0.5 for 2-D convolutions)
+
+    def pooled(self, lam):
+        """``(G, rf, M)`` eigenvalues -> ``(G, rf * M)`` pooled ESD (2-D convs scaled)."""
+        return lam.reshape(lam.shape[0], -1) * self.scale
+
+
+class Plan(NamedTuple):
+    """Eligible kernels of a params tree, grouped by shape; see the module docstring."""
+
+    kernels: tuple
+    groups: tuple
+    leaves: list
+    treedef: Any
+
+    @property
+    def names(self) -> list:
+        return [k.name for k in self.kernels]
+
+    def stacks(self, leaves=None) -> list:
+        """The ``(G, rf, N, M)`` stack of every group (larger dimension first)."""
+        leaves = self.leaves if leaves is None else leaves
+        out = []
+        for g in self.groups:
+            mats = jnp.stack([oriented(as_float(self.kernels[i].matrices(leaves[self.kernels[i].leaf])))
+                              for i in g.members])
+            if jnp.dtype(mats.dtype).itemsize < 4:  # bfloat16 / float16: LAPACK needs float32
+                mats = mats.astype(jnp.float32)
+            out.append(mats)
+        return out
+
+    def scatter(self, per_group) -> jax.Array:
+        """Per-group ``(G, ...)`` arrays -> one array in kernel order."""
+        order = np.concatenate([np.asarray(g.members) for g in self.groups])
+        return jnp.concatenate(per_group)[np.argsort(order)]
+
+    def per_leaf(self, values, fill) -> dict:
+        """``{leaf index: factor}`` of per-kernel ``values``, broadcastable against the leaf.
+
+        A leaf read as one kernel gets a scalar. A leaf split into several kernels
+        (layers of a stack on any axis, Gemma's k/v, ...) gets an array with the size of
+        the leaf on its split axes and 1 elsewhere: each kernel's value at its indices,
+        ``fill`` where no kernel was analysed.
+        """
+        out = {}
+        for i, k in enumerate(self.kernels):
+            if not k.select:
+                out[k.leaf] = values[i]
+                continue
+            shape, at = self.leaves[k.leaf].shape, dict(k.select)
+            if k.leaf not in out:
+                out[k.leaf] = jnp.full([n if a in at else 1 for a, n in enumerate(shape)], fill, values.dtype)
+            out[k.leaf] = out[k.leaf].at[tuple(at.get(a, 0) for a in range(len(shape)))].set(values[i])
+        return out
+
+    def check_updates(self, updates):
+        """The flat leaves and treedef of ``updates``, which must match the params."""
+        leaves, treedef = jax.tree_util.tree_flatten(updates)
+        if len(leaves) != len(self.leaves):
+            raise ValueError(f"updates have {len(leaves)} leaves but params have {len(self.leaves)}: "
+                             "they must have the same tree structure")
+        return leaves, treedef
+
+
+def make_plan(params, mask: Mask = None, layouts: LayoutOverride = None, *,
+              where: str = "jaxww") -> Plan:
+    """Find the eligible kernels of ``params`` and group them by matrix shape.
+
+    Raises:
+      ValueError: no floating-point weight matrix is left after the mask.
+    """
+    names, leaves, treedef = flatten_params(params)
+    flags = resolve_mask(mask, params)
+    sel_index = [i for i, f in enumerate(flags) if f]
+    kerns, skipped = find_kernels([names[i] for i in sel_index], [leaves[i] for i in sel_index],
+                                  layouts=layouts)
+    if not kerns:
+        why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:8]) or "no leaves selected"
+        raise ValueError(f"{where}: no eligible weight matrix in the params ({len(leaves)} leaves, "
+                         f"{len(sel_index)} selected by the mask). Skipped: {why}")
+    kerns = [dataclasses.replace(k, leaf=sel_index[k.leaf]) for k in kerns]
+    keys = []
+    for k in kerns:
+        leaf = leaves[k.leaf]
+        rf, a, b = jax.eval_shape(k.matrices, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)).shape
+        keys.append((rf, max(a, b), min(a, b), k.esd_scale, jnp.dtype(leaf.dtype).name))
+    groups = tuple(Group(tuple(m), *key[:4]) for key, m in group_indices(keys).items())
+    return Plan(tuple(kerns), groups, leaves, treedef)
+
+
+def resolve_mask(mask: Mask, params) -> list:
+    """Per-leaf booleans of an optax-style mask (a tree, a prefix tree or a callable)."""
+    _, leaves, _ = flatten_params(params)
+    if mask is None:
+        return [True] * len(leaves)
+    tree = _param_tree(params)
+    if callable(mask):
+        mask = mask(tree)
+    try:
+        full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, tree)
+    except ValueError as err:
+        raise ValueError("mask must have the structure of the params (or a prefix of it)") from err
+    _, flags, _ = flatten_params(full)
+    if any(isinstance(f, jax.core.Tracer) for f in flags):
+        raise ValueError("mask values must be static Python bools, not traced arrays")
+    if len(flags) != len(leaves):
+        raise ValueError(f"mask has {len(flags)} leaves, params have {len(leaves)}")
+    return [bool(f) for f in flags]
+
+
+def _param_tree(params):
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax is a dependency
+        return params
+    if isinstance(params, nnx.Module):
+        return nnx.state(params, nnx.Param)
+    return params
+
+
+def oriented(W):
+    """``W`` with its larger dimension first (the spectrum does not change)."""
+    return jnp.swapaxes(W, -1, -2) if W.shape[-2] < W.shape[-1] else W
+
+
+def as_float(W):
+    W = jnp.asarray(W)
+    return W if jnp.issubdtype(W.dtype, jnp.floating) else W.astype(jnp.float32)

@@ -1,0 +1,88 @@
+"""Host LAPACK eigenpairs of the transforms (``jaxww._host_eigh``) and the spectra path choice.
+
+References: NumPy ``eigh`` of ``W^T W`` in float64 (values, and the tail gradient
+``2 W V diag(g) V^T`` from its eigenvectors). Tolerances are float32 rounding of a
+backward-stable eigensolver: ``|d lambda| <= c M eps lambda_max``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxww import _host_eigh, spectra
+
+SHAPES = [(3, 40, 24), (2, 30, 16)]      # two groups in one host call
+
+
+def stacks(seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_t(4.0, s) / np.sqrt(s[1])).astype(dtype) for s in SHAPES]
+
+
+def numpy_eigh(W):
+    return np.linalg.eigh(W.astype(np.float64).T @ W.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_eigenvalues_match_numpy(dtype):
+    with jax.enable_x64(dtype == np.float64):
+        mats = stacks(0, dtype)
+        mats[0][1, 2, 3] = np.nan
+        out = jax.jit(_host_eigh.eigvals_factored)([jnp.asarray(m) for m in mats])
+    eps = np.finfo(dtype).eps
+    for m, (lam, _) in zip(mats, out):
+        lam = np.asarray(lam)
+        assert lam.dtype == dtype
+        for b in range(m.shape[0]):
+            if not np.isfinite(m[b]).all():
+                assert np.isnan(lam[b]).all()
+                continue
+            w, _ = numpy_eigh(m[b])
+            assert np.abs(lam[b] - w).max() <= 10 * m.shape[2] * eps * w.max()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tail_gradient_is_the_eigenvector_formula(dtype):
+    """``2 W V diag(g) V^T`` over the tail where g != 0, from the kept factorization."""
+    rng = np.random.default_rng(1)
+    with jax.enable_x64(dtype == np.float64):
+        mats = stacks(1, dtype)
+        gs = []
+        for m in mats:
+            g = np.zeros(m.shape[:1] + m.shape[2:], dtype)
+            g[:, -7:] = rng.standard_normal((m.shape[0], 7))   # a tail of 7 values
+            gs.append(g)
+        gs[1][0] = 0.0                                         # no tail: zero gradient
+        mats[0][2, 0, 0] = np.inf                              # non-finite: zeros
+
+        @jax.jit
+        def f(ms, gs):
+            factors = [fac for _, fac in _host_eigh.eigvals_factored(ms)]
+            return _host_eigh.tail_gradient(ms, gs, factors)
+
+        out = f([jnp.asarray(m) for m in mats], [jnp.asarray(g) for g in gs])
+    eps = np.finfo(dtype).eps
+    for m, g, G in zip(mats, gs, out):
+        G = np.asarray(G, np.float64)
+        for b in range(m.shape[0]):
+            if not np.isfinite(m[b]).all() or not g[b].any():
+                assert np.all(G[b] == 0)
+                continue
+            w, V = numpy_eigh(m[b])
+            want = 2 * m[b].astype(np.float64) @ (V * g[b]) @ V.T
+            # eigenvector error ~ eps lambda_max / gap; the smallest relative gap of these
+            # spectra is ~1e-2, so rounding is ~1e2 eps; the bound allows 100x.
+            assert np.linalg.norm(G[b] - want) <= 1e4 * eps * np.linalg.norm(want)
+
+
+def test_spectra_path_follows_the_compile_platform():
+    """CPU compiles the host LAPACK callback; TPU and GPU compile their device paths,
+    whatever the default backend (lowered here for each platform from a CPU-only host)."""
+    W = jnp.ones((2, 8, 4))
+    text = {p: jax.jit(spectra._eigvals_ascending).trace(W).lower(lowering_platforms=(p,)).as_text()
+            for p in ("cpu", "tpu", "cuda")}
+    assert "callback" in text["cpu"]
+    assert "callback" not in text["tpu"] and "callback" not in text["cuda"]
