@@ -47,6 +47,7 @@ def bad(h):
     return params, copies, jaxww.analyze(params)
 
 
+@pytest.mark.slow
 def test_non_finite_layer_fails_alone(bad):
     _, _, report = bad
     rows = rows_by_name(report)
@@ -76,6 +77,7 @@ def test_eigenvalues_below_threshold_say_nothing_to_fit(bad):
     assert np.isfinite(r["log_norm"]) and r["log_norm"] < -3
 
 
+@pytest.mark.slow
 def test_rank_deficient_zeros_left_out_of_fit(bad, h):
     report = bad[2]
     r = rows_by_name(report)["lowrank/kernel"]
@@ -126,6 +128,7 @@ def test_callers_arrays_not_modified(bad):
             assert a.dtype == b.dtype
 
 
+@pytest.mark.slow
 def test_read_only_arrays_in_float64(h):
     w = h.student_t(1)
     w.flags.writeable = False
@@ -157,6 +160,7 @@ def test_no_eligible_leaf_raises_naming_what_was_searched(h):
 
 # --- containers -----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_linen_variables_nnx_module_and_state_agree(h):
     from flax import linen as nn
     from flax import nnx
@@ -208,6 +212,7 @@ def _check_stack(report, prefix, stack, h):
         assert rows[n]["alpha"] == pytest.approx(float(fit.alpha), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_linen_scan_gives_one_row_per_layer(h):
     from flax import linen as nn
 
@@ -238,6 +243,7 @@ def _vmapped_linear():
     return make(jax.random.split(jax.random.key(0), 3))
 
 
+@pytest.mark.slow
 def test_nnx_vmap_stack_in_a_module(h):
     from flax import nnx
 
@@ -250,6 +256,7 @@ def test_nnx_vmap_stack_in_a_module(h):
     _check_stack(report, "blocks/kernel", np.asarray(net.blocks.kernel[...]), h)
 
 
+@pytest.mark.slow
 def test_nnx_vmap_stack_passed_directly(h):
     # A stack of 3 nnx.Linear made by nnx.vmap, given as is: its kernel (3, 128, 128)
     # is three dense layers, not one 1-D convolution with 3 taps.
@@ -258,6 +265,7 @@ def test_nnx_vmap_stack_passed_directly(h):
     _check_stack(report, "kernel", np.asarray(layers.kernel[...]), h)
 
 
+@pytest.mark.slow
 def test_attention_kernels(h):
     from flax import linen as nn
 
@@ -292,6 +300,7 @@ def ambiguous():
             "head": {"w": rng.standard_normal((3, 128, 128)).astype(np.float32)}}
 
 
+@pytest.mark.slow
 def test_layouts_override_mapping_and_callable(ambiguous, h):
     with pytest.raises(ValueError, match="ambiguous"):
         jaxww.analyze(ambiguous)  # neither leaf can be inferred
@@ -312,6 +321,7 @@ def test_layers_filter(ambiguous, layers):
     assert "layers filter" in {s.name: s for s in report.skipped_rows}["block/w"].reason
 
 
+@pytest.mark.slow
 def test_size_limits(ambiguous):
     lay = {"block": "conv", "head": "stacked_dense"}
     # block/w: conv1d, M * rf = 16 * 3 = 48 eigenvalues, N = 32; head/w[i]: 128, N = 128

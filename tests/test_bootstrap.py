@@ -49,6 +49,7 @@ def lognormal():
     return np.random.default_rng(3).lognormal(0.0, 1.0, N).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_vectorised_equals_a_loop_over_the_same_replicas(lognormal):
     x = lognormal
     key = jax.random.key(7)
@@ -63,6 +64,7 @@ def test_vectorised_equals_a_loop_over_the_same_replicas(lognormal):
         np.testing.assert_array_equal(np.asarray(getattr(t, f)), np.asarray(getattr(fit, f)))
 
 
+@pytest.mark.slow
 def test_p_value_matches_an_independent_numpy_bootstrap_within_monte_carlo_error(lognormal):
     x = lognormal
     t = jaxww.fit_power_law(x, bootstrap=B, key=jax.random.key(1))
@@ -77,6 +79,7 @@ def test_p_value_matches_an_independent_numpy_bootstrap_within_monte_carlo_error
     assert abs(p - p_loop) < 4 * se, (p, p_loop)
 
 
+@pytest.mark.slow
 def test_calibrated_on_pareto_and_the_interval_covers_alpha():
     rng = np.random.default_rng(0)
     x = pareto(2.5, (24, N), rng).astype(np.float32)
@@ -88,6 +91,7 @@ def test_calibrated_on_pareto_and_the_interval_covers_alpha():
     assert cover >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / 24)
 
 
+@pytest.mark.slow
 def test_exponential_rejected_when_the_tail_is_held_long():
     rng = np.random.default_rng(5)
     x = rng.exponential(1.0, (8, 1000)).astype(np.float32)
@@ -105,6 +109,7 @@ def test_seeded():
     assert (float(a.p_value), float(a.alpha_ci_low)) != (float(c.p_value), float(c.alpha_ci_low))
 
 
+@pytest.mark.slow
 def test_too_small_or_failed_is_nan_not_a_crash():
     x = np.zeros((3, N), np.float32)
     x[1, :3] = [1.0, 2.0, 3.0]
@@ -128,6 +133,7 @@ def test_bad_input():
         jaxww.analyze({"w": np.ones((16, 8), np.float32)}, bootstrap=5)
 
 
+@pytest.mark.slow
 def test_analyze_bootstrap_columns(h):
     params = {"a": {"kernel": h.student_t(4)}, "b": {"kernel": h.gaussian(5)},
               "z": {"kernel": np.zeros(h.DENSE, np.float32)}}

@@ -20,6 +20,7 @@ def samples():
             "lognormal": (rng.lognormal(0.0, 1.0, 1000), 1.5)}
 
 
+@pytest.mark.slow
 def test_equal_to_powerlaw_package(samples, x64):
     powerlaw = pytest.importorskip("powerlaw", reason="the powerlaw package is the oracle")
     for name, (x, xmin) in samples.items():
@@ -40,6 +41,7 @@ def test_equal_to_powerlaw_package(samples, x64):
         assert float(c.R_truncated_power_law) <= 0.0  # nested: the power law never wins
 
 
+@pytest.mark.slow
 def test_verdicts_on_known_laws(samples):
     c = {k: jaxww.compare_distributions(x, xmin=m) for k, (x, m) in samples.items()}
     assert float(c["pareto"].R_exponential) > 0 and float(c["pareto"].p_exponential) < 0.01
@@ -47,6 +49,7 @@ def test_verdicts_on_known_laws(samples):
     assert float(c["lognormal"].R_lognormal) < 0 and float(c["lognormal"].p_lognormal) < 0.01
 
 
+@pytest.mark.slow
 def test_batch_default_xmin_and_nan():
     x = np.zeros((2, 64), np.float32)
     x[0] = (1 - np.random.default_rng(1).random(64)) ** (-1 / 1.5)

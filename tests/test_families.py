@@ -101,6 +101,7 @@ def gemma_expected(tree):
     (KV, True, 48),   # Gemma 3: GQA q/kv einsums, gating (2, F, d), multimodal projection
     (H, False, 0),    # Gemma 2 / 7B-style: fused qkv_einsum, gating (2, d, F)
 ])
+@pytest.mark.slow
 def test_gemma(kv, transpose_gating, vision):
     tree = gemma_tree(kv=kv, transpose_gating=transpose_gating, vision=vision)
     report = jaxww.analyze(tree)
@@ -181,6 +182,7 @@ def maxtext_expected(layers, flat):
     return exp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis, hint", [(1, None), (1, 1), (0, None)])
 def test_maxtext_scanned_layers(axis, hint):
     tree, layers, flat = maxtext_tree(axis)
@@ -188,6 +190,7 @@ def test_maxtext_scanned_layers(axis, hint):
     check(report, maxtext_expected(layers, flat))
 
 
+@pytest.mark.slow
 def test_maxtext_fused_qkv():
     # scanned at axis 1: qkv_proj (d, L, 3, H, D), out (H, L, D, d), fused mlp wi (d, L, 2, F)
     w, o, wi = arr(E, L, 3, H, D), arr(H, L, D, E), arr(E, L, 2, F)

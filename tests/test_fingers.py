@@ -30,6 +30,7 @@ def _ww_clipped(x):
         return fit_clipped_powerlaw(np.sort(x[x > 1e-5]))
 
 
+@pytest.mark.slow
 def test_clip_xmax_equals_weightwatcher_fit_clipped_powerlaw(h, x64):
     pytest.importorskip("weightwatcher", reason="weightwatcher 0.7.7 is the oracle")
     mats = _matrices(h)
@@ -48,6 +49,7 @@ def test_clip_xmax_equals_weightwatcher_fit_clipped_powerlaw(h, x64):
     assert fingers_seen >= 2  # the comparison covers both branches
 
 
+@pytest.mark.slow
 def test_planted_fingers_are_clipped():
     x = (1.0 - np.random.default_rng(0).random(500)) ** (-1.0 / 2.0)  # alpha = 3
     x = np.sort(x)
@@ -61,6 +63,7 @@ def test_planted_fingers_are_clipped():
         assert float(out.fit.alpha) + fingers.FINGER_THRESH < float(out.raw_alpha)
 
 
+@pytest.mark.slow
 def test_esd_peak_is_numpy_histogram_peak(h, x64):
     ev = np.stack([h.svd_evals(w) for w in _matrices(h).values()])
     peaks = np.asarray(fingers.esd_peak(ev))
@@ -69,6 +72,7 @@ def test_esd_peak_is_numpy_histogram_peak(h, x64):
         np.testing.assert_allclose(p, 10 ** edges[np.argmax(counts)], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_xmin_peak_is_the_scan_in_the_peak_window(h, x64):
     ev = np.stack([h.svd_evals(w) for w in _matrices(h).values()])
     out = jaxww.fit_fingers(ev, "xmin_peak")
@@ -82,6 +86,7 @@ def test_xmin_peak_is_the_scan_in_the_peak_window(h, x64):
         np.testing.assert_allclose(float(out.raw_alpha[r]), float(jaxww.fit_power_law(x).alpha), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_tiny_and_empty_spectra_are_nan_not_a_crash():
     out = jaxww.fit_fingers(np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]]), "clip_xmax")
     assert np.isnan(np.asarray(out.fit.alpha)[1])

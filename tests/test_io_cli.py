@@ -66,6 +66,7 @@ def test_missing_and_unknown_files(tmp_path):
         jaxww.load_params(bad)
 
 
+@pytest.mark.slow
 def test_demo_model_has_every_layer_kind():
     report = jaxww.analyze(demo_params())
     kinds = {r["layer_type"] for r in report.rows}
@@ -76,6 +77,7 @@ def test_demo_model_has_every_layer_kind():
     assert (out["N"], out["M"]) == (128, 128)
 
 
+@pytest.mark.slow
 def test_cli_demo_prints_table_and_summary(capsys, tmp_path):
     csv = tmp_path / "d.csv"
     assert cli.main(["demo", "--csv", str(csv)]) == 0
@@ -88,6 +90,7 @@ def test_cli_demo_prints_table_and_summary(capsys, tmp_path):
     assert np.isfinite(table["alpha"]).all()
 
 
+@pytest.mark.slow
 def test_cli_analyze_file_with_layer_filter(capsys, tmp_path):
     path = tmp_path / "w.npz"
     w = _weights()
@@ -236,6 +239,7 @@ def _keras_h5(target):
         f.create_dataset("optimizer/vars/1", data=np.zeros((16, 48), np.float32))
 
 
+@pytest.mark.slow
 def test_keras_weights_h5_and_keras_archive(tmp_path):
     h5 = tmp_path / "model.weights.h5"
     _keras_h5(h5)
@@ -255,6 +259,7 @@ def test_keras_weights_h5_and_keras_archive(tmp_path):
         jaxww.load_params(h5)
 
 
+@pytest.mark.slow
 def test_orbax_layouts_keep_names(tmp_path):
     ocp = pytest.importorskip("orbax.checkpoint")
     tree = {"params": {"Dense_0": {"kernel": _weights()["enc/dense/kernel"]}}}

@@ -203,6 +203,7 @@ def test_non_matrix_leaves_are_skipped_with_reasons():
 
 # --- flatten_params -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_flatten_linen_nnx_module_and_state():
     from flax import linen as nn
     from flax import nnx

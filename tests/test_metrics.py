@@ -33,6 +33,7 @@ def test_padding_is_ignored():
         assert float(getattr(a, f)) == float(getattr(b, f)), f
 
 
+@pytest.mark.slow
 @pytest.mark.oracle
 def test_matches_weightwatcher_formulas(h, x64):
     from weightwatcher.RMT_Util import matrix_entropy, matrix_rank
@@ -63,6 +64,7 @@ def test_failed_fit_alpha_nan():
     assert float(m.norm) == 5.5 and int(m.matrix_rank) == 3
 
 
+@pytest.mark.slow
 def test_batched():
     ev = jnp.array([[4.0, 1.0, 0.0], [9.0, 3.0, 1.0]])
     m = jaxww.spectral_metrics(ev, jnp.array([3, 3]), jnp.array([3.0, 5.0]), jnp.array([2.0, 3.0]))

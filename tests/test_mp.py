@@ -30,6 +30,7 @@ def test_tw_quantiles_match_johnstone_table():
     np.testing.assert_allclose(mp.tw_quantile([0.90, 0.95, 0.99]), [0.4501, 0.9793, 2.0234], atol=0.012)
 
 
+@pytest.mark.slow
 def test_false_spike_rate_of_pure_noise_is_the_level():
     # 400 Gaussian 128 x 128 spectra: a spike in about TW_LEVEL = 1% of them (binomial
     # sd 0.5%: below 3% with a margin of 4 sd; testing a candidate after removing it
@@ -73,6 +74,7 @@ def test_planted_rank_k_gives_k_spikes(shape, k):
     assert abs(f["bulk_max"] / edge - 1) < 0.03   # the spikes do not drag the bulk
 
 
+@pytest.mark.slow
 def test_analyze_mp_columns_only_when_asked(h):
     params = {"a": {"kernel": h.gaussian(0)}, "b": {"kernel": h.low_rank_plus_noise(1, rank=4, signal=6.0)}}
     plain = jaxww.analyze(params)
@@ -88,6 +90,7 @@ def test_analyze_mp_columns_only_when_asked(h):
         assert a == {c: b[c] for c in jaxww.COLUMNS}
 
 
+@pytest.mark.slow
 def test_rank_deficient_and_nan_layers_are_marked(h):
     bad = h.gaussian(3)
     bad[0, 0] = np.nan
@@ -98,6 +101,7 @@ def test_rank_deficient_and_nan_layers_are_marked(h):
     assert math.isnan(rows["bad/kernel"]["bulk_max"]) and rows["bad/kernel"]["num_spikes"] == -1
 
 
+@pytest.mark.slow
 def test_too_small_layer_is_marked():
     rep = jaxww.analyze({"w": np.random.default_rng(0).standard_normal((12, 4)).astype(np.float32)},
                         min_evals=2, mp_fit=True, detX=True)
@@ -116,6 +120,7 @@ def ww_detx(evals):
     return num, x[idx] / scale ** 2, x[idx]
 
 
+@pytest.mark.slow
 def test_detx_matches_reference_function_on_many_spectra():
     rng = np.random.default_rng(0)
     spectra = [np.sort(rng.pareto(a, 60) + 0.01) for a in (0.8, 1.5, 3.0)]

@@ -13,6 +13,7 @@ import pytest
 import jaxww
 
 
+@pytest.mark.slow
 def test_importing_jaxww_does_not_import_matplotlib():
     code = "import sys, jaxww; jaxww.analyze; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -20,6 +21,7 @@ def test_importing_jaxww_does_not_import_matplotlib():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_plot_true_writes_one_png_per_layer_and_figures(h, tmp_path):
     pytest.importorskip("matplotlib", reason="plots need matplotlib")
     import matplotlib.figure
@@ -51,6 +53,7 @@ def test_describe_lists_layers_without_spectra(h):
     assert list(d.details.columns) == list(jaxww.describe.__globals__["DESCRIBE_COLUMNS"])
 
 
+@pytest.mark.slow
 def test_get_esd_equals_report_esd(h):
     params = {"conv": {"kernel": h.gaussian(0, h.CONV)}, "dense": {"kernel": h.gaussian(1)}}
     rep = jaxww.analyze(params)

@@ -155,6 +155,7 @@ def test_hand_computed_two_point_tail():
     np.testing.assert_allclose(float(fit.D), abs(0.5 - 1 / math.e), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_standard_estimator_from_20_values():
     # 20 values: the standard estimator 1 + n_i / s; 19 values: 1 + (n_i - 1) / s with
     # tails of at least 8 values.
@@ -183,6 +184,7 @@ spectra = st.lists(
 
 @settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
 @given(values=spectra)
 def test_scan_matches_reference(values):
     with jax.enable_x64(True):
@@ -205,6 +207,7 @@ def test_xmin_max_matches_reference(values, q):
             assert float(fit.xmin) <= xmin_max
 
 
+@pytest.mark.slow
 def test_xmin_max_changes_the_fit():
     x = pareto(2.5, 300, seed=11)
     with jax.enable_x64(True):
@@ -256,6 +259,7 @@ def test_scale_and_order_invariance():
         assert float(f.alpha) == float(base.alpha) and float(f.xmin) == float(base.xmin)
 
 
+@pytest.mark.slow
 def test_values_at_or_below_threshold_and_non_finite_are_left_out():
     x = pareto(3.0, 40, seed=9)
     junk = np.array([0.0, 0.0, 1e-5, 1e-7, -3.0, np.nan, np.inf, -np.inf])
@@ -273,6 +277,7 @@ def test_values_at_or_below_threshold_and_non_finite_are_left_out():
         assert_matches_reference(high, x[x > t])
 
 
+@pytest.mark.slow
 def test_batch_fits_independent_spectra():
     xs = np.stack([pareto(a, PAD, seed=20 + i) for i, a in enumerate([1.8, 2.2, 2.9, 3.3, 4.1, 4.9])])
     xs[1, 30:] = 0.0  # a shorter spectrum in the batch
@@ -328,6 +333,7 @@ def test_empty_input_raises(bad):
 
 # --- gradient at the chosen tail --------------------------------------------------
 
+@pytest.mark.slow
 def test_gradient_of_alpha_is_the_mle_derivative():
     x = np.concatenate([pareto(2.5, 60, seed=4), np.zeros(4)])
     perm = np.random.default_rng(1).permutation(len(x))

@@ -34,6 +34,7 @@ def rows(report):
     return {r["name"]: r for r in report.rows}
 
 
+@pytest.mark.slow
 def test_seeded_and_independent_of_batching(params, rep):
     again = jaxww.analyze(params, randomize=True, key=jax.random.key(0))
     assert [r["max_rand_eval"] for r in again.rows] == [r["max_rand_eval"] for r in rep.rows]
@@ -84,6 +85,7 @@ def test_randomize_needs_a_key(params):
         jaxww.analyze(params, randomize=True, key=np.float32(3))
 
 
+@pytest.mark.slow
 def test_nan_layer_gets_nan_columns(h):
     bad = h.gaussian(4)
     bad[0, 1] = np.inf
@@ -94,6 +96,7 @@ def test_nan_layer_gets_nan_columns(h):
     assert rows(rep)["ok/kernel"]["num_traps"] == 0
 
 
+@pytest.mark.slow
 def test_student_t_with_finite_fourth_moment_has_no_traps(h):
     # nu = 10: Tracy-Widom applies (finite 4th moment); measured max(rand) / bulk_max <= 1.03
     # over 20 layers for nu >= 8, against a bound of 1.04. nu <= 5 does show traps

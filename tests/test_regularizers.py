@@ -60,6 +60,7 @@ def fd_check(f, W, seed=0, h=1e-6, directions=3, rtol=1e-4, atol=1e-7):
 @FAST
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, PAD), a=st.floats(1.5, 6.0),
        log_scale=st.floats(-3, 3))
+@pytest.mark.slow
 def test_ks_tail_is_the_fit_of_fit_power_law(seed, n, a, log_scale):
     x = padded(pareto(np.random.default_rng(seed), n, a, 10.0**log_scale))
     fit = jaxww.fit_power_law(x)
@@ -87,6 +88,7 @@ def numpy_fixed_tail(x, fraction=None, count=None):
 @FAST
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(4, PAD), a=st.floats(1.5, 6.0),
        fraction=st.sampled_from([0.5, 0.25, 0.8, 1.0]), count=st.integers(2, 40))
+@pytest.mark.slow
 def test_fixed_tails_match_the_numpy_formula(seed, n, a, fraction, count):
     x = padded(pareto(np.random.default_rng(seed), n, a))
 
@@ -111,12 +113,14 @@ def test_a_flat_fixed_tail_is_flagged():
     assert np.isnan(float(got.alpha)) and int(got.status) == jaxww.FIT_DEGENERATE
 
 
+@pytest.mark.slow
 def test_known_answer_on_a_large_pareto_sample():
     x = pareto(np.random.default_rng(1), 4000, 3.5).astype(np.float32)
     for tail in ("ks", "soft", 0.2):
         assert float(jaxww.tail_alpha(x, tail).alpha) == pytest.approx(3.5, abs=0.25), tail
 
 
+@pytest.mark.slow
 def test_soft_tail_tends_to_ks_and_lies_among_the_candidates():
     x = padded(pareto(np.random.default_rng(3), 60, 2.5))
     ks = float(jaxww.tail_alpha(x, "ks").alpha)
@@ -129,6 +133,7 @@ def test_soft_tail_tends_to_ks_and_lies_among_the_candidates():
     assert min(cands) <= s <= max(cands)
 
 
+@pytest.mark.slow
 def test_soft_tail_carries_gradient_through_the_choice():
     """Eigenvalues below the KS xmin get no gradient from "ks", some from "soft"."""
     rng = np.random.default_rng(5)
@@ -151,6 +156,7 @@ def test_padding_and_order_do_not_change_alpha():
 
 
 # ------------------------------------------------------------------ eigenvalues
+@pytest.mark.slow
 def test_spectrum_matches_svd_and_jaxww_eigenvalues():
     W = matrix(0)
     want = np.linalg.svd(W.astype(np.float64), compute_uv=False) ** 2
@@ -162,6 +168,7 @@ def test_spectrum_matches_svd_and_jaxww_eigenvalues():
     np.testing.assert_allclose(np.asarray(jaxww.spectrum(batch))[0], got, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_spectrum_gradient_is_the_eigenvalue_gradient(x64):
     W = matrix(0, dtype=np.float64)
     w = np.random.default_rng(1).standard_normal(SHAPE[1])
@@ -173,6 +180,7 @@ def test_spectrum_gradient_is_the_eigenvalue_gradient(x64):
 
 
 # ---------------------------------------------------------------- finite differences
+@pytest.mark.slow
 @pytest.mark.parametrize("tail", TAILS)
 def test_alpha_gradient_matches_finite_differences(x64, tail):
     W = matrix(2, dtype=np.float64)
@@ -181,6 +189,7 @@ def test_alpha_gradient_matches_finite_differences(x64, tail):
     fd_check(lambda M: jaxww.alpha(M, tail=tail, temperature=0.05), W, seed=3)
 
 
+@pytest.mark.slow
 def test_batched_alpha_is_per_matrix():
     Ws = np.stack([matrix(0), matrix(1), matrix(2)])
     batch = np.asarray(jaxww.alpha(Ws))
@@ -212,6 +221,7 @@ EXPECTED_STATUS = {"zeros": jaxww.FIT_TOO_FEW, "ones": jaxww.FIT_TOO_FEW, "tiny"
                    "nan": jaxww.FIT_NONFINITE, "inf": jaxww.FIT_NONFINITE}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tail", TAILS)
 def test_degenerate_matrices_give_finite_gradients(tail):
     mats = degenerate_matrices()
@@ -288,6 +298,7 @@ def kept_eigenvalues(W):
 @FAST
 @given(seed=st.integers(0, 2**31 - 1), rank=st.integers(0, SHAPE[1]), log_scale=st.floats(-4, 2),
        repeat=st.booleans())
+@pytest.mark.slow
 def test_estimates_and_gradients_for_any_rank_and_scale(seed, rank, log_scale, repeat):
     """NaN exactly when the NumPy estimate fails, else its value; gradients always finite."""
     rng = np.random.default_rng(seed)
@@ -331,6 +342,7 @@ def tree(seed=0):
     }
 
 
+@pytest.mark.slow
 def test_tree_alpha_matches_analyze():
     """Same eigenvalues by two solvers (XLA eigh and LAPACK syevd), same fit: in float64
     the alphas agree to rounding. alpha - 1 = n / sum ln(x_j / x_min) moves by about
@@ -344,6 +356,7 @@ def test_tree_alpha_matches_analyze():
         assert float(a) == pytest.approx(rows[name]["alpha"], rel=1e-9), name
 
 
+@pytest.mark.slow
 def test_transposed_shapes_share_a_group():
     """(a, b) and (b, a) matrices are one batched group (oriented first); results per layer."""
     rng = np.random.default_rng(4)
@@ -357,6 +370,7 @@ def test_transposed_shapes_share_a_group():
         assert float(got[f"{name}/kernel"]) == pytest.approx(want, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_tree_alpha_accepts_nnx_modules():
     from flax import nnx
 
@@ -374,6 +388,7 @@ def small_tree(seed=0, dtype=np.float32):
     }
 
 
+@pytest.mark.slow
 def test_alpha_penalty_value_mask_and_reductions():
     p = small_tree()
     alphas = {k: float(v) for k, v in jaxww.tree_alpha(p).items()}
@@ -396,6 +411,7 @@ def test_alpha_penalty_value_mask_and_reductions():
     np.testing.assert_array_equal(np.asarray(g2["a"]["kernel"]), np.asarray(g["a"]["kernel"]))
 
 
+@pytest.mark.slow
 def test_penalties_match_finite_differences(x64):
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), small_tree(1))
     W = p["a"]["kernel"]
@@ -411,6 +427,7 @@ def test_penalties_match_finite_differences(x64):
                   + c[3] * jaxww.spectral_norm_penalty(q)), W, directions=4)
 
 
+@pytest.mark.slow
 def test_weighted_alpha_and_spectral_norm_values():
     p = small_tree(2)
     a = {k: float(v) for k, v in jaxww.tree_alpha(p, tail="fraction").items()}
@@ -423,6 +440,7 @@ def test_weighted_alpha_and_spectral_norm_values():
     assert float(jaxww.spectral_norm_penalty(p, reduce="mean")) == pytest.approx((lam_a[0] + lam_b) / 2, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_nan_layer_is_dropped_and_flagged_the_rest_trains():
     p = small_tree(3)
     p["b"]["kernel"] = p["b"]["kernel"].copy()
@@ -444,6 +462,7 @@ def _all_penalties(q):
             + jaxww.spectral_norm_penalty(q))
 
 
+@pytest.mark.slow
 def test_penalties_under_jit_on_zero_and_constant_params():
     for fill in (0.0, 0.1):
         p = jax.tree.map(lambda a: np.full_like(a, fill), small_tree())
@@ -482,6 +501,7 @@ def test_bad_options():
         jaxww.tree_alpha(small_tree(), mask={"x": True})
 
 
+@pytest.mark.slow
 def test_distance_fn_is_a_deprecated_name_of_distance():
     p = small_tree()
     with pytest.warns(DeprecationWarning, match="distance="):

@@ -49,6 +49,7 @@ def rows_by_name(report):
     return {r["name"]: r for r in report.rows}
 
 
+@pytest.mark.slow
 def test_details_columns_and_rows(mixed):
     _, report = mixed
     df = report.details
@@ -185,6 +186,7 @@ def test_summary_of_all_failed_is_nan(h):
     assert all(math.isnan(v) for v in report.summary.values())
 
 
+@pytest.mark.slow
 def test_precision_float64_close_to_float32(h):
     params = {"dense": {"bias": np.zeros(128, np.float32), "kernel": h.student_t(3)}}
     r32 = jaxww.analyze(params).rows[0]
@@ -286,6 +288,7 @@ print("ok", len(two))
 """
 
 
+@pytest.mark.slow
 def test_two_devices_give_the_same_report():
     """Layers split over two (forced host) devices: the same rows as on one device."""
     import os

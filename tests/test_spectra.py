@@ -36,6 +36,7 @@ def test_float32_close_to_float64(h):
     np.testing.assert_allclose(ev, ref, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_batch_dimensions(h):
     w = np.stack([h.gaussian(s) for s in range(6)]).reshape(2, 3, *h.DENSE)
     ev = np.asarray(jaxww.eigenvalues(w))

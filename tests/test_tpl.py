@@ -28,6 +28,7 @@ def sample_tpl(alpha, lam, xmin, n, rng):
     return np.concatenate(out)[:n]
 
 
+@pytest.mark.slow
 def test_log_integral_against_mpmath(x64):
     mpmath = pytest.importorskip("mpmath", reason="reference incomplete gamma function")
     mpmath.mp.dps = 30
@@ -55,6 +56,7 @@ def recovered():
         return x, xmin, jax.device_get(jaxww.fit_truncated_power_law(x, xmin=xmin))
 
 
+@pytest.mark.slow
 def test_recovers_alpha_and_lambda(recovered):
     x, xmin, fit = recovered
     with jax.enable_x64(True):
@@ -69,6 +71,7 @@ def test_recovers_alpha_and_lambda(recovered):
             assert fit.num_tail[r] == N and fit.status[r] == tpl.TPL_OK
 
 
+@pytest.mark.slow
 def test_maximum_and_nesting(recovered):
     x, xmin, fit = recovered
     with jax.enable_x64(True):
@@ -84,6 +87,7 @@ def test_maximum_and_nesting(recovered):
             assert fit.pl_alpha[r] == pytest.approx(1 + N / s1, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_pure_power_law_gives_lambda_near_zero(x64):
     x = (1 - np.random.default_rng(1).random(N)) ** (-1 / 1.5)
     fit = jaxww.fit_truncated_power_law(x, xmin=1.0)
@@ -91,6 +95,7 @@ def test_pure_power_law_gives_lambda_near_zero(x64):
     assert float(fit.alpha) == pytest.approx(float(fit.pl_alpha), abs=0.05)
 
 
+@pytest.mark.slow
 def test_xmin_default_is_the_power_law_scan_and_failures_are_nan():
     x = np.zeros((2, 64), np.float32)
     x[0] = np.sort((1 - np.random.default_rng(2).random(64)) ** (-1 / 1.5))
@@ -99,6 +104,7 @@ def test_xmin_default_is_the_power_law_scan_and_failures_are_nan():
     assert int(fit.status[1]) == tpl.TPL_TOO_FEW and np.isnan(float(fit.alpha[1]))
 
 
+@pytest.mark.slow
 def test_analyze_tpl_columns(h, x64):
     # float64: in float32 the maximum itself is only defined to ~sqrt(eps) (a flat top).
     params = {"a": {"kernel": h.student_t(4)}, "b": {"kernel": h.gaussian(5)}}

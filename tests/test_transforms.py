@@ -113,6 +113,7 @@ def grad_rtol(dtype):
     return 1e4 * float(np.finfo(dtype).eps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tail", ["ks", "fraction", "soft"])
 def test_first_update_adds_the_exact_penalty_gradient(tail):
     """The first update is a refresh: the exact penalty gradient, alpha and status."""
@@ -130,6 +131,7 @@ def test_first_update_adds_the_exact_penalty_gradient(tail):
         assert bool(state.ok[k])
 
 
+@pytest.mark.slow
 def test_steps_between_refreshes_hold_the_refresh_gradient():
     """Between refreshes (every=10) each update is the exact gradient at the last refresh
     (to float32 rounding), and it stays aligned with the exact gradient at the current
@@ -155,6 +157,7 @@ def test_steps_between_refreshes_hold_the_refresh_gradient():
     assert int(state.count) == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("tail", [6, "ks", "fraction", "soft"])
 def test_full_steps_after_cheap_steps_are_exact(tail, dtype):
@@ -175,6 +178,7 @@ def test_full_steps_after_cheap_steps_are_exact(tail, dtype):
             p = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(k, x.shape, x.dtype) / np.sqrt(x.shape[0]), p)
 
 
+@pytest.mark.slow
 def test_transforms_compose_under_jit_with_masks():
     """The chained update, computed by hand: only ``l1`` (the mask) is transformed.
 
@@ -212,6 +216,7 @@ NAN_OPT = optax.chain(jaxww.add_alpha_regularization(1.0, 2.0, every=2),
 NAN_UPDATE = jax.jit(NAN_OPT.update)   # one compilation for the four initialisations
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["random", "zeros", "constant", "nan_layer"])
 def test_no_nan_ever_enters_the_updates(init):
     if init == "random":
@@ -279,6 +284,7 @@ def test_alpha_moves_towards_the_target_against_plain_training():
 
 
 # ------------------------------------------------------------- TempBalance, AlphaDecay
+@pytest.mark.slow
 def test_scale_by_alpha_is_tempbalance():
     p = params_tree(7)
     a = {k: float(v) for k, v in jaxww.tree_alpha(p, tail="fraction").items()}
@@ -307,6 +313,7 @@ def test_scale_by_alpha_is_tempbalance():
                                    0.5 + (a[f"{name}/kernel"] - lo) / (hi - lo), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_alpha_decayed_weights_decay_lighter_tails_more():
     p = params_tree(8)
     a = {k: float(v) for k, v in jaxww.tree_alpha(p, tail="fraction").items()}
