@@ -136,12 +136,7 @@ def compare_batch(evals, xmin, thresh=_pl.EVALS_THRESH) -> Comparison:
 
 @functools.partial(jax.jit, static_argnames=("thresh",))
 def _compare(evals, xmin, thresh):
-    flat = evals.reshape(-1, evals.shape[-1])
-    if xmin is None:
-        xmin = _pl.fit_batch(flat, jnp.inf, thresh).xmin
-    else:
-        xmin = jnp.broadcast_to(xmin, evals.shape[:-1]).reshape(-1)
-    return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), compare_batch(flat, xmin, thresh))
+    return _pl.map_tails(compare_batch, evals, xmin, thresh)
 
 
 def compare_distributions(evals, xmin=None, *, thresh=_pl.EVALS_THRESH) -> Comparison:

@@ -133,6 +133,23 @@ def fit_rows(evals, xmin_max, thresh) -> PowerLawFit:
     return jax.vmap(_fit_one, in_axes=(0, 0, 0, None))(evals, xmin_max, thresh, chunk)
 
 
+def map_tails(batch_fn, evals, xmin, thresh):
+    """``batch_fn(flat, xmin, thresh)`` on the tails of ``evals`` (any leading axes); traceable.
+
+    ``flat`` is ``evals`` as a ``(B, n)`` batch and ``xmin`` a ``(B,)`` start of each
+    tail: the given scalar or ``evals.shape[:-1]`` array broadcast, or, for None, the
+    exact scan's ``xmin`` (:func:`fit_batch`). The result is reshaped back to
+    ``evals.shape[:-1]``. Used by the fits that take a power-law tail as given
+    (truncated power law, likelihood-ratio comparisons).
+    """
+    flat = evals.reshape(-1, evals.shape[-1])
+    if xmin is None:
+        xmin = fit_batch(flat, jnp.inf, thresh).xmin
+    else:
+        xmin = jnp.broadcast_to(xmin, evals.shape[:-1]).reshape(-1)
+    return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), batch_fn(flat, xmin, thresh))
+
+
 @functools.partial(jax.jit, static_argnames=("thresh",))
 def _fit_batch(evals, xmin_max, thresh):
     out = fit_batch(evals.reshape(-1, evals.shape[-1]), xmin_max, thresh)

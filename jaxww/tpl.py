@@ -201,12 +201,7 @@ def fit_batch(evals, xmin, thresh=_pl.EVALS_THRESH) -> TPLFit:
 
 @functools.partial(jax.jit, static_argnames=("thresh",))
 def _fit(evals, xmin, thresh):
-    flat = evals.reshape(-1, evals.shape[-1])
-    if xmin is None:
-        xmin = _pl.fit_batch(flat, jnp.inf, thresh).xmin
-    else:
-        xmin = jnp.broadcast_to(xmin, evals.shape[:-1]).reshape(-1)
-    return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), fit_batch(flat, xmin, thresh))
+    return _pl.map_tails(fit_batch, evals, xmin, thresh)
 
 
 def fit_truncated_power_law(evals, xmin=None, *, thresh=_pl.EVALS_THRESH) -> TPLFit:

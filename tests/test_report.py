@@ -302,3 +302,25 @@ def test_two_devices_give_the_same_report():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok 6"
+
+
+@pytest.mark.slow
+def test_all_optional_analyses_at_once_equal_each_alone(h):
+    """The two option families (tail fits: fix_fingers/fit/bootstrap; spectral: mp_fit,
+    randomize, detX) in one call give the union of their columns, each with the values
+    it has alone (one key serves both: randomize folds in the layer name, bootstrap the
+    layer index)."""
+    params = {"a": {"kernel": h.student_t(4)}, "b": {"kernel": h.gaussian(5)}}
+    key = jax.random.key(3)
+    tail = dict(fix_fingers="clip_xmax", bootstrap=10, key=key)
+    spectral = dict(mp_fit=True, randomize=True, detX=True, key=key)
+    both = jaxww.analyze(params, **tail, **{k: v for k, v in spectral.items() if k != "key"})
+    alone = [jaxww.analyze(params, **tail), jaxww.analyze(params, **spectral)]
+    extra = [tuple(c for c in r.columns if c not in jaxww.COLUMNS) for r in alone]
+    assert both.columns == jaxww.COLUMNS + extra[0] + extra[1]
+    fit = ("alpha", "xmin", "D", "alpha_weighted")  # fix_fingers moves the fit
+    for r, cols in zip(alone, (extra[0] + fit, extra[1])):
+        for mine, theirs in zip(both.rows, r.rows):
+            for c in cols:
+                a, b = mine[c], theirs[c]
+                assert (a == b) or (isinstance(a, float) and np.isnan(a) and np.isnan(b)), (c, a, b)
