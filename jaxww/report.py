@@ -339,6 +339,22 @@ def analyze(
                 results.append(([part[i] for i in members], *out))
         results = jax.device_get(results)
 
+    rows, evals_by_name, rand_by_name = _assemble(kerns, results, opts, topts)
+    leaf_of = {k.name: k.leaf for k in kerns}
+    stacked = frozenset(k.leaf for k in kerns if k.select)
+    report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
+                    _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
+                    columns=COLUMNS + _tail.columns(topts) + opts.columns, rand_evals=rand_by_name)
+    if plot:
+        from jaxww import plots
+        plots.save_all(report, "ww-img" if savefig is None else savefig)
+    return report
+
+
+
+def _assemble(kerns, results, opts, topts):
+    """Rows in kernel order, and the spectra (and randomised spectra) by name, from the
+    per-group ``results`` of :func:`_analyze_part` (host arrays)."""
     rows: list = [None] * len(kerns)
     evals_by_name, rand_by_name = {}, {}
     for members, fit, met, textra, E, extra, R in results:
@@ -358,16 +374,7 @@ def analyze(
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
             if R is not None:
                 rand_by_name[k.name] = np.sort(R[r][: k.num_evals])
-    leaf_of = {k.name: k.leaf for k in kerns}
-    stacked = frozenset(k.leaf for k in kerns if k.select)
-    report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
-                    _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
-                    columns=COLUMNS + _tail.columns(topts) + opts.columns, rand_evals=rand_by_name)
-    if plot:
-        from jaxww import plots
-        plots.save_all(report, "ww-img" if savefig is None else savefig)
-    return report
-
+    return rows, evals_by_name, rand_by_name
 
 def _limited(skipped, find) -> tuple:
     """Names of the size-limited leaves that ``find`` keeps without ``max_N`` / ``max_evals``.
