@@ -199,10 +199,6 @@ def bootstrap_power_law(evals, *, bootstrap: int, key, xmin_max=None, min_tail: 
         raise ValueError("bootstrap_power_law needs bootstrap >= 1")
     if min_tail is not None and (not isinstance(min_tail, (int, np.integer)) or min_tail < 2):
         raise ValueError(f"min_tail must be None or an int >= 2, got {min_tail!r}")
-    evals = jnp.asarray(evals)
-    if not jnp.issubdtype(evals.dtype, jnp.floating):
-        evals = evals.astype(jnp.float32)
-    if evals.ndim == 0 or evals.shape[-1] == 0:
-        raise ValueError(f"bootstrap_power_law needs at least one eigenvalue, got shape {evals.shape}")
+    evals = _pl.as_spectra(evals, "bootstrap_power_law")
     bound = jnp.asarray(np.inf if xmin_max is None else float(xmin_max), evals.dtype)
     return _bootstrap(key, evals, num, bound, None if min_tail is None else int(min_tail), float(thresh))

@@ -154,10 +154,6 @@ def compare_distributions(evals, xmin=None, *, thresh=_pl.EVALS_THRESH) -> Compa
     Raises:
       ValueError: no eigenvalue.
     """
-    evals = jnp.asarray(evals)
-    if not jnp.issubdtype(evals.dtype, jnp.floating):
-        evals = evals.astype(jnp.float32)
-    if evals.ndim == 0 or evals.shape[-1] == 0:
-        raise ValueError(f"compare_distributions needs at least one eigenvalue, got shape {evals.shape}")
+    evals = _pl.as_spectra(evals, "compare_distributions")
     xmin = None if xmin is None else jnp.asarray(xmin, evals.dtype)
     return _compare(evals, xmin, float(thresh))

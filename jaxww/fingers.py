@@ -171,10 +171,6 @@ def fit_fingers(evals, method: str = "clip_xmax", *, xmin_max=None) -> FingerFit
       ValueError: unknown ``method`` or no eigenvalue.
     """
     check_method(method)
-    evals = jnp.asarray(evals)
-    if not jnp.issubdtype(evals.dtype, jnp.floating):
-        evals = evals.astype(jnp.float32)
-    if evals.ndim == 0 or evals.shape[-1] == 0:
-        raise ValueError(f"fit_fingers needs at least one eigenvalue, got shape {evals.shape}")
+    evals = _pl.as_spectra(evals, "fit_fingers")
     bound = jnp.asarray(np.inf if xmin_max is None else float(xmin_max), evals.dtype)
     return _fit_fingers(evals, method, bound)

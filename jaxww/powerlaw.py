@@ -133,6 +133,20 @@ def fit_rows(evals, xmin_max, thresh) -> PowerLawFit:
     return jax.vmap(_fit_one, in_axes=(0, 0, 0, None))(evals, xmin_max, thresh, chunk)
 
 
+def as_spectra(evals, where: str) -> jax.Array:
+    """``evals`` as a floating-point array of spectra along its last axis (ints become float32).
+
+    Raises:
+      ValueError: no eigenvalue (a 0-D array or an empty last axis), naming ``where``.
+    """
+    evals = jnp.asarray(evals)
+    if not jnp.issubdtype(evals.dtype, jnp.floating):
+        evals = evals.astype(jnp.float32)
+    if evals.ndim == 0 or evals.shape[-1] == 0:
+        raise ValueError(f"{where} needs at least one eigenvalue, got shape {evals.shape}")
+    return evals
+
+
 def map_tails(batch_fn, evals, xmin, thresh):
     """``batch_fn(flat, xmin, thresh)`` on the tails of ``evals`` (any leading axes); traceable.
 
@@ -194,10 +208,6 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int =
     if _bootstrap.check_bootstrap(bootstrap, key):
         return _bootstrap.bootstrap_power_law(evals, bootstrap=bootstrap, key=key,
                                               xmin_max=xmin_max, thresh=thresh)
-    evals = jnp.asarray(evals)
-    if not jnp.issubdtype(evals.dtype, jnp.floating):
-        evals = evals.astype(jnp.float32)
-    if evals.ndim == 0 or evals.shape[-1] == 0:
-        raise ValueError(f"fit_power_law needs at least one eigenvalue, got shape {evals.shape}")
+    evals = as_spectra(evals, "fit_power_law")
     bound = np.inf if xmin_max is None else float(xmin_max)
     return _fit_batch(evals, jnp.asarray(bound, evals.dtype), float(thresh))

@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww import _tail
+from jaxww import powerlaw as _pl
 from jaxww._plan import Mask, as_float, make_plan, oriented
 from jaxww.kernels import LayoutOverride
 from jaxww.spectra import numerical_floor
@@ -105,11 +106,7 @@ def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFA
       3.5
     """
     spec = tail_spec(tail, temperature)
-    evals = jnp.asarray(evals)
-    if not jnp.issubdtype(evals.dtype, jnp.floating):
-        evals = evals.astype(jnp.float32)
-    if evals.ndim == 0 or evals.shape[-1] == 0:
-        raise ValueError(f"tail_alpha needs at least one eigenvalue, got shape {evals.shape}")
+    evals = _pl.as_spectra(evals, "tail_alpha")
     out = _tail_alpha_batch(evals.reshape(-1, evals.shape[-1]), spec, float(thresh))
     return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
 

@@ -219,10 +219,6 @@ def fit_truncated_power_law(evals, xmin=None, *, thresh=_pl.EVALS_THRESH) -> TPL
     Raises:
       ValueError: no eigenvalue.
     """
-    evals = jnp.asarray(evals)
-    if not jnp.issubdtype(evals.dtype, jnp.floating):
-        evals = evals.astype(jnp.float32)
-    if evals.ndim == 0 or evals.shape[-1] == 0:
-        raise ValueError(f"fit_truncated_power_law needs at least one eigenvalue, got shape {evals.shape}")
+    evals = _pl.as_spectra(evals, "fit_truncated_power_law")
     xmin = None if xmin is None else jnp.asarray(xmin, evals.dtype)
     return _fit(evals, xmin, float(thresh))
