@@ -1,6 +1,7 @@
-"""Exact eigenpairs of ``W^T W`` for the training transforms, by LAPACK on the host.
+"""Exact eigenvalues and eigenpairs of ``W^T W`` by LAPACK on the host.
 
-What the regulariser needs at a refresh is every eigenvalue (for the tail fit) but
+:func:`eigvals` is the CPU path of :mod:`jaxww.spectra` (every eigenvalue, no
+vectors). The training transforms need more at a refresh: every eigenvalue (for the tail fit) but
 only the eigenvectors of the tail (``d alpha / d lambda_j`` is zero outside it), so it
 pays for the eigenvalues-only solver plus thin work proportional to the tail:
 
@@ -11,17 +12,90 @@ pays for the eigenvalues-only solver plus thin work proportional to the tail:
   inverse iteration at the known eigenvalues (``?stein``, ``O(M n_t)``), ``V = Q Z`` (``?ormqr`` on the kept reflectors,
   ``2 M^2 n_t``) and ``2 (W V) diag(g) V^T`` (two ``?gemm``, ``4 N M n_t``).
 
-All groups go through one host call, so no two LAPACK calls of a step run at once.
+All groups go through one host call, matrix after matrix (SciPy's LAPACK wrappers
+hold the GIL, so threads would not run them in parallel).
 float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
 enabled only by a context manager (the callback runs on another thread).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import threadpoolctl
 from scipy.linalg import blas, lapack
+
+
+_POOL: list = []
+
+
+def _workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@functools.cache
+def _blas_threads():
+    return threadpoolctl.ThreadpoolController()
+
+
+def _run(jobs):
+    """Run ``[(cost, fn)]`` of independent LAPACK work on every core, largest first.
+
+    A job whose cost is at least that of all the others runs alone first, with BLAS
+    threaded as configured (one huge Gram matrix); the rest go to one thread per core,
+    each with one BLAS thread (the jobs must release the GIL; the device waits for the
+    host call, so the cores are otherwise idle; several threaded BLAS calls at once
+    would oversubscribe them).
+    """
+    jobs = sorted(jobs, key=lambda j: -j[0])
+    while jobs and jobs[0][0] >= sum(c for c, _ in jobs[1:]):
+        jobs.pop(0)[1]()
+    if not jobs:
+        return
+    if not _POOL:
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(_workers(), "jaxww-lapack"))
+    with _blas_threads().limit(limits=1, user_api="blas"):
+        for f in [_POOL[0].submit(fn) for _, fn in jobs]:
+            f.result()
+
+
+def _eigvals_into(W, out):
+    """``out[:] =`` ascending eigenvalues of the Gram matrix of the smaller side of ``W``."""
+    if np.isfinite(W).all():
+        # NumPy, not SciPy's wrappers: its matmul (``?syrk`` for ``A.T @ A``) and
+        # ``eigvalsh`` (``?syevd``, ``jobz='N'``) release the GIL, so they run in parallel.
+        out[:] = np.linalg.eigvalsh(W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T)
+
+
+def eigvals(stacks) -> list:
+    """Host side of the CPU spectra: ascending eigenvalues of each matrix's Gram matrix.
+
+    ``X = W^T W`` or ``W W^T``, whichever is smaller (BLAS ``?syrk``), then LAPACK
+    ``?syevd`` with ``jobz='N'`` (``?sytrd`` + ``?sterf``, no eigenvectors); the
+    matrices of all stacks spread over the cores (:func:`_run`).
+
+    Args:
+      stacks: NumPy arrays ``(..., a, b)``.
+
+    Returns:
+      Arrays ``(..., min(a, b))``, ascending; NaN for a matrix with a NaN or Inf (it
+      never reaches LAPACK) or where LAPACK fails.
+    """
+    outs, jobs = [], []
+    for W in stacks:
+        a, b = W.shape[-2:]
+        flat = W.reshape((-1, a, b))
+        out = np.full((flat.shape[0], min(a, b)), np.nan, W.dtype)
+        jobs += [(max(a, b) * min(a, b) ** 2, functools.partial(_eigvals_into, flat[i], out[i]))
+                 for i in range(flat.shape[0])]
+        outs.append(out.reshape(W.shape[:-2] + (min(a, b),)))
+    _run(jobs)
+    return outs
 
 
 def _words(x):

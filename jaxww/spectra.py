@@ -6,18 +6,20 @@ density (ESD) is made of the ``M`` eigenvalues of the correlation matrix
 
 The exact eigenvalue-only path, per backend (measured in ``bench/spectra.py``):
 
-* CPU: ``X = W^T W`` (BLAS ``gemm``), then LAPACK ``?syevd`` with ``jobz='N'``
-  (Householder tridiagonalisation ``?sytrd`` + ``?sterf``, no eigenvectors), through
-  one host callback per batch. XLA's own ``eigvalsh`` always computes eigenvectors
-  (about 3x slower), its CPU matmul is slower than the BLAS one, and the pure-JAX
-  ``eigh_tridiagonal`` takes about 1 s to compile per shape.
+* CPU: ``X = W^T W`` (BLAS ``?syrk``), then LAPACK ``?syevd`` with ``jobz='N'``
+  (Householder tridiagonalisation ``?sytrd`` + ``?sterf``, no eigenvectors), in one
+  host callback for all matrices, at their exact shapes, spread over the cores
+  (:func:`jaxww._host_eigh.eigvals`). XLA's own ``eigvalsh`` always computes
+  eigenvectors (about 3x slower), its CPU matmul is slower than the BLAS one, and the
+  pure-JAX ``eigh_tridiagonal`` takes about 1 s to compile per shape.
 * GPU: ``X = W^T W`` -> ``jax.lax.linalg.tridiagonal`` (cuSOLVER) ->
   ``jax.scipy.linalg.eigh_tridiagonal(..., eigvals_only=True)``.
 * TPU (no tridiagonal reduction there): ``jnp.linalg.eigvalsh``.
 
-Zero-padding ``W`` only adds zero eigenvalues, so matrices are padded to a few
-*bucket* sizes (four per octave) and every bucket is one batched call: the number of
-compilations is bounded by the number of buckets, not of layers.
+On accelerators, zero-padding ``W`` only adds zero eigenvalues, so matrices are
+padded to a few *bucket* sizes (four per octave) and every bucket is one batched
+call: the number of eigensolver calls is bounded by the number of buckets, not of
+layers.
 
 Eigenvalues below the numerical floor of the solver, ``max(lambda) * N * eps``, are
 set to exactly zero: forming ``W^T W`` squares the condition number, so such values
@@ -26,14 +28,14 @@ carry no information (in float32 they would otherwise leak into the power-law fi
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.linalg import blas, lapack
+
+from jaxww import _host_eigh
 
 #: Elements per batched call (inputs of one call stay below ~256 MiB in float32).
 _BATCH_ELEMENTS = 1 << 26
@@ -62,64 +64,68 @@ def _from_words(x, dtype):
     return x.view(dtype)[..., 0] if x.dtype == np.uint32 else x
 
 
-def _eigvals_host(W, dtype):
-    """Host side of the CPU path: ascending eigenvalues of ``W^T W`` for a batch ``W``.
-
-    float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
-    enabled only by a context manager (the callback runs on another thread). A matrix
-    with a NaN or Inf gets NaN eigenvalues and never reaches LAPACK.
-    """
-    W = _from_words(np.asarray(W), dtype)
-    double = W.dtype == np.float64
-    # SciPy's BLAS and LAPACK both: one OpenBLAS thread pool (NumPy's matmul would
-    # bring a second one, and the two pools slow each other down).
-    syrk = blas.dsyrk if double else blas.ssyrk
-    syevd = lapack.dsyevd if double else lapack.ssyevd
-    m = W.shape[-1]
-    lwork, liwork, _ = (lapack.dsyevd_lwork if double else lapack.ssyevd_lwork)(m, compute_v=0)
-    out = np.full(W.shape[:-2] + (m,), np.nan, W.dtype)
-    for b in range(W.shape[0]):
-        if not np.isfinite(W[b]).all():
-            continue
-        # W[b] is C-ordered (N, M): as a Fortran array it is W[b]^T, so trans=0 gives
-        # the lower triangle of W[b]^T W[b] without a copy.
-        X = syrk(1.0, W[b].T, trans=0, lower=1)
-        w, _, info = syevd(X, compute_v=0, lower=1, lwork=int(lwork), liwork=int(liwork))
-        if info == 0:
-            out[b] = w
-    return out.view(np.uint32).reshape(out.shape + (-1,)) if double else out
+def _np_to_words(x):
+    return x.view(np.uint32).reshape(x.shape + (2,)) if x.dtype == np.float64 else x
 
 
-def _eigvals_ascending(W):
-    """Eigenvalues of ``W^T W`` for a batch ``W`` of shape ``(B, N, M)``, ascending.
+def _eigvals_ascending(*stacks):
+    """Eigenvalues of the Gram matrix of every matrix of ``stacks`` (each ``(T, a, b)``),
+    ``(T, min(a, b))`` ascending; NaN for a matrix that holds a NaN or Inf.
 
     The path is chosen by the platform the computation is compiled for (the device
-    the arrays are on), not by the default backend. NaN for a matrix that holds a NaN
-    or Inf.
+    the arrays are on), not by the default backend.
     """
-    return jax.lax.platform_dependent(W, cpu=_eigvals_cpu, tpu=functools.partial(_eigvals_device, tpu=True),
-                                      default=_eigvals_device)
+    return jax.lax.platform_dependent(*stacks, cpu=_eigvals_cpu, default=_eigvals_buckets)
 
 
-def _eigvals_cpu(W):
-    host = functools.partial(_eigvals_host, dtype=np.dtype(W.dtype))
-    shape = W.shape[:1] + W.shape[2:]
-    out = (jax.ShapeDtypeStruct(shape + (2,), jnp.uint32) if W.dtype.itemsize > 4
-           else jax.ShapeDtypeStruct(shape, W.dtype))
-    ev = jax.pure_callback(host, out, _to_words(W), vmap_method="broadcast_all")
-    return jax.lax.bitcast_convert_type(ev, W.dtype) if W.dtype.itemsize > 4 else ev
+def _eigvals_cpu(*stacks):
+    """One host call for all stacks (:func:`jaxww._host_eigh.eigvals`), exact shapes.
+
+    float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
+    enabled only by a context manager (the callback runs on another thread).
+    """
+    dtypes = [np.dtype(W.dtype) for W in stacks]
+
+    def host(*xs):
+        return tuple(_np_to_words(o) for o in _host_eigh.eigvals(
+            [_from_words(np.asarray(x), dt) for x, dt in zip(xs, dtypes)]))
+
+    out = [jax.ShapeDtypeStruct(W.shape[:-2] + (min(W.shape[-2:]),), W.dtype) for W in stacks]
+    out = [jax.ShapeDtypeStruct(o.shape + (2,), jnp.uint32) if o.dtype.itemsize > 4 else o for o in out]
+    ev = jax.pure_callback(host, tuple(out), *[_to_words(W) for W in stacks], vmap_method="broadcast_all")
+    return [jax.lax.bitcast_convert_type(e, W.dtype) if W.dtype.itemsize > 4 else e for e, W in zip(ev, stacks)]
 
 
-def _eigvals_device(W, tpu=False):
+def _eigvals_buckets(*stacks):
+    """Accelerators: matrices zero-padded to bucket shapes, one batched call per bucket
+    (and per chunk of ``_BATCH_ELEMENTS``), so a model compiles a few shapes only."""
+    oriented = [jnp.swapaxes(st, 1, 2) if st.shape[1] < st.shape[2] else st for st in stacks]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, st in enumerate(oriented):
+        groups.setdefault((bucket(st.shape[1]), bucket(st.shape[2])), []).append(i)
+    evals: list = [None] * len(stacks)
+    for (nb, mb), members in groups.items():
+        W = jnp.concatenate([jnp.pad(oriented[i], ((0, 0), (0, nb - oriented[i].shape[1]),
+                                                   (0, mb - oriented[i].shape[2]))) for i in members])
+        counts = [oriented[i].shape[0] for i in members]
+        ev = jnp.concatenate([_eigvals_device(W[a:b]) for a, b in _chunks(W.shape[0], nb * mb)])
+        for i, a, b in zip(members, np.cumsum([0] + counts[:-1]), np.cumsum(counts)):
+            # padding adds zero eigenvalues, the smallest: drop them from the front
+            evals[i] = ev[a:b, mb - oriented[i].shape[2]:]
+    return evals
+
+
+def _eigvals_device(W):
     finite = jnp.isfinite(W).all(axis=(1, 2))
     W = jnp.where(finite[:, None, None], W, 0)
     X = jnp.einsum("bnm,bnk->bmk", W, W, precision=jax.lax.Precision.HIGHEST)
-    if tpu:   # no tridiagonal reduction there
-        ev = jnp.linalg.eigvalsh(X)
-    else:
-        _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)
-        ev = jax.vmap(lambda a, b: jax.scipy.linalg.eigh_tridiagonal(a, b, eigvals_only=True))(d, e)
+    ev = jax.lax.platform_dependent(X, tpu=jnp.linalg.eigvalsh, default=_eigvals_tridiagonal)
     return jnp.where(finite[:, None], ev, jnp.nan)
+
+
+def _eigvals_tridiagonal(X):
+    _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)   # no tridiagonal reduction on TPU
+    return jax.vmap(lambda a, b: jax.scipy.linalg.eigh_tridiagonal(a, b, eigvals_only=True))(d, e)
 
 
 def numerical_floor(lam, n_rows):
@@ -135,16 +141,6 @@ def numerical_floor(lam, n_rows):
     """
     top = jax.lax.stop_gradient(jnp.max(lam, axis=-1, keepdims=True))
     return jnp.where(jnp.isnan(lam) | (lam > top * n_rows * jnp.finfo(lam.dtype).eps), lam, 0)
-
-
-@jax.jit
-def _spectrum(W, n_rows):
-    """Eigenvalues (descending) of a batch ``W`` of shape ``(B, N, M)``, ``N >= M``.
-
-    ``n_rows`` (shape ``(B,)``) is the larger dimension of each original (unpadded)
-    matrix, for the numerical floor. NaN for a matrix that holds a NaN or Inf.
-    """
-    return numerical_floor(_eigvals_ascending(W)[:, ::-1], n_rows[:, None])
 
 
 def eigenvalues(W, *, precision: str = "float32") -> jax.Array:
@@ -169,12 +165,8 @@ def eigenvalues(W, *, precision: str = "float32") -> jax.Array:
     W = jnp.asarray(W)
     if W.ndim < 2:
         raise ValueError(f"eigenvalues needs a matrix, got shape {W.shape}")
-    dtype = _dtype(precision)
-    if W.shape[-2] < W.shape[-1]:
-        W = jnp.swapaxes(W, -1, -2)
     batch = W.shape[:-2]
-    Wb = W.reshape((-1,) + W.shape[-2:]).astype(dtype)
-    ev = _spectrum(Wb, jnp.full((Wb.shape[0],), Wb.shape[1], dtype))
+    (ev,) = batched_spectra([W.reshape((-1,) + W.shape[-2:])], precision=precision)
     return ev.reshape(batch + ev.shape[-1:])
 
 
@@ -193,7 +185,7 @@ def _chunks(total: int, per_item: int):
 
 
 def batched_spectra(stacks: Sequence[jax.Array], *, precision: str = "float32") -> list:
-    """Spectra of many stacks of matrices, one jitted call per bucket of shapes.
+    """Spectra of many stacks of matrices in one jitted call (see the module docstring).
 
     Args:
       stacks: sequence of arrays of shape ``(T, a, b)`` (``T`` matrices each, e.g. the
@@ -205,24 +197,11 @@ def batched_spectra(stacks: Sequence[jax.Array], *, precision: str = "float32") 
       a matrix that holds a NaN or Inf).
     """
     dtype = _dtype(precision)
-    oriented = []
-    groups: dict[tuple[int, int], list[int]] = {}
-    for idx, st in enumerate(stacks):
-        st = jnp.asarray(st)
-        if st.shape[1] < st.shape[2]:
-            st = jnp.swapaxes(st, 1, 2)
-        oriented.append(st)
-        groups.setdefault((bucket(st.shape[1]), bucket(st.shape[2])), []).append(idx)
+    stacks = [jnp.asarray(st).astype(dtype) for st in stacks]
+    return _spectra(*stacks)
 
-    evals: list = [None] * len(stacks)
-    for (nb, mb), members in groups.items():
-        W = jnp.concatenate([
-            jnp.pad(oriented[i].astype(dtype),
-                    ((0, 0), (0, nb - oriented[i].shape[1]), (0, mb - oriented[i].shape[2])))
-            for i in members])
-        counts = [oriented[i].shape[0] for i in members]
-        rows = jnp.asarray(np.repeat([oriented[i].shape[1] for i in members], counts), dtype)
-        ev = jnp.concatenate([_spectrum(W[a:b], rows[a:b]) for a, b in _chunks(W.shape[0], nb * mb)])
-        for i, a, b in zip(members, np.cumsum([0] + counts[:-1]), np.cumsum(counts)):
-            evals[i] = ev[a:b, : oriented[i].shape[2]]
-    return evals
+
+@jax.jit
+def _spectra(*stacks):
+    return [numerical_floor(ev[:, ::-1], max(W.shape[1:]))
+            for ev, W in zip(_eigvals_ascending(*stacks), stacks)]

@@ -85,9 +85,14 @@ def _every(every, count, refresh, keep, operand):
     return jax.lax.cond(count % every == 0, refresh, keep, operand)
 
 
+def _kernel_leaves(plan) -> list:
+    """Indices of the leaves that hold at least one of the plan's kernels, in order."""
+    return sorted({k.leaf for k in plan.kernels})
+
+
 def _stacks_and_pullback(plan):
     """The plan's group stacks and ``pullback(per-group grads) -> {leaf index: grad}``."""
-    positions = sorted({k.leaf for k in plan.kernels})
+    positions = _kernel_leaves(plan)
 
     def gather(kernel_leaves):
         leaves = list(plan.leaves)
@@ -113,31 +118,32 @@ def _alpha_and_grad(fn, lam):
 
 
 # --------------------------------------------------------- the alpha regulariser
-class _Refresh(NamedTuple):
-    """Per shape group, the exact alpha and its gradient at the last refresh, held until
-    the next one."""
+def _refresh(spec, thresh, plan, penalty):
+    """Exact alpha of every kernel and ``grad_W penalty(alpha)`` in the layout of the leaves.
 
-    grad: jax.Array         # (G, rf, N, M): d alpha / dW (0 where not fitted)
-    alpha: jax.Array        # (G,): alpha (0 where not fitted)
-    fitted: jax.Array       # (G,): whether alpha could be estimated
+    All eigenvalues (one host call), the tail estimate and ``d alpha / d lambda`` in
+    JAX, the penalty's weights ``d P / d alpha``, then ``sum_j w_j d lambda_j / dW`` from
+    the tail's eigenvectors only (a second host call).
 
-
-def _refresh(spec, thresh, plan, mats):
-    """Exact alpha and ``d alpha / dW`` of every kernel: all eigenvalues (one host call),
-    the tail estimate, then the tail's eigenvectors and the gradient (a second one)."""
+    Returns:
+      ``(grads, alpha, ok)``: ``d P / dW`` per kernel leaf (in ``plan`` leaf order),
+      and per kernel alpha and whether its term was applied.
+    """
+    mats, pullback = _stacks_and_pullback(plan)
     fits = []
     for g, (lam, factors) in zip(plan.groups, _host_eigh.eigvals_factored(mats)):
         lam = numerical_floor(lam, g.N)
-        est, ok, dlam = _alpha_and_grad(
+        est, fitted, dlam = _alpha_and_grad(
             lambda x: jax.vmap(lambda e: _tail.estimate(e, spec, thresh))(x), g.pooled(lam))
-        fits.append((jnp.where(ok, est.alpha, 0.0), ok, dlam.reshape(lam.shape) * g.scale, factors))
-    grads = _host_eigh.tail_gradient(mats, [f[2] for f in fits], [f[3] for f in fits])
-    return [_Refresh(G, a.astype(W.dtype), ok) for G, W, (a, ok, _, _) in zip(grads, mats, fits)]
-
-
-def _penalty(alpha_v, ok, target, distance, reduce):
-    per = jnp.where(ok, _reg.alpha_distance(jnp.where(ok, alpha_v, target), target, distance), 0.0)
-    return _reg.reduce_layers(per, ok, reduce)
+        fits.append((est.alpha, fitted, dlam.reshape(lam.shape) * g.scale, factors))
+    alpha = plan.scatter([f[0] for f in fits])
+    ok = plan.scatter([f[1] & jnp.isfinite(W).all(axis=(1, 2, 3)) for f, W in zip(fits, mats)])
+    w = jax.grad(penalty)(alpha, ok)
+    w = jnp.where(ok & jnp.isfinite(w), w, 0.0)
+    dlam = [f[2] * w[np.asarray(g.members)].astype(f[2].dtype)[:, None, None]
+            for g, f in zip(plan.groups, fits)]
+    grads = pullback(_host_eigh.tail_gradient(mats, dlam, [f[3] for f in fits]))
+    return tuple(grads.values()), jnp.where(ok, alpha, jnp.nan).astype(jnp.float32), ok
 
 
 class AlphaRegularizationState(NamedTuple):
@@ -145,20 +151,16 @@ class AlphaRegularizationState(NamedTuple):
 
     Attributes:
       count: number of updates so far.
-      alpha: ``{layer: alpha}`` used by the penalty at the last update (NaN: dropped).
-      ok: ``{layer: bool}`` whether the layer's penalty was applied at the last update
-        (False: no tail, flat tail, or NaN/Inf weights; its gradient was dropped).
-      grad: per shape group ``(G, rf, N, M)``: ``d alpha / dW`` at the last refresh.
-      held_alpha: per shape group ``(G,)``: alpha at the last refresh.
-      fitted: per shape group ``(G,)``: whether alpha was estimated at the last refresh.
+      alpha: ``{layer: alpha}`` at the last refresh (NaN: dropped).
+      ok: ``{layer: bool}`` whether the layer's penalty is applied (False: no tail, flat
+        tail, or NaN/Inf weights at the last refresh; its gradient is dropped).
+      grad: ``d P / dW`` at the last refresh, one array per regularised leaf (leaf order).
     """
 
     count: jax.Array
     alpha: dict
     ok: dict
     grad: tuple
-    held_alpha: tuple
-    fitted: tuple
 
 
 def add_alpha_regularization(
@@ -236,40 +238,34 @@ def add_alpha_regularization(
     _reg.check_choice(reduce, _reg.REDUCTIONS, "reduce")
     thresh = float(thresh)
 
+    def penalty(alpha_v, ok):
+        per = _reg.alpha_distance(jnp.where(ok, alpha_v, target), target, distance)
+        return _reg.reduce_layers(jnp.where(ok, per, 0.0), ok, reduce)
+
     def init_fn(params):
         plan = make_plan(params, None, layouts, where="add_alpha_regularization.init")
-        mats = plan.stacks()
         return AlphaRegularizationState(
             count=jnp.zeros([], jnp.int32),
             alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names},
             ok={n: jnp.asarray(False) for n in plan.names},
-            grad=tuple(jnp.zeros_like(W) for W in mats),
-            held_alpha=tuple(jnp.zeros(W.shape[:1], W.dtype) for W in mats),
-            fitted=tuple(jnp.zeros(W.shape[:1], bool) for W in mats))
+            grad=tuple(jnp.zeros_like(plan.leaves[i]) for i in _kernel_leaves(plan)))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format("add_alpha_regularization"))
         plan = make_plan(params, None, layouts, where="add_alpha_regularization.update")
-        mats, pullback = _stacks_and_pullback(plan)
-        # Start after the incoming updates exist: no overlap with the backward pass (speed).
-        mats, _ = jax.lax.optimization_barrier((mats, jax.tree.leaves(updates)))
-        kept = [_Refresh(*f) for f in zip(state.grad, state.held_alpha, state.fitted)]
-        fresh = _every(every, state.count, lambda m: _refresh(spec, thresh, plan, m), lambda m: kept, mats)
-        alpha_v = plan.scatter([r.alpha for r in fresh])
-        ok = plan.scatter([r.fitted & jnp.isfinite(W).all(axis=(1, 2, 3)) for r, W in zip(fresh, mats)])
-        w = jax.grad(lambda a: _penalty(a, ok, target, distance, reduce))(jnp.where(ok, alpha_v, target))
-        w = jnp.where(ok & jnp.isfinite(w), w, 0.0) * _value(strength, state.count)
-        grads = [r.grad * w[np.asarray(g.members)].astype(r.grad.dtype)[:, None, None, None]
-                 for g, r in zip(plan.groups, fresh)]
         leaves, treedef = plan.check_updates(updates)
-        for i, gl in pullback(grads).items():
-            leaves[i] = leaves[i] + gl.astype(leaves[i].dtype)
-        alpha_v = jnp.where(ok, alpha_v, jnp.nan).astype(jnp.float32)
+        # A refresh starts once the incoming updates exist: no overlap with the backward pass.
+        plan = plan._replace(leaves=jax.lax.optimization_barrier((plan.leaves, leaves))[0])
+        held = (state.grad, jnp.stack(list(state.alpha.values())), jnp.stack(list(state.ok.values())))
+        grad, alpha_v, ok = _every(every, state.count, lambda _: _refresh(spec, thresh, plan, penalty),
+                                   lambda _: held, None)
+        s = _value(strength, state.count)
+        for i, g in zip(_kernel_leaves(plan), grad):
+            leaves[i] = leaves[i] + (s * g).astype(leaves[i].dtype)
         return jax.tree_util.tree_unflatten(treedef, leaves), AlphaRegularizationState(
             count=optax.safe_increment(state.count), alpha=dict(zip(plan.names, alpha_v)),
-            ok=dict(zip(plan.names, ok)), grad=tuple(r.grad for r in fresh),
-            held_alpha=tuple(r.alpha for r in fresh), fitted=tuple(r.fitted for r in fresh))
+            ok=dict(zip(plan.names, ok)), grad=grad)
 
     return _masked(optax.GradientTransformation(init_fn, update_fn), mask)
 
