@@ -61,6 +61,7 @@ class Report:
     _stacked_leaves: frozenset = dataclasses.field(repr=False, default=frozenset())
     columns: tuple = COLUMNS
     rand_evals: dict = dataclasses.field(repr=False, default_factory=dict)
+    _kernels: tuple = dataclasses.field(repr=False, default=())  # the Kernel of each row
 
     @property
     def details(self):
@@ -344,7 +345,8 @@ def analyze(
     stacked = frozenset(k.leaf for k in kerns if k.select)
     report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
                     _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
-                    columns=COLUMNS + _tail.columns(topts) + opts.columns, rand_evals=rand_by_name)
+                    columns=COLUMNS + _tail.columns(topts) + opts.columns, rand_evals=rand_by_name,
+                    _kernels=tuple(kerns))
     if plot:
         from jaxww import plots
         plots.save_all(report, "ww-img" if savefig is None else savefig)
