@@ -311,7 +311,7 @@ def analyze(
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
     topts = _tail.check(fix_fingers, fit, bootstrap, key)
     opts = _analyses.options(mp_fit, randomize, key, detX)
-    names, leaves, treedef = _kernels.flatten_params(params)
+    names, leaves, treedef = _kernels.read_params(params)
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
     find = functools.partial(_kernels.find_kernels, names, leaves, layers=layers, layouts=layouts,
