@@ -10,6 +10,7 @@ from jaxww._tail import FIT_DEGENERATE, FIT_NONFINITE, FIT_OK, FIT_REASONS, FIT_
 from jaxww.bootstrap import PowerLawTest, bootstrap_power_law
 from jaxww.compare import Comparison, compare_distributions
 from jaxww.describe import Description, describe, get_esd
+from jaxww.diff import ModelDiff, diff_models
 from jaxww.fingers import FingerFit, fit_fingers
 from jaxww.io import CheckpointError, load_params
 from jaxww.kernels import LAYOUTS, Kernel, Reading, Skipped, find_kernels, flatten_params, infer_layout
@@ -33,10 +34,10 @@ __all__ = [
     "COLUMNS", "FIT_DEGENERATE", "FIT_NONFINITE", "FIT_OK", "FIT_REASONS", "FIT_TOO_FEW",
     "LAYOUTS", "SUMMARY_METRICS",
     "AlphaRegularizationState", "AlphaScaleState", "CheckpointError", "Comparison", "Description",
-    "FingerFit", "Kernel", "LayerPenalties", "PowerLawFit", "PowerLawTest", "Reading", "Report",
+    "FingerFit", "Kernel", "LayerPenalties", "ModelDiff", "PowerLawFit", "PowerLawTest", "Reading", "Report",
     "Skipped", "SpectralMetrics", "TPLFit", "TailAlpha", "TailSpec",
     "add_alpha_decayed_weights", "add_alpha_regularization", "alpha", "alpha_penalty", "analyze",
-    "batched_spectra", "bootstrap_power_law", "compare_distributions", "describe", "eigenvalues",
+    "batched_spectra", "bootstrap_power_law", "compare_distributions", "describe", "diff_models", "eigenvalues",
     "find_kernels", "fit_fingers", "fit_power_law", "fit_truncated_power_law", "flatten_params",
     "get_esd", "infer_layout", "load_params", "scale_by_alpha", "spectral_metrics",
     "spectral_norm_penalty", "spectrum", "tail_alpha", "tail_spec", "tree_alpha", "warning",

@@ -71,12 +71,12 @@ def get_esd(params, name: str, *, precision: str = "float32",
     k = next((k for k in kerns if k.name == name), None)
     if k is None:
         raise KeyError(f"no weight matrix named {name!r}; layers: {[k.name for k in kerns]}")
-    leaf = _kernels.flatten_params(params)[1][k.leaf]
+    leaf = _kernels.read_params(params)[1][k.leaf]
     ev = _spectra.batched_spectra([k.matrices(jnp.asarray(leaf))], precision=precision)[0]
     return np.sort(np.asarray(ev.reshape(-1) * k.esd_scale))
 
 
 def _find(params, min_evals, max_evals, max_N, layers, layouts):
-    names, leaves, _ = _kernels.flatten_params(params)
+    names, leaves, _ = _kernels.read_params(params)
     return _kernels.find_kernels(names, leaves, layers=layers, layouts=layouts, min_evals=min_evals,
                                  max_evals=max_evals, max_N=max_N, types=_kernels.module_types(params))

@@ -49,6 +49,8 @@ from typing import Any, Callable, Mapping, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
+from jaxww import _quant
+
 #: 2-D convolutions: pooled eigenvalues are multiplied by this (reference ``conv2d_norm``).
 CONV2D_NORM = 0.5
 BASE_LAYOUTS = ("dense", "embedding", "conv", "conv_torch", "attention_qkv", "attention_out")
@@ -275,11 +277,14 @@ def _name_rule(name: str, shape: tuple, module_type: str | None = None):
     ``reading`` is for the leaf without its layer axis; ``stacked`` says whether it has
     one (its position is found by :func:`_layer_axis`). Rules: see :func:`infer_layout`.
     """
+    name = _quant.reading_name(name)
     parts = [p.lower() for p in re.split(r"[/.]", name)]
     last = parts[-1]
     module = parts[-2] if len(parts) > 1 else ""
     outer = "/".join(parts[:-2])
     ndim = len(shape)
+    if last.endswith("_scale") or last in ("kernel_zero", "embeddings_zero", "g_idx"):
+        return _Skip(f"'{last}' is a quantisation parameter, not a weight matrix", "not_weight")
     if last in _NOT_WEIGHTS or last.endswith("bias"):
         return _Skip(f"'{last}' is a bias / normalisation parameter, not a weight matrix", "not_weight")
     stacked = bool(_STACK_HINT.search(outer)) or bool(_STACK_HINT.search(module))
@@ -452,6 +457,21 @@ def flatten_params(params):
     return names, [leaf for _, leaf in flat], treedef
 
 
+def read_params(params):
+    """:func:`flatten_params` with quantised weights dequantised where their scale is in
+    the tree (``jaxww/_quant.py``, ``docs/families.md``): what :func:`jaxww.analyze` reads.
+
+    Example:
+      >>> import numpy as np
+      >>> q = {"dense": {"kernel": np.array([[127, -64], [0, 127]], np.int8),
+      ...                "kernel_scale": np.array([127.0, 64.0], np.float32)}}
+      >>> np.asarray(read_params(q)[1][0]).tolist()  # Keras int8 Dense: kernel / kernel_scale
+      [[1.0, -1.0], [0.0, 1.984375]]
+    """
+    names, leaves, treedef = flatten_params(params)
+    return names, _quant.dequantize(names, leaves), treedef
+
+
 def module_types(params) -> list | None:
     """Class name of the ``nnx`` module owning each leaf of ``nnx.state(params, nnx.Param)``.
 
@@ -574,9 +594,11 @@ def find_kernels(
         if dtype is None or not hasattr(leaf, "shape"):
             skip(f"not an array ({type(leaf).__name__})", "not_array")
             continue
+        if jnp.issubdtype(dtype, jnp.integer):
+            skip(*_quant.skip_reason(name, leaf, names, leaves))
+            continue
         if not jnp.issubdtype(dtype, jnp.floating):
-            skip(f"{dtype} leaf: only floating-point weights are analysed (quantised weights: "
-                 "dequantise them with their scale first)", "dtype")
+            skip(f"{dtype} leaf: only floating-point weights are analysed", "dtype")
             continue
         if len(shape) < 2:
             skip(f"{len(shape)}-D leaf: not a matrix", "not_matrix")

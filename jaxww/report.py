@@ -61,6 +61,7 @@ class Report:
     _stacked_leaves: frozenset = dataclasses.field(repr=False, default=frozenset())
     columns: tuple = COLUMNS
     rand_evals: dict = dataclasses.field(repr=False, default_factory=dict)
+    _kernels: tuple = dataclasses.field(repr=False, default=())  # the Kernel of each row
 
     @property
     def details(self):
@@ -310,7 +311,7 @@ def analyze(
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
     topts = _tail.check(fix_fingers, fit, bootstrap, key)
     opts = _analyses.options(mp_fit, randomize, key, detX)
-    names, leaves, treedef = _kernels.flatten_params(params)
+    names, leaves, treedef = _kernels.read_params(params)
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
     find = functools.partial(_kernels.find_kernels, names, leaves, layers=layers, layouts=layouts,
@@ -344,7 +345,8 @@ def analyze(
     stacked = frozenset(k.leaf for k in kerns if k.select)
     report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
                     _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
-                    columns=COLUMNS + _tail.columns(topts) + opts.columns, rand_evals=rand_by_name)
+                    columns=COLUMNS + _tail.columns(topts) + opts.columns, rand_evals=rand_by_name,
+                    _kernels=tuple(kerns))
     if plot:
         from jaxww import plots
         plots.save_all(report, "ww-img" if savefig is None else savefig)
