@@ -69,9 +69,7 @@ def options(mp_fit=False, randomize=False, key=None, detX=False) -> Options:
 
 
 def random_spectra(opts: Options, leaves, kerns, specs, groups, precision):
-    """Randomised padded spectra per group (``None`` unless ``opts.randomize``)."""
-    if not opts.randomize:
-        return None
+    """Randomised padded spectra per group (for ``opts.randomize``)."""
     keys = _randomize.layer_keys(opts.key, [k.name for k in kerns])
     return _randomize.random_spectra(leaves, specs, keys, groups, precision)
 

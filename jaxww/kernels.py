@@ -48,6 +48,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxww import _quant
 
@@ -181,14 +182,15 @@ class Kernel:
         return CONV2D_NORM if self.layer_type == "conv2d" else 1.0
 
     def matrices(self, value) -> jax.Array:
-        """The ``(rf, a, b)`` stack of matrices of this kernel, taken from the leaf value."""
-        w = jnp.asarray(value)
+        """The ``(rf, a, b)`` stack of matrices of this kernel, taken from the leaf value
+        (a NumPy array stays one: views where the layout allows)."""
+        w = value if isinstance(value, np.ndarray) else jnp.asarray(value)
         for axis, i in self.select:
-            w = jax.lax.index_in_dim(w, i, axis, keepdims=True)
+            w = w[(slice(None),) * axis + (slice(i, i + 1),)]
         a = math.prod(w.shape[r] for r in self.rows)
         b = math.prod(w.shape[c] for c in self.cols)
         fixed = tuple(ax for ax, _ in self.select)
-        return jnp.transpose(w, self.taps + self.rows + self.cols + fixed).reshape(self.rf, a, b)
+        return w.transpose(self.taps + self.rows + self.cols + fixed).reshape(self.rf, a, b)
 
 
 def _layout_reading(layout: str, ndim: int) -> Reading | None:

@@ -212,12 +212,17 @@ def _split(kerns, n_parts: int) -> list[list[int]]:
 def _spectra_stage(leaves, kerns, groups, precision):
     """Kernels -> spectra: the zero-padded pooled spectrum of every layer, per fit group.
 
-    Same-shape matrices are batched (one call per shape bucket); ``groups`` is
+    Same-shape matrices are batched (:func:`jaxww.batched_spectra`); ``groups`` is
     :func:`_fit_groups` as a tuple. Everything is static, so a model structure
     compiles once.
     """
     stacks = [k.matrices(leaves[k.leaf]) for k in kerns]
-    evals = _spectra.batched_spectra(stacks, precision=precision)
+    return _pooled(_spectra.batched_spectra(stacks, precision=precision), kerns, groups)
+
+
+@functools.partial(jax.jit, static_argnames=("kerns", "groups"))
+def _pooled(evals, kerns, groups):
+    """Per-kernel spectra ``(rf, m)`` -> per fit group, ``(B, n)`` pooled and zero-padded."""
     pooled = [ev.reshape(-1) * k.esd_scale for k, ev in zip(kerns, evals)]
     return [jnp.stack([jnp.pad(pooled[i], (0, nb - pooled[i].shape[0])) for i in members])
             for nb, members in groups]
@@ -405,9 +410,14 @@ def _analyze_part(kerns, leaves, device, precision, bound, opts, topts, key, ids
     used = list(dict.fromkeys(k.leaf for k in kerns))
     specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
-    on_device = jax.device_put(tuple(leaves[i] for i in used), device)
-    spectra = _spectra_stage(on_device, specs, groups, precision)
-    rand = _analyses.random_spectra(opts, on_device, kerns, specs, groups, precision) or [None] * len(groups)
+    if device.platform == "cpu":   # in host memory already: LAPACK reads the leaves in place
+        evals = _spectra.host_spectra([k.matrices(np.asarray(leaves[k.leaf])) for k in kerns],
+                                      precision=precision)
+        spectra = _pooled(jax.device_put(evals, device), specs, groups)
+    else:
+        spectra = _spectra_stage(_put(leaves, used, device), specs, groups, precision)
+    rand = [None] * len(groups) if not opts.randomize else _analyses.random_spectra(
+        opts, _put(leaves, used, device), kerns, specs, groups, precision)
     out = []
     for (_, members), E, R in zip(groups, spectra, rand):
         counts = np.asarray([kerns[i].num_evals for i in members])
@@ -417,6 +427,10 @@ def _analyze_part(kerns, leaves, device, precision, bound, opts, topts, key, ids
         extra = _analyses.compute(opts, E, R, [kerns[i] for i in members])
         out.append((members, *_fit_stage(E, counts, Ns, bound, keys, topts), E, extra, R))
     return out
+
+
+def _put(leaves, used, device):
+    return jax.device_put(tuple(leaves[i] for i in used), device)
 
 
 def _row(k: _kernels.Kernel, layer_id: int, fit: dict, met: dict, finite: bool) -> dict:

@@ -28,6 +28,7 @@ carry no information (in float32 they would otherwise leak into the power-law fi
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -201,7 +202,24 @@ def batched_spectra(stacks: Sequence[jax.Array], *, precision: str = "float32") 
     return _spectra(*stacks)
 
 
+def host_spectra(stacks: Sequence[np.ndarray], *, precision: str = "float32") -> list:
+    """:func:`batched_spectra` of arrays already in host memory, computed in place.
+
+    For the CPU outside ``jit``: LAPACK reads the arrays where they are (no copy onto
+    a device; a CPU ``jax.Array`` is read through ``np.asarray``). Same results as
+    :func:`batched_spectra` on the CPU.
+    """
+    dtype = _dtype(precision)
+    asc = _host_eigh.eigvals([np.asarray(st, dtype) for st in stacks])
+    return _descending(asc, tuple(max(st.shape[1:]) for st in stacks))
+
+
 @jax.jit
 def _spectra(*stacks):
-    return [numerical_floor(ev[:, ::-1], max(W.shape[1:]))
-            for ev, W in zip(_eigvals_ascending(*stacks), stacks)]
+    return _descending(_eigvals_ascending(*stacks), tuple(max(W.shape[1:]) for W in stacks))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _descending(ascending, n_rows):
+    """Descending, with the numerical floor of a matrix with ``n_rows`` rows applied."""
+    return [numerical_floor(ev[:, ::-1], n) for ev, n in zip(ascending, n_rows)]
