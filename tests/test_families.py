@@ -340,3 +340,18 @@ def test_keras_resnet50_reads_every_conv(keras):
     w = {v.path: np.asarray(v.value) for v in model.weights}
     check(report, {"conv1_conv/kernel": (list(w["conv1_conv/kernel"].reshape(49, 3, 64)), 0.5),
                    "conv2_block1_1_conv/kernel": ([w["conv2_block1_1_conv/kernel"][0, 0]], 0.5)})
+
+
+@pytest.mark.parametrize("tree", [gemma_tree(), maxtext_tree(1)[0]], ids=["gemma", "maxtext-axis1"])
+def test_numpy_and_jax_leaves_give_the_same_matrices(tree):
+    """On the CPU analyze reads NumPy leaves in place; the training plan and the devices
+    read jax arrays: both readings of every kernel are the same matrices, bit for bit."""
+    import jax.numpy as jnp
+
+    names, leaves, _ = K.flatten_params(tree)
+    kerns, _ = K.find_kernels(names, leaves, max_N=None, max_evals=None)
+    assert kerns
+    for k in kerns:
+        from_numpy = k.matrices(leaves[k.leaf])
+        assert isinstance(from_numpy, np.ndarray), k.name
+        np.testing.assert_array_equal(from_numpy, np.asarray(k.matrices(jnp.asarray(leaves[k.leaf]))))

@@ -78,11 +78,33 @@ def test_tail_gradient_is_the_eigenvector_formula(dtype):
             assert np.linalg.norm(G[b] - want) <= 1e4 * eps * np.linalg.norm(want)
 
 
+def test_eigvals_spread_over_the_cores_match_numpy():
+    """The CPU spectra: many matrices (one dominant, run alone; the rest on the pool),
+    both orientations, a NaN matrix; same values as one NumPy call after the other."""
+    rng = np.random.default_rng(3)
+    big = rng.standard_normal((1, 600, 40)).astype(np.float32)
+    small = [rng.standard_normal((4, 30, 20)).astype(np.float32),
+             rng.standard_normal((3, 12, 50)).astype(np.float64)]
+    small[0][2, 1, 1] = np.inf
+    out = _host_eigh.eigvals([big] + small)
+    assert [o.shape for o in out] == [(1, 40), (4, 20), (3, 12)]
+    assert [o.dtype for o in out] == [np.float32, np.float32, np.float64]
+    for W, o in zip([big] + small, out):
+        for b in range(W.shape[0]):
+            if not np.isfinite(W[b]).all():
+                assert np.isnan(o[b]).all()
+                continue
+            want = numpy_eigh(W[b] if W.shape[1] >= W.shape[2] else W[b].T)[0]
+            # backward-stable eigensolver of the Gram matrix: |d lambda| <= c M eps lambda_max
+            tol = 50 * W.shape[2] * np.finfo(W.dtype).eps * want[-1]
+            np.testing.assert_allclose(o[b], want, rtol=0, atol=tol)
+
+
 def test_spectra_path_follows_the_compile_platform():
     """CPU compiles the host LAPACK callback; TPU and GPU compile their device paths,
     whatever the default backend (lowered here for each platform from a CPU-only host)."""
     W = jnp.ones((2, 8, 4))
-    text = {p: jax.jit(spectra._eigvals_ascending).trace(W).lower(lowering_platforms=(p,)).as_text()
+    text = {p: jax.jit(spectra._eigvals_ascending).trace(W, W).lower(lowering_platforms=(p,)).as_text()
             for p in ("cpu", "tpu", "cuda")}
     assert "callback" in text["cpu"]
     assert "callback" not in text["tpu"] and "callback" not in text["cuda"]

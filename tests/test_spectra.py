@@ -100,10 +100,17 @@ def test_batched_spectra_mixed_shapes_match_eigenvalues(h):
     evals = jaxww.batched_spectra(stacks)
     assert isinstance(evals, list) and len(evals) == len(stacks)
     assert [tuple(e.shape) for e in evals] == [(1, 128), (1, 128), (1, 128), (9, 16)]
-    for st, ev in zip(stacks, evals):
+    # the same spectra: computed in place from NumPy (analyze on the CPU), and by the
+    # accelerators' bucketed path (zero-padded shapes), run here on the CPU
+    in_place = spectra.host_spectra(stacks)
+    buckets = jax.jit(spectra._eigvals_buckets)(*[jnp.asarray(st) for st in stacks])
+    for st, ev, ev_host, ev_b in zip(stacks, evals, in_place, buckets):
+        np.testing.assert_array_equal(np.asarray(ev_host), np.asarray(ev))
+        assert ev_b.shape == ev.shape
         for t in range(st.shape[0]):
             ref = h.svd_evals(st[t])[::-1]
             np.testing.assert_allclose(np.asarray(ev[t]), ref, rtol=1e-4, atol=ref[0] * 1e-6)
+            np.testing.assert_allclose(np.asarray(ev_b[t])[::-1], ref, rtol=1e-4, atol=ref[0] * 1e-5)
 
 
 @pytest.mark.parametrize("n", list(range(1, 70)) + [100, 127, 129, 1000, 4097, 15000])
