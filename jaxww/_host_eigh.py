@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,9 @@ from scipy.linalg import blas, lapack
 
 
 _POOL: list = []
+_POOL_LOCK = threading.Lock()   # one pooled run at a time: they share the cores and the BLAS setting
+_GRAM_ROWS = 8192               # Gram matrices of 2x more rows are split in chunks ...
+_TALL_CHUNKS = 8                # ... of at least this many rows, at most this many chunks
 
 
 def _workers() -> int:
@@ -44,57 +48,76 @@ def _blas_threads():
 
 
 def _run(jobs):
-    """Run ``[(cost, fn)]`` of independent LAPACK work on every core, largest first.
+    """Run independent jobs (callables that release the GIL) on one thread per core,
+    each with one BLAS thread, largest first (the jobs come sorted).
 
-    A job whose cost is at least that of all the others runs alone first, with BLAS
-    threaded as configured (one huge Gram matrix); the rest go to one thread per core,
-    each with one BLAS thread (the jobs must release the GIL; the device waits for the
-    host call, so the cores are otherwise idle; several threaded BLAS calls at once
-    would oversubscribe them).
+    One BLAS thread per job keeps every result independent of the number of cores and
+    of what else runs in the same call (threaded BLAS rounds differently). The device
+    waits for the host call, so the cores are otherwise idle.
     """
-    jobs = sorted(jobs, key=lambda j: -j[0])
-    while jobs and jobs[0][0] >= sum(c for c, _ in jobs[1:]):
-        jobs.pop(0)[1]()
-    if not jobs:
-        return
-    if not _POOL:
-        _POOL.append(concurrent.futures.ThreadPoolExecutor(_workers(), "jaxww-lapack"))
-    with _blas_threads().limit(limits=1, user_api="blas"):
-        for f in [_POOL[0].submit(fn) for _, fn in jobs]:
-            f.result()
+    with _POOL_LOCK, _blas_threads().limit(limits=1, user_api="blas"):
+        if len(jobs) <= 1 or _workers() == 1:
+            return [fn() for fn in jobs]
+        if not _POOL:
+            _POOL.append(concurrent.futures.ThreadPoolExecutor(_workers(), "jaxww-lapack"))
+        return [f.result() for f in [_POOL[0].submit(fn) for fn in jobs]]
 
 
-def _eigvals_into(W, out):
-    """``out[:] =`` ascending eigenvalues of the Gram matrix of the smaller side of ``W``."""
-    if np.isfinite(W).all():
-        # NumPy, not SciPy's wrappers: its matmul (``?syrk`` for ``A.T @ A``) and
-        # ``eigvalsh`` (``?syevd``, ``jobz='N'``) release the GIL, so they run in parallel.
-        out[:] = np.linalg.eigvalsh(W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T)
+def _gram(V):
+    """``V^T V`` (NumPy's ``A.T @ A`` is BLAS ``?syrk``)."""
+    return V.T @ V
+
+
+def _eigvalsh(X, out):
+    """``out[:] =`` ascending eigenvalues of ``X`` (LAPACK ``?syevd``, ``jobz='N'``); NaN on failure."""
+    try:
+        out[:] = np.linalg.eigvalsh(X)
+    except np.linalg.LinAlgError:
+        pass
+
+
+def _tall_gram(V):
+    """``V^T V`` of a tall ``V`` split over the cores: at most ``_TALL_CHUNKS`` chunks of
+    rows, summed in order (a split fixed by the shape: the same rounding on any machine)."""
+    rows = max(_GRAM_ROWS, -(-V.shape[0] // _TALL_CHUNKS))
+    parts = _run([functools.partial(_gram, V[r:r + rows]) for r in range(0, V.shape[0], rows)])
+    X = parts[0]
+    for P in parts[1:]:
+        X = X + P
+    return X
 
 
 def eigvals(stacks) -> list:
     """Host side of the CPU spectra: ascending eigenvalues of each matrix's Gram matrix.
 
     ``X = W^T W`` or ``W W^T``, whichever is smaller (BLAS ``?syrk``), then LAPACK
-    ``?syevd`` with ``jobz='N'`` (``?sytrd`` + ``?sterf``, no eigenvectors); the
-    matrices of all stacks spread over the cores (:func:`_run`).
+    ``?syevd`` with ``jobz='N'`` (``?sytrd`` + ``?sterf``, no eigenvectors). NumPy, not
+    SciPy's wrappers: NumPy releases the GIL, so the matrices spread over the cores
+    (:func:`_run`); the Gram matrix of a tall one (an LLM embedding) is split over them
+    by chunks of rows.
 
     Args:
       stacks: NumPy arrays ``(..., a, b)``.
 
     Returns:
       Arrays ``(..., min(a, b))``, ascending; NaN for a matrix with a NaN or Inf (it
-      never reaches LAPACK) or where LAPACK fails.
+      never reaches LAPACK) or where LAPACK fails. The same numbers whatever the number
+      of cores and whatever else is in ``stacks``.
     """
-    outs, jobs = [], []
+    outs, mats = [], []
     for W in stacks:
         a, b = W.shape[-2:]
         flat = W.reshape((-1, a, b))
         out = np.full((flat.shape[0], min(a, b)), np.nan, W.dtype)
-        jobs += [(max(a, b) * min(a, b) ** 2, functools.partial(_eigvals_into, flat[i], out[i]))
-                 for i in range(flat.shape[0])]
         outs.append(out.reshape(W.shape[:-2] + (min(a, b),)))
-    _run(jobs)
+        mats += [(flat[i] if a >= b else flat[i].T, out[i]) for i in range(flat.shape[0])
+                 if np.isfinite(flat[i]).all()]
+    mats.sort(key=lambda m: -m[0].shape[0] * m[0].shape[1] ** 2)
+    for V, out in mats:
+        if V.shape[0] >= 2 * _GRAM_ROWS:
+            _eigvalsh(_tall_gram(V), out)
+    _run([functools.partial(lambda V, out: _eigvalsh(_gram(V), out), V, out)
+          for V, out in mats if V.shape[0] < 2 * _GRAM_ROWS])
     return outs
 
 

@@ -107,8 +107,10 @@ def mp_fit_batch(E, num_evals, N, M, q) -> dict:
     real = jnp.arange(n) < num_evals[:, None]
     desc = jnp.where(real, jnp.sort(jnp.where(real, E, -jnp.inf), -1)[:, ::-1], 0)
     j = jnp.arange(n, dtype=dt)                               # spikes removed before test j
-    removed = jnp.cumsum(desc, -1) - desc                      # sum of the top j eigenvalues
-    s2_j = (desc.sum(-1, keepdims=True) - removed) / (
+    # the bulk left after the top j: a suffix sum (not total - top j, which cancels: a
+    # bulk of exact zeros would come out as rounding noise of either sign)
+    rest = jnp.flip(jnp.cumsum(jnp.flip(desc, -1), -1), -1)
+    s2_j = rest / (
         N[:, None] * num_evals[:, None] - j * (N[:, None] + M[:, None] - j))
     passed = real & (j < (num_evals // 2)[:, None]) & (desc > tw_threshold(s2_j, N[:, None], M[:, None], q[:, None]))
     k = jnp.cumprod(passed, -1).sum(-1)                        # the first failed test ends the spikes

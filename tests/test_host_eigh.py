@@ -79,15 +79,18 @@ def test_tail_gradient_is_the_eigenvector_formula(dtype):
 
 
 def test_eigvals_spread_over_the_cores_match_numpy():
-    """The CPU spectra: many matrices (one dominant, run alone; the rest on the pool),
-    both orientations, a NaN matrix; same values as one NumPy call after the other."""
+    """The CPU spectra: many matrices on the pool, a tall one whose Gram matrix is split
+    in chunks, both orientations, a NaN matrix: the values of NumPy's float64 eigh; and
+    a matrix's values do not depend on what else is in the call."""
     rng = np.random.default_rng(3)
-    big = rng.standard_normal((1, 600, 40)).astype(np.float32)
+    big = rng.standard_normal((1, 2 * _host_eigh._GRAM_ROWS + 5, 8)).astype(np.float32)
     small = [rng.standard_normal((4, 30, 20)).astype(np.float32),
              rng.standard_normal((3, 12, 50)).astype(np.float64)]
     small[0][2, 1, 1] = np.inf
     out = _host_eigh.eigvals([big] + small)
-    assert [o.shape for o in out] == [(1, 40), (4, 20), (3, 12)]
+    assert [o.shape for o in out] == [(1, 8), (4, 20), (3, 12)]
+    for W, o in zip([big] + small, out):
+        np.testing.assert_array_equal(_host_eigh.eigvals([W])[0], o)
     assert [o.dtype for o in out] == [np.float32, np.float32, np.float64]
     for W, o in zip([big] + small, out):
         for b in range(W.shape[0]):
