@@ -43,26 +43,27 @@ CI_LEVEL = 0.95
 
 
 class PowerLawTest(NamedTuple):
-    """:class:`jaxww.PowerLawFit` fields plus the bootstrap results (batch-shaped).
+    """A power-law fit and its bootstrap test (every field batch-shaped).
+
+    The fit's fields read directly too: ``t.alpha`` is ``t.fit.alpha`` (likewise
+    ``xmin``, ``xmax``, ``D``, ``sigma``, ``num_pl_spikes``, ``num_fit``, ``status``).
 
     Attributes:
-      alpha, xmin, xmax, D, sigma, num_pl_spikes, num_fit, status: the fit, as in
-        :class:`jaxww.PowerLawFit`.
+      fit: the tested :class:`jaxww.PowerLawFit` (what ``fit_power_law`` gives without
+        ``bootstrap``).
       p_value: goodness-of-fit p-value (NaN when the fit or every replica failed).
       alpha_ci_low, alpha_ci_high: 95% bootstrap interval of alpha.
     """
 
-    alpha: jax.Array
-    xmin: jax.Array
-    xmax: jax.Array
-    D: jax.Array
-    sigma: jax.Array
-    num_pl_spikes: jax.Array
-    num_fit: jax.Array
-    status: jax.Array
+    fit: _pl.PowerLawFit
     p_value: jax.Array
     alpha_ci_low: jax.Array
     alpha_ci_high: jax.Array
+
+    def __getattr__(self, name):
+        if name in _pl.PowerLawFit._fields:
+            return getattr(self.fit, name)
+        raise AttributeError(f"'PowerLawTest' object has no attribute {name!r}")
 
 
 def semi_parametric_replicas(key, x, xmin, alpha, num, thresh=_pl.EVALS_THRESH):
@@ -145,7 +146,7 @@ def bootstrap_batch(keys, evals, num, xmin_max, min_tail=None, thresh=_pl.EVALS_
                                axis=1)
     bad = ~ok | (count == 0)
     nan = jnp.nan
-    return PowerLawTest(*fit, p_value=jnp.where(bad, nan, p),
+    return PowerLawTest(fit, p_value=jnp.where(bad, nan, p),
                         alpha_ci_low=jnp.where(bad, nan, lo), alpha_ci_high=jnp.where(bad, nan, hi))
 
 

@@ -154,21 +154,6 @@ class Kernel:
     taps: tuple = ()
 
     @property
-    def index(self) -> int | None:
-        """Index along the leaf's first axis (a leading stack axis), or None when not split.
-
-        Raises:
-          ValueError: the kernel is selected along another axis (per-leaf factors of
-            :mod:`jaxww.transforms` can only be laid along a leading axis).
-        """
-        if not self.select:
-            return None
-        if len(self.select) == 1 and self.select[0][0] == 0:
-            return self.select[0][1]
-        raise ValueError(f"kernel {self.name} is taken at {self.select} (axis, index) of its leaf; "
-                         "only a leading split axis has a single index")
-
-    @property
     def num_evals(self) -> int:
         return self.M * self.rf
 

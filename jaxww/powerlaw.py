@@ -190,8 +190,8 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int =
     Returns:
       A :class:`PowerLawFit` whose fields have shape ``evals.shape[:-1]``. A failed
       fit has ``status != FIT_OK`` and NaN in the float fields. With ``bootstrap``, a
-      :class:`jaxww.PowerLawTest`: the same fields plus ``p_value``,
-      ``alpha_ci_low`` and ``alpha_ci_high``.
+      :class:`jaxww.PowerLawTest`: this fit (``.fit``; its fields also read directly,
+      ``.alpha``) with ``p_value``, ``alpha_ci_low`` and ``alpha_ci_high``.
 
     Example:
       >>> import numpy as np, jaxww

@@ -12,13 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww import analyses as _analyses
 from jaxww import kernels as _kernels
 from jaxww import metrics as _metrics
+from jaxww import options as _options
 from jaxww import powerlaw as _powerlaw
 from jaxww import spectra as _spectra
 from jaxww._plan import group_indices
-from jaxww import tail_options as _tail
 
 #: Columns of ``Report.details``, in order.
 COLUMNS = (
@@ -228,13 +227,6 @@ def _pooled(evals, kerns, groups):
             for nb, members in groups]
 
 
-@functools.partial(jax.jit, static_argnames=("opts",))
-def _fit_stage(E, num_evals, N, xmin_max, keys, opts):
-    """Spectra -> power-law fit (and the options' columns) -> metrics, ``(B, n)`` padded spectra."""
-    fit, extra = _tail.tail_fit(E, xmin_max, keys, opts)
-    return fit, _metrics.spectral_metrics(E, num_evals, N, fit.alpha), extra
-
-
 def analyze(
     params,
     *,
@@ -288,7 +280,7 @@ def analyze(
         (:mod:`jaxww.bootstrap`; 0: none). Needs ``key``.
       key: ``jax.random`` key of ``bootstrap`` (layer ``i`` uses ``fold_in(key, i)``) and
         ``randomize`` (a layer uses ``fold_in(key, crc32(name))``).
-        The extra columns of these options are listed in :mod:`jaxww.tail_options`.
+        The extra columns of the options are listed in :mod:`jaxww.options`.
       mp_fit: add the Marchenko-Pastur fit (:mod:`jaxww.mp`): ``num_spikes``,
         ``sigma_mp``, ``mp_softrank``, ``bulk_min``, ``bulk_max``, ``bulk_max_tw``.
       randomize: add the randomised spectra and traps (:mod:`jaxww.randomize`);
@@ -314,8 +306,8 @@ def analyze(
     """
     if precision not in _spectra.PRECISIONS:
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
-    topts = _tail.check(fix_fingers, fit, bootstrap, key)
-    opts = _analyses.options(mp_fit, randomize, key, detX)
+    opts = _options.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
+                          mp_fit=mp_fit, randomize=randomize, detX=detX)
     names, leaves, treedef = _kernels.read_params(params)
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
@@ -341,16 +333,16 @@ def analyze(
         results = []
         for part, dev in zip(_split(kerns, len(devices)), devices):
             sub = [kerns[i] for i in part]
-            for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts, topts, key, part):
+            for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts, key, part):
                 results.append(([part[i] for i in members], *out))
         results = jax.device_get(results)
 
-    rows, evals_by_name, rand_by_name = _assemble(kerns, results, opts, topts)
+    rows, evals_by_name, rand_by_name = _assemble(kerns, results, opts)
     leaf_of = {k.name: k.leaf for k in kerns}
     stacked = frozenset(k.leaf for k in kerns if k.select)
     report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
                     _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
-                    columns=COLUMNS + _tail.columns(topts) + opts.columns, rand_evals=rand_by_name,
+                    columns=COLUMNS + opts.columns, rand_evals=rand_by_name,
                     _kernels=tuple(kerns))
     if plot:
         from jaxww import plots
@@ -359,24 +351,19 @@ def analyze(
 
 
 
-def _assemble(kerns, results, opts, topts):
+def _assemble(kerns, results, opts):
     """Rows in kernel order, and the spectra (and randomised spectra) by name, from the
     per-group ``results`` of :func:`_analyze_part` (host arrays)."""
     rows: list = [None] * len(kerns)
     evals_by_name, rand_by_name = {}, {}
-    for members, fit, met, textra, E, extra, R in results:
+    for members, fit, met, E, extra, R in results:
         for r, i in enumerate(members):
             k = kerns[i]
             finite = not np.isnan(E[r][: k.num_evals]).any()
             row = _row(k, i, {f: v[r] for f, v in fit._asdict().items()},
                        {f: v[r] for f, v in met._asdict().items()}, finite)
-            more, why = _tail.row_values({c: v[r] for c, v in textra.items()}, topts,
-                                         row["status"] == "success")
-            row.update(more, reason="; ".join(filter(None, (row["reason"], why))))
-            if opts.columns:
-                cols, why = _analyses.row(opts, extra, r, k.num_evals, finite)
-                row.update(cols)
-                row["reason"] = "; ".join(x for x in (row["reason"], why) if x)
+            cols, why = _options.row(opts, extra, r, k.num_evals, row["status"] == "success", finite)
+            row.update(cols, reason="; ".join(filter(None, (row["reason"], why))))
             rows[i] = row
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
             if R is not None:
@@ -396,14 +383,14 @@ def _limited(skipped, find) -> tuple:
     return tuple(n for n in sized if n in kept)
 
 
-def _analyze_part(kerns, leaves, device, precision, bound, opts, topts, key, ids):
+def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids):
     """Spectra, fit, metrics and the optional analyses of some layers on one device:
-    ``[(members, fit, metrics, tail_extra, E, extra, R)]`` (``R``: randomised spectra or None).
+    ``[(members, fit, metrics, E, extra, R)]`` (``R``: randomised spectra or None).
 
     ``ids``: the global index of each kernel (the bootstrap key of a layer is
     ``fold_in(key, index)``, whatever the split over devices).
 
-    Two programs (spectra, then fit), keyed on shapes and layouts only, not on names:
+    The programs (spectra, fit, metrics) are keyed on shapes and layouts only, not on names:
     the static description of each kernel drops its name and numbers its leaf among
     the leaves actually used.
     """
@@ -416,16 +403,15 @@ def _analyze_part(kerns, leaves, device, precision, bound, opts, topts, key, ids
         spectra = _pooled(jax.device_put(evals, device), specs, groups)
     else:
         spectra = _spectra_stage(_put(leaves, used, device), specs, groups, precision)
-    rand = [None] * len(groups) if not opts.randomize else _analyses.random_spectra(
-        opts, _put(leaves, used, device), kerns, specs, groups, precision)
+    rand = [None] * len(groups) if not opts.randomize else _options.random_spectra(
+        key, _put(leaves, used, device), kerns, specs, groups, precision)
     out = []
     for (_, members), E, R in zip(groups, spectra, rand):
         counts = np.asarray([kerns[i].num_evals for i in members])
         Ns = np.asarray([kerns[i].N for i in members], precision)
-        keys = None if not topts.bootstrap else jax.vmap(jax.random.fold_in, (None, 0))(
-            key, np.asarray([ids[i] for i in members]))
-        extra = _analyses.compute(opts, E, R, [kerns[i] for i in members])
-        out.append((members, *_fit_stage(E, counts, Ns, bound, keys, topts), E, extra, R))
+        fit, extra = _options.compute(opts, E, R, bound, key, [ids[i] for i in members],
+                                      [kerns[i] for i in members])
+        out.append((members, fit, _metrics.spectral_metrics(E, counts, Ns, fit.alpha), E, extra, R))
     return out
 
 

@@ -61,7 +61,7 @@ def test_vectorised_equals_a_loop_over_the_same_replicas(lognormal):
     assert float(t.p_value) == pytest.approx(p, abs=1e-6)
     np.testing.assert_allclose([float(t.alpha_ci_low), float(t.alpha_ci_high)], ci, rtol=1e-5)
     for f in pl.PowerLawFit._fields:
-        np.testing.assert_array_equal(np.asarray(getattr(t, f)), np.asarray(getattr(fit, f)))
+        np.testing.assert_array_equal(np.asarray(getattr(t.fit, f)), np.asarray(getattr(fit, f)))
 
 
 @pytest.mark.slow
@@ -107,6 +107,19 @@ def test_seeded():
     c = jaxww.fit_power_law(x, bootstrap=B, key=jax.random.key(4))
     assert float(a.p_value) == float(b.p_value) and float(a.alpha_ci_low) == float(b.alpha_ci_low)
     assert (float(a.p_value), float(a.alpha_ci_low)) != (float(c.p_value), float(c.alpha_ci_low))
+
+
+def test_result_is_the_plain_fit_and_the_test():
+    x = pareto(2.5, N, np.random.default_rng(1)).astype(np.float32)
+    t = jaxww.fit_power_law(x, bootstrap=B, key=jax.random.key(3))
+    fit = jaxww.fit_power_law(x)
+    assert isinstance(t, jaxww.PowerLawTest) and isinstance(t.fit, jaxww.PowerLawFit)
+    assert t._fields == ("fit", "p_value", "alpha_ci_low", "alpha_ci_high")
+    for f in pl.PowerLawFit._fields:   # the fit's fields also read directly
+        assert getattr(t, f) is getattr(t.fit, f)
+        np.testing.assert_array_equal(np.asarray(getattr(t.fit, f)), np.asarray(getattr(fit, f)))
+    with pytest.raises(AttributeError, match="no attribute 'Lambda'"):
+        t.Lambda
 
 
 @pytest.mark.slow

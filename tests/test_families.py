@@ -251,12 +251,11 @@ def test_size_limits_none_means_no_limit():
     assert [k.name for k in ks] == ["big/kernel"]
 
 
-def test_transforms_index_refuses_a_non_leading_split():
+def test_select_names_the_split_axis_and_index():
     ks, _ = jaxww.find_kernels(["layers/wi_0/kernel"], [arr(E, L, F)], scan_axis=1)
-    with pytest.raises(ValueError, match="only a leading split axis"):
-        ks[0].index
+    assert [k.select for k in ks] == [((1, i),) for i in range(L)]
     ks, _ = jaxww.find_kernels(["attn/kv_einsum/w"], [arr(2, KV, E, D)])
-    assert [k.index for k in ks] == [0, 1]
+    assert [k.select for k in ks] == [((0, 0),), ((0, 1),)]
 
 
 # --- Keras 3 -----------------------------------------------------------------------------

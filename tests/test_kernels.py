@@ -119,7 +119,7 @@ def test_stacked_leaf_gives_one_kernel_per_index():
     assert sorted(ks) == [f"layers/Dense_0/kernel[{i}]" for i in range(3)]
     for i in range(3):
         k = ks[f"layers/Dense_0/kernel[{i}]"]
-        assert (k.index, k.layer_type, k.shape, k.N, k.M) == (i, "dense", (128, 64), 128, 64)
+        assert (k.select, k.layer_type, k.shape, k.N, k.M) == (((0, i),), "dense", (128, 64), 128, 64)
         np.testing.assert_array_equal(np.asarray(k.matrices(leaves[k.leaf]))[0], w[i])
     assert "layers/Dense_0/bias" in sk
 
