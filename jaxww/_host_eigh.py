@@ -1,19 +1,23 @@
 """Exact eigenvalues and eigenpairs of ``W^T W`` by LAPACK on the host.
 
-:func:`eigvals` is the CPU path of :mod:`jaxww.spectra` (every eigenvalue, no
-vectors). The training transforms need more at a refresh: every eigenvalue (for the tail fit) but
-only the eigenvectors of the tail (``d alpha / d lambda_j`` is zero outside it), so it
-pays for the eigenvalues-only solver plus thin work proportional to the tail:
+* :func:`eigvals`: the CPU path of :mod:`jaxww.spectra`, every eigenvalue and no
+  vector (``?syrk``, ``?syevd`` with ``jobz='N'``) through NumPy, which releases the
+  GIL: the matrices spread over the cores, one BLAS thread each.
+
+The training transforms need more at a refresh: every eigenvalue (for the tail fit)
+but only the eigenvectors of the tail (``d alpha / d lambda_j`` is zero outside it),
+so they pay for the eigenvalues-only solver plus thin work proportional to the tail:
 
 * :func:`eigvals_factored`: ``X = W^T W`` (BLAS ``?syrk``), ``X = Q T Q^T`` (``?sytrd``,
   the ``4/3 M^3`` step that ``?syevd`` with ``jobz='N'`` also takes), all eigenvalues
-  of ``T`` (``?stev``, i.e. ``?sterf``): the cost of :func:`jaxww.eigenvalues`;
+  of ``T`` (``?stev``, i.e. ``?sterf``);
 * :func:`tail_gradient`, once the tail is known: its ``n_t`` eigenvectors of ``T`` by
-  inverse iteration at the known eigenvalues (``?stein``, ``O(M n_t)``), ``V = Q Z`` (``?ormqr`` on the kept reflectors,
-  ``2 M^2 n_t``) and ``2 (W V) diag(g) V^T`` (two ``?gemm``, ``4 N M n_t``).
+  inverse iteration at the known eigenvalues (``?stein``, ``O(M n_t)``), ``V = Q Z``
+  (``?ormqr`` on the kept reflectors, ``2 M^2 n_t``) and ``2 (W V) diag(g) V^T`` (two
+  ``?gemm``, ``4 N M n_t``).
 
-All groups go through one host call, matrix after matrix (SciPy's LAPACK wrappers
-hold the GIL, so threads would not run them in parallel).
+These two need LAPACK routines NumPy does not have; SciPy's wrappers hold the GIL, so
+their matrices go one after the other, in one host call for all shape groups.
 float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
 enabled only by a context manager (the callback runs on another thread).
 """
