@@ -20,7 +20,7 @@ from jaxww.regularizers import (
     tail_alpha, tail_spec, tree_alpha, weighted_alpha_penalty,
 )
 from jaxww.report import COLUMNS, SUMMARY_METRICS, Report, analyze
-from jaxww.smooth import smooth
+from jaxww.smoothing import smooth
 from jaxww.spectra import batched_spectra, eigenvalues
 from jaxww.tpl import TPLFit, fit_truncated_power_law
 from jaxww.transforms import (
