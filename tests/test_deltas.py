@@ -67,6 +67,7 @@ def test_lora_factors_skipped_by_default(h):
     lora = {s.name: s for s in report.skipped_rows if s.kind == "lora"}
     assert set(lora) == {"blk/lora/lora_a", "blk/lora/lora_b"}
     assert "lora='delta'" in lora["blk/lora/lora_a"].reason
+    assert [r["name"] for r in jaxww.describe(_nnx_lora_tree(h)).rows] == ["blk/kernel"]  # as analyze
 
 
 def test_lora_delta_and_merged_nnx(h):
