@@ -21,6 +21,7 @@ from jaxww.regularizers import (
     tail_alpha, tail_spec, tree_alpha, weighted_alpha_penalty,
 )
 from jaxww.report import COLUMNS, SUMMARY_METRICS, Report, analyze
+from jaxww.smoothing import smooth
 from jaxww.spectra import batched_spectra, eigenvalues
 from jaxww.tpl import TPLFit, fit_truncated_power_law
 from jaxww.transforms import (
@@ -39,7 +40,7 @@ __all__ = [
     "add_alpha_decayed_weights", "add_alpha_regularization", "alpha", "alpha_penalty", "analyze",
     "batched_spectra", "bootstrap_power_law", "compare_distributions", "describe", "diff_models", "eigenvalues",
     "find_kernels", "fit_fingers", "fit_power_law", "fit_truncated_power_law", "flatten_params",
-    "get_esd", "infer_layout", "load_params", "scale_by_alpha", "spectral_metrics",
+    "get_esd", "infer_layout", "load_params", "scale_by_alpha", "smooth", "spectral_metrics",
     "spectral_norm_penalty", "spectrum", "tail_alpha", "tail_spec", "tree_alpha", "warning",
     "weighted_alpha_penalty",
 ]

@@ -8,6 +8,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww import deltas as _deltas
 from jaxww import kernels as _kernels
 from jaxww import spectra as _spectra
 
@@ -78,5 +79,7 @@ def get_esd(params, name: str, *, precision: str = "float32",
 
 def _find(params, min_evals, max_evals, max_N, layers, layouts):
     names, leaves, _ = _kernels.read_params(params)
+    _, _, skips = _deltas.read_lora(names, leaves, None, None)  # LoRA factors: skipped as by analyze
     return _kernels.find_kernels(names, leaves, layers=layers, layouts=layouts, min_evals=min_evals,
-                                 max_evals=max_evals, max_N=max_N, types=_kernels.module_types(params))
+                                 max_evals=max_evals, max_N=max_N, types=_kernels.module_types(params),
+                                 readings=_deltas.readings(None, skips, len(leaves)))

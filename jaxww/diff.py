@@ -133,8 +133,8 @@ def diff_models(params_a, params_b, *, k: int = 10, **analyze_options) -> ModelD
     rep_a = _report.analyze(params_a, **analyze_options)
     rep_b = _report.analyze(params_b, **analyze_options)
     metrics = _metric_columns(rep_a, rep_b)
-    by_a = dict(zip((r["name"] for r in rep_a.rows), zip(rep_a.rows, rep_a._kernels)))
-    by_b = dict(zip((r["name"] for r in rep_b.rows), zip(rep_b.rows, rep_b._kernels)))
+    by_a = dict(zip((r["name"] for r in rep_a.rows), zip(rep_a.rows, rep_a._kerns)))
+    by_b = dict(zip((r["name"] for r in rep_b.rows), zip(rep_b.rows, rep_b._kerns)))
     _, leaves_a, _ = _kernels.read_params(params_a)
     _, leaves_b, _ = _kernels.read_params(params_b)
     same = [n for n in by_a if n in by_b and _matrix_shape(by_a[n][1], leaves_a) == _matrix_shape(by_b[n][1], leaves_b)]

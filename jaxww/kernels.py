@@ -79,7 +79,8 @@ class Skipped(NamedTuple):
     ``kind`` classifies the reason: ``"size_limit"`` (``min_evals``, ``max_evals``,
     ``max_N``), ``"not_array"``, ``"dtype"``, ``"not_matrix"``, ``"not_weight"``
     (biases, normalisation), ``"filter"`` (``layers=``), ``"override"`` (``layouts=``
-    said skip) or ``"layout"`` (the layout cannot be told apart; the reason has the hint).
+    said skip), ``"lora"`` (a LoRA factor, analysed only as a pair: ``analyze(lora=...)``)
+    or ``"layout"`` (the layout cannot be told apart; the reason has the hint).
     """
 
     name: str
@@ -176,6 +177,25 @@ class Kernel:
         b = math.prod(w.shape[c] for c in self.cols)
         fixed = tuple(ax for ax, _ in self.select)
         return w.transpose(self.taps + self.rows + self.cols + fixed).reshape(self.rf, a, b)
+
+    def put(self, value, mats) -> jax.Array:
+        """The leaf value with this kernel's matrices replaced by ``mats``: the inverse of
+        :meth:`matrices` (``k.put(v, k.matrices(v))`` is ``v``; cast to ``v``'s dtype).
+
+        Args:
+          value: the leaf value.
+          mats: an ``(rf, a, b)`` stack, the shape :meth:`matrices` returns.
+        """
+        w = jnp.asarray(value)
+        sub = w.shape
+        start = [0] * w.ndim
+        for axis, i in self.select:
+            sub = sub[:axis] + (1,) + sub[axis + 1:]
+            start[axis] = i
+        order = self.taps + self.rows + self.cols + tuple(ax for ax, _ in self.select)
+        block = jnp.reshape(mats, tuple(sub[a] for a in order))
+        block = jnp.transpose(block, tuple(order.index(a) for a in range(w.ndim)))
+        return jax.lax.dynamic_update_slice(w, block.astype(w.dtype), start)
 
 
 def _layout_reading(layout: str, ndim: int) -> Reading | None:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww import deltas as _deltas
 from jaxww import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import options as _options
@@ -60,7 +61,7 @@ class Report:
     _stacked_leaves: frozenset = dataclasses.field(repr=False, default=frozenset())
     columns: tuple = COLUMNS
     rand_evals: dict = dataclasses.field(repr=False, default_factory=dict)
-    _kernels: tuple = dataclasses.field(repr=False, default=())  # the Kernel of each row
+    _kerns: tuple = dataclasses.field(repr=False, default=())
 
     @property
     def details(self):
@@ -248,6 +249,9 @@ def analyze(
     detX: bool = False,
     plot: bool = False,
     savefig: str | None = None,
+    base=None,
+    lora: str | None = None,
+    lora_scale: float | dict | None = None,
 ) -> Report:
     """Analyse every weight matrix of ``params``: spectrum, power-law fit, metrics.
 
@@ -289,13 +293,21 @@ def analyze(
       plot: draw one figure per layer (:mod:`jaxww.plots`, needs matplotlib), saved
         as PNG files into the directory ``savefig`` (default ``"ww-img"``).
       savefig: directory of the figures of ``plot=True``.
+      base: a base model's params (same paths and shapes): every leaf is read as
+        ``W - W_base`` (:mod:`jaxww.deltas`).
+      lora: how LoRA factor pairs (``lora_a``/``lora_b``, PEFT ``lora_A``/``lora_B``) are
+        read: None (the factors are skipped), ``"delta"`` (the update ``s B A``) or
+        ``"merged"`` (the base weight plus the update); see :mod:`jaxww.deltas`.
+      lora_scale: the scale ``s`` of the LoRA updates, a number or ``{regex: number}``
+        (default: 1 for NNX pairs; required for PEFT pairs).
 
     Returns:
       A :class:`Report` (``details``, ``summary``, ``skipped``, ``esd(name)``, ``tree()``).
 
     Raises:
       ValueError: the tree is empty or has no leaf that can be analysed;
-        ``randomize=True`` without ``key``.
+        ``randomize=True`` without ``key``; ``base`` with other paths or shapes (the
+        message names the first mismatched path); ``base`` with ``lora``.
 
     Example:
       >>> import jax, jaxww
@@ -311,10 +323,17 @@ def analyze(
     names, leaves, treedef = _kernels.read_params(params)
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
+    if base is not None and lora is not None:
+        raise ValueError("analyze: pass base= or lora=, not both (a LoRA model's update is lora='delta')")
+    bleaves = None if base is None else _deltas.base_leaves(names, leaves, base)
+    names, leaves, skips = _deltas.read_lora(names, leaves, lora, lora_scale)
     find = functools.partial(_kernels.find_kernels, names, leaves, layers=layers, layouts=layouts,
                              min_evals=min_evals, types=_kernels.module_types(params),
-                             readings=_kernels.model_readings(params), scan_axis=scan_axis)
+                             readings=_deltas.readings(_kernels.model_readings(params), skips, len(leaves)),
+                             scan_axis=scan_axis)
     kerns, skipped = find(max_evals=max_evals, max_N=max_N)
+    if bleaves is not None:
+        leaves = _deltas.subtract(leaves, bleaves, {k.leaf for k in kerns})
     limited = _limited(skipped, find)
     limits = {"max_N": max_N, "max_evals": max_evals}
     if not kerns:
@@ -343,7 +362,7 @@ def analyze(
     report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
                     _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
                     columns=COLUMNS + opts.columns, rand_evals=rand_by_name,
-                    _kernels=tuple(kerns))
+                    _kerns=tuple(kerns))
     if plot:
         from jaxww import plots
         plots.save_all(report, "ww-img" if savefig is None else savefig)
