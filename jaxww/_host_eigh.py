@@ -152,12 +152,6 @@ def _lapack(dtype, name):
     return getattr(lapack, ("d" if dtype == np.float64 else "s") + name)
 
 
-def _gram(W):
-    """Lower triangle of ``W^T W`` for a C-ordered ``(N, M)`` ``W`` (no copy: trans=0 on W^T)."""
-    syrk = blas.dsyrk if W.dtype == np.float64 else blas.ssyrk
-    return syrk(1.0, W.T, trans=0, lower=1)
-
-
 def _factor_one(W):
     """``W^T W = Q T Q^T``: eigenvalues (ascending) and ``(reflectors, tau, d, e)``, or None."""
     M, dt = W.shape[1], W.dtype
