@@ -1,8 +1,8 @@
 """Exact eigenvalues and eigenpairs of ``W^T W`` by LAPACK on the host.
 
 * :func:`eigvals`: the CPU path of :mod:`jaxww.spectra`, every eigenvalue and no
-  vector (``?syrk``, ``?syevd`` with ``jobz='N'``) through NumPy, which releases the
-  GIL: the matrices spread over the cores, one BLAS thread each.
+  vector (``?syrk``, ``?syevd`` with ``jobz='N'``), called without the GIL: the
+  matrices spread over the cores, one BLAS thread each.
 
 The training transforms need more at a refresh: every eigenvalue (for the tail fit)
 but only the eigenvectors of the tail (``d alpha / d lambda_j`` is zero outside it),
@@ -25,6 +25,7 @@ enabled only by a context manager (the callback runs on another thread).
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import functools
 import os
 import threading
@@ -33,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import threadpoolctl
-from scipy.linalg import blas, lapack
+from scipy.linalg import blas, cython_lapack, lapack
 
 
 _POOL: list = []
@@ -73,11 +74,50 @@ def _gram(V):
 
 
 def _eigvalsh(X, out):
-    """``out[:] =`` ascending eigenvalues of ``X`` (LAPACK ``?syevd``, ``jobz='N'``); NaN on failure."""
-    try:
-        out[:] = np.linalg.eigvalsh(X)
-    except np.linalg.LinAlgError:
-        pass
+    """``out[:] =`` ascending eigenvalues of the symmetric ``X`` (overwritten); NaN on failure."""
+    X = np.ascontiguousarray(X)
+    m, dt = X.shape[0], X.dtype
+    if m == 0:
+        return
+    lwork, liwork = _syevd_work(dt, m)
+    w = np.empty(m, dt)
+    if _call_syevd(X, w, np.empty(lwork, dt), np.empty(liwork, np.intc), lwork, liwork) == 0:
+        out[:] = w
+
+
+# --- LAPACK ?syevd without the GIL (SciPy 1.17). SciPy's f2py wrappers hold the GIL, so
+# threads would run them one after the other, and their default workspace is the minimal
+# one (an unblocked ?sytrd: about 1.7x slower at n = 640); NumPy's eigvalsh is GIL-free
+# but its float32 ?syevd measured 1.6-2.6x slower. So SciPy's Cython LAPACK
+# (scipy.linalg.cython_lapack, a public API) is called through ctypes, which releases
+# the GIL during the call, with LAPACK's optimal workspace.
+@functools.cache
+def _syevd(dtype):
+    """``?syevd(jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork, info)``."""
+    capsule = cython_lapack.__pyx_capi__[("d" if dtype == np.float64 else "s") + "syevd"]
+    name, ptr = ctypes.pythonapi.PyCapsule_GetName, ctypes.pythonapi.PyCapsule_GetPointer
+    name.restype, name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    ptr.restype, ptr.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    i, p = ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
+    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, i, p, i, p, p, i, p, i, i)(
+        ptr(capsule, name(capsule)))
+
+
+def _call_syevd(a, w, work, iwork, lwork: int, liwork: int) -> int:
+    """Eigenvalues only (``jobz='N'``) of the C-contiguous symmetric ``a`` into ``w``; LAPACK's ``info``."""
+    n, lw, liw, info = (ctypes.c_int(v) for v in (a.shape[0], lwork, liwork, 0))
+    _syevd(np.dtype(a.dtype))(b"N", b"L", ctypes.byref(n), a.ctypes.data, ctypes.byref(n), w.ctypes.data,
+                              work.ctypes.data, ctypes.byref(lw), iwork.ctypes.data, ctypes.byref(liw),
+                              ctypes.byref(info))
+    return info.value
+
+
+@functools.cache
+def _syevd_work(dtype, m: int) -> tuple:
+    """The optimal ``(lwork, liwork)`` of ``?syevd`` of order ``m`` (LAPACK's own query)."""
+    work, iwork = np.zeros(1, dtype), np.zeros(1, np.intc)
+    _call_syevd(np.zeros((m, m), dtype), np.zeros(m, dtype), work, iwork, -1, -1)
+    return max(int(work[0]), 2 * m + 1), max(int(iwork[0]), 1)
 
 
 def _tall_gram(V):
@@ -94,11 +134,11 @@ def _tall_gram(V):
 def eigvals(stacks) -> list:
     """Host side of the CPU spectra: ascending eigenvalues of each matrix's Gram matrix.
 
-    ``X = W^T W`` or ``W W^T``, whichever is smaller (BLAS ``?syrk``), then LAPACK
-    ``?syevd`` with ``jobz='N'`` (``?sytrd`` + ``?sterf``, no eigenvectors). NumPy, not
-    SciPy's wrappers: NumPy releases the GIL, so the matrices spread over the cores
-    (:func:`_run`); the Gram matrix of a tall one (an LLM embedding) is split over them
-    by chunks of rows.
+    ``X = W^T W`` or ``W W^T``, whichever is smaller (BLAS ``?syrk``, through NumPy), then
+    LAPACK ``?syevd`` with ``jobz='N'`` (``?sytrd`` + ``?sterf``, no eigenvectors; through
+    ctypes, see :func:`_syevd`). Both release the GIL, so the matrices spread over the
+    cores (:func:`_run`); the Gram matrix of a tall one (an LLM embedding) is split over
+    them by chunks of rows.
 
     Args:
       stacks: NumPy arrays ``(..., a, b)``.
