@@ -312,3 +312,30 @@ def tail_gradient(stacks, dlam, factors):
     out = jax.pure_callback(lambda *xs: _tail_gradient_host(dtypes, *xs), shapes,
                             *[_words(x) for x in args])
     return [_unwords(o, W.dtype) for o, W in zip(out, stacks)]
+
+
+def svd(W):
+    """``jnp.linalg.svd(W, full_matrices=False)`` of a stack ``(..., a, b)``, traceable.
+
+    Workaround (jaxlib 0.10.2): its batched CPU LAPACK (``ParallelBatchMap``) re-enters
+    XLA's intra-op thread pool, and two SVDs of one program were seen to deadlock on a
+    2-core machine; on the CPU the SVD is NumPy's, in one host callback. Other
+    platforms: ``jnp.linalg.svd``.
+
+    Returns:
+      ``(u, s, vh)``: ``(..., a, k)``, ``(..., k)`` descending, ``(..., k, b)``, ``k = min(a, b)``.
+    """
+    return jax.lax.platform_dependent(W, cpu=_svd_cpu, default=lambda x: tuple(jnp.linalg.svd(x, full_matrices=False)))
+
+
+def _svd_cpu(W):
+    dt, (a, b) = np.dtype(W.dtype), W.shape[-2:]
+    k, lead = min(a, b), W.shape[:-2]
+    shapes = [_shape(lead + s, dt) for s in ((a, k), (k,), (k, b))]
+
+    def host(x):
+        return tuple(_np_words(np.ascontiguousarray(o)) for o in np.linalg.svd(_np_unwords(x, dt), full_matrices=False))
+
+    return tuple(_unwords(o, W.dtype) for o in jax.pure_callback(host, tuple(shapes), _words(W),
+                                                                 vmap_method="broadcast_all"))
+

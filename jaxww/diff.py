@@ -29,7 +29,7 @@ of columns for the right). ``W -> Q W`` with ``Q`` orthogonal keeps the right su
   ``sigma_k > sigma_{k+1}``; for equal values the overlap depends on the SVD's choice.
 * A convolution's ``rf`` taps: the overlap of each tap (same ``k`` for all), averaged.
 
-The SVDs of all same-shape layers are one batched ``jnp.linalg.svd`` per shape.
+The SVDs of all same-shape layers are one batched SVD per shape (:func:`jaxww._host_eigh.svd`).
 
 Example:
   >>> import numpy as np, jaxww
@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww import _host_eigh
 from jaxww import kernels as _kernels
 from jaxww import report as _report
 from jaxww._plan import group_indices
@@ -228,8 +229,8 @@ def _subspace_overlaps(Wa, Wb, k: int):
     """
     finite = jnp.isfinite(Wa).all(axis=(1, 2, 3)) & jnp.isfinite(Wb).all(axis=(1, 2, 3))
     keep = finite[:, None, None, None]
-    Ua, sa, Vha = jnp.linalg.svd(jnp.where(keep, Wa, 0), full_matrices=False)
-    Ub, sb, Vhb = jnp.linalg.svd(jnp.where(keep, Wb, 0), full_matrices=False)
+    Ua, sa, Vha = _host_eigh.svd(jnp.where(keep, Wa, 0))
+    Ub, sb, Vhb = _host_eigh.svd(jnp.where(keep, Wb, 0))
     kmax = min(k, sa.shape[-1])
     k_used = jnp.minimum(kmax, jnp.minimum(_rank(sa, Wa.shape), _rank(sb, Wb.shape)))
     mask = jnp.arange(kmax) < k_used[:, None, None]                       # (G, 1, kmax)

@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww import _host_eigh
 from jaxww import kernels as _kernels
 from jaxww import report as _report
-from jaxww import spectra as _spectra
 from jaxww._plan import group_indices
 
 #: ``method`` of :func:`smooth` -> the column of ``analyze`` giving ``k`` (None: ``percent``).
@@ -136,40 +136,19 @@ def _truncate(leaves, specs, counts, precision):
     out = list(leaves)
     for _, members in group_indices([m.shape for m in mats]).items():
         stack = jnp.stack([mats[i] for i in members])                        # (n, rf, a, b)
-        trunc = jax.lax.platform_dependent(stack, counts[np.asarray(members)],
-                                           cpu=_truncate_cpu, default=_truncate_device)
+        u, sv, vh = _host_eigh.svd(stack)
+        kept = jnp.where(_keep(sv, counts[np.asarray(members)]), sv, 0)
+        trunc = jnp.matmul(u * kept[..., None, :], vh)
         for j, i in enumerate(members):
             out[specs[i].leaf] = specs[i].put(out[specs[i].leaf], trunc[j])
     return tuple(out)
 
 
-def _keep(s, counts, xp):
+def _keep(s, counts):
     """Mask of the ``counts[j]`` largest of the singular values ``s[j]`` ``(n, rf, m)``,
-    pooled over the taps (NumPy or ``jax.numpy`` as ``xp``)."""
+    pooled over the taps."""
     flat = s.reshape(s.shape[0], -1)
-    rank = xp.argsort(xp.argsort(-flat, axis=-1, stable=True), axis=-1, stable=True)
+    rank = jnp.argsort(jnp.argsort(-flat, axis=-1, stable=True), axis=-1, stable=True)
     return (rank < counts[:, None]).reshape(s.shape)
 
 
-def _truncate_device(stack, counts):
-    u, s, vh = jnp.linalg.svd(stack, full_matrices=False)
-    return jnp.matmul(u * jnp.where(_keep(s, counts, jnp), s, 0)[..., None, :], vh)
-
-
-def _truncate_cpu(stack, counts):
-    """The CPU path: NumPy's SVD in one host callback per stack. jaxlib 0.10.2's batched
-    CPU LAPACK (``ParallelBatchMap``) re-enters XLA's intra-op thread pool and was seen
-    to deadlock here when two SVDs of one program ran at once (2-core machine)."""
-    dtype = np.dtype(stack.dtype)
-    out = (jax.ShapeDtypeStruct(stack.shape + (2,), jnp.uint32) if dtype.itemsize > 4
-           else jax.ShapeDtypeStruct(stack.shape, stack.dtype))
-    got = jax.pure_callback(functools.partial(_truncate_host, dtype=dtype), out,
-                            _spectra._to_words(stack), counts, vmap_method="broadcast_all")
-    return jax.lax.bitcast_convert_type(got, stack.dtype) if dtype.itemsize > 4 else got
-
-
-def _truncate_host(words, counts, dtype):
-    x = _spectra._from_words(np.asarray(words), dtype)
-    u, s, vh = np.linalg.svd(x, full_matrices=False)
-    t = np.matmul(u * np.where(_keep(s, np.asarray(counts), np), s, 0)[..., None, :], vh).astype(dtype)
-    return t.view(np.uint32).reshape(t.shape + (-1,)) if dtype.itemsize > 4 else t

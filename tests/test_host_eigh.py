@@ -111,3 +111,19 @@ def test_spectra_path_follows_the_compile_platform():
             for p in ("cpu", "tpu", "cuda")}
     assert "callback" in text["cpu"]
     assert "callback" not in text["tpu"] and "callback" not in text["cuda"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_svd_host_path_equals_jax(dtype, x64):
+    """``_host_eigh.svd`` (NumPy in a host callback on the CPU) against the other platforms'
+    ``jnp.linalg.svd`` run here: same singular values, same reconstruction, in both orientations."""
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((2, 3, 12, 7)).astype(dtype)
+    eps = np.finfo(dtype).eps
+    for M in (W, np.swapaxes(W, -1, -2)):
+        u, s, vh = (np.asarray(x) for x in jax.jit(_host_eigh.svd)(jnp.asarray(M)))
+        _, s_ref, _ = (np.asarray(x) for x in jnp.linalg.svd(jnp.asarray(M), full_matrices=False))
+        assert u.dtype == dtype and u.shape == M.shape[:-1] + (7,) and vh.shape == M.shape[:-2] + (7, M.shape[-1])
+        np.testing.assert_allclose(s, s_ref, rtol=0, atol=50 * eps * s_ref.max())
+        np.testing.assert_allclose(np.matmul(u * s[..., None, :], vh), M, rtol=0, atol=50 * eps * s_ref.max())
+

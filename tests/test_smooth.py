@@ -128,16 +128,3 @@ def test_k_equals_weightwatcher_svd_smoothing(h):
             exact = (u[:, :k] * s[:k]) @ vh[:k]
             assert np.linalg.norm(b - exact) <= 1e-5 * np.linalg.norm(exact)
             assert np.linalg.norm(w - a) <= 1.01 * np.linalg.norm(w - exact)
-
-
-def test_device_path_equals_host_path(h):
-    """The non-CPU branch (``jnp.linalg.svd``) against the CPU host callback, on the CPU:
-    the same truncation (conv-like taps pooled, k = 0 and full rank included)."""
-    from jaxww import smoothing as sm
-
-    stack = np.stack([h.gaussian(i, (3, 16, 8)) for i in range(3)])      # (n, rf, a, b)
-    counts = np.asarray([0, 5, 24], np.int32)
-    dev = np.asarray(sm._truncate_device(jnp.asarray(stack), jnp.asarray(counts)))
-    host = sm._truncate_host(stack, counts, np.dtype(np.float32))
-    np.testing.assert_allclose(dev, host, rtol=0, atol=1e-5 * np.abs(stack).max())
-    assert not host[0].any() and np.allclose(host[2], stack[2], atol=1e-5)
