@@ -100,6 +100,7 @@ def test_exponential_rejected_when_the_tail_is_held_long():
     assert np.mean(np.asarray(t.p_value) <= 0.1) >= 0.75
 
 
+@pytest.mark.slow
 def test_seeded():
     x = pareto(2.5, N, np.random.default_rng(1)).astype(np.float32)
     a = jaxww.fit_power_law(x, bootstrap=B, key=jax.random.key(3))

@@ -70,6 +70,7 @@ def test_lora_factors_skipped_by_default(h):
     assert [r["name"] for r in jaxww.describe(_nnx_lora_tree(h)).rows] == ["blk/kernel"]  # as analyze
 
 
+@pytest.mark.slow
 def test_lora_delta_and_merged_nnx(h):
     params = _nnx_lora_tree(h)
     a, b, w = params["blk"]["lora"]["lora_a"], params["blk"]["lora"]["lora_b"], params["blk"]["kernel"]
@@ -87,6 +88,7 @@ def test_lora_delta_and_merged_nnx(h):
     assert params["blk"]["kernel"] is w  # nothing replaced in the input
 
 
+@pytest.mark.slow
 def test_lora_nnx_modules(h):
     nnx = pytest.importorskip("flax.nnx", reason="needs flax")
     rngs = nnx.Rngs(0)

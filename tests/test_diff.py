@@ -60,6 +60,7 @@ def tree():
             "attn": {"q_einsum": {"w": (rng.standard_normal(QEIN) / 8).astype(np.float32)}}}
 
 
+@pytest.mark.slow
 def test_identical_trees_zero_deltas_unit_overlaps(tree):
     d = jaxww.diff_models(tree, tree)
     assert [r["name"] for r in d.rows] == ["attn/q_einsum/w", "conv/kernel", "dense/kernel"]

@@ -26,6 +26,7 @@ def _weights(seed=0):
             "enc/dense/bias": np.zeros(48, np.float32)}
 
 
+@pytest.mark.slow
 def test_npz_roundtrip_gives_same_report(tmp_path):
     w = _weights()
     path = tmp_path / "w.npz"
@@ -295,6 +296,7 @@ def _llm_like():
             "head/kernel": rng.standard_normal((48, 2)).astype(np.float32)}
 
 
+@pytest.mark.slow
 def test_size_limits_are_reported_and_none_lifts_them():
     w = _llm_like()
     report = jaxww.analyze(w)

@@ -135,6 +135,7 @@ def test_powerlaw_2_trap_thin_tail_not_clipped_at_3(pareto_fits):
     assert (np.asarray(fit.alpha)[ALPHAS > 3.2] > 3.2).all()
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, derandomize=True)
 @given(alpha=st.floats(1.5, 5.0), seed=st.integers(0, 2**31 - 1))
 def test_pareto_recovers_alpha_property(alpha, seed):

@@ -83,6 +83,7 @@ def test_keras_dense_int4_sub_channel():
     assert kinds["dense/kernel_scale"] == "not_weight" and kinds["dense/kernel_zero"] == "not_weight"
 
 
+@pytest.mark.slow
 def test_gemma_int_einsum():
     """gemma/peft ``quantize``: ``q_einsum/_IntEinsum_0/{kernel, scale}`` read as
     ``q_einsum/w`` (H, d, D) -> d x H*D; ``mlp/_IntEinsum_linear`` as ``mlp/linear``."""

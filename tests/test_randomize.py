@@ -45,6 +45,7 @@ def test_seeded_and_independent_of_batching(params, rep):
     np.testing.assert_array_equal(alone.esd("trap/kernel", random=True), rep.esd("trap/kernel", random=True))
 
 
+@pytest.mark.slow
 def test_randomised_spectrum_is_that_of_the_permuted_matrix(params, rep, h):
     W = params["trap"]["kernel"]
     key = randomize.layer_keys(jax.random.key(0), ["trap/kernel"])[0]
@@ -68,6 +69,7 @@ def test_gaussian_layers_have_no_traps(rep):
         assert r["num_traps"] == 0 and r["trap_indices"] == ()
 
 
+@pytest.mark.slow
 def test_rand_distance_matches_reference_formula(rep):
     from weightwatcher.RMT_Util import jensen_shannon_distance
 
@@ -106,6 +108,7 @@ def test_student_t_with_finite_fourth_moment_has_no_traps(h):
     assert [r["num_traps"] for r in rep.rows] == [0] * 5
 
 
+@pytest.mark.slow
 def test_student_t_nu3_traps_are_its_largest_entries(h):
     # an i.i.d. nu = 3 matrix is its own randomisation: its traps are real spikes of W,
     # made by its largest entries (Auffinger, Ben Arous, Peche 2009)

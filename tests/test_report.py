@@ -209,6 +209,7 @@ def _alpha64(w):
 @settings(max_examples=15, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 10_000), nu=st.sampled_from([2.5, 4.0, 100.0]),
        log10_scale=st.floats(-1.5, 1.5), transform=st.sampled_from(["scale", "transpose", "rows", "cols"]))
+@pytest.mark.slow
 def test_alpha_invariances(seed, nu, log10_scale, transform):
     rng = np.random.default_rng(seed)
     w = (rng.standard_t(nu, size=(256, 128)) / 16).astype(np.float64)

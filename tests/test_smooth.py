@@ -41,6 +41,7 @@ def _desc(evals):
     return np.sort(np.asarray(evals, np.float64))[::-1]
 
 
+@pytest.mark.slow
 def test_full_rank_is_the_identity(tree):
     before = copy.deepcopy(tree)
     out = jaxww.smooth(tree, method="svd", percent=1.0)
