@@ -337,24 +337,11 @@ def analyze(
     limited = _limited(skipped, find)
     limits = {"max_N": max_N, "max_evals": max_evals}
     if not kerns:
-        why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:10])
-        note = Report((), (), {}, limited, limits).limits_note()
-        raise ValueError(f"analyze: no eligible weight matrix among {len(leaves)} leaves "
-                         f"(searched floating-point leaves with ndim >= 2). Skipped: {why}"
-                         + (f". {note}" if note else ""))
+        raise _nothing_to_analyze(len(leaves), skipped, Report((), (), {}, limited, limits).limits_note())
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("analyze: devices is empty")
-    with _precision_scope(precision):
-        bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
-        # Dispatch is asynchronous: the parts run on their devices concurrently, and
-        # the fit compiles while the spectra are being computed.
-        results = []
-        for part, dev in zip(_split(kerns, len(devices)), devices):
-            sub = [kerns[i] for i in part]
-            for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts, key, part):
-                results.append(([part[i] for i in members], *out))
-        results = jax.device_get(results)
+    results = _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key)
 
     rows, evals_by_name, rand_by_name = _assemble(kerns, results, opts)
     leaf_of = {k.name: k.leaf for k in kerns}
@@ -388,6 +375,28 @@ def _assemble(kerns, results, opts):
             if R is not None:
                 rand_by_name[k.name] = np.sort(R[r][: k.num_evals])
     return rows, evals_by_name, rand_by_name
+
+def _nothing_to_analyze(num_leaves, skipped, note) -> ValueError:
+    why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:10])
+    return ValueError(f"analyze: no eligible weight matrix among {num_leaves} leaves "
+                      f"(searched floating-point leaves with ndim >= 2). Skipped: {why}"
+                      + (f". {note}" if note else ""))
+
+
+def _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key) -> list:
+    """:func:`_analyze_part` of one part of the kernels per device (of about equal work),
+    on the host: ``[(kernel indices, fit, metrics, E, extra, R)]``."""
+    with _precision_scope(precision):
+        bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
+        # Dispatch is asynchronous: the parts run on their devices concurrently, and
+        # the fit compiles while the spectra are being computed.
+        results = []
+        for part, dev in zip(_split(kerns, len(devices)), devices):
+            sub = [kerns[i] for i in part]
+            for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts, key, part):
+                results.append(([part[i] for i in members], *out))
+        return jax.device_get(results)
+
 
 def _limited(skipped, find) -> tuple:
     """Names of the size-limited leaves that ``find`` keeps without ``max_N`` / ``max_evals``.
