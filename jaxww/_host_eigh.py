@@ -158,8 +158,8 @@ def eigvals(stacks) -> list:
                  if np.isfinite(flat[i]).all()]
     mats.sort(key=lambda m: -m[0].shape[0] * m[0].shape[1] ** 2)
     for V, out in mats:
-        if V.shape[0] >= 2 * _GRAM_ROWS:
-            _eigvalsh(_tall_gram(V), out)
+        if V.shape[0] >= 2 * _GRAM_ROWS:   # its eigenvalues with one BLAS thread too
+            _run([functools.partial(_eigvalsh, _tall_gram(V), out)])
     _run([functools.partial(lambda V, out: _eigvalsh(_gram(V), out), V, out)
           for V, out in mats if V.shape[0] < 2 * _GRAM_ROWS])
     return outs
