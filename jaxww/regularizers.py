@@ -381,10 +381,15 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
     spec = tail_spec(tail, temperature)
     plan, est, _ = _tree_estimates(params, spec, mask, layouts, float(thresh), "alpha_penalty")
     ok = est.status == _tail.FIT_OK
-    safe = jnp.where(ok, est.alpha, target)
-    per = jnp.where(ok, alpha_distance(safe, target, distance), 0.0)
-    value = reduce_layers(per, ok, reduce)
+    value, per = penalty_of_alphas(est.alpha, ok, target, distance, reduce)
     return (value, _aux(plan, est.alpha, per, ok)) if has_aux else value
+
+
+def penalty_of_alphas(alpha, ok, target: float, distance: str, reduce: str):
+    """``(P, per-layer terms)``: ``P = reduce_l d(alpha_l, target)`` over the layers where
+    ``ok`` (the others contribute 0 and no gradient)."""
+    per = jnp.where(ok, alpha_distance(jnp.where(ok, alpha, target), target, distance), 0.0)
+    return reduce_layers(per, ok, reduce), per
 
 
 def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",

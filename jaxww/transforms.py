@@ -239,8 +239,7 @@ def add_alpha_regularization(
     thresh = float(thresh)
 
     def penalty(alpha_v, ok):
-        per = _reg.alpha_distance(jnp.where(ok, alpha_v, target), target, distance)
-        return _reg.reduce_layers(jnp.where(ok, per, 0.0), ok, reduce)
+        return _reg.penalty_of_alphas(alpha_v, ok, target, distance, reduce)[0]
 
     def init_fn(params):
         plan = make_plan(params, None, layouts, where="add_alpha_regularization.init")
