@@ -10,14 +10,14 @@ so they pay for the eigenvalues-only solver plus thin work proportional to the t
 
 * :func:`eigvals_factored`: ``X = W^T W`` (BLAS ``?syrk``), ``X = Q T Q^T`` (``?sytrd``,
   the ``4/3 M^3`` step that ``?syevd`` with ``jobz='N'`` also takes), all eigenvalues
-  of ``T`` (``?stev``, i.e. ``?sterf``);
+  of ``T`` (``?sterf``);
 * :func:`tail_gradient`, once the tail is known: its ``n_t`` eigenvectors of ``T`` by
   inverse iteration at the known eigenvalues (``?stein``, ``O(M n_t)``), ``V = Q Z``
-  (``?ormqr`` on the kept reflectors, ``2 M^2 n_t``) and ``2 (W V) diag(g) V^T`` (two
+  (``?ormtr`` on the kept reflectors, ``2 M^2 n_t``) and ``2 (W V) diag(g) V^T`` (two
   ``?gemm``, ``4 N M n_t``).
 
-These two need LAPACK routines NumPy does not have; SciPy's wrappers hold the GIL, so
-their matrices go one after the other, in one host call for all shape groups.
+All LAPACK routines are SciPy's Cython LAPACK called through ctypes, without the GIL
+(:func:`_lapack`), so each host call spreads its matrices over the cores (:func:`_run`).
 float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
 enabled only by a context manager (the callback runs on another thread).
 """
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import threadpoolctl
-from scipy.linalg import blas, cython_lapack, lapack
+from scipy.linalg import cython_lapack
 
 
 _POOL: list = []
@@ -85,31 +85,43 @@ def _eigvalsh(X, out):
         out[:] = w
 
 
-# --- LAPACK ?syevd without the GIL (SciPy 1.17). SciPy's f2py wrappers hold the GIL, so
-# threads would run them one after the other, and their default workspace is the minimal
-# one (an unblocked ?sytrd: about 1.7x slower at n = 640); NumPy's eigvalsh is GIL-free
-# but its float32 ?syevd measured 1.6-2.6x slower. So SciPy's Cython LAPACK
+# --- LAPACK without the GIL (SciPy 1.17). SciPy's f2py wrappers hold the GIL, so threads
+# would run them one after the other, and their default workspace is the minimal one
+# (an unblocked ?sytrd: about 1.7x slower at n = 640); NumPy's eigvalsh is GIL-free but
+# its float32 ?syevd measured 1.6-2.6x slower. So SciPy's Cython LAPACK
 # (scipy.linalg.cython_lapack, a public API) is called through ctypes, which releases
 # the GIL during the call, with LAPACK's optimal workspace.
 @functools.cache
-def _syevd(dtype):
-    """``?syevd(jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork, info)``."""
-    capsule = cython_lapack.__pyx_capi__[("d" if dtype == np.float64 else "s") + "syevd"]
-    name, ptr = ctypes.pythonapi.PyCapsule_GetName, ctypes.pythonapi.PyCapsule_GetPointer
-    name.restype, name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+def _routine(dtype, name: str):
+    """LAPACK ``?name`` of ``dtype`` (``s`` or ``d``), every argument a pointer."""
+    capsule = cython_lapack.__pyx_capi__[("d" if dtype == np.float64 else "s") + name]
+    cname, ptr = ctypes.pythonapi.PyCapsule_GetName, ctypes.pythonapi.PyCapsule_GetPointer
+    cname.restype, cname.argtypes = ctypes.c_char_p, [ctypes.py_object]
     ptr.restype, ptr.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    i, p = ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
-    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, i, p, i, p, p, i, p, i, i)(
-        ptr(capsule, name(capsule)))
+    return ctypes.CFUNCTYPE(None)(ptr(capsule, cname(capsule)))
+
+
+def _lapack(dtype, name: str, *args) -> int:
+    """``?name(*args, info)``, returns ``info``. Arrays pass by pointer (Fortran order:
+    a C-contiguous symmetric matrix is its own transpose), ``bytes`` as a character,
+    ints as Fortran integers."""
+    args = [a if isinstance(a, np.ndarray) else np.frombuffer(a, np.uint8) if isinstance(a, bytes)
+            else np.array([a], np.intc) for a in args] + [np.zeros(1, np.intc)]
+    _routine(np.dtype(dtype), name)(*[ctypes.c_void_p(a.ctypes.data) for a in args])
+    return int(args[-1][0])
+
+
+def _query(dtype, name: str, *args) -> int:
+    """LAPACK's optimal ``lwork`` for ``?name(*args, work, lwork=-1, info)``."""
+    work = np.zeros(1, dtype)
+    _lapack(dtype, name, *args, work, -1)
+    return max(int(work[0]), 1)
 
 
 def _call_syevd(a, w, work, iwork, lwork: int, liwork: int) -> int:
     """Eigenvalues only (``jobz='N'``) of the C-contiguous symmetric ``a`` into ``w``; LAPACK's ``info``."""
-    n, lw, liw, info = (ctypes.c_int(v) for v in (a.shape[0], lwork, liwork, 0))
-    _syevd(np.dtype(a.dtype))(b"N", b"L", ctypes.byref(n), a.ctypes.data, ctypes.byref(n), w.ctypes.data,
-                              work.ctypes.data, ctypes.byref(lw), iwork.ctypes.data, ctypes.byref(liw),
-                              ctypes.byref(info))
-    return info.value
+    n = a.shape[0]
+    return _lapack(a.dtype, "syevd", b"N", b"L", n, a, n, w, work, lwork, iwork, liwork)
 
 
 @functools.cache
@@ -188,21 +200,28 @@ def _shape(shape, dtype):
     return jax.ShapeDtypeStruct(tuple(shape), dtype)
 
 
-def _lapack(dtype, name):
-    return getattr(lapack, ("d" if dtype == np.float64 else "s") + name)
-
-
-def _factor_one(W):
-    """``W^T W = Q T Q^T``: eigenvalues (ascending) and ``(reflectors, tau, d, e)``, or None."""
+def _factor(W, lam, c, tau, d, e):
+    """``W^T W = Q T Q^T`` (``?syrk``, ``?sytrd``) into ``c`` (the reflectors), ``tau``,
+    ``d``, ``e``, and the eigenvalues of ``T`` (``?sterf``) into ``lam``, ascending; on a
+    LAPACK failure ``lam`` is left NaN."""
     M, dt = W.shape[1], W.dtype
-    lwork = int(_lapack(dt, "sytrd_lwork")(M, lower=1)[0])
-    c, d, e, tau, info = _lapack(dt, "sytrd")(_gram(W), lower=1, lwork=max(lwork, 1))
-    lam, _, info2 = _lapack(dt, "stev")(d, e, compute_v=0)
-    return None if info or info2 else (lam, c, tau, d, e)
+    c[...] = _gram(W)
+    lwork = _sytrd_work(dt, M)
+    if _lapack(dt, "sytrd", b"L", M, c, M, d, e, tau, np.empty(lwork, dt), lwork):
+        return
+    w, off = d.copy(), e.copy()
+    if _lapack(dt, "sterf", M, w, off) == 0:
+        lam[...] = w
+
+
+@functools.cache
+def _sytrd_work(dtype, m: int) -> int:
+    return _query(dtype, "sytrd", b"L", m, np.zeros((m, m), dtype), m, np.zeros(m, dtype),
+                  np.zeros(m, dtype), np.zeros(m, dtype))
 
 
 def _eigvals_host(dtypes, *stacks):
-    out = []
+    jobs, out = [], []
     for dt, W in zip(dtypes, stacks):
         W = _np_unwords(W, dt)
         lead, (N, M) = W.shape[:-2], W.shape[-2:]
@@ -210,12 +229,11 @@ def _eigvals_host(dtypes, *stacks):
         res = [np.full((flat.shape[0], M), np.nan, dt), np.zeros((flat.shape[0], M, M), dt),
                np.zeros((flat.shape[0], max(M - 1, 1)), dt), np.zeros((flat.shape[0], M), dt),
                np.zeros((flat.shape[0], max(M - 1, 1)), dt)]
-        for b in range(flat.shape[0]):
-            f = _factor_one(flat[b]) if np.isfinite(flat[b]).all() else None
-            for r, v in zip(res, f or ()):
-                r[b, ..., : v.shape[-1]] = v
-        out += [_np_words(r.reshape(lead + r.shape[1:])) for r in res]
-    return tuple(out)
+        jobs += [(N * M * M, functools.partial(_factor, flat[b], *(r[b] for r in res)))
+                 for b in range(flat.shape[0]) if np.isfinite(flat[b]).all()]
+        out += [r.reshape(lead + r.shape[1:]) for r in res]
+    _run([fn for _, fn in sorted(jobs, key=lambda j: -j[0])])
+    return tuple(_np_words(r) for r in out)
 
 
 def eigvals_factored(stacks):
@@ -241,50 +259,46 @@ def eigvals_factored(stacks):
     return [(flat[5 * i], tuple(flat[5 * i + 1: 5 * i + 5]) + (flat[5 * i],)) for i in range(len(stacks))]
 
 
-def _tail_gradient_one(W, g, c, tau, d, e, lam):
-    """``2 W V diag(g) V^T`` over the eigenvectors where ``g != 0`` (from the factorization)."""
+def _tail_gradient_one(W, g, c, tau, d, e, lam, out):
+    """``out = 2 W V diag(g) V^T`` over the eigenvectors where ``g != 0`` (there are some),
+    from the factorization: ``?stein``, ``V = Q Z`` by ``?ormtr`` (uplo='L', the reflectors
+    of ``?sytrd``), two ``?gemm``. ``out`` stays zero if ``?ormtr`` fails."""
     idx = np.flatnonzero(g)
-    if not idx.size:
-        return np.zeros_like(W)
-    M, dt = W.shape[1], W.dtype
-    lo, hi = int(idx[0]), int(idx[-1])
+    (M, dt), lo, hi = (W.shape[1], W.dtype), int(idx[0]), int(idx[-1])
     Z = _tridiagonal_vectors(d, e[: M - 1], lam, lo, hi)
-    if M > 1:   # V = Q Z, Q = H(1)..H(M-1) acting on rows 2..M (LAPACK ?ormtr, uplo='L')
-        cq, _, info = _lapack(dt, "ormqr")(b"L", b"N", c[1:, :-1], tau[: M - 1], Z[1:],
-                                           max(64 * Z.shape[1], 1))
-        if info:
-            return np.zeros_like(W)
-        Z = np.concatenate([Z[:1], cq])
-    gemm = blas.dgemm if dt == np.float64 else blas.sgemm
-    return gemm(2.0, gemm(1.0, W, Z) * g[lo:hi + 1], Z, trans_b=1)
+    k = Z.shape[1]
+    lwork = _query(dt, "ormtr", b"L", b"L", b"N", M, k, c, M, tau, Z, M)
+    if _lapack(dt, "ormtr", b"L", b"L", b"N", M, k, c, M, tau, Z, M, np.empty(lwork, dt), lwork) == 0:
+        np.matmul((W @ Z) * (2 * g[lo:hi + 1]), Z.T, out=out)
 
 
 def _tridiagonal_vectors(d, e, lam, lo, hi):
-    """Eigenvectors ``lo..hi`` of the tridiagonal ``(d, e)`` whose eigenvalues ``lam`` are known:
-    inverse iteration (``?stein``, ``O(M)`` per vector); ``?stemr`` if it does not converge."""
-    M = d.shape[0]
-    if M > 1:
-        Z, info = _lapack(d.dtype, "stein")(d, e, lam[lo:hi + 1], np.ones(M, np.int32),
-                                            np.full(M, M, np.int32))
-        if info == 0:
-            return Z
+    """Eigenvectors ``lo..hi`` (Fortran order) of the tridiagonal ``(d, e)`` whose eigenvalues
+    ``lam`` are known: inverse iteration (``?stein``, ``O(M)`` per vector); ``?stemr`` if it
+    does not converge."""
+    M, k, dt = d.shape[0], hi - lo + 1, d.dtype
+    Z = np.zeros((M, k), dt, order="F")
+    info = _lapack(dt, "stein", M, d, e, k, np.ascontiguousarray(lam[lo:hi + 1]), np.ones(M, np.intc),
+                   np.full(M, M, np.intc), Z, M, np.empty(5 * M, dt), np.empty(M, np.intc),
+                   np.empty(k, np.intc))
+    if info == 0:
+        return Z
     from scipy.linalg import eigh_tridiagonal
 
-    return eigh_tridiagonal(d, e, select="i", select_range=(lo, hi), lapack_driver="stemr")[1]
+    return np.asfortranarray(eigh_tridiagonal(d, e, select="i", select_range=(lo, hi), lapack_driver="stemr")[1])
 
 
 def _tail_gradient_host(dtypes, *args):
-    n = len(dtypes)
-    out = []
+    n, jobs, out = len(dtypes), [], []
     for i, dt in enumerate(dtypes):
         arrays = [_np_unwords(a, dt) for a in args[i::n]]      # W, g, c, tau, d, e, lam
         lead, (N, M) = arrays[0].shape[:-2], arrays[0].shape[-2:]
         flat = [a.reshape((-1,) + a.shape[len(lead):]) for a in arrays]
         res = np.zeros((flat[0].shape[0], N, M), dt)
-        for b in range(res.shape[0]):
-            if np.isfinite(flat[0][b]).all():
-                res[b] = _tail_gradient_one(*(a[b] for a in flat))
+        jobs += [(N * M * np.count_nonzero(flat[1][b]), functools.partial(_tail_gradient_one, *(a[b] for a in flat), res[b]))
+                 for b in range(res.shape[0]) if flat[1][b].any() and np.isfinite(flat[0][b]).all()]
         out.append(_np_words(res.reshape(lead + (N, M))))
+    _run([fn for _, fn in sorted(jobs, key=lambda j: -j[0])])
     return tuple(out)
 
 

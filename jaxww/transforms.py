@@ -37,7 +37,7 @@ from jaxww import _host_eigh, _tail
 from jaxww import regularizers as _reg
 from jaxww._plan import Mask, make_plan
 from jaxww.kernels import LayoutOverride
-from jaxww.spectra import numerical_floor
+from jaxww.spectra import _eigvals_ascending, numerical_floor
 
 ScalarOrSchedule = Union[float, Callable[[jax.Array], jax.Array]]
 _NEEDS_PARAMS = "{}: update needs the params: call update(updates, state, params)"
@@ -254,8 +254,6 @@ def add_alpha_regularization(
             raise ValueError(_NEEDS_PARAMS.format("add_alpha_regularization"))
         plan = make_plan(params, None, layouts, where="add_alpha_regularization.update")
         leaves, treedef = plan.check_updates(updates)
-        # A refresh starts once the incoming updates exist: no overlap with the backward pass.
-        plan = plan._replace(leaves=jax.lax.optimization_barrier((plan.leaves, leaves))[0])
         held = (state.grad, jnp.stack(list(state.alpha.values())), jnp.stack(list(state.ok.values())))
         grad, alpha_v, ok = _every(every, state.count, lambda _: _refresh(spec, thresh, plan, penalty),
                                    lambda _: held, None)
@@ -285,9 +283,11 @@ class AlphaScaleState(NamedTuple):
 
 
 def _alpha_snapshot(plan, spec, thresh):
-    """Per-kernel alpha (NaN where it cannot be fitted), from exact eigenvalues only."""
-    out = []
-    for g, (lam, _) in zip(plan.groups, _host_eigh.eigvals_factored(plan.stacks())):
+    """Per-kernel alpha (NaN where it cannot be fitted), from exact eigenvalues only
+    (:mod:`jaxww.spectra`'s path: LAPACK ``?syevd`` on the CPU, the device's elsewhere)."""
+    out, stacks = [], [jax.lax.stop_gradient(W.reshape((-1,) + W.shape[-2:])) for W in plan.stacks()]
+    for g, W, lam in zip(plan.groups, stacks, _eigvals_ascending(*stacks)):
+        lam = lam.reshape(W.shape[0] // g.rf, g.rf, g.M)
         est = jax.vmap(lambda e: _tail.estimate(e, spec, thresh))(g.pooled(numerical_floor(lam, g.N)))
         out.append(jnp.where(est.status == _tail.FIT_OK, est.alpha, jnp.nan))
     return plan.scatter(out)

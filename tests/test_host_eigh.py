@@ -78,6 +78,25 @@ def test_tail_gradient_is_the_eigenvector_formula(dtype):
             assert np.linalg.norm(G[b] - want) <= 1e4 * eps * np.linalg.norm(want)
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 1), (2, 6, 2), (2, 40, 24)])
+def test_tail_gradient_over_the_whole_spectrum(shape):
+    """A tail that is the whole spectrum (``?stein`` from the first eigenvalue), down to
+    one- and two-column matrices: the eigenvector formula, and the eigenvalues."""
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal(shape).astype(np.float32)
+    g = rng.standard_normal(shape[:1] + shape[2:]).astype(np.float32)
+    (lam, factors), = _host_eigh.eigvals_factored([jnp.asarray(W)])
+    G = np.asarray(_host_eigh.tail_gradient([jnp.asarray(W)], [jnp.asarray(g)], [factors])[0], np.float64)
+    eps = np.finfo(np.float32).eps
+    for b in range(shape[0]):
+        w, V = numpy_eigh(W[b])
+        assert np.abs(np.asarray(lam[b]) - w).max() <= 10 * shape[2] * eps * w.max()
+        want = 2 * W[b].astype(np.float64) @ (V * g[b]) @ V.T
+        # eigenvector rounding of a backward-stable solver: ~ eps lambda_max / (smallest gap)
+        cond = w[-1] / max(np.diff(w).min(), w[-1] * eps) if shape[2] > 1 else 1.0
+        assert np.linalg.norm(G[b] - want) <= 100 * shape[2] * eps * cond * np.linalg.norm(want)
+
+
 def test_eigvals_spread_over_the_cores_match_numpy():
     """The CPU spectra: many matrices on the pool, a tall one whose Gram matrix is split
     in chunks, both orientations, a NaN matrix: the values of NumPy's float64 eigh; and
