@@ -148,7 +148,7 @@ def eigvals(stacks) -> list:
 
     ``X = W^T W`` or ``W W^T``, whichever is smaller (BLAS ``?syrk``, through NumPy), then
     LAPACK ``?syevd`` with ``jobz='N'`` (``?sytrd`` + ``?sterf``, no eigenvectors; through
-    ctypes, see :func:`_syevd`). Both release the GIL, so the matrices spread over the
+    ctypes, see :func:`_lapack`). Both release the GIL, so the matrices spread over the
     cores (:func:`_run`); the Gram matrix of a tall one (an LLM embedding) is split over
     them by chunks of rows.
 
@@ -307,7 +307,7 @@ def tail_gradient(stacks, dlam, factors):
 
     Only the eigenvectors of the index range where ``dlam != 0`` (the tail) are
     computed, from the factorization of :func:`eigvals_factored` (``?stein`` on the
-    tridiagonal matrix, ``?ormqr`` back-transform), then two thin ``?gemm``. A matrix
+    tridiagonal matrix, ``?ormtr`` back-transform), then two thin ``?gemm``. A matrix
     with NaN/Inf gets zeros.
 
     Args:

@@ -1,9 +1,11 @@
-"""The layer table without spectra (``describe``) and one layer's ESD (``get_esd``),
-as weightwatcher's ``describe()`` and ``get_ESD(layer)``."""
+"""What :func:`jaxww.analyze` reads from a params tree (``read_layers``), the layer table
+without spectra (``describe``) and one layer's ESD (``get_esd``), as weightwatcher's
+``describe()`` and ``get_ESD(layer)``."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax.numpy as jnp
 import numpy as np
@@ -36,11 +38,60 @@ class Description:
         return _dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields)
 
 
+def read_layers(params, *, min_evals: int = 8, max_evals: int | None = 15000, max_N: int | None = 50000,
+                layers: _kernels.LayerFilter = None, layouts: _kernels.LayoutOverride = None,
+                scan_axis: _kernels.ScanAxis = None, base=None, lora: str | None = None,
+                lora_scale: float | dict | None = None, where: str = "analyze"):
+    """The weight matrices of ``params`` as :func:`jaxww.analyze` reads them, and the
+    leaves they are read from: the one place that decides, for ``analyze``, ``describe``,
+    ``get_esd`` and ``diff_models``.
+
+    Quantised weights are dequantised (:func:`jaxww.kernels.read_params`), a Keras
+    model's layers read as its own code says, LoRA pairs as ``lora`` asks, and a leaf
+    with a ``base`` is read as ``W - W_base``.
+
+    Returns:
+      ``(kernels, skipped, leaves, treedef, limited)``: ``limited`` names the leaves that
+      only ``max_N`` / ``max_evals`` left out.
+
+    Raises:
+      ValueError: ``base`` and ``lora`` both given, or a ``base`` of another structure.
+    """
+    names, leaves, treedef = _kernels.read_params(params)
+    if base is not None and lora is not None:
+        raise ValueError(f"{where}: pass base= or lora=, not both (a LoRA model's update is lora='delta')")
+    bleaves = None if base is None else _deltas.base_leaves(names, leaves, base)
+    names, leaves, skips = _deltas.read_lora(names, leaves, lora, lora_scale)
+    find = functools.partial(_kernels.find_kernels, names, leaves, layers=layers, layouts=layouts,
+                             min_evals=min_evals, types=_kernels.module_types(params),
+                             readings=_deltas.readings(_kernels.model_readings(params), skips, len(leaves)),
+                             scan_axis=scan_axis)
+    kerns, skipped = find(max_evals=max_evals, max_N=max_N)
+    if bleaves is not None:
+        leaves = _deltas.subtract(leaves, bleaves, {k.leaf for k in kerns})
+    return kerns, skipped, leaves, treedef, _limited(skipped, find)
+
+
+def _limited(skipped, find) -> tuple:
+    """Names of the size-limited leaves that ``find`` keeps without ``max_N`` / ``max_evals``.
+
+    ``find(max_evals=, max_N=)`` is :func:`jaxww.kernels.find_kernels` with the other
+    arguments bound; it runs a second time only when a size limit skipped something.
+    """
+    sized = [s.name for s in skipped if s.kind == "size_limit"]
+    if not sized:
+        return ()
+    kept = {k.name for k in find(max_evals=None, max_N=None)[0]}
+    return tuple(n for n in sized if n in kept)
+
+
 def describe(params, *, min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
-             layers: _kernels.LayerFilter = None, layouts: _kernels.LayoutOverride = None) -> Description:
+             layers: _kernels.LayerFilter = None, layouts: _kernels.LayoutOverride = None,
+             scan_axis: _kernels.ScanAxis = None, lora: str | None = None,
+             lora_scale: float | dict | None = None) -> Description:
     """The layers ``analyze`` would analyse, with their shapes, and no eigenvalue computed.
 
-    Same selection arguments as :func:`jaxww.analyze`.
+    Same selection arguments as :func:`jaxww.analyze` (``base=`` changes no shape).
 
     Example:
       >>> import numpy as np, jaxww
@@ -48,14 +99,16 @@ def describe(params, *, min_evals: int = 8, max_evals: int = 15000, max_N: int =
       >>> d.rows[0]["name"], d.rows[0]["num_evals"], d.skipped_rows[0].name
       ('dense/kernel', 128, 'dense/bias')
     """
-    kerns, skipped = _find(params, min_evals, max_evals, max_N, layers, layouts)
+    kerns, skipped, *_ = read_layers(params, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
+                                     layers=layers, layouts=layouts, scan_axis=scan_axis, lora=lora,
+                                     lora_scale=lora_scale, where="describe")
     rows = tuple(dict(layer_id=i, name=k.name, layer_type=k.layer_type, shape=k.shape, N=k.N, M=k.M,
                       Q=k.Q, rf=k.rf, num_evals=k.num_evals) for i, k in enumerate(kerns))
     return Description(rows, tuple(skipped))
 
 
 def get_esd(params, name: str, *, precision: str = "float32",
-            layouts: _kernels.LayoutOverride = None) -> np.ndarray:
+            layouts: _kernels.LayoutOverride = None, scan_axis: _kernels.ScanAxis = None) -> np.ndarray:
     """Eigenvalues (ascending, zeros included) of the layer ``name`` of ``params``, as
     ``analyze(params).esd(name)`` but computing only that layer (weightwatcher's
     ``get_ESD(layer)``).
@@ -68,18 +121,10 @@ def get_esd(params, name: str, *, precision: str = "float32",
       >>> jaxww.get_esd({"w": np.diag([3.0, 2.0, 1.0, 1, 1, 1, 1, 1])}, "w")[-2:]
       array([4., 9.], dtype=float32)
     """
-    kerns, _ = _find(params, 1, 1 << 62, 1 << 62, None, layouts)
+    kerns, _, leaves, _, _ = read_layers(params, min_evals=1, max_evals=None, max_N=None, layouts=layouts,
+                                         scan_axis=scan_axis, where="get_esd")
     k = next((k for k in kerns if k.name == name), None)
     if k is None:
         raise KeyError(f"no weight matrix named {name!r}; layers: {[k.name for k in kerns]}")
-    leaf = _kernels.read_params(params)[1][k.leaf]
-    ev = _spectra.batched_spectra([k.matrices(jnp.asarray(leaf))], precision=precision)[0]
+    ev = _spectra.batched_spectra([k.matrices(jnp.asarray(leaves[k.leaf]))], precision=precision)[0]
     return np.sort(np.asarray(ev.reshape(-1) * k.esd_scale))
-
-
-def _find(params, min_evals, max_evals, max_N, layers, layouts):
-    names, leaves, _ = _kernels.read_params(params)
-    _, _, skips = _deltas.read_lora(names, leaves, None, None)  # LoRA factors: skipped as by analyze
-    return _kernels.find_kernels(names, leaves, layers=layers, layouts=layouts, min_evals=min_evals,
-                                 max_evals=max_evals, max_N=max_N, types=_kernels.module_types(params),
-                                 readings=_deltas.readings(None, skips, len(leaves)))

@@ -55,6 +55,7 @@ import numpy as np
 from jaxww import _host_eigh
 from jaxww import kernels as _kernels
 from jaxww import report as _report
+from jaxww.describe import read_layers
 from jaxww._plan import group_indices
 
 #: Report columns that describe a layer rather than measure it (not compared).
@@ -62,6 +63,10 @@ _NOT_METRICS = ("layer_id", "name", "layer_type", "shape", "N", "M", "Q", "rf", 
                 "status", "warning", "reason")
 #: Statuses of a :class:`ModelDiff` row.
 STATUSES = ("success", "failed", "only_a", "only_b", "shape_mismatch")
+
+
+#: The options of :func:`jaxww.analyze` that change which matrices are read.
+_READ_OPTIONS = ("min_evals", "max_evals", "max_N", "layers", "layouts", "scan_axis", "base", "lora", "lora_scale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +141,9 @@ def diff_models(params_a, params_b, *, k: int = 10, **analyze_options) -> ModelD
     metrics = _metric_columns(rep_a, rep_b)
     by_a = dict(zip((r["name"] for r in rep_a.rows), zip(rep_a.rows, rep_a._kerns)))
     by_b = dict(zip((r["name"] for r in rep_b.rows), zip(rep_b.rows, rep_b._kerns)))
-    _, leaves_a, _ = _kernels.read_params(params_a)
-    _, leaves_b, _ = _kernels.read_params(params_b)
+    # the matrices the rows describe: dequantised, LoRA products, W - W_base (as analyze)
+    read = {o: v for o, v in analyze_options.items() if o in _READ_OPTIONS}
+    leaves_a, leaves_b = (read_layers(p, **read, where="diff_models")[2] for p in (params_a, params_b))
     same = [n for n in by_a if n in by_b and _matrix_shape(by_a[n][1], leaves_a) == _matrix_shape(by_b[n][1], leaves_b)]
     precision = analyze_options.get("precision", "float32")
     with _report._precision_scope(precision):

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww import deltas as _deltas
+from jaxww.describe import read_layers
 from jaxww import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import options as _options
@@ -320,21 +320,11 @@ def analyze(
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
     opts = _options.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
                           mp_fit=mp_fit, randomize=randomize, detX=detX)
-    names, leaves, treedef = _kernels.read_params(params)
+    kerns, skipped, leaves, treedef, limited = read_layers(
+        params, min_evals=min_evals, max_evals=max_evals, max_N=max_N, layers=layers, layouts=layouts,
+        scan_axis=scan_axis, base=base, lora=lora, lora_scale=lora_scale)
     if not leaves:
         raise ValueError("analyze: the params tree is empty (no leaves to search for weight matrices)")
-    if base is not None and lora is not None:
-        raise ValueError("analyze: pass base= or lora=, not both (a LoRA model's update is lora='delta')")
-    bleaves = None if base is None else _deltas.base_leaves(names, leaves, base)
-    names, leaves, skips = _deltas.read_lora(names, leaves, lora, lora_scale)
-    find = functools.partial(_kernels.find_kernels, names, leaves, layers=layers, layouts=layouts,
-                             min_evals=min_evals, types=_kernels.module_types(params),
-                             readings=_deltas.readings(_kernels.model_readings(params), skips, len(leaves)),
-                             scan_axis=scan_axis)
-    kerns, skipped = find(max_evals=max_evals, max_N=max_N)
-    if bleaves is not None:
-        leaves = _deltas.subtract(leaves, bleaves, {k.leaf for k in kerns})
-    limited = _limited(skipped, find)
     limits = {"max_N": max_N, "max_evals": max_evals}
     if not kerns:
         raise _nothing_to_analyze(len(leaves), skipped, Report((), (), {}, limited, limits).limits_note())
@@ -396,19 +386,6 @@ def _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key) -> li
             for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts, key, part):
                 results.append(([part[i] for i in members], *out))
         return jax.device_get(results)
-
-
-def _limited(skipped, find) -> tuple:
-    """Names of the size-limited leaves that ``find`` keeps without ``max_N`` / ``max_evals``.
-
-    ``find(max_evals=, max_N=)`` is :func:`jaxww.kernels.find_kernels` with the other
-    arguments bound; it runs a second time only when a size limit skipped something.
-    """
-    sized = [s.name for s in skipped if s.kind == "size_limit"]
-    if not sized:
-        return ()
-    kept = {k.name for k in find(max_evals=None, max_N=None)[0]}
-    return tuple(n for n in sized if n in kept)
 
 
 def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids):

@@ -199,3 +199,31 @@ def test_inputs_not_modified(tree):
     jaxww.diff_models(tree, tree)
     after = dict(zip(*jaxww.flatten_params(tree)[:2]))
     assert all(np.array_equal(before[n], np.asarray(after[n])) for n in before)
+
+
+def test_base_and_lora_overlaps_are_of_the_deltas():
+    """With ``base=`` the rows and the overlaps are those of ``W - W_base``; with
+    ``lora="delta"`` those of the adapter product: NumPy SVDs of the same deltas."""
+    rng = np.random.default_rng(11)
+    base = {"dense": {"kernel": gaussian(2, DENSE)}}
+    deltas = [(rng.standard_normal((DENSE[0], 4)) @ rng.standard_normal((4, DENSE[1]))).astype(np.float32)
+              for _ in range(2)]
+    a, b = ({"dense": {"kernel": base["dense"]["kernel"] + d}} for d in deltas)
+    k = 3
+    d = jaxww.diff_models(a, b, k=k, base=base)
+    want = _np_overlaps(*(np.asarray(x, np.float64)[None] - np.asarray(base["dense"]["kernel"], np.float64)[None]
+                          for x in (a["dense"]["kernel"], b["dense"]["kernel"])), k)
+    row = _rows(d)["dense/kernel"]
+    assert abs(row["overlap_left"] - want[0]) <= want[2] and abs(row["overlap_right"] - want[1]) <= want[2]
+
+    def lora(seed):   # nnx LoRA factors next to a base kernel: read as lora_a @ lora_b
+        r = np.random.default_rng(seed)
+        return {"blk": {"kernel": base["dense"]["kernel"],
+                        "lora_a": r.standard_normal((DENSE[0], 4)).astype(np.float32),
+                        "lora_b": r.standard_normal((4, DENSE[1])).astype(np.float32)}}
+    la, lb = lora(1), lora(2)
+    d = jaxww.diff_models(la, lb, k=k, lora="delta")
+    row = _rows(d)["blk/lora_ab"]
+    want = _np_overlaps(*(x[None] for x in (np.asarray(la["blk"]["lora_a"], np.float64) @ la["blk"]["lora_b"],
+                                            np.asarray(lb["blk"]["lora_a"], np.float64) @ lb["blk"]["lora_b"])), k)
+    assert abs(row["overlap_left"] - want[0]) <= want[2] and abs(row["overlap_right"] - want[1]) <= want[2]

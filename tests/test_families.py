@@ -301,6 +301,10 @@ def test_keras_layers(keras):
     kinds = {s.name: s.kind for s in report.skipped_rows}
     assert {n for n, k in kinds.items() if k != "not_matrix"} == {f"mha/{p}/bias" for p in ("query", "key", "value")}
     assert kinds["mha/query/bias"] == "not_weight" and kinds["bn/moving_mean"] == "not_matrix"
+    # describe() lists what analyze read, through the model's own layer readings
+    desc = jaxww.describe(model)
+    assert [(r["name"], r["shape"], r["rf"]) for r in desc.rows] == \
+        [(r["name"], r["shape"], r["rf"]) for r in report.rows]
 
 
 @pytest.mark.slow
