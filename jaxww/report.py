@@ -57,8 +57,6 @@ class Report:
     limited: tuple = ()
     limits: dict = dataclasses.field(default_factory=dict)
     _treedef: Any = dataclasses.field(repr=False, default=None)
-    _leaf_of: dict = dataclasses.field(repr=False, default_factory=dict)
-    _stacked_leaves: frozenset = dataclasses.field(repr=False, default=frozenset())
     columns: tuple = COLUMNS
     rand_evals: dict = dataclasses.field(repr=False, default_factory=dict)
     _kerns: tuple = dataclasses.field(repr=False, default=())
@@ -149,9 +147,10 @@ class Report:
                                                     "reason", "trap_indices"):
             raise ValueError(f"column must be a numeric column of {self.columns}, got {column!r}")
         values: dict[int, list] = {}
-        for r in self.rows:
-            values.setdefault(self._leaf_of[r["name"]], []).append(r[column])
-        leaves = [jnp.asarray(values[i] if i in self._stacked_leaves else values[i][0], jnp.float32)
+        for r, k in zip(self.rows, self._kerns):   # rows in kernel order
+            values.setdefault(k.leaf, []).append(r[column])
+        stacked = {k.leaf for k in self._kerns if k.select}
+        leaves = [jnp.asarray(values[i] if i in stacked else values[i][0], jnp.float32)
                   if i in values else jnp.float32(jnp.nan)
                   for i in range(self._treedef.num_leaves)]
         return jax.tree_util.tree_unflatten(self._treedef, leaves)
@@ -334,10 +333,7 @@ def analyze(
     results = _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key)
 
     rows, evals_by_name, rand_by_name = _assemble(kerns, results, opts)
-    leaf_of = {k.name: k.leaf for k in kerns}
-    stacked = frozenset(k.leaf for k in kerns if k.select)
-    report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits,
-                    _treedef=treedef, _leaf_of=leaf_of, _stacked_leaves=stacked,
+    report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits, _treedef=treedef,
                     columns=COLUMNS + opts.columns, rand_evals=rand_by_name,
                     _kerns=tuple(kerns))
     if plot:
