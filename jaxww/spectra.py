@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww import _host_eigh
+from jaxww._plan import group_indices
 
 #: Elements per batched call (inputs of one call stay below ~256 MiB in float32).
 _BATCH_ELEMENTS = 1 << 26
@@ -101,9 +102,7 @@ def _eigvals_buckets(*stacks):
     """Accelerators: matrices zero-padded to bucket shapes, one batched call per bucket
     (and per chunk of ``_BATCH_ELEMENTS``), so a model compiles a few shapes only."""
     oriented = [jnp.swapaxes(st, 1, 2) if st.shape[1] < st.shape[2] else st for st in stacks]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, st in enumerate(oriented):
-        groups.setdefault((bucket(st.shape[1]), bucket(st.shape[2])), []).append(i)
+    groups = group_indices([(bucket(st.shape[1]), bucket(st.shape[2])) for st in oriented])
     evals: list = [None] * len(stacks)
     for (nb, mb), members in groups.items():
         W = jnp.concatenate([jnp.pad(oriented[i], ((0, 0), (0, nb - oriented[i].shape[1]),
