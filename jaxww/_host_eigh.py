@@ -205,7 +205,7 @@ def _factor(W, lam, c, tau, d, e):
     ``d``, ``e``, and the eigenvalues of ``T`` (``?sterf``) into ``lam``, ascending; on a
     LAPACK failure ``lam`` is left NaN."""
     M, dt = W.shape[1], W.dtype
-    c[...] = _gram(W)
+    np.matmul(W.T, W, out=c)      # ?syrk, as _gram
     lwork = _sytrd_work(dt, M)
     if _lapack(dt, "sytrd", b"L", M, c, M, d, e, tau, np.empty(lwork, dt), lwork):
         return
