@@ -68,9 +68,9 @@ def _run(jobs):
         return [f.result() for f in [_POOL[0].submit(fn) for fn in jobs]]
 
 
-def _gram(V):
-    """``V^T V`` (NumPy's ``A.T @ A`` is BLAS ``?syrk``)."""
-    return V.T @ V
+def _gram(V, out=None):
+    """``V^T V`` (NumPy's ``A.T @ A`` is BLAS ``?syrk``), into ``out`` if given."""
+    return np.matmul(V.T, V, out=out)
 
 
 def _eigvalsh(X, out):
@@ -205,7 +205,7 @@ def _factor(W, lam, c, tau, d, e):
     ``d``, ``e``, and the eigenvalues of ``T`` (``?sterf``) into ``lam``, ascending; on a
     LAPACK failure ``lam`` is left NaN."""
     M, dt = W.shape[1], W.dtype
-    np.matmul(W.T, W, out=c)      # ?syrk, as _gram
+    _gram(W, out=c)
     lwork = _sytrd_work(dt, M)
     if _lapack(dt, "sytrd", b"L", M, c, M, d, e, tau, np.empty(lwork, dt), lwork):
         return
@@ -295,7 +295,8 @@ def _tail_gradient_host(dtypes, *args):
         lead, (N, M) = arrays[0].shape[:-2], arrays[0].shape[-2:]
         flat = [a.reshape((-1,) + a.shape[len(lead):]) for a in arrays]
         res = np.zeros((flat[0].shape[0], N, M), dt)
-        jobs += [(N * M * np.count_nonzero(flat[1][b]), functools.partial(_tail_gradient_one, *(a[b] for a in flat), res[b]))
+        jobs += [(N * M * np.count_nonzero(flat[1][b]),
+                  functools.partial(_tail_gradient_one, *(a[b] for a in flat), res[b]))
                  for b in range(res.shape[0]) if flat[1][b].any() and np.isfinite(flat[0][b]).all()]
         out.append(_np_words(res.reshape(lead + (N, M))))
     _run([fn for _, fn in sorted(jobs, key=lambda j: -j[0])])
