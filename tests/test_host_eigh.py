@@ -97,6 +97,25 @@ def test_tail_gradient_over_the_whole_spectrum(shape):
         assert np.linalg.norm(G[b] - want) <= 100 * shape[2] * eps * cond * np.linalg.norm(want)
 
 
+def test_refresh_host_calls_do_not_depend_on_the_cores(monkeypatch):
+    """The regulariser's host calls give the same bits on one core as spread over the
+    pool (one BLAS thread per matrix), so training does not depend on the machine."""
+    rng = np.random.default_rng(9)
+    mats = [jnp.asarray(m) for m in stacks(9)]
+    gs = [jnp.asarray(rng.standard_normal(m.shape[:1] + m.shape[2:]).astype(np.float32)) for m in mats]
+
+    def run():
+        out = _host_eigh.eigvals_factored(mats)
+        return [np.asarray(lam) for lam, _ in out], [np.asarray(G) for G in _host_eigh.tail_gradient(
+            mats, gs, [fac for _, fac in out])]
+
+    pooled = run()
+    monkeypatch.setattr(_host_eigh, "_workers", lambda: 1)
+    alone = run()
+    for a, b in zip(pooled[0] + pooled[1], alone[0] + alone[1]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_eigvals_spread_over_the_cores_match_numpy():
     """The CPU spectra: many matrices on the pool, a tall one whose Gram matrix is split
     in chunks, both orientations, a NaN matrix: the values of NumPy's float64 eigh; and
