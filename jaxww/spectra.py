@@ -57,19 +57,6 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
-def _to_words(x):
-    """A float64 array as uint32 words (shape ``x.shape + (2,)``); float32 as is."""
-    return jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype.itemsize > 4 else x
-
-
-def _from_words(x, dtype):
-    return x.view(dtype)[..., 0] if x.dtype == np.uint32 else x
-
-
-def _np_to_words(x):
-    return x.view(np.uint32).reshape(x.shape + (2,)) if x.dtype == np.float64 else x
-
-
 def _eigvals_ascending(*stacks):
     """Eigenvalues of the Gram matrix of every matrix of ``stacks`` (each ``(T, a, b)``),
     ``(T, min(a, b))`` ascending; NaN for a matrix that holds a NaN or Inf.
@@ -89,13 +76,13 @@ def _eigvals_cpu(*stacks):
     dtypes = [np.dtype(W.dtype) for W in stacks]
 
     def host(*xs):
-        return tuple(_np_to_words(o) for o in _host_eigh.eigvals(
-            [_from_words(np.asarray(x), dt) for x, dt in zip(xs, dtypes)]))
+        return tuple(_host_eigh._np_words(o) for o in _host_eigh.eigvals(
+            [_host_eigh._np_unwords(x, dt) for x, dt in zip(xs, dtypes)]))
 
-    out = [jax.ShapeDtypeStruct(W.shape[:-2] + (min(W.shape[-2:]),), W.dtype) for W in stacks]
-    out = [jax.ShapeDtypeStruct(o.shape + (2,), jnp.uint32) if o.dtype.itemsize > 4 else o for o in out]
-    ev = jax.pure_callback(host, tuple(out), *[_to_words(W) for W in stacks], vmap_method="broadcast_all")
-    return [jax.lax.bitcast_convert_type(e, W.dtype) if W.dtype.itemsize > 4 else e for e, W in zip(ev, stacks)]
+    out = [_host_eigh._shape(W.shape[:-2] + (min(W.shape[-2:]),), dt) for W, dt in zip(stacks, dtypes)]
+    ev = jax.pure_callback(host, tuple(out), *[_host_eigh._words(W) for W in stacks],
+                           vmap_method="broadcast_all")
+    return [_host_eigh._unwords(e, W.dtype) for e, W in zip(ev, stacks)]
 
 
 def _eigvals_buckets(*stacks):
