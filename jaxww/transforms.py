@@ -104,6 +104,11 @@ def _stacks_and_pullback(plan):
     return mats, lambda grads: dict(zip(positions, vjp(grads)[0]))
 
 
+def _estimates(spec, thresh):
+    """The tail estimate (a TailAlpha) of each row of a ``(G, n)`` batch of pooled spectra."""
+    return jax.vmap(lambda e: _tail.estimate(e, spec, thresh))
+
+
 def _alpha_and_grad(fn, lam):
     """``fn(lam)`` (a TailAlpha per kernel), ``ok`` and ``d alpha / d lam`` (0 where not ok)."""
     def f(x):
@@ -133,8 +138,7 @@ def _refresh(spec, thresh, plan, penalty):
     fits = []
     for g, (lam, factors) in zip(plan.groups, _host_eigh.eigvals_factored(mats)):
         lam = numerical_floor(lam, g.N)
-        est, fitted, dlam = _alpha_and_grad(
-            lambda x: jax.vmap(lambda e: _tail.estimate(e, spec, thresh))(x), g.pooled(lam))
+        est, fitted, dlam = _alpha_and_grad(_estimates(spec, thresh), g.pooled(lam))
         fits.append((est.alpha, fitted, dlam.reshape(lam.shape) * g.scale, factors))
     alpha = plan.scatter([f[0] for f in fits])
     ok = plan.scatter([f[1] & jnp.isfinite(W).all(axis=(1, 2, 3)) for f, W in zip(fits, mats)])
@@ -288,7 +292,7 @@ def _alpha_snapshot(plan, spec, thresh):
     out, stacks = [], [jax.lax.stop_gradient(W.reshape((-1,) + W.shape[-2:])) for W in plan.stacks()]
     for g, W, lam in zip(plan.groups, stacks, _eigvals_ascending(*stacks)):
         lam = lam.reshape(W.shape[0] // g.rf, g.rf, g.M)
-        est = jax.vmap(lambda e: _tail.estimate(e, spec, thresh))(g.pooled(numerical_floor(lam, g.N)))
+        est = _estimates(spec, thresh)(g.pooled(numerical_floor(lam, g.N)))
         out.append(jnp.where(est.status == _tail.FIT_OK, est.alpha, jnp.nan))
     return plan.scatter(out)
 
