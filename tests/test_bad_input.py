@@ -108,6 +108,7 @@ def test_non_array_integer_bool_leaves_skipped_and_listed(bad):
                         "lowrank/kernel", "half/kernel", "brain/kernel"}
 
 
+@pytest.mark.slow
 def test_half_precision_is_upcast(bad):
     params, _, report = bad
     rows = rows_by_name(report)

@@ -110,6 +110,7 @@ def test_seeded():
     assert (float(a.p_value), float(a.alpha_ci_low)) != (float(c.p_value), float(c.alpha_ci_low))
 
 
+@pytest.mark.slow
 def test_result_is_the_plain_fit_and_the_test():
     x = pareto(2.5, N, np.random.default_rng(1)).astype(np.float32)
     t = jaxww.fit_power_law(x, bootstrap=B, key=jax.random.key(3))

@@ -116,6 +116,7 @@ def _peft_tree(h):
                f"{p}.lora_B.weight": (0.1 * rng.standard_normal((128, R))).astype(np.float32)}
 
 
+@pytest.mark.slow
 def test_lora_peft_needs_its_scale(h):
     p, params = _peft_tree(h)
     with pytest.raises(ValueError, match="needs lora_scale="):

@@ -76,6 +76,7 @@ def test_identical_trees_zero_deltas_unit_overlaps(tree):
             assert r[f"{m}_a"] == r[f"{m}_b"]
 
 
+@pytest.mark.slow
 def test_overlaps_equal_numpy_on_every_reading(tree):
     other = {"dense": {"kernel": low_rank_plus_noise(7, DENSE)},
              "conv": {"kernel": tree["conv"]["kernel"] + 0.3 * gaussian(8, CONV)},

@@ -315,6 +315,7 @@ def test_size_limits_are_reported_and_none_lifts_them():
     np.testing.assert_allclose(full.esd("embed/embedding"), ref, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_says_how_to_include_limited_layers(capsys, tmp_path):
     path = tmp_path / "llm.npz"
     np.savez(path, **_llm_like())

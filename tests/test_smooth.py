@@ -54,6 +54,7 @@ def test_full_rank_is_the_identity(tree):
     jax.tree.map(np.testing.assert_array_equal, before, tree)  # the input is untouched
 
 
+@pytest.mark.slow
 def test_truncation_keeps_the_top_k(tree):
     percent = 0.5
     out = jaxww.smooth(tree, method="svd", percent=percent)
