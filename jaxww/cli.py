@@ -1,19 +1,27 @@
 """Command line: ``jaxww demo`` and ``jaxww analyze CHECKPOINT``.
 
+A checkpoint is planned from its headers and read a group of tensors at a time
+(``--memory-budget``), with a progress bar on stderr (``--quiet``: none). JAX's
+persistent compilation cache is switched on in the user's cache directory, so later
+runs reuse what the first one compiled.
+
 A user's mistake (a missing or unreadable checkpoint, an unknown kind, nothing to
-analyse, a missing optional package) ends with a short message on stderr and exit
-code 2; ``--debug`` shows the traceback instead.
+analyse, a missing optional package, too little memory) ends with a short message on
+stderr and exit code 2; ``--debug`` shows the traceback instead. Ctrl-C ends a run
+with one line and exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
 import sys
 
-from jaxww.io import SUPPORTED, CheckpointError, load_params
+from jaxww.io import SUPPORTED, CheckpointError
 from jaxww.report import Report, analyze
+from jaxww.streaming import parse_budget
 
 _SHOWN = ["name", "layer_type", "N", "M", "rf", "alpha", "D", "xmin", "alpha_weighted",
           "log_spectral_norm", "stable_rank", "status", "warning"]
@@ -61,6 +69,30 @@ def _limit(text: str) -> int | None:
     return int(text)
 
 
+def _budget(text: str) -> int:
+    try:
+        return parse_budget(text)
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _cache_dir() -> str:
+    """Where the command line keeps JAX's compilation cache: ``$JAXWW_CACHE``, else
+    ``$XDG_CACHE_HOME/jaxww/xla`` (``~/.cache/jaxww/xla``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("JAXWW_CACHE") or os.path.join(base, "jaxww", "xla")
+
+
+def _persistent_cache() -> None:
+    """Switch on JAX's persistent compilation cache for this process (every program, however
+    fast it compiled: the command line compiles few and small ones)."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", _cache_dir())
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxww", description="HTSR analysis of JAX/Flax weights")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -75,22 +107,30 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"largest matrix dimension analysed, or 'none' (default {_LIMITS['max_N']})")
         p.add_argument("--max-evals", type=_limit, default=_LIMITS["max_evals"],
                        help=f"most eigenvalues of a layer analysed, or 'none' (default {_LIMITS['max_evals']})")
+        p.add_argument("--memory-budget", type=_budget, default=None, metavar="SIZE",
+                       help="memory the weights may take at once, e.g. 2GiB (default: a quarter of "
+                            "the available memory, 256 MiB..1 GiB)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--csv", help="also write the details table to this CSV file")
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return ap
 
 
 def _run(args) -> int:
+    _persistent_cache()
     if args.command == "demo":
         from jaxww.demo import demo_params
 
         params = demo_params()
         print("jaxww demo: a freshly initialised Flax model (embedding, attention, MLP, conv)\n")
     else:
-        params = load_params(args.checkpoint)
+        params = args.checkpoint    # analyze plans from the headers and streams the tensors
     try:
         report = analyze(params, precision=args.precision, layers=args.layers,
-                         max_N=args.max_N, max_evals=args.max_evals)
+                         max_N=args.max_N, max_evals=args.max_evals,
+                         memory_budget=args.memory_budget, progress=not args.quiet)
+    except CheckpointError:
+        raise
     except ValueError as err:  # nothing analysable: say in which checkpoint
         raise ValueError(f"{getattr(args, 'checkpoint', 'demo')}: {err}") from err
     _print(report, args.csv)
@@ -113,7 +153,10 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except (OSError, ValueError, ImportError) as err:
+    except KeyboardInterrupt:
+        print("\njaxww: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, ImportError, MemoryError) as err:
         if args.debug:
             raise
         named = isinstance(err, (OSError, CheckpointError)) and SUPPORTED not in str(err)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import jax.numpy as jnp
 import numpy as np
 
 from jaxww import deltas as _deltas
+from jaxww import io as _io
 from jaxww import kernels as _kernels
 from jaxww import spectra as _spectra
 
@@ -50,6 +52,10 @@ def read_layers(params, *, min_evals: int = 8, max_evals: int | None = 15000, ma
     model's layers read as its own code says, LoRA pairs as ``lora`` asks, and a leaf
     with a ``base`` is read as ``W - W_base``.
 
+    ``params`` (and ``base``) may be the path of a checkpoint: it is opened with
+    :func:`jaxww.open_checkpoint` (its tensors stay on disk), or read whole by
+    :func:`jaxww.load_params` when ``base`` or ``lora`` combine tensors.
+
     Returns:
       ``(kernels, skipped, leaves, treedef, limited)``: ``limited`` names the leaves that
       only ``max_N`` / ``max_evals`` left out.
@@ -57,6 +63,8 @@ def read_layers(params, *, min_evals: int = 8, max_evals: int | None = 15000, ma
     Raises:
       ValueError: ``base`` and ``lora`` both given, or a ``base`` of another structure.
     """
+    whole = base is not None or lora is not None
+    params, base = (_checkpoint(x, whole) for x in (params, base))
     names, leaves, treedef = _kernels.read_params(params)
     if base is not None and lora is not None:
         raise ValueError(f"{where}: pass base= or lora=, not both (a LoRA model's update is lora='delta')")
@@ -70,6 +78,13 @@ def read_layers(params, *, min_evals: int = 8, max_evals: int | None = 15000, ma
     if bleaves is not None:
         leaves = _deltas.subtract(leaves, bleaves, {k.leaf for k in kerns})
     return kerns, skipped, leaves, treedef, _limited(skipped, find)
+
+
+def _checkpoint(params, whole: bool):
+    """``params``, or the checkpoint at that path: opened lazily, or read whole."""
+    if not isinstance(params, (str, os.PathLike)):
+        return params
+    return _io.load_params(params) if whole else _io.open_checkpoint(params)
 
 
 def _limited(skipped, find) -> tuple:

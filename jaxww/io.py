@@ -1,6 +1,12 @@
 """Weights from checkpoints as they ship: NumPy, safetensors (single or sharded), Flax
 msgpack, Keras 3 HDF5 and Orbax.
 
+:func:`open_checkpoint` reads only what the headers say (names, shapes, dtypes) where
+the format has them (safetensors, ``.npz``, ``.h5``): its tensors are
+:class:`LazyTensor` handles whose data is read when asked, so
+:func:`jaxww.analyze` plans from the headers and reads a few tensors at a time.
+:func:`load_params` reads everything into NumPy arrays.
+
 Every loader returns a pytree that :func:`jaxww.analyze` accepts, with the names the
 checkpoint gives its tensors: flat files give a flat ``{key: array}`` dict whose keys
 become the layer names (``model.layers.0.mlp.up_proj.weight`` keeps its dots;
@@ -12,6 +18,7 @@ raises :class:`CheckpointError` naming the file and, for one tensor, the tensor.
 from __future__ import annotations
 
 import contextlib
+import math
 import importlib
 import io
 import json
@@ -20,6 +27,7 @@ import struct
 import zipfile
 
 import jax
+import ml_dtypes
 import numpy as np
 
 #: What :func:`load_params` reads, as error messages say it.
@@ -37,6 +45,91 @@ class CheckpointError(ValueError):
     """
 
 
+class LazyTensor:
+    """A tensor of a checkpoint file, read only when asked.
+
+    ``shape`` and ``dtype`` come from the file's header; ``np.asarray(t)`` (or
+    :meth:`read`) reads the data into a new NumPy array each time (nothing is kept).
+
+    Attributes:
+      file: the file holding the tensor.
+      name: the tensor's name in that file.
+      shape, dtype: as stored.
+
+    Example:
+      >>> import numpy as np, jaxww, tempfile, os
+      >>> f = os.path.join(tempfile.mkdtemp(), "w.npz")
+      >>> np.savez(f, w=np.ones((16, 8), np.float32))
+      >>> t = jaxww.open_checkpoint(f)["w"]
+      >>> t.shape, t.dtype, float(np.asarray(t).sum())
+      ((16, 8), dtype('float32'), 128.0)
+    """
+
+    __slots__ = ("file", "name", "shape", "dtype", "_read")
+
+    def __init__(self, file: str, name: str, shape: tuple, dtype, read):
+        self.file, self.name, self._read = file, name, read
+        self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def read(self) -> np.ndarray:
+        """The data, a new array; :class:`CheckpointError` naming the file and the tensor
+        when it cannot be read."""
+        with _reading(f"{self.file}: tensor {self.name!r} cannot be read"):
+            out = self._read()
+        if out.shape != self.shape or out.dtype != self.dtype:
+            raise CheckpointError(f"{self.file}: tensor {self.name!r} reads as {out.dtype}{list(out.shape)}, "
+                                  f"its header says {self.dtype}{list(self.shape)}")
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.read()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype}, file={self.file!r})"
+
+
+def open_checkpoint(path: str | os.PathLike):
+    """The tree of a checkpoint (as :func:`load_params`) with its tensors left on disk
+    where the format's header gives names, shapes and dtypes: safetensors files,
+    directories and indexes, ``.npz`` and ``.h5`` / ``.weights.h5`` files hold
+    :class:`LazyTensor` leaves; the other formats are read whole.
+
+    Opening reads the headers only (a 70B safetensors checkpoint opens in well under a
+    second); :func:`jaxww.analyze` and :func:`jaxww.describe` take the path itself and
+    open it this way.
+
+    Args:
+      path: a file or directory as in :func:`load_params`.
+
+    Returns:
+      A pytree whose leaves are :class:`LazyTensor` or NumPy arrays.
+
+    Raises:
+      As :func:`load_params`; a truncated safetensors file is refused here, naming the
+      first tensor whose data is missing.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r}")
+    tree = _load_directory(path) if os.path.isdir(path) else _load_file(path)
+    if not any(hasattr(leaf, "shape") for leaf in jax.tree_util.tree_leaves(tree)):
+        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    return tree
+
+
 def load_params(path: str | os.PathLike):
     """Load a checkpoint for :func:`jaxww.analyze`, tensor by tensor, keeping its names.
 
@@ -44,7 +137,7 @@ def load_params(path: str | os.PathLike):
     path                               read as
     ================================== =========================================
     ``*.npz``                          ``{key: array}`` (NumPy, no pickles)
-    ``*.safetensors``                  ``{key: array}`` (bf16 stays bf16; ``io`` extra)
+    ``*.safetensors``                  ``{key: array}`` (bf16 stays bf16)
     ``*.safetensors.index.json``       the shards its ``weight_map`` names, one
                                        ``{key: array}`` in the index's order
     directory with one index or one    as the index / the file above (a Hugging
@@ -58,6 +151,9 @@ def load_params(path: str | os.PathLike):
     Orbax step directory               its one item (``default/``, ...) or
                                        ``{item: tree}`` for several
     ================================== =========================================
+
+    Every array is read into memory; :func:`open_checkpoint` leaves them on disk (and
+    ``jaxww.analyze(path)`` reads them a few at a time).
 
     Keras HDF5 files do not store variable names, only their order: a 2-D
     ``vars/0`` is read as a dense matrix (``embedding`` under an embedding layer),
@@ -84,12 +180,17 @@ def load_params(path: str | os.PathLike):
       >>> list(jaxww.load_params(f))
       ['dense/kernel']
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path!r}")
-    tree = _load_directory(path) if os.path.isdir(path) else _load_file(path)
-    if not any(hasattr(leaf, "shape") for leaf in jax.tree_util.tree_leaves(tree)):
-        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    return _read_all(open_checkpoint(path))
+
+
+def _read_all(tree):
+    """``tree`` with every :class:`LazyTensor` read (dict order kept, unlike ``tree_map``)."""
+    if isinstance(tree, LazyTensor):
+        return tree.read()
+    if isinstance(tree, dict):
+        return {k: _read_all(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_read_all(v) for v in tree)
     return tree
 
 
@@ -132,8 +233,8 @@ def _load_directory(path: str):
 def _reading(what: str):
     """Re-raise a reader's error as a :class:`CheckpointError` that starts with ``what``.
 
-    The third-party readers (numpy, zipfile, safetensors, msgpack, h5py, orbax) raise
-    many exception types for a damaged file; the original stays chained as the cause.
+    The third-party readers (numpy, zipfile, msgpack, h5py, orbax) raise many exception
+    types for a damaged file; the original stays chained as the cause.
     """
     try:
         yield
@@ -151,64 +252,94 @@ def _optional(module: str, install: str, what: str):
 
 
 def _load_npz(path: str) -> dict:
-    with _reading(f"{path}: not a readable .npz file"):
-        data = np.load(path, allow_pickle=False)
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path}: holds one unnamed array (a .npy file), not named arrays")
-    with data:
-        out = {}
-        for key in data.files:
-            with _reading(f"{path}: array {key!r} cannot be read"):
-                out[key] = data[key]
-    return out
+    """``{key: LazyTensor}`` of an ``.npz`` archive, shapes from each member's ``.npy`` header."""
+    heads = {}
+    with _reading(f"{path}: not a readable .npz file"), zipfile.ZipFile(path) as z:
+        for member in z.namelist():
+            key = member.removesuffix(".npy")
+            with _reading(f"{path}: array {key!r} cannot be read"), z.open(member) as fh:
+                major, _ = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(fh)
+                if dtype.hasobject:
+                    raise ValueError("an object array (pickles are not loaded)")
+            heads[key] = (shape, dtype)
+
+    def reader(key):
+        def read():
+            with np.load(path, allow_pickle=False) as data:
+                return data[key]
+        return read
+
+    return {k: LazyTensor(path, k, s, d, reader(k)) for k, (s, d) in heads.items()}
 
 
-def _load_safetensors(path: str, names: list[str] | None = None) -> dict:
-    """The tensors of one safetensors file: all of them, or ``names`` (from an index)."""
-    safetensors = _optional("safetensors", "'jaxww[io]'", ".safetensors files")
-    try:
-        handle = safetensors.safe_open(path, framework="flax")
-    except (safetensors.SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err}){_truncation(path)}") from err
-    with handle as f:
-        present = set(f.keys())
-        names = list(f.keys()) if names is None else names
-        absent = [n for n in names if n not in present]
-        if absent:
-            raise CheckpointError(f"{path}: has no tensor {absent[0]!r}"
-                                  + (f" (nor {len(absent) - 1} more)" if len(absent) > 1 else "")
-                                  + " that the index maps to it")
-        out = {}
-        for name in names:
-            with _reading(f"{path}: tensor {name!r} cannot be read"):
-                out[name] = f.get_tensor(name)
-    return out
+#: safetensors dtype names -> NumPy dtypes (``BF16`` and the float8 kinds from ml_dtypes,
+#: which JAX depends on).
+_ST_DTYPES = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16,
+              "U32": np.uint32, "I32": np.int32, "U64": np.uint64, "I64": np.int64,
+              "F16": np.float16, "F32": np.float32, "F64": np.float64,
+              "BF16": ml_dtypes.bfloat16, "F8_E4M3": ml_dtypes.float8_e4m3fn,
+              "F8_E5M2": ml_dtypes.float8_e5m2}
 
 
-def _truncation(path: str) -> str:
-    """``"; tensor 'x' ... truncated"`` when the header of ``path`` is whole but the data
-    of a tensor runs past the end of the file, else ``""`` (a diagnosis, never raises).
+def _safetensors_header(path: str) -> tuple[dict, int]:
+    """``({name: {"dtype", "shape", "data_offsets"}}, data start)`` of a safetensors file.
 
-    Layout of a safetensors file: 8-byte little-endian header length ``n``, ``n``
-    bytes of JSON ``{name: {"data_offsets": [begin, end], ...}}``, then the data.
+    Layout: an 8-byte little-endian header length ``n``, ``n`` bytes of JSON
+    ``{name: {"dtype", "shape", "data_offsets": [begin, end]}}`` (offsets from the data
+    start, byte ``8 + n``), then the data. Every entry is checked against its shape and
+    the file's size, so a damaged or truncated file is refused before any data is read.
     """
     size = os.path.getsize(path)
-    try:
+    with _reading(f"{path}: not a readable safetensors file"):
         with open(path, "rb") as fh:
             n = struct.unpack("<Q", fh.read(8))[0]
             if n > size - 8:
-                return ""
+                raise ValueError(f"a header of {n} bytes in a file of {size}")
             header = json.loads(fh.read(n))
-        ends = {k: v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"}
-    except (OSError, ValueError, struct.error, TypeError, KeyError, IndexError, AttributeError):
-        return ""
+        header.pop("__metadata__", None)
+        for name, e in header.items():
+            begin, end = (int(v) for v in e["data_offsets"])
+            want = math.prod(e["shape"]) * np.dtype(_ST_DTYPES[e["dtype"]]).itemsize
+            if end - begin != want:
+                raise ValueError(f"tensor {name!r}: {end - begin} bytes for {e['dtype']}{e['shape']}")
     data = size - 8 - n
-    late = [k for k, end in ends.items() if end > data]
-    if not late:
-        return ""
-    first = min(late, key=ends.get)
-    return (f"; tensor {first!r} ends at data byte {ends[first]} but the file holds "
-            f"{data} data bytes: the file is truncated")
+    late = [k for k, e in header.items() if e["data_offsets"][1] > data]
+    if late:
+        first = min(late, key=lambda k: header[k]["data_offsets"][1])
+        raise CheckpointError(f"{path}: tensor {first!r} ends at data byte {header[first]['data_offsets'][1]} "
+                              f"but the file holds {data} data bytes: the file is truncated")
+    return header, 8 + n
+
+
+def _load_safetensors(path: str, names: list[str] | None = None) -> dict:
+    """``{name: LazyTensor}`` of one safetensors file: all its tensors in the order of its
+    data, or ``names`` (from an index). Only the header is read."""
+    header, start = _safetensors_header(path)
+    names = sorted(header, key=lambda k: header[k]["data_offsets"][0]) if names is None else names
+    absent = [n for n in names if n not in header]
+    if absent:
+        raise CheckpointError(f"{path}: has no tensor {absent[0]!r}"
+                              + (f" (nor {len(absent) - 1} more)" if len(absent) > 1 else "")
+                              + " that the index maps to it")
+    return {n: _safetensors_tensor(path, n, header[n], start) for n in names}
+
+
+def _safetensors_tensor(path: str, name: str, entry: dict, start: int) -> LazyTensor:
+    dtype, shape = np.dtype(_ST_DTYPES[entry["dtype"]]), tuple(entry["shape"])
+    offset, count = start + int(entry["data_offsets"][0]), math.prod(shape)
+
+    def read():
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            out = np.fromfile(fh, dtype, count)
+        if out.size != count:
+            raise ValueError(f"the file ends after {out.size} of its {count} values")
+        return out.reshape(shape)
+
+    return LazyTensor(path, name, shape, dtype, read)
 
 
 def _load_index(path: str) -> dict:
@@ -244,19 +375,33 @@ def _load_msgpack(path: str) -> dict:
 
 
 def _load_h5(path: str, source=None) -> dict:
-    """Datasets of an HDF5 file by path, the top-level ``optimizer*`` groups left out."""
+    """Datasets of an HDF5 file by path, the top-level ``optimizer*`` groups left out:
+    :class:`LazyTensor` from a file, arrays from an in-memory ``source``."""
     h5py = _optional("h5py", "h5py", "Keras .h5 files")
     with _reading(f"{path}: not a readable HDF5 file"):
         fh = h5py.File(path if source is None else source, "r")
     with fh:
-        names: list[str] = []
-        fh.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-        out = {}
-        for name in names:
-            if not name.startswith("optimizer"):
+        found: dict = {}
+
+        def visit(name, obj):   # a value other than None would stop the visit
+            if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer"):
+                found[name] = (obj.shape, obj.dtype)
+
+        fh.visititems(visit)
+        if source is not None:
+            out = {}
+            for name in found:
                 with _reading(f"{path}: dataset {name!r} cannot be read"):
                     out[name] = fh[name][()]
-    return out
+            return out
+
+    def reader(name):
+        def read():
+            with h5py.File(path, "r") as f:
+                return f[name][()]
+        return read
+
+    return {n: LazyTensor(path, n, s, d, reader(n)) for n, (s, d) in found.items()}
 
 
 def _load_keras(path: str) -> dict:

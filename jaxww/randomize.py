@@ -59,7 +59,7 @@ def permuted(key, stack):
 
 
 def random_spectra(leaves, kerns, keys, groups, precision):
-    """Padded randomised spectra per fit group, in the layout of ``report._spectra_stage``."""
+    """Padded randomised spectra per fit group, in the layout of ``report._pooled``."""
     stacks = [permuted(keys[i], k.matrices(leaves[k.leaf])) for i, k in enumerate(kerns)]
     evals = _spectra.batched_spectra(stacks, precision=precision)
     pooled = [ev.reshape(-1) * k.esd_scale for k, ev in zip(kerns, evals)]

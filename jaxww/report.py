@@ -17,7 +17,9 @@ from jaxww import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import options as _options
 from jaxww import powerlaw as _powerlaw
+from jaxww import progress as _progress
 from jaxww import spectra as _spectra
+from jaxww import streaming as _streaming
 from jaxww._plan import group_indices
 
 #: Columns of ``Report.details``, in order.
@@ -207,18 +209,6 @@ def _split(kerns, n_parts: int) -> list[list[int]]:
     return [sorted(p) for p in parts if p]
 
 
-@functools.partial(jax.jit, static_argnames=("kerns", "groups", "precision"))
-def _spectra_stage(leaves, kerns, groups, precision):
-    """Kernels -> spectra: the zero-padded pooled spectrum of every layer, per fit group.
-
-    Same-shape matrices are batched (:func:`jaxww.batched_spectra`); ``groups`` is
-    :func:`_fit_groups` as a tuple. Everything is static, so a model structure
-    compiles once.
-    """
-    stacks = [k.matrices(leaves[k.leaf]) for k in kerns]
-    return _pooled(_spectra.batched_spectra(stacks, precision=precision), kerns, groups)
-
-
 @functools.partial(jax.jit, static_argnames=("kerns", "groups"))
 def _pooled(evals, kerns, groups):
     """Per-kernel spectra ``(rf, m)`` -> per fit group, ``(B, n)`` pooled and zero-padded."""
@@ -251,13 +241,17 @@ def analyze(
     base=None,
     lora: str | None = None,
     lora_scale: float | dict | None = None,
+    memory_budget: int | str | None = None,
+    progress: _progress.ProgressArg = None,
 ) -> Report:
     """Analyse every weight matrix of ``params``: spectrum, power-law fit, metrics.
 
     Args:
       params: a pytree of arrays (Flax Linen variables, a dict loaded from a
-        checkpoint), an ``nnx.State``, an ``nnx.Module`` (its ``nnx.Param`` state) or a
-        Keras 3 model (its variables by path, read as its layers use them).
+        checkpoint), an ``nnx.State``, an ``nnx.Module`` (its ``nnx.Param`` state), a
+        Keras 3 model (its variables by path, read as its layers use them), or the path
+        of a checkpoint (:func:`jaxww.open_checkpoint`: planned from its headers, its
+        tensors read a group at a time).
       precision: ``"float32"`` (default) or ``"float64"`` for the spectra, fit and
         metrics. float64 runs under ``jax.enable_x64()`` if x64 is off.
       min_evals, max_evals, max_N: size limits of the reference (layer kept when
@@ -299,6 +293,12 @@ def analyze(
         ``"merged"`` (the base weight plus the update); see :mod:`jaxww.deltas`.
       lora_scale: the scale ``s`` of the LoRA updates, a number or ``{regex: number}``
         (default: 1 for NNX pairs; required for PEFT pairs).
+      memory_budget: bytes (or a size like ``"2GiB"``) the weights may take at once while
+        their spectra are computed (:mod:`jaxww.streaming`): the leaves are read, cast
+        and released a group at a time; a leaf needing more is computed alone, its row
+        says so. Default: a quarter of the available host memory, within 256 MiB..1 GiB.
+      progress: ``True`` for a progress bar on stderr, or a callable receiving
+        :class:`jaxww.progress.ProgressEvent` after each group (:mod:`jaxww.progress`).
 
     Returns:
       A :class:`Report` (``details``, ``summary``, ``skipped``, ``esd(name)``, ``tree()``).
@@ -307,6 +307,8 @@ def analyze(
       ValueError: the tree is empty or has no leaf that can be analysed;
         ``randomize=True`` without ``key``; ``base`` with other paths or shapes (the
         message names the first mismatched path); ``base`` with ``lora``.
+      MemoryError: the host or a device ran out of memory (the message names the
+        layers, the bytes they need and the budget).
 
     Example:
       >>> import jax, jaxww
@@ -319,6 +321,7 @@ def analyze(
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
     opts = _options.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
                           mp_fit=mp_fit, randomize=randomize, detX=detX)
+    budget, report_progress = _streaming.parse_budget(memory_budget), _progress.reporter(progress)
     kerns, skipped, leaves, treedef, limited = read_layers(
         params, min_evals=min_evals, max_evals=max_evals, max_N=max_N, layers=layers, layouts=layouts,
         scan_axis=scan_axis, base=base, lora=lora, lora_scale=lora_scale)
@@ -330,9 +333,12 @@ def analyze(
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("analyze: devices is empty")
-    results = _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key)
-
-    rows, evals_by_name, rand_by_name = _assemble(kerns, results, opts)
+    used = {k.leaf for k in kerns}
+    tracker = _progress.Tracker(report_progress, len(kerns), sum(_streaming.stored_bytes(leaves[i]) for i in used),
+                                sum(map(_cost, kerns)))
+    results, notes = _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key, budget, tracker)
+    rows, evals_by_name, rand_by_name = _assemble(kerns, results, opts, notes)
+    tracker.finish()
     report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits, _treedef=treedef,
                     columns=COLUMNS + opts.columns, rand_evals=rand_by_name,
                     _kerns=tuple(kerns))
@@ -343,9 +349,10 @@ def analyze(
 
 
 
-def _assemble(kerns, results, opts):
+def _assemble(kerns, results, opts, notes):
     """Rows in kernel order, and the spectra (and randomised spectra) by name, from the
-    per-group ``results`` of :func:`_analyze_part` (host arrays)."""
+    per-group ``results`` of :func:`_analyze_part` (host arrays); ``notes``: extra text
+    for the reason of some rows, by kernel index."""
     rows: list = [None] * len(kerns)
     evals_by_name, rand_by_name = {}, {}
     for members, fit, met, E, extra, R in results:
@@ -355,7 +362,7 @@ def _assemble(kerns, results, opts):
             row = _row(k, i, {f: v[r] for f, v in fit._asdict().items()},
                        {f: v[r] for f, v in met._asdict().items()}, finite)
             cols, why = _options.row(opts, extra, r, k.num_evals, row["status"] == "success", finite)
-            row.update(cols, reason="; ".join(filter(None, (row["reason"], why))))
+            row.update(cols, reason="; ".join(filter(None, (row["reason"], why, notes.get(i)))))
             rows[i] = row
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
             if R is not None:
@@ -369,24 +376,26 @@ def _nothing_to_analyze(num_leaves, skipped, note) -> ValueError:
                       + (f". {note}" if note else ""))
 
 
-def _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key) -> list:
+def _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key, budget, tracker):
     """:func:`_analyze_part` of one part of the kernels per device (of about equal work),
-    on the host: ``[(kernel indices, fit, metrics, E, extra, R)]``."""
+    on the host: ``([(kernel indices, fit, metrics, E, extra, R)], notes)``."""
     with _precision_scope(precision):
         bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
         # Dispatch is asynchronous: the parts run on their devices concurrently, and
         # the fit compiles while the spectra are being computed.
-        results = []
+        results, notes = [], {}
         for part, dev in zip(_split(kerns, len(devices)), devices):
             sub = [kerns[i] for i in part]
-            for members, *out in _analyze_part(sub, leaves, dev, precision, bound, opts, key, part):
-                results.append(([part[i] for i in members], *out))
-        return jax.device_get(results)
+            out, why = _analyze_part(sub, leaves, dev, precision, bound, opts, key, part, budget, tracker)
+            results += [([part[i] for i in members], *rest) for members, *rest in out]
+            notes.update({part[i]: text for i, text in why.items()})
+        return jax.device_get(results), notes
 
 
-def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids):
+def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids, budget, tracker):
     """Spectra, fit, metrics and the optional analyses of some layers on one device:
-    ``[(members, fit, metrics, E, extra, R)]`` (``R``: randomised spectra or None).
+    ``([(members, fit, metrics, E, extra, R)], notes)`` (``R``: randomised spectra or None;
+    ``notes``: :func:`jaxww.streaming.compute`'s, by index into ``kerns``).
 
     ``ids``: the global index of each kernel (the bootstrap key of a layer is
     ``fold_in(key, index)``, whatever the split over devices).
@@ -398,12 +407,8 @@ def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids):
     used = list(dict.fromkeys(k.leaf for k in kerns))
     specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
-    if device.platform == "cpu":   # in host memory already: LAPACK reads the leaves in place
-        evals = _spectra.host_spectra([k.matrices(np.asarray(leaves[k.leaf])) for k in kerns],
-                                      precision=precision)
-        spectra = _pooled(jax.device_put(evals, device), specs, groups)
-    else:
-        spectra = _spectra_stage(_put(leaves, used, device), specs, groups, precision)
+    evals, notes = _streaming.compute(kerns, leaves, device, precision, budget, tracker, _cost)
+    spectra = _pooled(jax.device_put(evals, device), specs, groups)
     rand = [None] * len(groups) if not opts.randomize else _options.random_spectra(
         key, _put(leaves, used, device), kerns, specs, groups, precision)
     out = []
@@ -413,11 +418,11 @@ def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids):
         fit, extra = _options.compute(opts, E, R, bound, key, [ids[i] for i in members],
                                       [kerns[i] for i in members])
         out.append((members, fit, _metrics.spectral_metrics(E, counts, Ns, fit.alpha), E, extra, R))
-    return out
+    return out, notes
 
 
 def _put(leaves, used, device):
-    return jax.device_put(tuple(leaves[i] for i in used), device)
+    return jax.device_put(tuple(_streaming.read(leaves[i]) for i in used), device)
 
 
 def _row(k: _kernels.Kernel, layer_id: int, fit: dict, met: dict, finite: bool) -> dict:

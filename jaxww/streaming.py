@@ -1,0 +1,178 @@
+"""Kernels -> spectra a group of leaves at a time, within a memory budget.
+
+The weights are read (from a checkpoint on disk, :class:`jaxww.io.LazyTensor`, or
+from memory), cast to the compute dtype and turned into eigenvalues one group at a
+time; a group is as many leaves, in model order, as the budget holds, and is
+released once its spectra are taken. Only the eigenvalues are kept, so the peak
+memory of an analysis is about the budget plus the process itself, whatever the
+size of the model. A leaf that alone needs more than the budget is computed alone
+(its rows say so).
+
+The memory a leaf needs while its spectra are computed (``c`` the compute dtype's
+bytes, ``rf M^2`` the Gram matrices of its kernels):
+
+.. math:: \\text{stored bytes (when read from disk)} + \\text{size} \\cdot c
+          \\text{ (when cast)} + \\sum_{\\text{kernels}} rf \\, M^2 c
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from jaxww import spectra as _spectra
+from jaxww.io import LazyTensor
+from jaxww.progress import human_bytes
+
+#: Bounds of the default budget (a quarter of the available memory): below the lower
+#: one groups get too small to keep the cores busy, above the upper one nothing is faster.
+_MIN_DEFAULT, _MAX_DEFAULT = 256 << 20, 1 << 30
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10 ** 6,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 10 ** 9, "gib": 1 << 30, "t": 1 << 40, "tb": 10 ** 12,
+          "tib": 1 << 40}
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory available now (``MemAvailable`` of ``/proc/meminfo``, or
+    ``sysconf`` pages), None where neither is readable."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_budget() -> int:
+    """A quarter of :func:`available_memory`, within 256 MiB .. 1 GiB."""
+    free = available_memory()
+    return _MAX_DEFAULT if free is None else int(min(max(free // 4, _MIN_DEFAULT), _MAX_DEFAULT))
+
+
+def parse_budget(budget) -> int:
+    """``memory_budget`` as bytes: None (:func:`default_budget`), an int of bytes, or a
+    string with a unit (``"512MiB"``, ``"2 GB"``, ``"1.5g"``).
+
+    Raises:
+      ValueError, TypeError: anything else, or a budget under 1 MiB.
+
+    Example:
+      >>> parse_budget("1.5GiB"), parse_budget(2**30)
+      (1610612736, 1073741824)
+    """
+    if budget is None:
+        return default_budget()
+    if isinstance(budget, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", budget)
+        if not m or m[2].lower() not in _UNITS:
+            raise ValueError(f"memory_budget must be bytes or a size like '512MiB' or '2GB', got {budget!r}")
+        budget = int(float(m[1]) * _UNITS[m[2].lower()])
+    elif isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise TypeError(f"memory_budget must be None, an int of bytes or a size like '2GiB', "
+                        f"got {type(budget).__name__}")
+    if budget < 1 << 20:
+        raise ValueError(f"memory_budget must be at least 1 MiB, got {budget} bytes")
+    return int(budget)
+
+
+def stored_bytes(leaf) -> int:
+    """Bytes of a leaf as stored (what reading it costs)."""
+    return int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+
+
+def need(leaf, kerns, precision: str) -> int:
+    """Bytes a leaf needs while its kernels' spectra are computed (module docstring)."""
+    c = np.dtype(precision).itemsize
+    size = int(np.prod(leaf.shape))
+    read = stored_bytes(leaf) if isinstance(leaf, LazyTensor) else 0
+    cast = size * c if np.dtype(leaf.dtype) != np.dtype(precision) else 0
+    return read + cast + sum(k.rf * k.M ** 2 * c for k in kerns)
+
+
+def groups(kerns, leaves, budget: int, precision: str) -> list[tuple[list[int], int]]:
+    """Kernel indices in consecutive groups whose leaves need at most ``budget`` together
+    (all kernels of a leaf in the same group), with the bytes each group needs; a leaf
+    needing more than the budget is a group of its own."""
+    by_leaf: dict[int, list[int]] = {}
+    for i, k in enumerate(kerns):
+        by_leaf.setdefault(k.leaf, []).append(i)
+    out: list[tuple[list[int], int]] = []
+    current, used = [], 0
+    for leaf, members in by_leaf.items():
+        n = need(leaves[leaf], [kerns[i] for i in members], precision)
+        if current and used + n > budget:
+            out.append((current, used))
+            current, used = [], 0
+        current, used = current + members, used + n
+    if current:
+        out.append((current, used))
+    return out
+
+
+def read(leaf):
+    """The leaf's value in memory (a :class:`LazyTensor` is read from disk)."""
+    return leaf.read() if isinstance(leaf, LazyTensor) else leaf
+
+
+def compute(kerns, leaves, device, precision: str, budget: int, tracker, cost) -> tuple[list, dict]:
+    """Descending spectra ``(rf, M)`` of every kernel (arrays on ``device``, kernel order), a group
+    at a time (:func:`groups`), and notes ``{kernel index: text}`` for kernels computed
+    alone above the budget.
+
+    Args:
+      kerns, leaves: from :func:`jaxww.describe.read_layers`.
+      device: a CPU device computes with LAPACK on the host, others with
+        :func:`jaxww.batched_spectra` on the device.
+      precision: ``"float32"`` or ``"float64"``.
+      budget: bytes (:func:`parse_budget`).
+      tracker: a :class:`jaxww.progress.Tracker`.
+      cost: ``kernel -> work`` for the progress estimate.
+
+    Raises:
+      MemoryError: the host or the device ran out of memory; the message names the
+        layers, the bytes they need and the budget.
+    """
+    evals: list = [None] * len(kerns)
+    notes: dict[int, str] = {}
+    for members, n in groups(kerns, leaves, budget, precision):
+        if n > budget:
+            notes.update({i: f"computed alone: needs {human_bytes(n)}, over the memory budget "
+                             f"{human_bytes(budget)}" for i in members})
+        sub = [kerns[i] for i in members]
+        used = list(dict.fromkeys(k.leaf for k in sub))
+        try:
+            values = {j: read(leaves[j]) for j in used}
+            if device.platform == "cpu":
+                out = _spectra.host_spectra([k.matrices(np.asarray(values[k.leaf])) for k in sub],
+                                            precision=precision)
+            else:
+                on = jax.device_put(values, device)   # dispatch stays asynchronous on devices
+                out = _spectra.batched_spectra([k.matrices(on[k.leaf]) for k in sub], precision=precision)
+        except MemoryError as err:
+            raise _out_of_memory(sub, n, budget, device) from err
+        except jax.errors.JaxRuntimeError as err:
+            if "RESOURCE_EXHAUSTED" not in str(err):
+                raise
+            raise _out_of_memory(sub, n, budget, device) from err
+        del values
+        for i, ev in zip(members, out):
+            evals[i] = ev
+        tracker.advance(len(members), sum(stored_bytes(leaves[j]) for j in used), sum(map(cost, sub)))
+    return evals, notes
+
+
+def _out_of_memory(sub: Sequence, n: int, budget: int, device) -> MemoryError:
+    names = ", ".join(k.name for k in sub[:3]) + (f" and {len(sub) - 3} more" if len(sub) > 3 else "")
+    where = "host" if device.platform == "cpu" else f"device {device}"
+    return MemoryError(f"out of {where} memory computing the spectra of {names}: they need about "
+                       f"{human_bytes(n)} (memory budget {human_bytes(budget)}); pass a smaller "
+                       "memory_budget= (command line: --memory-budget) or fewer layers (layers=)")
