@@ -1,0 +1,222 @@
+"""Checkpoints planned from their headers and streamed within a memory budget; progress."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import jaxww
+from jaxww import cli, io as jio, progress, streaming
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write_sharded(folder, tensors: dict, shards: int):
+    """A Hugging Face sharded directory written by the reference writer (safetensors.numpy)."""
+    save_file = pytest.importorskip("safetensors.numpy").save_file
+    os.makedirs(folder)
+    names = list(tensors)
+    per = -(-len(names) // shards)
+    weight_map = {}
+    for s in range(shards):
+        shard = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        members = names[s * per:(s + 1) * per]
+        save_file({n: tensors[n] for n in members}, os.path.join(folder, shard))
+        weight_map.update({n: shard for n in members})
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as fh:
+        json.dump({"weight_map": weight_map}, fh)
+    return folder
+
+
+def _llama(layers=3, d=64, F=96, seed=0, dtype=ml_dtypes.bfloat16):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(layers):
+        for name, shape in (("self_attn.q_proj", (d, d)), ("mlp.up_proj", (F, d)), ("mlp.down_proj", (d, F))):
+            out[f"model.layers.{i}.{name}.weight"] = rng.standard_t(3, shape).astype(dtype)
+        out[f"model.layers.{i}.input_layernorm.weight"] = np.ones(d, dtype)
+    return out
+
+
+def test_path_streamed_equals_loaded_tree(tmp_path):
+    """analyze(path) within a small budget gives the report of the tree read whole: same
+    rows, same bits (each matrix's spectrum is computed alone on one BLAS thread, whatever
+    group it is in)."""
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(d=256, F=384), shards=2)
+    whole = jaxww.analyze(jaxww.load_params(folder))
+    events = []
+    streamed = jaxww.analyze(folder, memory_budget="1MiB", progress=events.append)
+    assert [r["name"] for r in streamed.rows] == [r["name"] for r in whole.rows]
+    for a, b in zip(streamed.rows, whole.rows):
+        for c in ("alpha", "D", "xmin", "log_norm", "stable_rank"):
+            assert a[c] == b[c], (a["name"], c)
+    groups = [e for e in events if e.stage == "spectra"]
+    assert len(groups) > 2  # the budget split the model
+    assert [e.layers_done for e in groups] == sorted(e.layers_done for e in groups)
+    assert events[-1].stage == "done" and events[-1].layers_done == events[-1].layers_total == len(whole.rows)
+    assert events[-1].bytes_done == events[-1].bytes_total == sum(
+        v.nbytes for k, v in _llama(d=256, F=384).items() if v.ndim == 2)
+
+
+def test_describe_reads_headers_only(tmp_path, monkeypatch):
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=2)
+
+    def no_data(self):
+        raise AssertionError(f"{self.name} read")
+
+    monkeypatch.setattr(jio.LazyTensor, "read", no_data)
+    d = jaxww.describe(folder)
+    assert len(d.rows) == 9 and d.rows[0]["name"] == "model.layers.0.mlp.down_proj.weight"
+    t = jaxww.open_checkpoint(folder)["model.layers.2.mlp.up_proj.weight"]
+    assert (t.shape, t.dtype, t.nbytes) == ((96, 64), np.dtype(ml_dtypes.bfloat16), 96 * 64 * 2)
+
+
+def test_layer_over_budget_is_computed_alone_with_a_note(tmp_path):
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(d=512, F=1024, layers=1), shards=1)
+    rep = jaxww.analyze(folder, memory_budget="3MiB")
+    notes = {r["name"]: r["reason"] for r in rep.rows}
+    # up_proj (1024, 512) bf16: read 1 MiB + float32 copy 2 MiB + Gram 512^2 x 4 B 1 MiB
+    assert notes["model.layers.0.mlp.up_proj.weight"] == \
+        "computed alone: needs 4.0 MiB, over the memory budget 3.0 MiB"
+    # q_proj (512, 512): 0.5 + 1 + 1 MiB fits
+    assert notes["model.layers.0.self_attn.q_proj.weight"] == ""
+    assert all(r["status"] == "success" for r in rep.rows)
+
+
+def test_budget_note_names_the_need():
+    w = {"big": {"kernel": np.random.default_rng(0).standard_normal((1024, 512)).astype(np.float32)}}
+    row = jaxww.analyze(w, memory_budget="1MiB").rows[0]
+    # a float32 leaf in memory needs no copy: only its Gram matrix, 512^2 x 4 B = 1 MiB
+    assert row["reason"] == "" and row["status"] == "success"
+    row = jaxww.analyze({"big": {"kernel": w["big"]["kernel"].astype(ml_dtypes.bfloat16)}},
+                        memory_budget="1MiB").rows[0]
+    # bf16 in memory: the float32 copy (2 MiB) + the Gram matrix (1 MiB)
+    assert row["reason"] == "computed alone: needs 3.0 MiB, over the memory budget 1.0 MiB"
+
+
+@pytest.mark.parametrize("bad, err", [("lots", ValueError), ("12 parsecs", ValueError), (-5, ValueError),
+                                      (100, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_memory_budget(bad, err):
+    with pytest.raises(err, match="memory_budget"):
+        jaxww.analyze({"w": np.eye(16, dtype=np.float32)}, memory_budget=bad)
+
+
+def test_parse_budget_units():
+    assert streaming.parse_budget("512MiB") == 512 << 20
+    assert streaming.parse_budget("2 GB") == 2 * 10 ** 9
+    assert streaming.parse_budget(" 1.5g ") == 3 << 29
+    assert 256 << 20 <= streaming.parse_budget(None) <= 1 << 30
+
+
+def test_truncated_shard_refused_before_any_analysis(tmp_path):
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=2)
+    shard = os.path.join(folder, "model-00002-of-00002.safetensors")
+    with open(shard, "rb") as fh:
+        data = fh.read()
+    with open(shard, "wb") as fh:
+        fh.write(data[:-500])
+    events = []
+    with pytest.raises(jaxww.CheckpointError, match=r"model-00002-of-00002.safetensors: tensor 'model\..*truncated"):
+        jaxww.analyze(folder, progress=events.append)
+    assert events == []  # refused while planning: nothing computed, no partial report
+
+
+def test_unreadable_tensor_mid_stream_names_file_and_tensor(tmp_path, monkeypatch):
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=2)
+    real = jio.LazyTensor.read
+
+    def flaky(self):
+        if self.name == "model.layers.2.mlp.up_proj.weight":
+            with jio._reading(f"{self.file}: tensor {self.name!r} cannot be read"):
+                raise OSError("Input/output error")
+        return real(self)
+
+    monkeypatch.setattr(jio.LazyTensor, "read", flaky)
+    with pytest.raises(jaxww.CheckpointError, match=r"00002.safetensors: tensor 'model.layers.2.mlp.up_proj.weight' "
+                                                    r"cannot be read \(OSError: Input/output error\)"):
+        jaxww.analyze(folder, memory_budget="1MiB")
+
+
+def test_out_of_memory_names_layer_bytes_and_budget(tmp_path, monkeypatch, capsys):
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=1)
+
+    def oom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(jaxww.spectra, "host_spectra", oom)
+    with pytest.raises(MemoryError, match=r"out of host memory computing the spectra of model.layers.0.mlp.down_proj"
+                                          r".*memory budget 1.0 MiB\); pass a smaller memory_budget="):
+        jaxww.analyze(folder, memory_budget="1MiB")
+    assert cli.main(["analyze", folder, "--quiet", "--memory-budget", "1MiB"]) == 2
+    err = capsys.readouterr().err
+    assert "out of host memory" in err and "--memory-budget" in err and "reads a .npz" not in err
+
+
+def test_progress_argument_and_text_bar():
+    w = {"a": {"kernel": np.eye(32, dtype=np.float32)}}
+    with pytest.raises(TypeError, match="progress must be True, False, None or a callable"):
+        jaxww.analyze(w, progress="yes")
+    buf = io.StringIO()   # not a terminal: plain lines, the first and the last
+    jaxww.analyze(w, progress=progress.TextBar(buf))
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("jaxww [") and "0/1 layers" in lines[0]
+    assert "1/1 layers" in lines[-1] and lines[-1].endswith("done") and "\r" not in buf.getvalue()
+
+
+def test_cli_progress_on_stderr_and_quiet(tmp_path, capfd):
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=2)
+    assert cli.main(["analyze", folder]) == 0
+    out, err = capfd.readouterr()
+    assert "model.layers.2.mlp.up_proj.weight" in out and "9/9 layers" in err and "jaxww [" not in out
+    assert cli.main(["analyze", folder, "--quiet"]) == 0
+    assert "jaxww [" not in capfd.readouterr().err
+
+
+def test_cli_bad_budget_and_interrupt(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["analyze", str(tmp_path), "--memory-budget", "lots"])
+    assert exit_.value.code == 2 and "memory_budget must be bytes" in capsys.readouterr().err
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "analyze", interrupted)
+    assert cli.main(["demo", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == "jaxww: interrupted"
+
+
+_PEAK = """
+import resource, sys
+import jaxww
+rep = jaxww.analyze(sys.argv[1], memory_budget=int(sys.argv[2]), max_N=None, max_evals=None)
+assert len(rep.rows) == int(sys.argv[3]) and all(r["status"] == "success" for r in rep.rows), rep.rows
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_peak_memory_bounded_by_budget_not_by_checkpoint(tmp_path):
+    """A float32 checkpoint of 12 shards x 16 MiB analysed within an 8 MiB budget: the peak
+    RSS of the process stays below (baseline + a quarter of the checkpoint), where reading
+    it whole would cost the whole checkpoint. The baseline is the same analysis of one
+    shard-sized model in another process (imports, compilation, the pool)."""
+    rng = np.random.default_rng(0)
+    big = {f"model.layers.{i}.mlp.up_proj.weight": rng.standard_normal((4096, 1024), np.float32)
+           for i in range(12)}                           # 16 MiB each, 192 MiB in all
+    folder = _write_sharded(str(tmp_path / "big"), big, shards=12)
+    small = _write_sharded(str(tmp_path / "small"), dict(list(big.items())[:1]), shards=1)
+    del big
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def peak(path, n):
+        out = subprocess.run([sys.executable, "-c", _PEAK, path, str(8 << 20), str(n)], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        return int(out.split()[-1])
+
+    base, streamed = peak(small, 1), peak(folder, 12)
+    assert streamed - base < 48 << 20, (base, streamed)   # 48 MiB = a quarter of the checkpoint
