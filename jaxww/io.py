@@ -121,10 +121,14 @@ def open_checkpoint(path: str | os.PathLike):
       As :func:`load_params`; a truncated safetensors file is refused here, naming the
       first tensor whose data is missing.
     """
+    return _open(path, lazy=True)
+
+
+def _open(path, lazy: bool):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
-    tree = _load_directory(path) if os.path.isdir(path) else _load_file(path)
+    tree = _load_directory(path, lazy) if os.path.isdir(path) else _load_file(path)
     if not any(hasattr(leaf, "shape") for leaf in jax.tree_util.tree_leaves(tree)):
         raise CheckpointError(f"{path}: the checkpoint holds no tensors")
     return tree
@@ -180,7 +184,7 @@ def load_params(path: str | os.PathLike):
       >>> list(jaxww.load_params(f))
       ['dense/kernel']
     """
-    return _read_all(open_checkpoint(path))
+    return _read_all(_open(path, lazy=False))
 
 
 def _read_all(tree):
@@ -204,14 +208,14 @@ def _load_file(path: str):
     raise CheckpointError(f"unsupported checkpoint {path!r}: expected {SUPPORTED}")
 
 
-def _load_directory(path: str):
+def _load_directory(path: str, lazy: bool):
     """An Orbax checkpoint, an Orbax step of items, or a safetensors model directory."""
     entries = sorted(os.listdir(path))
     if "_METADATA" in entries:
-        return _load_orbax(path)
+        return _load_orbax(path, lazy)
     items = [e for e in entries if os.path.isfile(os.path.join(path, e, "_METADATA"))]
     if items:
-        trees = {e: _load_orbax(os.path.join(path, e)) for e in items}
+        trees = {e: _load_orbax(os.path.join(path, e), lazy) for e in items}
         return trees[items[0]] if len(items) == 1 else trees
     steps = [e for e in entries if e.isdigit() and os.path.isdir(os.path.join(path, e))]
     if steps:
@@ -413,8 +417,10 @@ def _load_keras(path: str) -> dict:
     return _load_h5(f"{path}[{member}]", io.BytesIO(data))
 
 
-def _load_orbax(path: str):
-    """The tree of an Orbax PyTree checkpoint, every array restored as a NumPy array.
+def _load_orbax(path: str, lazy: bool):
+    """The tree of an Orbax PyTree checkpoint: with ``lazy``, from its metadata, a
+    :class:`LazyTensor` per array (read alone by a partial restore); else, or where the
+    metadata holds anything but arrays under string keys, restored whole as NumPy arrays.
 
     Restoring to host memory needs no sharding, so a checkpoint saved from many
     devices (a TPU pod) loads on one CPU; a plain ``restore(path)`` refuses it.
@@ -424,5 +430,25 @@ def _load_orbax(path: str):
     with _reading(f"{path}: the Orbax checkpoint cannot be restored"):
         metadata = checkpointer.metadata(path)
         tree = getattr(getattr(metadata, "item_metadata", None), "tree", metadata)
-        to_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return checkpointer.restore(path, restore_args=to_numpy)
+        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        if not lazy or not all(hasattr(m, "shape") and hasattr(m, "dtype") and
+                   all(isinstance(k, jax.tree_util.DictKey) for k in keys) for keys, m in flat):
+            to_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+            return checkpointer.restore(path, restore_args=to_numpy)
+
+    def reader(keys):
+        def read():
+            item = args = None
+            for k in reversed([k.key for k in keys]):   # {k0: {k1: ... leaf}}
+                item = {k: np.zeros(0) if item is None else item}
+                args = {k: ocp.RestoreArgs(restore_type=np.ndarray) if args is None else args}
+            out = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+                item=item, restore_args=args, partial_restore=True))
+            for k in keys:
+                out = out[k.key]
+            return out
+        return read
+
+    leaves = [LazyTensor(path, "/".join(str(k.key) for k in keys), m.shape, m.dtype,
+                         reader(keys)) for keys, m in flat]
+    return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -63,6 +63,20 @@ def test_path_streamed_equals_loaded_tree(tmp_path):
         v.nbytes for k, v in _llama(d=256, F=384).items() if v.ndim == 2)
 
 
+def test_orbax_checkpoint_streamed(tmp_path):
+    ocp = pytest.importorskip("orbax.checkpoint")
+    rng = np.random.default_rng(1)
+    tree = {"params": {f"Dense_{i}": {"kernel": rng.standard_t(3, (96, 64)).astype(np.float32),
+                                      "bias": np.zeros(64, np.float32)} for i in range(3)}}
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(str(tmp_path / "ckpt"), tree)
+    ckpt.wait_until_finished()
+    lazy = jaxww.open_checkpoint(tmp_path / "ckpt")
+    assert isinstance(lazy["params"]["Dense_2"]["kernel"], jaxww.LazyTensor)
+    streamed, whole = jaxww.analyze(tmp_path / "ckpt", memory_budget="1MiB"), jaxww.analyze(tree)
+    assert [(r["name"], r["alpha"]) for r in streamed.rows] == [(r["name"], r["alpha"]) for r in whole.rows]
+
+
 def test_describe_reads_headers_only(tmp_path, monkeypatch):
     folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=2)
 
