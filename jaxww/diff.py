@@ -55,6 +55,7 @@ import numpy as np
 from jaxww import _host_eigh
 from jaxww import kernels as _kernels
 from jaxww import report as _report
+from jaxww import streaming as _streaming
 from jaxww.describe import read_layers
 from jaxww._plan import group_indices
 
@@ -200,8 +201,8 @@ def _overlaps(kerns_a, kerns_b, leaves_a, leaves_b, k, precision):
     groups = group_indices([_matrix_shape(kk, leaves_a) for kk in kerns_a])
     pairs = tuple(tuple((spec(kerns_a[i], used_a), spec(kerns_b[i], used_b)) for i in members)
                   for members in groups.values())
-    out = _overlap_stage(tuple(leaves_a[i] for i in used_a), tuple(leaves_b[i] for i in used_b),
-                         pairs, k, precision)
+    out = _overlap_stage(tuple(_streaming.read(leaves_a[i]) for i in used_a),
+                         tuple(_streaming.read(leaves_b[i]) for i in used_b), pairs, k, precision)
     order = np.argsort(np.concatenate([np.asarray(m) for m in groups.values()]))
     return tuple(np.concatenate(x)[order] for x in zip(*jax.device_get(out)))
 

@@ -84,6 +84,20 @@ def parse_budget(budget) -> int:
     return int(budget)
 
 
+def device_budget(device, budget: int) -> int:
+    """``budget``, capped on an accelerator at a quarter of its free memory (its
+    ``memory_stats()``: ``bytes_limit - bytes_in_use``) where it reports them."""
+    if device.platform == "cpu":
+        return budget
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:   # a backend without memory statistics
+        stats = {}
+    if "bytes_limit" not in stats:
+        return budget
+    return max(1 << 20, min(budget, (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 4))
+
+
 def stored_bytes(leaf) -> int:
     """Bytes of a leaf as stored (what reading it costs)."""
     return int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
@@ -143,6 +157,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker, cost) -
     """
     evals: list = [None] * len(kerns)
     notes: dict[int, str] = {}
+    budget = device_budget(device, budget)
     for members, n in groups(kerns, leaves, budget, precision):
         if n > budget:
             notes.update({i: f"computed alone: needs {human_bytes(n)}, over the memory budget "
