@@ -18,7 +18,8 @@ class ProgressEvent(NamedTuple):
     """Where an analysis stands.
 
     Attributes:
-      stage: ``"spectra"`` (a group of layers done) or ``"done"`` (fits and metrics too).
+      stage: ``"spectra"`` (a group of layers done) or ``"done"`` (every spectrum computed;
+        the fits and metrics that follow take a small part of the time).
       layers_done, layers_total: weight matrices (rows of the report) whose spectra are done.
       bytes_done, bytes_total: bytes of the weights read, as stored (a bf16 checkpoint
         counts 2 bytes a value).

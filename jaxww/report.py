@@ -16,6 +16,7 @@ from jaxww.describe import read_layers
 from jaxww import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import options as _options
+from jaxww import placement as _placement
 from jaxww import powerlaw as _powerlaw
 from jaxww import progress as _progress
 from jaxww import spectra as _spectra
@@ -192,23 +193,6 @@ def _fit_groups(kerns) -> dict[int, list[int]]:
     return group_indices(sizes)
 
 
-def _cost(k: _kernels.Kernel) -> int:
-    """Work of one layer's spectrum: Gram matrix and eigenvalues, ``rf (N M^2 + M^3)``."""
-    return k.rf * (k.N + k.M) * k.M ** 2
-
-
-def _split(kerns, n_parts: int) -> list[list[int]]:
-    """Kernel indices in ``n_parts`` parts of about equal :func:`_cost` (largest first,
-    each to the lightest part); empty parts are dropped, each part keeps kernel order."""
-    parts: list[list[int]] = [[] for _ in range(n_parts)]
-    load = [0] * n_parts
-    for i in sorted(range(len(kerns)), key=lambda i: -_cost(kerns[i])):
-        j = load.index(min(load))
-        parts[j].append(i)
-        load[j] += _cost(kerns[i])
-    return [sorted(p) for p in parts if p]
-
-
 @functools.partial(jax.jit, static_argnames=("kerns", "groups"))
 def _pooled(evals, kerns, groups):
     """Per-kernel spectra ``(rf, m)`` -> per fit group, ``(B, n)`` pooled and zero-padded."""
@@ -228,7 +212,7 @@ def analyze(
     layouts: _kernels.LayoutOverride = None,
     scan_axis: _kernels.ScanAxis = None,
     xmin_max: float | None = None,
-    devices: Sequence[jax.Device] | None = None,
+    devices: Sequence[jax.Device] | jax.sharding.Mesh | None = None,
     fix_fingers: str | None = None,
     fit: str = "PL",
     bootstrap: int = 0,
@@ -268,9 +252,12 @@ def analyze(
         found from the scanned subtree; a stack whose layer axis cannot be told apart
         is skipped with this hint.
       xmin_max: only tails starting at ``xmin <= xmin_max`` are candidates.
-      devices: where to compute (default: ``jax.local_devices()``). With several, the
-        layers are split into one part per device, of about equal work, and the parts
-        run concurrently (each part batched as on one device).
+      devices: where to compute: devices, or a ``jax.sharding.Mesh`` (its devices of
+        this process); default ``jax.local_devices()``. With several, the layers are
+        split into one part per device, of about equal work, and the parts run
+        concurrently (each part batched as on one device). Under ``jax.distributed``
+        the layers are first split over the processes, each reads and computes its
+        share, and every process gets the whole report (:mod:`jaxww.placement`).
       fix_fingers: ``None``, ``"clip_xmax"`` or ``"xmin_peak"`` (:mod:`jaxww.fingers`).
       fit: ``"PL"``, ``"TPL"`` or ``"E_TPL"`` (truncated power law, :mod:`jaxww.tpl`).
       bootstrap: replicas per layer of the power-law goodness-of-fit test
@@ -321,7 +308,8 @@ def analyze(
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
     opts = _options.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
                           mp_fit=mp_fit, randomize=randomize, detX=detX)
-    budget, report_progress = _streaming.parse_budget(memory_budget), _progress.reporter(progress)
+    budget = _streaming.parse_budget(memory_budget)
+    _progress.reporter(progress)   # a bad argument fails before any work
     kerns, skipped, leaves, treedef, limited = read_layers(
         params, min_evals=min_evals, max_evals=max_evals, max_N=max_N, layers=layers, layouts=layouts,
         scan_axis=scan_axis, base=base, lora=lora, lora_scale=lora_scale)
@@ -330,15 +318,13 @@ def analyze(
     limits = {"max_N": max_N, "max_evals": max_evals}
     if not kerns:
         raise _nothing_to_analyze(len(leaves), skipped, Report((), (), {}, limited, limits).limits_note())
-    devices = list(jax.local_devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("analyze: devices is empty")
-    used = {k.leaf for k in kerns}
-    tracker = _progress.Tracker(report_progress, len(kerns), sum(_streaming.stored_bytes(leaves[i]) for i in used),
-                                sum(map(_cost, kerns)))
-    results, notes = _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key, budget, tracker)
+    devices = _placement.local_devices(devices)
+    with _precision_scope(precision):
+        evals, needs = _spectra_of(kerns, leaves, devices, precision, budget, _progress.reporter(progress))
+        results = _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key)
+    notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
+                f"{_progress.human_bytes(b)}" for i, (n, b) in needs.items()}
     rows, evals_by_name, rand_by_name = _assemble(kerns, results, opts, notes)
-    tracker.finish()
     report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits, _treedef=treedef,
                     columns=COLUMNS + opts.columns, rand_evals=rand_by_name,
                     _kerns=tuple(kerns))
@@ -376,26 +362,46 @@ def _nothing_to_analyze(num_leaves, skipped, note) -> ValueError:
                       + (f". {note}" if note else ""))
 
 
-def _analyze_parts(kerns, leaves, devices, precision, xmin_max, opts, key, budget, tracker):
+def _spectra_of(kerns, leaves, devices, precision, budget, report_progress):
+    """Every kernel's descending spectrum ``(rf, M)`` (host arrays, kernel order) and the
+    ``{index: (bytes needed, budget)}`` of those computed alone: this process's share of
+    the kernels split over its devices, read and computed a group at a time
+    (:mod:`jaxww.streaming`), then gathered from every process (:mod:`jaxww.placement`)."""
+    share = _placement.host_share(kerns)
+    mine = [kerns[i] for i in share]
+    tracker = _progress.Tracker(report_progress, len(mine),
+                                sum(_streaming.stored_bytes(leaves[j]) for j in {k.leaf for k in mine}),
+                                sum(map(_placement.cost, mine)))
+    evals: list = [None] * len(kerns)
+    needs: dict = {}
+    # Dispatch is asynchronous on accelerators: the parts run on their devices concurrently.
+    for part, dev in zip(_placement.split(mine, len(devices)), devices):
+        idx = [share[i] for i in part]
+        ev, need = _streaming.compute([kerns[i] for i in idx], leaves, dev, precision, budget, tracker)
+        for i, e in zip(idx, ev):
+            evals[i] = e
+        needs.update({idx[i]: v for i, v in need.items()})
+    out = _placement.gather(kerns, share, evals, needs, precision)
+    tracker.finish()
+    return out
+
+
+def _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key) -> list:
     """:func:`_analyze_part` of one part of the kernels per device (of about equal work),
-    on the host: ``([(kernel indices, fit, metrics, E, extra, R)], notes)``."""
-    with _precision_scope(precision):
-        bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
-        # Dispatch is asynchronous: the parts run on their devices concurrently, and
-        # the fit compiles while the spectra are being computed.
-        results, notes = [], {}
-        for part, dev in zip(_split(kerns, len(devices)), devices):
-            sub = [kerns[i] for i in part]
-            out, why = _analyze_part(sub, leaves, dev, precision, bound, opts, key, part, budget, tracker)
-            results += [([part[i] for i in members], *rest) for members, *rest in out]
-            notes.update({part[i]: text for i, text in why.items()})
-        return jax.device_get(results), notes
+    on the host: ``[(kernel indices, fit, metrics, E, extra, R)]``."""
+    bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
+    results = []
+    for part, dev in zip(_placement.split(kerns, len(devices)), devices):
+        out = _analyze_part([kerns[i] for i in part], [evals[i] for i in part], leaves, dev, precision,
+                            bound, opts, key, part)
+        results += [([part[i] for i in members], *rest) for members, *rest in out]
+    return jax.device_get(results)
 
 
-def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids, budget, tracker):
-    """Spectra, fit, metrics and the optional analyses of some layers on one device:
-    ``([(members, fit, metrics, E, extra, R)], notes)`` (``R``: randomised spectra or None;
-    ``notes``: :func:`jaxww.streaming.compute`'s, by index into ``kerns``).
+def _analyze_part(kerns, evals, leaves, device, precision, bound, opts, key, ids):
+    """Fit, metrics and the optional analyses of some layers on one device, from their
+    spectra ``evals``: ``[(members, fit, metrics, E, extra, R)]`` (``R``: randomised
+    spectra or None).
 
     ``ids``: the global index of each kernel (the bootstrap key of a layer is
     ``fold_in(key, index)``, whatever the split over devices).
@@ -407,7 +413,6 @@ def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids, budge
     used = list(dict.fromkeys(k.leaf for k in kerns))
     specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
-    evals, notes = _streaming.compute(kerns, leaves, device, precision, budget, tracker, _cost)
     spectra = _pooled(jax.device_put(evals, device), specs, groups)
     rand = [None] * len(groups) if not opts.randomize else _options.random_spectra(
         key, _put(leaves, used, device), kerns, specs, groups, precision)
@@ -418,7 +423,7 @@ def _analyze_part(kerns, leaves, device, precision, bound, opts, key, ids, budge
         fit, extra = _options.compute(opts, E, R, bound, key, [ids[i] for i in members],
                                       [kerns[i] for i in members])
         out.append((members, fit, _metrics.spectral_metrics(E, counts, Ns, fit.alpha), E, extra, R))
-    return out, notes
+    return out
 
 
 def _put(leaves, used, device):

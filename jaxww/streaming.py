@@ -27,6 +27,7 @@ import numpy as np
 from jaxww import spectra as _spectra
 from jaxww.io import LazyTensor
 from jaxww.progress import human_bytes
+from jaxww.placement import cost
 
 #: Bounds of the default budget (a quarter of the available memory): below the lower
 #: one groups get too small to keep the cores busy, above the upper one nothing is faster.
@@ -137,10 +138,10 @@ def read(leaf):
     return leaf.read() if isinstance(leaf, LazyTensor) else leaf
 
 
-def compute(kerns, leaves, device, precision: str, budget: int, tracker, cost) -> tuple[list, dict]:
+def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tuple[list, dict]:
     """Descending spectra ``(rf, M)`` of every kernel (arrays on ``device``, kernel order), a group
-    at a time (:func:`groups`), and notes ``{kernel index: text}`` for kernels computed
-    alone above the budget.
+    at a time (:func:`groups`), and ``{kernel index: (bytes needed, budget)}`` of the
+    kernels computed alone above the budget.
 
     Args:
       kerns, leaves: from :func:`jaxww.describe.read_layers`.
@@ -149,19 +150,17 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker, cost) -
       precision: ``"float32"`` or ``"float64"``.
       budget: bytes (:func:`parse_budget`).
       tracker: a :class:`jaxww.progress.Tracker`.
-      cost: ``kernel -> work`` for the progress estimate.
 
     Raises:
       MemoryError: the host or the device ran out of memory; the message names the
         layers, the bytes they need and the budget.
     """
     evals: list = [None] * len(kerns)
-    notes: dict[int, str] = {}
+    needs: dict[int, tuple[int, int]] = {}
     budget = device_budget(device, budget)
     for members, n in groups(kerns, leaves, budget, precision):
         if n > budget:
-            notes.update({i: f"computed alone: needs {human_bytes(n)}, over the memory budget "
-                             f"{human_bytes(budget)}" for i in members})
+            needs.update({i: (n, budget) for i in members})
         sub = [kerns[i] for i in members]
         used = list(dict.fromkeys(k.leaf for k in sub))
         try:
@@ -182,7 +181,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker, cost) -
         for i, ev in zip(members, out):
             evals[i] = ev
         tracker.advance(len(members), sum(stored_bytes(leaves[j]) for j in used), sum(map(cost, sub)))
-    return evals, notes
+    return evals, needs
 
 
 def _out_of_memory(sub: Sequence, n: int, budget: int, device) -> MemoryError:

@@ -255,16 +255,17 @@ def test_xmin_max_option(h):
 # ------------------------------------------------------------------ several devices
 def test_split_balances_work_and_keeps_every_layer():
     from jaxww import kernels as K
-    from jaxww import report as R
+    from jaxww import placement
     shapes = [(1024, 1024), (256, 128), (256, 128), (512, 512), (64, 32), (2048, 256)]
     kerns, _ = K.find_kernels([f"l{i}/kernel" for i in range(len(shapes))],
                               [np.zeros(s, np.float32) for s in shapes])
-    parts = R._split(kerns, 2)
+    parts = placement.split(kerns, 2)
     assert sorted(i for p in parts for i in p) == list(range(len(kerns)))
     assert all(p == sorted(p) for p in parts)
-    loads = [sum(R._cost(kerns[i]) for i in p) for p in parts]
-    assert max(loads) <= R._cost(kerns[0]) + min(loads)       # largest-first greedy bound
-    assert R._split(kerns[:1], 4) == [[0]]                   # no empty parts
+    loads = [sum(placement.cost(kerns[i]) for i in p) for p in parts]
+    assert max(loads) <= placement.cost(kerns[0]) + min(loads)       # largest-first greedy bound
+    assert placement.split(kerns[:1], 4) == [[0]]                   # no empty parts ...
+    assert placement.split(kerns[:1], 3, keep_empty=True) == [[0], [], []]   # ... unless asked
     with pytest.raises(ValueError, match="devices"):
         jaxww.analyze({"w": {"kernel": np.ones((64, 32), np.float32)}}, devices=[])
 
