@@ -17,6 +17,8 @@ bytes, ``rf M^2`` the Gram matrices of its kernels):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import re
 from typing import Sequence
@@ -168,9 +170,9 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
             if device.platform == "cpu":
                 out = _spectra.host_spectra([k.matrices(np.asarray(values[k.leaf])) for k in sub],
                                             precision=precision)
-            else:
-                on = jax.device_put(values, device)   # dispatch stays asynchronous on devices
-                out = _spectra.batched_spectra([k.matrices(on[k.leaf]) for k in sub], precision=precision)
+            else:   # one program per group structure; dispatch stays asynchronous
+                specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in sub)
+                out = _device_spectra(jax.device_put(tuple(values[j] for j in used), device), specs, precision)
         except MemoryError as err:
             raise _out_of_memory(sub, n, budget, device) from err
         except jax.errors.JaxRuntimeError as err:
@@ -182,6 +184,13 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
             evals[i] = ev
         tracker.advance(len(members), sum(stored_bytes(leaves[j]) for j in used), sum(map(cost, sub)))
     return evals, needs
+
+
+@functools.partial(jax.jit, static_argnames=("specs", "precision"))
+def _device_spectra(values, specs, precision):
+    """:func:`jaxww.batched_spectra` of the kernels ``specs`` (named "" and numbering their
+    leaves in ``values``, so that groups of the same structure share one program)."""
+    return _spectra.batched_spectra([k.matrices(values[k.leaf]) for k in specs], precision=precision)
 
 
 def _out_of_memory(sub: Sequence, n: int, budget: int, device) -> MemoryError:
