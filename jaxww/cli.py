@@ -1,4 +1,4 @@
-"""Command line: ``jaxww demo`` and ``jaxww analyze CHECKPOINT``.
+"""Command line: ``jaxww demo``, ``jaxww analyze CHECKPOINT`` and ``jaxww describe CHECKPOINT``.
 
 A checkpoint is planned from its headers and read a group of tensors at a time
 (``--memory-budget``), with a progress bar on stderr (``--quiet``: none). JAX's
@@ -100,23 +100,40 @@ def _parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="analyse a checkpoint file or directory",
                         description=f"Analyse a checkpoint: {SUPPORTED}.")
     an.add_argument("checkpoint")
-    for p in (demo, an):
-        p.add_argument("--precision", choices=("float32", "float64"), default="float32")
+    de = sub.add_parser("describe", help="list the layers of a checkpoint (headers only, no spectra)",
+                        description=f"List the layers analyze would analyse, from the headers of: {SUPPORTED}.")
+    de.add_argument("checkpoint")
+    for p in (demo, an, de):
         p.add_argument("--layers", type=_regex, help="regex selecting the layers to analyse")
         p.add_argument("--max-N", type=_limit, default=_LIMITS["max_N"], dest="max_N",
                        help=f"largest matrix dimension analysed, or 'none' (default {_LIMITS['max_N']})")
         p.add_argument("--max-evals", type=_limit, default=_LIMITS["max_evals"],
                        help=f"most eigenvalues of a layer analysed, or 'none' (default {_LIMITS['max_evals']})")
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    for p in (demo, an):
+        p.add_argument("--precision", choices=("float32", "float64"), default="float32")
         p.add_argument("--memory-budget", type=_budget, default=None, metavar="SIZE",
                        help="memory the weights may take at once, e.g. 2GiB (default: a quarter of "
                             "the available memory, 256 MiB..1 GiB)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--csv", help="also write the details table to this CSV file")
-        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return ap
 
 
+def _describe(args) -> int:
+    from jaxww.describe import describe
+
+    d = describe(args.checkpoint, layers=args.layers, max_N=args.max_N, max_evals=args.max_evals)
+    for r in d.rows:
+        print(f"{r['layer_id']:>5}  {r['name']:<56} {r['layer_type']:<10} {str(r['shape']):<18} "
+              f"N={r['N']:<7} M={r['M']:<7} rf={r['rf']:<3} num_evals={r['num_evals']}")
+    print(f"\n{len(d.rows)} layers to analyse, {len(d.skipped_rows)} leaves skipped")
+    return 0
+
+
 def _run(args) -> int:
+    if args.command == "describe":
+        return _describe(args)
     _persistent_cache()
     if args.command == "demo":
         from jaxww.demo import demo_params

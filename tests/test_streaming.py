@@ -234,3 +234,46 @@ def test_peak_memory_bounded_by_budget_not_by_checkpoint(tmp_path):
 
     base, streamed = peak(small, 1), peak(folder, 12)
     assert streamed - base < 48 << 20, (base, streamed)   # 48 MiB = a quarter of the checkpoint
+
+
+def _sparse_llama_70b(folder):
+    """A Llama-2-70B-shaped sharded checkpoint (transformers ``LlamaForCausalLM`` names;
+    ``meta-llama/Llama-2-70b-hf`` config: hidden 8192, intermediate 28672, 80 layers,
+    64 heads, 8 kv heads, vocabulary 32000) of bf16 tensors whose data is a hole: each shard
+    is a valid header followed by a sparse extent of the right size (no disk used)."""
+    d, F, kv, shapes = 8192, 28672, 8 * 128, {"model.embed_tokens.weight": (32000, 8192)}
+    for i in range(80):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (d, d), p + "self_attn.k_proj.weight": (kv, d),
+                       p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, d),
+                       p + "mlp.gate_proj.weight": (F, d), p + "mlp.up_proj.weight": (F, d),
+                       p + "mlp.down_proj.weight": (d, F), p + "input_layernorm.weight": (d,),
+                       p + "post_attention_layernorm.weight": (d,)})
+    shapes.update({"model.norm.weight": (d,), "lm_head.weight": (32000, d)})
+    os.makedirs(folder)
+    names, weight_map = list(shapes), {}
+    for s, members in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+        shard = f"model-{s + 1:05d}-of-00002.safetensors"
+        header, offset = {}, 0
+        for n in members:
+            size = int(np.prod(shapes[n])) * 2
+            header[n] = {"dtype": "BF16", "shape": list(shapes[n]), "data_offsets": [offset, offset + size]}
+            offset += size
+        raw = json.dumps(header).encode()
+        with open(os.path.join(folder, shard), "wb") as fh:
+            fh.write(len(raw).to_bytes(8, "little") + raw)
+            fh.truncate(8 + len(raw) + offset)
+        weight_map.update({n: shard for n in members})
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as fh:
+        json.dump({"weight_map": weight_map}, fh)
+    return folder
+
+
+def test_describe_a_70b_checkpoint_from_its_headers(tmp_path, capsys):
+    folder = _sparse_llama_70b(str(tmp_path / "llama70b"))
+    assert sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) > 130e9
+    d = jaxww.describe(folder)
+    assert len(d.rows) == 80 * 7 + 2 and len(d.skipped_rows) == 80 * 2 + 1
+    assert cli.main(["describe", folder]) == 0
+    out = capsys.readouterr().out
+    assert "562 layers to analyse, 161 leaves skipped" in out and "N=28672" in out
