@@ -13,10 +13,10 @@ intermediate 5632, 22 layers, 32 heads, 4 kv heads, vocabulary 32000) and
 Entries are Gaussian, scaled by ``1/sqrt(fan_in)``, fixed seed; it is written once
 into ``--dir`` (default ``$TMPDIR/jaxww-bench-<model>``) and reused.
 
-Each run is ``python -m jaxww analyze DIR --quiet --max-N none --max-evals none`` in a
-fresh process (every matrix, the embedding and the head included), timed, with the
-peak resident memory of that process (``ru_maxrss``) printed next to the size of the
-checkpoint.
+Each run is ``python -m jaxww analyze DIR --max-N none --max-evals none`` in a fresh
+process (every matrix, the embedding and the head included), timed, with the peak
+resident memory of that process (``ru_maxrss``) printed next to the size of the
+checkpoint, and the time the progress bar itself took (its calls timed in the process).
 """
 
 from __future__ import annotations
@@ -92,18 +92,23 @@ def write_checkpoint(folder: str, cfg: dict, seed: int = 0) -> int:
 
 _CHILD = """
 import resource, sys, time
-from jaxww import cli
+from jaxww import cli, progress
+spent, calls, bar = [0.0], [0], progress.TextBar.__call__
+def timed(self, event):   # the time the progress bar itself takes
+    t = time.perf_counter(); bar(self, event); spent[0] += time.perf_counter() - t; calls[0] += 1
+progress.TextBar.__call__ = timed
 t = time.perf_counter()
 rc = cli.main(sys.argv[1:])
 print(f"RESULT rc={rc} seconds={time.perf_counter() - t:.2f} "
-      f"peak_rss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}", file=sys.stderr)
+      f"peak_rss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024} "
+      f"bar_seconds={spent[0]:.6f} bar_calls={calls[0]}", file=sys.stderr)
 """
 
 
 def run(folder: str, budget: str | None) -> dict:
     """One ``jaxww analyze`` in a fresh process: exit code, seconds (imports excluded), peak RSS."""
     csv = os.path.join(tempfile.mkdtemp(), "rows.csv")
-    args = ["analyze", folder, "--quiet", "--max-N", "none", "--max-evals", "none", "--csv", csv]
+    args = ["analyze", folder, "--max-N", "none", "--max-evals", "none", "--csv", csv]
     args += ["--memory-budget", budget] if budget else []
     proc = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True)
     line = next((s for s in proc.stderr.splitlines() if s.startswith("RESULT")), None)
@@ -112,7 +117,8 @@ def run(folder: str, budget: str | None) -> dict:
     out = dict(kv.split("=") for kv in line.split()[1:])
     with open(csv) as fh:
         rows = sum(1 for _ in fh) - 1
-    return {"rc": int(out["rc"]), "seconds": float(out["seconds"]), "peak": int(out["peak_rss"]), "rows": rows}
+    return {"rc": int(out["rc"]), "seconds": float(out["seconds"]), "peak": int(out["peak_rss"]), "rows": rows,
+            "bar": float(out["bar_seconds"]), "bar_calls": int(out["bar_calls"])}
 
 
 def main() -> None:
@@ -131,7 +137,8 @@ def main() -> None:
         r = run(folder, args.budget)
         print(f"jaxww analyze: exit {r['rc']}, {r['rows']} rows, {r['seconds']:.1f} s, peak RSS "
               f"{r['peak'] / 2**30:.2f} GiB = {r['peak'] / size:.2f}x the checkpoint"
-              f" (budget {args.budget or 'default'})")
+              f" (budget {args.budget or 'default'}); progress bar: {r['bar_calls']} updates, "
+              f"{r['bar'] * 1e3:.1f} ms = {r['bar'] / r['seconds']:.1e} of the run")
 
 
 if __name__ == "__main__":
