@@ -12,8 +12,8 @@ from jaxww.compare import Comparison, compare_distributions
 from jaxww.describe import Description, describe, get_esd
 from jaxww.diff import ModelDiff, diff_models
 from jaxww.fingers import FingerFit, fit_fingers
-from jaxww.io import CheckpointError, LazyTensor, load_params, open_checkpoint
-from jaxww.kernels import LAYOUTS, Kernel, Reading, Skipped, find_kernels, flatten_params, infer_layout
+from jaxww.reading.checkpoints import CheckpointError, LazyTensor, load_params, open_checkpoint
+from jaxww.reading.kernels import LAYOUTS, Kernel, Reading, Skipped, find_kernels, flatten_params, infer_layout
 from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
 from jaxww.powerlaw import PowerLawFit, fit_power_law
 from jaxww.progress import ProgressEvent

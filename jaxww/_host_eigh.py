@@ -177,24 +177,32 @@ def eigvals(stacks) -> list:
     return outs
 
 
-def _words(x):
+# float64 across a host callback: when x64 is on only through a context manager, the
+# callback (another thread) would see float64 arrays cast to float32, so they cross as
+# pairs of uint32 words. ``words``/``unwords`` on the JAX side, ``np_*`` on the host side.
+def words(x):
+    """A float64 JAX array as ``(..., 2)`` uint32 words; other dtypes unchanged."""
     return jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype == jnp.float64 else x
 
 
-def _unwords(x, dtype):
+def unwords(x, dtype):
+    """The inverse of :func:`words` for an array of ``dtype``."""
     return jax.lax.bitcast_convert_type(x, dtype) if dtype == jnp.float64 else x
 
 
-def _np_unwords(x, dtype):
+def np_unwords(x, dtype):
+    """On the host: :func:`words` back to a float64 NumPy array (other dtypes unchanged)."""
     x = np.asarray(x)
     return x.view(np.float64)[..., 0] if dtype == np.float64 else x
 
 
-def _np_words(x):
+def np_words(x):
+    """On the host: a float64 NumPy array as uint32 words (other dtypes unchanged)."""
     return x.view(np.uint32).reshape(x.shape + (2,)) if x.dtype == np.float64 else x
 
 
-def _shape(shape, dtype):
+def shape_struct(shape, dtype):
+    """The ``jax.ShapeDtypeStruct`` a callback result of ``shape`` and ``dtype`` crosses as."""
     if dtype == jnp.float64:
         return jax.ShapeDtypeStruct(tuple(shape) + (2,), jnp.uint32)
     return jax.ShapeDtypeStruct(tuple(shape), dtype)
@@ -223,7 +231,7 @@ def _sytrd_work(dtype, m: int) -> int:
 def _eigvals_host(dtypes, *stacks):
     jobs, out = [], []
     for dt, W in zip(dtypes, stacks):
-        W = _np_unwords(W, dt)
+        W = np_unwords(W, dt)
         lead, (N, M) = W.shape[:-2], W.shape[-2:]
         flat = W.reshape(-1, N, M)
         res = [np.full((flat.shape[0], M), np.nan, dt), np.zeros((flat.shape[0], M, M), dt),
@@ -233,7 +241,7 @@ def _eigvals_host(dtypes, *stacks):
                  for b in range(flat.shape[0]) if np.isfinite(flat[b]).all()]
         out += [r.reshape(lead + r.shape[1:]) for r in res]
     _run([fn for _, fn in sorted(jobs, key=lambda j: -j[0])])
-    return tuple(_np_words(r) for r in out)
+    return tuple(np_words(r) for r in out)
 
 
 def eigvals_factored(stacks):
@@ -252,10 +260,10 @@ def eigvals_factored(stacks):
     shapes = []
     for W, dt in zip(stacks, dtypes):
         lead, M = W.shape[:-2], W.shape[-1]
-        shapes += [_shape(lead + s, dt) for s in ((M,), (M, M), (max(M - 1, 1),), (M,), (max(M - 1, 1),))]
+        shapes += [shape_struct(lead + s, dt) for s in ((M,), (M, M), (max(M - 1, 1),), (M,), (max(M - 1, 1),))]
     flat = jax.pure_callback(lambda *xs: _eigvals_host(dtypes, *xs), tuple(shapes),
-                             *[_words(W) for W in stacks])
-    flat = [_unwords(f, W.dtype) for f, W in zip(flat, [W for W in stacks for _ in range(5)])]
+                             *[words(W) for W in stacks])
+    flat = [unwords(f, W.dtype) for f, W in zip(flat, [W for W in stacks for _ in range(5)])]
     return [(flat[5 * i], tuple(flat[5 * i + 1: 5 * i + 5]) + (flat[5 * i],)) for i in range(len(stacks))]
 
 
@@ -291,14 +299,14 @@ def _tridiagonal_vectors(d, e, lam, lo, hi):
 def _tail_gradient_host(dtypes, *args):
     n, jobs, out = len(dtypes), [], []
     for i, dt in enumerate(dtypes):
-        arrays = [_np_unwords(a, dt) for a in args[i::n]]      # W, g, c, tau, d, e, lam
+        arrays = [np_unwords(a, dt) for a in args[i::n]]      # W, g, c, tau, d, e, lam
         lead, (N, M) = arrays[0].shape[:-2], arrays[0].shape[-2:]
         flat = [a.reshape((-1,) + a.shape[len(lead):]) for a in arrays]
         res = np.zeros((flat[0].shape[0], N, M), dt)
         jobs += [(N * M * np.count_nonzero(flat[1][b]),
                   functools.partial(_tail_gradient_one, *(a[b] for a in flat), res[b]))
                  for b in range(res.shape[0]) if flat[1][b].any() and np.isfinite(flat[0][b]).all()]
-        out.append(_np_words(res.reshape(lead + (N, M))))
+        out.append(np_words(res.reshape(lead + (N, M))))
     _run([fn for _, fn in sorted(jobs, key=lambda j: -j[0])])
     return tuple(out)
 
@@ -322,11 +330,11 @@ def tail_gradient(stacks, dlam, factors):
     stacks = [jax.lax.stop_gradient(W) for W in stacks]
     dlam = [jax.lax.stop_gradient(g).astype(W.dtype) for W, g in zip(stacks, dlam)]
     dtypes = tuple(np.dtype(W.dtype) for W in stacks)
-    shapes = tuple(_shape(W.shape, dt) for W, dt in zip(stacks, dtypes))
+    shapes = tuple(shape_struct(W.shape, dt) for W, dt in zip(stacks, dtypes))
     args = stacks + dlam + [f[j] for j in range(5) for f in factors]
     out = jax.pure_callback(lambda *xs: _tail_gradient_host(dtypes, *xs), shapes,
-                            *[_words(x) for x in args])
-    return [_unwords(o, W.dtype) for o, W in zip(out, stacks)]
+                            *[words(x) for x in args])
+    return [unwords(o, W.dtype) for o, W in zip(out, stacks)]
 
 
 def svd(W):
@@ -346,11 +354,11 @@ def svd(W):
 def _svd_cpu(W):
     dt, (a, b) = np.dtype(W.dtype), W.shape[-2:]
     k, lead = min(a, b), W.shape[:-2]
-    shapes = [_shape(lead + s, dt) for s in ((a, k), (k,), (k, b))]
+    shapes = [shape_struct(lead + s, dt) for s in ((a, k), (k,), (k, b))]
 
     def host(x):
-        return tuple(_np_words(np.ascontiguousarray(o)) for o in np.linalg.svd(_np_unwords(x, dt), full_matrices=False))
+        return tuple(np_words(np.ascontiguousarray(o)) for o in np.linalg.svd(np_unwords(x, dt), full_matrices=False))
 
-    return tuple(_unwords(o, W.dtype) for o in jax.pure_callback(host, tuple(shapes), _words(W),
+    return tuple(unwords(o, W.dtype) for o in jax.pure_callback(host, tuple(shapes), words(W),
                                                                  vmap_method="broadcast_all"))
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.kernels import LayoutOverride, find_kernels, flatten_params
+from jaxww.reading.kernels import LayoutOverride, find_kernels, flatten_params
 
 #: An optax-style mask: a tree of bools, a prefix of the params tree, or a callable
 #: returning one; None selects every leaf.

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 
-from jaxww.io import SUPPORTED, CheckpointError
+from jaxww.reading.checkpoints import SUPPORTED, CheckpointError
 from jaxww.report import Report, analyze
 from jaxww.streaming import parse_budget
 

@@ -117,7 +117,7 @@ def _compare_one(x, xmin, thresh):
     ex = jnp.log(lam) - lam * (xt - safe)
     theta = _fit_lognormal(lx, w, lxmin)
     ln = _lognormal_pointwise(theta, lx, lxmin)
-    t = _tpl._fit_one(x, xmin, thresh)
+    t = _tpl.fit_one(x, xmin, thresh)
     L = jnp.where(ok, t.Lambda * safe, 0.0)
     a = jnp.where(ok, t.alpha, 2.0)
     tp = -a * lx - L * xt / safe + a * lxmin - lxmin - _tpl.log_integral(a, L)

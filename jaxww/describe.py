@@ -1,20 +1,17 @@
-"""What :func:`jaxww.analyze` reads from a params tree (``read_layers``), the layer table
-without spectra (``describe``) and one layer's ESD (``get_esd``), as weightwatcher's
-``describe()`` and ``get_ESD(layer)``."""
+"""The layer table without spectra (``describe``) and one layer's ESD (``get_esd``), as
+weightwatcher's ``describe()`` and ``get_ESD(layer)``, from what :func:`jaxww.analyze`
+reads (:func:`jaxww.reading.read_layers`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww import deltas as _deltas
-from jaxww import io as _io
-from jaxww import kernels as _kernels
 from jaxww import spectra as _spectra
+from jaxww.reading import kernels as _kernels
+from jaxww.reading.layers import read_layers
 
 #: Columns of ``Description.details``.
 DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "shape", "N", "M", "Q", "rf", "num_evals")
@@ -30,74 +27,14 @@ class Description:
     @property
     def details(self):
         """pandas DataFrame, one row per layer that ``analyze`` would analyse."""
-        from jaxww.report import _dataframe
-        return _dataframe(self.rows, DESCRIBE_COLUMNS)
+        from jaxww.report import dataframe
+        return dataframe(self.rows, DESCRIBE_COLUMNS)
 
     @property
     def skipped(self):
         """pandas DataFrame of the leaves that would not be analysed, and why."""
-        from jaxww.report import _dataframe
-        return _dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields)
-
-
-def read_layers(params, *, min_evals: int = 8, max_evals: int | None = 15000, max_N: int | None = 50000,
-                layers: _kernels.LayerFilter = None, layouts: _kernels.LayoutOverride = None,
-                scan_axis: _kernels.ScanAxis = None, base=None, lora: str | None = None,
-                lora_scale: float | dict | None = None, where: str = "analyze"):
-    """The weight matrices of ``params`` as :func:`jaxww.analyze` reads them, and the
-    leaves they are read from: the one place that decides, for ``analyze``, ``describe``,
-    ``get_esd`` and ``diff_models``.
-
-    Quantised weights are dequantised (:func:`jaxww.kernels.read_params`), a Keras
-    model's layers read as its own code says, LoRA pairs as ``lora`` asks, and a leaf
-    with a ``base`` is read as ``W - W_base``.
-
-    ``params`` (and ``base``) may be the path of a checkpoint: it is opened with
-    :func:`jaxww.open_checkpoint` (its tensors stay on disk), or read whole by
-    :func:`jaxww.load_params` when ``base`` or ``lora`` combine tensors.
-
-    Returns:
-      ``(kernels, skipped, leaves, treedef, limited)``: ``limited`` names the leaves that
-      only ``max_N`` / ``max_evals`` left out.
-
-    Raises:
-      ValueError: ``base`` and ``lora`` both given, or a ``base`` of another structure.
-    """
-    whole = base is not None or lora is not None
-    params, base = (_checkpoint(x, whole) for x in (params, base))
-    names, leaves, treedef = _kernels.read_params(params)
-    if base is not None and lora is not None:
-        raise ValueError(f"{where}: pass base= or lora=, not both (a LoRA model's update is lora='delta')")
-    bleaves = None if base is None else _deltas.base_leaves(names, leaves, base)
-    names, leaves, skips = _deltas.read_lora(names, leaves, lora, lora_scale)
-    find = functools.partial(_kernels.find_kernels, names, leaves, layers=layers, layouts=layouts,
-                             min_evals=min_evals, types=_kernels.module_types(params),
-                             readings=_deltas.readings(_kernels.model_readings(params), skips, len(leaves)),
-                             scan_axis=scan_axis)
-    kerns, skipped = find(max_evals=max_evals, max_N=max_N)
-    if bleaves is not None:
-        leaves = _deltas.subtract(leaves, bleaves, {k.leaf for k in kerns})
-    return kerns, skipped, leaves, treedef, _limited(skipped, find)
-
-
-def _checkpoint(params, whole: bool):
-    """``params``, or the checkpoint at that path: opened lazily, or read whole."""
-    if not isinstance(params, (str, os.PathLike)):
-        return params
-    return _io.load_params(params) if whole else _io.open_checkpoint(params)
-
-
-def _limited(skipped, find) -> tuple:
-    """Names of the size-limited leaves that ``find`` keeps without ``max_N`` / ``max_evals``.
-
-    ``find(max_evals=, max_N=)`` is :func:`jaxww.kernels.find_kernels` with the other
-    arguments bound; it runs a second time only when a size limit skipped something.
-    """
-    sized = [s.name for s in skipped if s.kind == "size_limit"]
-    if not sized:
-        return ()
-    kept = {k.name for k in find(max_evals=None, max_N=None)[0]}
-    return tuple(n for n in sized if n in kept)
+        from jaxww.report import dataframe
+        return dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields)
 
 
 def describe(params, *, min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,

@@ -53,10 +53,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww import _host_eigh
-from jaxww import kernels as _kernels
+from jaxww.reading import kernels as _kernels
 from jaxww import report as _report
+from jaxww import spectra as _spectra
 from jaxww import streaming as _streaming
-from jaxww.describe import read_layers
+from jaxww.reading.layers import read_layers
 from jaxww._plan import group_indices
 
 #: Report columns that describe a layer rather than measure it (not compared).
@@ -99,7 +100,7 @@ class ModelDiff:
     @property
     def details(self):
         """pandas DataFrame of :attr:`rows` (needs the ``pandas`` extra)."""
-        return _report._dataframe(self.rows, self.columns)
+        return _report.dataframe(self.rows, self.columns)
 
 
 def diff_models(params_a, params_b, *, k: int = 10, **analyze_options) -> ModelDiff:
@@ -147,7 +148,7 @@ def diff_models(params_a, params_b, *, k: int = 10, **analyze_options) -> ModelD
     leaves_a, leaves_b = (read_layers(p, **read, where="diff_models")[2] for p in (params_a, params_b))
     same = [n for n in by_a if n in by_b and _matrix_shape(by_a[n][1], leaves_a) == _matrix_shape(by_b[n][1], leaves_b)]
     precision = analyze_options.get("precision", "float32")
-    with _report._precision_scope(precision):
+    with _spectra.precision_scope(precision):
         ov = _overlaps([by_a[n][1] for n in same], [by_b[n][1] for n in same],
                        leaves_a, leaves_b, int(k), precision)
     rows = [_pair_row(by_a[n][0], by_b[n][0], metrics, *(o[i] for o in ov)) for i, n in enumerate(same)]

@@ -67,7 +67,7 @@ import numpy as np
 from jaxww import _tail
 from jaxww import powerlaw as _pl
 from jaxww._plan import Mask, as_float, make_plan, oriented
-from jaxww.kernels import LayoutOverride
+from jaxww.reading.kernels import LayoutOverride
 from jaxww.spectra import numerical_floor
 
 from jaxww._tail import (  # noqa: F401  (part of this module's API)

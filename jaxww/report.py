@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -12,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.describe import read_layers
-from jaxww import kernels as _kernels
+from jaxww.reading.layers import read_layers
+from jaxww.reading import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import options as _options
 from jaxww import placement as _placement
@@ -42,7 +41,7 @@ class Report:
 
     Attributes:
       rows: one dict per analysed layer, keys :data:`COLUMNS`.
-      skipped_rows: one :class:`jaxww.kernels.Skipped` per leaf not analysed.
+      skipped_rows: one :class:`jaxww.reading.kernels.Skipped` per leaf not analysed.
       evals: eigenvalues (ascending, as NumPy arrays) of every analysed layer by name.
       limited: names of the layers left out only by the upper size limits (``max_N``,
         ``max_evals``): ``len(report.limited)`` of them would be analysed with
@@ -67,12 +66,12 @@ class Report:
     @property
     def details(self):
         """pandas DataFrame, one row per analysed layer (needs the ``pandas`` extra)."""
-        return _dataframe(self.rows, self.columns)
+        return dataframe(self.rows, self.columns)
 
     @property
     def skipped(self):
         """pandas DataFrame of the leaves that were not analysed: name, shape, dtype, reason."""
-        return _dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields)
+        return dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields)
 
     @property
     def summary(self) -> dict:
@@ -159,22 +158,15 @@ class Report:
         return jax.tree_util.tree_unflatten(self._treedef, leaves)
 
 
-def _dataframe(records, columns):
+def dataframe(records, columns):
+    """A pandas DataFrame of ``records`` (dicts) with ``columns``, or an ImportError saying
+    how to install pandas."""
     try:
         import pandas as pd
     except ImportError as err:  # pragma: no cover - exercised without pandas only
         raise ImportError("Report.details needs pandas: pip install 'jaxww[pandas]' "
                           "(Report.rows has the same data as dicts)") from err
     return pd.DataFrame(list(records), columns=list(columns))
-
-
-@contextlib.contextmanager
-def _precision_scope(precision: str):
-    if precision == "float64" and not jax.config.jax_enable_x64:
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
 
 
 #: Fit all layers in one padded batch when that costs at most this many elements.
@@ -246,7 +238,7 @@ def analyze(
         selecting the layers to analyse.
       layouts: how to read leaves whose layout cannot be inferred (e.g. PyTorch
         convolutions in a plain dict): ``{regex: layout}`` or a callable
-        ``(name, shape) -> layout or None``; see :mod:`jaxww.kernels`.
+        ``(name, shape) -> layout or None``; see :mod:`jaxww.reading.layouts`.
       scan_axis: position of the layer axis of scanned stacks (e.g. 1 for MaxText's
         ``param_scan_axis: 1``): an int, or ``{regex: int}`` per leaf name. Default:
         found from the scanned subtree; a stack whose layer axis cannot be told apart
@@ -274,10 +266,10 @@ def analyze(
         as PNG files into the directory ``savefig`` (default ``"ww-img"``).
       savefig: directory of the figures of ``plot=True``.
       base: a base model's params (same paths and shapes): every leaf is read as
-        ``W - W_base`` (:mod:`jaxww.deltas`).
+        ``W - W_base`` (:mod:`jaxww.reading.deltas`).
       lora: how LoRA factor pairs (``lora_a``/``lora_b``, PEFT ``lora_A``/``lora_B``) are
         read: None (the factors are skipped), ``"delta"`` (the update ``s B A``) or
-        ``"merged"`` (the base weight plus the update); see :mod:`jaxww.deltas`.
+        ``"merged"`` (the base weight plus the update); see :mod:`jaxww.reading.deltas`.
       lora_scale: the scale ``s`` of the LoRA updates, a number or ``{regex: number}``
         (default: 1 for NNX pairs; required for PEFT pairs).
       memory_budget: bytes (or a size like ``"2GiB"``) the weights may take at once while
@@ -319,7 +311,7 @@ def analyze(
     if not kerns:
         raise _nothing_to_analyze(len(leaves), skipped, Report((), (), {}, limited, limits).limits_note())
     devices = _placement.local_devices(devices)
-    with _precision_scope(precision):
+    with _spectra.precision_scope(precision):
         evals, needs = _spectra_of(kerns, leaves, devices, precision, budget, _progress.reporter(progress))
         results = _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key)
     notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "

@@ -39,8 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww import _host_eigh
-from jaxww import kernels as _kernels
+from jaxww.reading import kernels as _kernels
 from jaxww import report as _report
+from jaxww import spectra as _spectra
 from jaxww._plan import group_indices
 
 #: ``method`` of :func:`smooth` -> the column of ``analyze`` giving ``k`` (None: ``percent``).
@@ -98,7 +99,7 @@ def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str
     if kerns:
         used = list(dict.fromkeys(k.leaf for k in kerns))
         specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
-        with _report._precision_scope(precision):
+        with _spectra.precision_scope(precision):
             new = _truncate(tuple(leaves[i] for i in used), specs, counts, precision)
         leaves = list(leaves)
         for i, value in zip(used, new):

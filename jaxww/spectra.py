@@ -28,6 +28,7 @@ carry no information (in float32 they would otherwise leak into the power-law fi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Sequence
@@ -57,7 +58,7 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
-def _eigvals_ascending(*stacks):
+def eigvals_ascending(*stacks):
     """Eigenvalues of the Gram matrix of every matrix of ``stacks`` (each ``(T, a, b)``),
     ``(T, min(a, b))`` ascending; NaN for a matrix that holds a NaN or Inf.
 
@@ -76,13 +77,13 @@ def _eigvals_cpu(*stacks):
     dtypes = [np.dtype(W.dtype) for W in stacks]
 
     def host(*xs):
-        return tuple(_host_eigh._np_words(o) for o in _host_eigh.eigvals(
-            [_host_eigh._np_unwords(x, dt) for x, dt in zip(xs, dtypes)]))
+        return tuple(_host_eigh.np_words(o) for o in _host_eigh.eigvals(
+            [_host_eigh.np_unwords(x, dt) for x, dt in zip(xs, dtypes)]))
 
-    out = [_host_eigh._shape(W.shape[:-2] + (min(W.shape[-2:]),), dt) for W, dt in zip(stacks, dtypes)]
-    ev = jax.pure_callback(host, tuple(out), *[_host_eigh._words(W) for W in stacks],
+    out = [_host_eigh.shape_struct(W.shape[:-2] + (min(W.shape[-2:]),), dt) for W, dt in zip(stacks, dtypes)]
+    ev = jax.pure_callback(host, tuple(out), *[_host_eigh.words(W) for W in stacks],
                            vmap_method="broadcast_all")
-    return [_host_eigh._unwords(e, W.dtype) for e, W in zip(ev, stacks)]
+    return [_host_eigh.unwords(e, W.dtype) for e, W in zip(ev, stacks)]
 
 
 def _eigvals_buckets(*stacks):
@@ -157,6 +158,16 @@ def eigenvalues(W, *, precision: str = "float32") -> jax.Array:
     return ev.reshape(batch + ev.shape[-1:])
 
 
+@contextlib.contextmanager
+def precision_scope(precision: str):
+    """Run the block with x64 on (``jax.enable_x64``) when ``precision="float64"`` needs it."""
+    if precision == "float64" and not jax.config.jax_enable_x64:
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
 def _dtype(precision: str):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -202,7 +213,7 @@ def host_spectra(stacks: Sequence[np.ndarray], *, precision: str = "float32") ->
 
 @jax.jit
 def _spectra(*stacks):
-    return _descending(_eigvals_ascending(*stacks), tuple(max(W.shape[1:]) for W in stacks))
+    return _descending(eigvals_ascending(*stacks), tuple(max(W.shape[1:]) for W in stacks))
 
 
 @functools.partial(jax.jit, static_argnums=1)

@@ -1,6 +1,6 @@
 """Kernels -> spectra a group of leaves at a time, within a memory budget.
 
-The weights are read (from a checkpoint on disk, :class:`jaxww.io.LazyTensor`, or
+The weights are read (from a checkpoint on disk, :class:`jaxww.reading.LazyTensor`, or
 from memory), cast to the compute dtype and turned into eigenvalues one group at a
 time; a group is as many leaves, in model order, as the budget holds, and is
 released once its spectra are taken. Only the eigenvalues are kept, so the peak
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from jaxww import spectra as _spectra
-from jaxww.io import LazyTensor
+from jaxww.reading.checkpoints import LazyTensor
 from jaxww.progress import human_bytes
 from jaxww.placement import cost
 

@@ -171,7 +171,7 @@ def _maximise(s1, s2, n, alpha0):
     return jax.lax.fori_loop(0, ITERATIONS, step, th0)
 
 
-def _fit_one(x, xmin, thresh):
+def fit_one(x, xmin, thresh):
     """Truncated power law on the values ``>= xmin`` of one zero-padded spectrum."""
     tail = jnp.isfinite(x) & (x > thresh) & (x >= xmin)
     n = tail.sum().astype(x.dtype)
@@ -196,7 +196,7 @@ def _fit_one(x, xmin, thresh):
 
 def fit_batch(evals, xmin, thresh=_pl.EVALS_THRESH) -> TPLFit:
     """Truncated power law of a ``(B, n)`` batch on the tails ``x >= xmin`` (``(B,)``); traceable."""
-    return jax.vmap(_fit_one, in_axes=(0, 0, None))(evals, xmin, thresh)
+    return jax.vmap(fit_one, in_axes=(0, 0, None))(evals, xmin, thresh)
 
 
 @functools.partial(jax.jit, static_argnames=("thresh",))

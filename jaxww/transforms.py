@@ -36,8 +36,8 @@ import optax
 from jaxww import _host_eigh, _tail
 from jaxww import regularizers as _reg
 from jaxww._plan import Mask, make_plan
-from jaxww.kernels import LayoutOverride
-from jaxww.spectra import _eigvals_ascending, numerical_floor
+from jaxww.reading.kernels import LayoutOverride
+from jaxww.spectra import eigvals_ascending, numerical_floor
 
 ScalarOrSchedule = Union[float, Callable[[jax.Array], jax.Array]]
 _NEEDS_PARAMS = "{}: update needs the params: call update(updates, state, params)"
@@ -290,7 +290,7 @@ def _alpha_snapshot(plan, spec, thresh):
     """Per-kernel alpha (NaN where it cannot be fitted), from exact eigenvalues only
     (:mod:`jaxww.spectra`'s path: LAPACK ``?syevd`` on the CPU, the device's elsewhere)."""
     out, stacks = [], [jax.lax.stop_gradient(W.reshape((-1,) + W.shape[-2:])) for W in plan.stacks()]
-    for g, W, lam in zip(plan.groups, stacks, _eigvals_ascending(*stacks)):
+    for g, W, lam in zip(plan.groups, stacks, eigvals_ascending(*stacks)):
         lam = lam.reshape(W.shape[0] // g.rf, g.rf, g.M)
         est = _estimates(spec, thresh)(g.pooled(numerical_floor(lam, g.N)))
         out.append(jnp.where(est.status == _tail.FIT_OK, est.alpha, jnp.nan))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxww
-from jaxww import kernels as K
+from jaxww.reading import kernels as K
 
 R = np.random.default_rng(7)
 E, H, KV, D, F, V, L = 64, 4, 2, 16, 96, 160, 3  # embed, heads, kv heads, head dim, mlp, vocab, layers

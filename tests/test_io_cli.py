@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import jaxww
-from jaxww.io import SUPPORTED
+from jaxww.reading.checkpoints import SUPPORTED
 from jaxww import cli
 from jaxww.demo import demo_params
 

@@ -1,4 +1,4 @@
-"""``jaxww.kernels``: which leaves are matrices, their layouts, and how they are read."""
+"""``jaxww.reading.kernels``: which leaves are matrices, their layouts, and how they are read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import jaxww
-from jaxww import kernels as K
+from jaxww.reading import kernels as K
+from jaxww.reading import layouts
 
 R = np.random.default_rng(0)
 
@@ -56,7 +57,7 @@ def test_infer_layout_skips(name, shape, why):
 
 
 def test_layouts_are_listed():
-    for base in K.BASE_LAYOUTS:
+    for base in layouts.BASE_LAYOUTS:
         assert base in jaxww.LAYOUTS and "stacked_" + base in jaxww.LAYOUTS
     assert "skip" in jaxww.LAYOUTS
 

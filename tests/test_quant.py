@@ -1,7 +1,7 @@
 """Quantised weights: read as ``dequantised`` where the scale is in the tree, else skipped.
 
 Each test quantises a float weight itself, the way the source does (cited in
-``jaxww/_quant.py``), and checks that the analysed eigenvalues are NumPy's of the
+``jaxww/reading/quant.py``), and checks that the analysed eigenvalues are NumPy's of the
 dequantised matrix (float32 error relative to the largest eigenvalue).
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxww
-from jaxww import _quant
+from jaxww.reading import quant as _quant
 
 IN, OUT = 96, 47          # OUT odd: int4 packing pads one nibble
 R = np.random.default_rng(3)
@@ -124,7 +124,7 @@ def test_unpack_matches_keras():
                 "kernel_zero": np.ones((3, OUT), np.int8)}}, "sub-channel int4"),
 ])
 def test_unreadable_quantised_leaf_is_skipped_with_the_reason(tree, says):
-    names, leaves, _ = jaxww.kernels.read_params(tree)
+    names, leaves, _ = jaxww.reading.kernels.read_params(tree)
     ks, sk = jaxww.find_kernels(names, leaves)
     assert not ks
     reasons = [s.reason for s in sk if s.kind == "dtype"]

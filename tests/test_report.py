@@ -254,7 +254,7 @@ def test_xmin_max_option(h):
 
 # ------------------------------------------------------------------ several devices
 def test_split_balances_work_and_keeps_every_layer():
-    from jaxww import kernels as K
+    from jaxww.reading import kernels as K
     from jaxww import placement
     shapes = [(1024, 1024), (256, 128), (256, 128), (512, 512), (64, 32), (2048, 256)]
     kerns, _ = K.find_kernels([f"l{i}/kernel" for i in range(len(shapes))],

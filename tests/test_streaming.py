@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import jaxww
-from jaxww import cli, io as jio, progress, streaming
+from jaxww import cli, progress, streaming
+from jaxww.reading import checkpoints as jio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import keras
 
-from jaxww.kernels import Reading, _layout_reading, _Skip
+from jaxww.reading.layouts import Reading, Skip, layout_reading
 
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
           keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
@@ -61,11 +61,11 @@ def values(model) -> dict:
 
 
 def readings(model) -> dict:
-    """``{variable.path: Reading, _Skip or None}``: how each variable's layer uses it."""
+    """``{variable.path: Reading, Skip or None}``: how each variable's layer uses it."""
     return {p: _reading(layer, p.rsplit("/", 1)[-1].split("#")[0], len(v.shape)) for p, v, layer in _owned(model)}
 
 
-def einsum_reading(equation: str, ndim: int) -> Reading | _Skip:
+def einsum_reading(equation: str, ndim: int) -> Reading | Skip:
     """The reading of an ``EinsumDense`` kernel from its equation ``"inp,kernel->out"``.
 
     Kernel axes also in the input but not the output are contracted (the matrix rows),
@@ -79,12 +79,12 @@ def einsum_reading(equation: str, ndim: int) -> Reading | _Skip:
     lhs, out = equation.replace("...", "").split("->")
     inp, ker = lhs.split(",")
     if len(ker) != ndim or len(set(ker)) != ndim:
-        return _Skip(f"EinsumDense equation {equation!r} does not describe a {ndim}-D kernel")
+        return Skip(f"EinsumDense equation {equation!r} does not describe a {ndim}-D kernel")
     rows = tuple(i for i, c in enumerate(ker) if c in inp and c not in out)
     cols = tuple(i for i, c in enumerate(ker) if c in out and c not in inp)
     splits = tuple((i, None) for i, c in enumerate(ker) if c in inp and c in out)
     if not rows or not cols or len(rows) + len(cols) + len(splits) != ndim:
-        return _Skip(f"EinsumDense equation {equation!r}: the kernel is not a linear map from "
+        return Skip(f"EinsumDense equation {equation!r}: the kernel is not a linear map from "
                      "input to output axes (an axis summed alone, or no input/output side)")
     return Reading("einsum", "dense", rows, cols, splits=splits)
 
@@ -92,9 +92,9 @@ def einsum_reading(equation: str, ndim: int) -> Reading | _Skip:
 def _reading(layer, attr: str, ndim: int):
     cls = type(layer).__name__
     if "Normalization" in cls or cls.endswith("Norm"):
-        return _Skip(f"'{attr}' of normalisation layer {cls}, not a weight matrix", "not_weight")
+        return Skip(f"'{attr}' of normalisation layer {cls}, not a weight matrix", "not_weight")
     if isinstance(layer, _PER_CHANNEL):
-        return _Skip(f"{cls} kernels are per-channel filters, not weight matrices")
+        return Skip(f"{cls} kernels are per-channel filters, not weight matrices")
     if attr != "kernel" and not isinstance(layer, keras.layers.Embedding):
         return None
     if isinstance(layer, keras.layers.EinsumDense):
@@ -103,10 +103,10 @@ def _reading(layer, attr: str, ndim: int):
         layout = "dense"
     elif isinstance(layer, _CONVS):
         if getattr(layer, "groups", 1) != 1:
-            return _Skip(f"grouped convolution (groups={layer.groups}): its kernel is not one matrix per tap")
+            return Skip(f"grouped convolution (groups={layer.groups}): its kernel is not one matrix per tap")
         layout = "conv"
     elif isinstance(layer, keras.layers.Embedding) and attr in ("embeddings", "reverse_embeddings"):
         layout = "embedding"
     else:
         return None
-    return _layout_reading(layout, ndim) or _Skip(f"{ndim}-D '{attr}' of {cls} does not fit layout '{layout}'")
+    return layout_reading(layout, ndim) or Skip(f"{ndim}-D '{attr}' of {cls} does not fit layout '{layout}'")

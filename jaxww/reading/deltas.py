@@ -48,7 +48,8 @@ import re
 
 import jax.numpy as jnp
 
-from jaxww import kernels as _kernels
+from jaxww.reading import kernels as _kernels
+from jaxww.reading.layouts import Skip
 
 #: The values of ``analyze(lora=...)`` besides None.
 LORA_MODES = ("delta", "merged")
@@ -134,7 +135,7 @@ def read_lora(names, leaves, mode, lora_scale):
     """LoRA pairs of a flattened tree read as ``mode``.
 
     Args:
-      names, leaves: of :func:`jaxww.kernels.flatten_params`.
+      names, leaves: of :func:`jaxww.reading.kernels.flatten_params`.
       mode: None, ``"delta"`` or ``"merged"`` (see the module docstring).
       lora_scale: None, a number or ``{regex: number}``.
 
@@ -194,11 +195,11 @@ _FACTOR_NAME = {"nnx": ("lora_a", "lora_b"), "peft": ("lora_A", "lora_B")}
 
 
 def readings(model_readings, skips: dict, n: int):
-    """Per leaf, the :class:`jaxww.kernels.Reading` of the model (or None), with the LoRA
+    """Per leaf, the :class:`jaxww.reading.kernels.Reading` of the model (or None), with the LoRA
     ``skips`` as skip readings; None when there is neither."""
     if not skips:
         return model_readings
     out = list(model_readings) if model_readings is not None else [None] * n
     for i, reason in skips.items():
-        out[i] = _kernels._Skip(reason, "lora")
+        out[i] = Skip(reason, "lora")
     return out

@@ -171,7 +171,7 @@ def skip_reason(name: str, leaf, names: list, leaves: list) -> tuple[str, str]:
     if isinstance(plan, str):
         return f"{leaf.dtype} leaf: {plan}", "dtype"
     return (f"{leaf.dtype} leaf with its scale '{plan[0][0]}': read the params with "
-            "jaxww.kernels.read_params (as analyze does) to dequantise it"), "dtype"
+            "jaxww.reading.kernels.read_params (as analyze does) to dequantise it"), "dtype"
 
 
 def _shapes(names, leaves) -> dict:

@@ -1,0 +1,334 @@
+"""Weight matrices from a pytree: which leaves are analysed, and as which matrices.
+
+Every leaf of the tree is either read as one or more :class:`Kernel` (one weight
+matrix, or the taps of a convolution pooled into one spectrum) or is a
+:class:`Skipped` entry saying why not. Names are the key paths joined with ``/``
+(``params/Dense_0/kernel``). How a leaf becomes matrices (its :class:`Reading`) is
+decided by :mod:`jaxww.reading.layouts`, by a Keras model's own layers
+(:mod:`jaxww.reading.keras`) or by ``layouts=``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import sys
+from typing import Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxww.reading import quant as _quant
+from jaxww.reading.layouts import (  # noqa: F401  (Reading, LAYOUTS, infer_layout: part of this module's API)
+    CONV2D_NORM, LAYOUTS, SCAN_HINT, LayoutOverride, Reading, ScanAxis, Skip, infer_layout, layer_axis,
+    layout_reading, name_rule, override, split_sizes_fit,
+)
+
+LayerFilter = Union[str, Callable[[str], bool], None]
+
+
+class Skipped(NamedTuple):
+    """A leaf (or one slice of it) that was not analysed, and why.
+
+    ``kind`` classifies the reason: ``"size_limit"`` (``min_evals``, ``max_evals``,
+    ``max_N``), ``"not_array"``, ``"dtype"``, ``"not_matrix"``, ``"not_weight"``
+    (biases, normalisation), ``"filter"`` (``layers=``), ``"override"`` (``layouts=``
+    said skip), ``"lora"`` (a LoRA factor, analysed only as a pair: ``analyze(lora=...)``)
+    or ``"layout"`` (the layout cannot be told apart; the reason has the hint).
+    """
+
+    name: str
+    shape: tuple
+    dtype: str
+    reason: str
+    kind: str = "layout"
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """One analysed layer: where its weights live and how they become matrices.
+
+    Attributes:
+      name: key path joined with ``/`` (plus ``[i]`` / ``[label]`` per split axis).
+      leaf: position of the leaf in ``jax.tree_util.tree_leaves`` of the params.
+      layout: the reading's name (see :class:`Reading`).
+      layer_type: ``dense``, ``embedding``, ``conv1d``/``conv2d``/``conv3d`` or ``attention``.
+      shape: shape of the weight without its split axes.
+      N, M: larger and smaller dimension of one matrix.
+      rf: number of matrices pooled into the spectrum (convolution taps).
+      select: ``((axis, index), ...)``: the leaf's split axes and this kernel's index on each.
+      rows, cols, taps: axes of the leaf forming the matrices (see :class:`Reading`).
+    """
+
+    name: str
+    leaf: int
+    layout: str
+    layer_type: str
+    shape: tuple
+    N: int
+    M: int
+    rf: int
+    select: tuple = ()
+    rows: tuple = (0,)
+    cols: tuple = (1,)
+    taps: tuple = ()
+
+    @property
+    def num_evals(self) -> int:
+        return self.M * self.rf
+
+    @property
+    def Q(self) -> float:
+        return self.N / self.M
+
+    @property
+    def esd_scale(self) -> float:
+        """Factor on the pooled eigenvalues: :data:`CONV2D_NORM` for 2-D convolutions, else 1."""
+        return CONV2D_NORM if self.layer_type == "conv2d" else 1.0
+
+    def matrices(self, value) -> jax.Array:
+        """The ``(rf, a, b)`` stack of matrices of this kernel, taken from the leaf value
+        (a NumPy array stays one: views where the layout allows)."""
+        w = value if isinstance(value, np.ndarray) else jnp.asarray(value)
+        for axis, i in self.select:
+            w = w[(slice(None),) * axis + (slice(i, i + 1),)]
+        a = math.prod(w.shape[r] for r in self.rows)
+        b = math.prod(w.shape[c] for c in self.cols)
+        fixed = tuple(ax for ax, _ in self.select)
+        return w.transpose(self.taps + self.rows + self.cols + fixed).reshape(self.rf, a, b)
+
+    def put(self, value, mats) -> jax.Array:
+        """The leaf value with this kernel's matrices replaced by ``mats``: the inverse of
+        :meth:`matrices` (``k.put(v, k.matrices(v))`` is ``v``; cast to ``v``'s dtype).
+
+        Args:
+          value: the leaf value.
+          mats: an ``(rf, a, b)`` stack, the shape :meth:`matrices` returns.
+        """
+        w = jnp.asarray(value)
+        sub = w.shape
+        start = [0] * w.ndim
+        for axis, i in self.select:
+            sub = sub[:axis] + (1,) + sub[axis + 1:]
+            start[axis] = i
+        order = self.taps + self.rows + self.cols + tuple(ax for ax, _ in self.select)
+        block = jnp.reshape(mats, tuple(sub[a] for a in order))
+        block = jnp.transpose(block, tuple(order.index(a) for a in range(w.ndim)))
+        return jax.lax.dynamic_update_slice(w, block.astype(w.dtype), start)
+
+
+def key_name(key) -> str:
+    """One element of a ``jax.tree_util`` key path as a string."""
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def path_name(path) -> str:
+    """A key path joined with ``/``; the ``.value`` of an ``nnx.Variable`` is dropped."""
+    parts = [key_name(k) for k in path]
+    if parts and parts[-1] == "value" and isinstance(path[-1], jax.tree_util.GetAttrKey):
+        parts = parts[:-1]
+    return "/".join(parts)
+
+
+def _selected(layers: LayerFilter, name: str) -> bool:
+    if layers is None:
+        return True
+    if callable(layers):
+        return bool(layers(name))
+    return re.search(layers, name) is not None
+
+
+def flatten_params(params):
+    """``(names, leaves, treedef)`` of a params pytree, an ``nnx.Module``, an ``nnx.State``
+    or a Keras 3 model / layer (``{variable.path: value}``)."""
+    nnx = sys.modules.get("flax.nnx")  # an nnx.Module can only exist once flax.nnx is imported
+    if nnx is not None and isinstance(params, nnx.Module):
+        params = nnx.state(params, nnx.Param)
+    elif _keras_model(params):
+        from jaxww.reading import keras as _keras
+        params = _keras.values(params)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [path_name(p) for p, _ in flat]
+    return names, [leaf for _, leaf in flat], treedef
+
+
+def read_params(params):
+    """:func:`flatten_params` with quantised weights dequantised where their scale is in
+    the tree (``jaxww/reading/quant.py``, ``docs/families.md``): what :func:`jaxww.analyze` reads.
+
+    Example:
+      >>> import numpy as np
+      >>> q = {"dense": {"kernel": np.array([[127, -64], [0, 127]], np.int8),
+      ...                "kernel_scale": np.array([127.0, 64.0], np.float32)}}
+      >>> np.asarray(read_params(q)[1][0]).tolist()  # Keras int8 Dense: kernel / kernel_scale
+      [[1.0, -1.0], [0.0, 1.984375]]
+    """
+    names, leaves, treedef = flatten_params(params)
+    return names, _quant.dequantize(names, leaves), treedef
+
+
+def module_types(params) -> list | None:
+    """Class name of the ``nnx`` module owning each leaf of ``nnx.state(params, nnx.Param)``.
+
+    None for anything but an ``nnx.Module`` (plain pytrees carry no module types).
+    """
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None or not isinstance(params, nnx.Module):
+        return None
+    owners = {tuple(str(k) for k in path): type(node).__name__
+              for path, node in nnx.iter_graph(params) if isinstance(node, nnx.Module)}
+    flat, _ = jax.tree_util.tree_flatten_with_path(nnx.state(params, nnx.Param))
+    types = []
+    for path, _ in flat:
+        keys = tuple(key_name(k) for k in path)
+        if keys and keys[-1] == "value":
+            keys = keys[:-1]
+        types.append(owners.get(keys[:-1]))
+    return types
+
+
+def model_readings(params) -> list | None:
+    """Per leaf of :func:`flatten_params`, the :class:`Reading` (or skip) that the model's
+    own code gives, or None where it says nothing. Keras models only; None otherwise."""
+    if _keras_model(params):
+        from jaxww.reading import keras as _keras
+        names, _, _ = flatten_params(params)
+        by_path = _keras.readings(params)
+        return [by_path.get(n) for n in names]
+    return None
+
+
+def _keras_model(params) -> bool:
+    keras = sys.modules.get("keras")  # a Keras layer can only exist once keras is imported
+    return keras is not None and isinstance(params, keras.layers.Layer)
+
+
+def _reading(i, name, shape, *, layouts, types, readings, scan_axis, shapes):
+    """The :class:`Reading` of leaf ``i``, or a :class:`Skip`: the ``layouts=`` override,
+    else the model's own code (``readings``), else the name rules with the layer axis
+    found by :func:`layer_axis`."""
+    over = override(layouts, name, shape)
+    if over is not None:
+        if over not in LAYOUTS:
+            raise ValueError(f"layout {over!r} for {name} is not one of {LAYOUTS}")
+        if over == "skip":
+            return Skip("skipped by the layouts override", "override")
+        base = over.removeprefix("stacked_")
+        stacked = base != over
+        r = layout_reading(base, len(shape) - stacked)
+        if r is None:
+            return Skip(f"shape {shape} does not fit layout '{over}'")
+        return r.with_layer_axis(0) if stacked else r
+    if readings is not None and readings[i] is not None:
+        return readings[i]
+    got = name_rule(name, shape, None if types is None else types[i])
+    if isinstance(got, Skip):
+        return got
+    reading, stacked = got
+    if not stacked:
+        return reading
+    axis = layer_axis(name, shape, scan_axis, shapes)
+    if isinstance(axis, Skip):
+        return axis
+    if not split_sizes_fit(reading, shape[:axis] + shape[axis + 1:]):
+        return Skip(f"with its layer axis {axis} removed, {shape} does not fit the einsum of "
+                     f"'{name}'; {SCAN_HINT}")
+    return reading.with_layer_axis(axis)
+
+
+def _slices(name: str, shape: tuple, r: Reading):
+    """``(name, select)`` of every kernel of a leaf read by ``r`` (one per split index)."""
+    axes = [a for a, _ in r.splits]
+    for idx in itertools.product(*(range(shape[a]) for a in axes)):
+        label = "".join(f"[{j if lab is None else lab[j]}]" for (_, lab), j in zip(r.splits, idx))
+        yield name + label, tuple(zip(axes, idx))
+
+
+def find_kernels(
+    names, leaves, *, layers: LayerFilter = None, layouts: LayoutOverride = None,
+    min_evals: int = 8, max_evals: int | None = 15000, max_N: int | None = 50000, types=None,
+    readings=None, scan_axis: ScanAxis = None,
+):
+    """Classify every leaf: the kernels to analyse and the skipped leaves with reasons.
+
+    Args:
+      names, leaves: as returned by :func:`flatten_params`.
+      layers: keep only layers whose name matches this regex (``re.search``) or for
+        which this callable returns True.
+      layouts: override of :func:`infer_layout`: a callable ``(name, shape) -> layout
+        or None`` or a mapping ``{regex: layout}`` (first match wins).
+      min_evals, max_evals: keep a layer when ``min_evals <= M * rf <= max_evals``
+        (``max_evals=None``: no upper limit).
+      max_N: keep a layer when ``N <= max_N`` (None: no limit).
+      types: per leaf, the owning module's class name or None (:func:`module_types`).
+      readings: per leaf, the :class:`Reading` the model's code gives, or None
+        (:func:`model_readings`).
+      scan_axis: position of the layer axis of stacked leaves (scanned layers): an int,
+        or ``{regex: int}`` per leaf name; default: found from the scanned subtree.
+
+    Returns:
+      ``(kernels, skipped)``: lists of :class:`Kernel` and :class:`Skipped`.
+
+    Example:
+      >>> import numpy as np
+      >>> ks, _ = find_kernels(["attn/kv_einsum/w"], [np.zeros((2, 1, 64, 16), np.float32)])
+      >>> [(k.name, k.N, k.M) for k in ks]
+      [('attn/kv_einsum/w[k]', 64, 16), ('attn/kv_einsum/w[v]', 64, 16)]
+    """
+    shapes = {n: tuple(leaf.shape) for n, leaf in zip(names, leaves)
+              if hasattr(leaf, "shape") and hasattr(leaf, "dtype") and len(leaf.shape) >= 1}
+    kernels, skipped = [], []
+    for i, (name, leaf) in enumerate(zip(names, leaves)):
+        shape = tuple(getattr(leaf, "shape", ()))
+        dtype = getattr(leaf, "dtype", None)
+        dname = str(dtype) if dtype is not None else type(leaf).__name__
+
+        def skip(reason, kind, _name=name, _shape=shape):
+            skipped.append(Skipped(_name, _shape, dname, reason, kind))
+
+        if dtype is None or not hasattr(leaf, "shape"):
+            skip(f"not an array ({type(leaf).__name__})", "not_array")
+            continue
+        if jnp.issubdtype(dtype, jnp.integer):
+            skip(*_quant.skip_reason(name, leaf, names, leaves))
+            continue
+        if not jnp.issubdtype(dtype, jnp.floating):
+            skip(f"{dtype} leaf: only floating-point weights are analysed", "dtype")
+            continue
+        if len(shape) < 2:
+            skip(f"{len(shape)}-D leaf: not a matrix", "not_matrix")
+            continue
+        if 0 in shape:
+            skip(f"empty leaf {shape}", "not_matrix")
+            continue
+        if not _selected(layers, name):
+            skip("excluded by the layers filter", "filter")
+            continue
+        r = _reading(i, name, shape, layouts=layouts, types=types, readings=readings,
+                     scan_axis=scan_axis, shapes=shapes)
+        if isinstance(r, Skip):
+            skip(r.reason, r.kind)
+            continue
+        split = {a for a, _ in r.splits}
+        inner = tuple(s for a, s in enumerate(shape) if a not in split)
+        a, b = math.prod(shape[x] for x in r.rows), math.prod(shape[x] for x in r.cols)
+        rf = math.prod(shape[x] for x in r.taps)
+        N, M = max(a, b), min(a, b)
+        for kname, select in _slices(name, shape, r):
+            if M * rf < min_evals:
+                skip(f"num_evals {M * rf} < min_evals {min_evals}", "size_limit", kname, inner)
+            elif max_evals is not None and M * rf > max_evals:
+                skip(f"num_evals {M * rf} > max_evals {max_evals} (max_evals=None: no limit)",
+                     "size_limit", kname, inner)
+            elif max_N is not None and N > max_N:
+                skip(f"N {N} > max_N {max_N} (max_N=None: no limit)", "size_limit", kname, inner)
+            else:
+                kernels.append(Kernel(kname, i, r.layout, r.layer_type, inner, N, M, rf,
+                                      select, r.rows, r.cols, r.taps))
+    return kernels, skipped
