@@ -231,3 +231,54 @@ def test_flatten_linen_nnx_module_and_state():
     np.testing.assert_array_equal(np.asarray(leaves[i]), np.asarray(m.fc.kernel[...]))
     names, _, _ = jaxww.flatten_params(nnx.state(m))
     assert "fc/kernel" in names and "bn/mean" in names  # a State: every variable
+
+
+# --- model order ----------------------------------------------------------------------
+
+def test_rows_in_module_order_linen_and_nnx():
+    """Linen: the order the modules were called (12 Dense, then an Embed-free head);
+    NNX: the order the module set its attributes (embedding, layers, head)."""
+    import flax.linen as nn
+    from flax import nnx
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for _ in range(12):
+                x = nn.Dense(16)(x)
+            return x
+
+    params = MLP().init(jax.random.key(0), jnp.zeros((1, 16)))
+    rows = jaxww.analyze(params).rows
+    assert [r["name"] for r in rows] == [f"params/Dense_{i}/kernel" for i in range(12)]
+    assert [r["layer_id"] for r in rows] == list(range(12))
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.emb = nnx.Embed(100, 32, rngs=rngs)
+            self.layers = nnx.List([nnx.Linear(32, 32, rngs=rngs) for _ in range(11)])
+            self.head = nnx.Linear(32, 16, rngs=rngs)
+
+    names = [r["name"] for r in jaxww.describe(Net(nnx.Rngs(0))).rows]
+    assert names == ["emb/embedding"] + [f"layers/{i}/kernel" for i in range(11)] + ["head/kernel"]
+
+
+def test_rows_in_natural_order_for_sorted_checkpoints():
+    """A string-sorted flat dict (as a JSON index or jax flattening leaves it): numbers as numbers."""
+    rng = np.random.default_rng(0)
+    names = sorted(f"model._blocks.{i}.mlp.weight" for i in range(12))   # _blocks.10 before _blocks.2
+    params = {n: rng.standard_normal((32, 16)).astype(np.float32) for n in names}
+    rows = jaxww.describe(params).rows
+    assert [r["name"] for r in rows] == [f"model._blocks.{i}.mlp.weight" for i in range(12)]
+    assert K.natural_key("Dense_2") < K.natural_key("Dense_10")
+
+
+def test_report_tree_unaffected_by_row_order():
+    """Report.tree puts each row's value back at its own leaf, whatever the row order."""
+    rng = np.random.default_rng(1)
+    params = {f"l{i}": {"kernel": rng.standard_t(3, (64, 32)).astype(np.float32)} for i in (10, 2, 1)}
+    rep = jaxww.analyze(params)
+    assert [r["name"] for r in rep.rows] == ["l10/kernel", "l2/kernel", "l1/kernel"]  # the dict's own order
+    tree = rep.tree("alpha")
+    for r in rep.rows:
+        assert float(tree[r["name"].split("/")[0]]["kernel"]) == np.float32(r["alpha"])

@@ -86,7 +86,7 @@ def test_describe_reads_headers_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(jio.LazyTensor, "read", no_data)
     d = jaxww.describe(folder)
-    assert len(d.rows) == 9 and d.rows[0]["name"] == "model.layers.0.mlp.down_proj.weight"
+    assert len(d.rows) == 9 and d.rows[0]["name"] == "model.layers.0.self_attn.q_proj.weight"  # index order
     t = jaxww.open_checkpoint(folder)["model.layers.2.mlp.up_proj.weight"]
     assert (t.shape, t.dtype, t.nbytes) == ((96, 64), np.dtype(ml_dtypes.bfloat16), 96 * 64 * 2)
 
@@ -164,7 +164,7 @@ def test_out_of_memory_names_layer_bytes_and_budget(tmp_path, monkeypatch, capsy
         raise MemoryError()
 
     monkeypatch.setattr(jaxww.spectra, "host_spectra", oom)
-    with pytest.raises(MemoryError, match=r"out of host memory computing the spectra of model.layers.0.mlp.down_proj"
+    with pytest.raises(MemoryError, match=r"out of host memory computing the spectra of model.layers.0.self_attn.q_proj"
                                           r".*memory budget 1.0 MiB\); pass a smaller memory_budget="):
         jaxww.analyze(folder, memory_budget="1MiB")
     assert cli.main(["analyze", folder, "--quiet", "--memory-budget", "1MiB"]) == 2

@@ -15,7 +15,7 @@ import itertools
 import math
 import re
 import sys
-from typing import Callable, NamedTuple, Union
+from typing import Callable, Mapping, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -144,18 +144,82 @@ def _selected(layers: LayerFilter, name: str) -> bool:
     return re.search(layers, name) is not None
 
 
+def _as_tree(params):
+    """The pytree of params: an ``nnx.Module``'s ``nnx.Param`` state, a Keras 3 model's
+    ``{variable.path: value}``, else ``params`` itself."""
+    nnx = sys.modules.get("flax.nnx")  # an nnx.Module can only exist once flax.nnx is imported
+    if nnx is not None and isinstance(params, nnx.Module):
+        return nnx.state(params, nnx.Param)
+    if _keras_model(params):
+        from jaxww.reading import keras as _keras
+        return _keras.values(params)
+    return params
+
+
 def flatten_params(params):
     """``(names, leaves, treedef)`` of a params pytree, an ``nnx.Module``, an ``nnx.State``
     or a Keras 3 model / layer (``{variable.path: value}``)."""
-    nnx = sys.modules.get("flax.nnx")  # an nnx.Module can only exist once flax.nnx is imported
-    if nnx is not None and isinstance(params, nnx.Module):
-        params = nnx.state(params, nnx.Param)
-    elif _keras_model(params):
-        from jaxww.reading import keras as _keras
-        params = _keras.values(params)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(_as_tree(params))
     names = [path_name(p) for p, _ in flat]
     return names, [leaf for _, leaf in flat], treedef
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key of a name with its numbers compared as numbers (``Dense_2`` before
+    ``Dense_10``, ``layers.2`` before ``layers.10``).
+
+    Example:
+      >>> sorted(["layers.10.w", "layers.2.w", "Dense_10", "Dense_2"], key=natural_key)
+      ['Dense_2', 'Dense_10', 'layers.2.w', 'layers.10.w']
+    """
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t)
+
+
+def model_order(params) -> list[int]:
+    """The rank of each leaf of :func:`flatten_params` in the model's order.
+
+    An ``nnx.Module``'s attributes are taken in the order the module set them; a
+    mapping's keys in their own order (the order a Flax module or a Keras model created
+    its variables) unless that order is the plain string order (as ``jax.tree_util``
+    flattening, JSON indexes and most checkpoint writers leave it): then by
+    :func:`natural_key`. Sequences keep their order.
+
+    Example:
+      >>> names, _, _ = flatten_params({"Dense_10": {"kernel": 0}, "Dense_2": {"kernel": 0}})
+      >>> names, model_order({"Dense_10": {"kernel": 0}, "Dense_2": {"kernel": 0}})
+      (['Dense_10/kernel', 'Dense_2/kernel'], [1, 0])
+    """
+    names, _, _ = flatten_params(params)
+    ordered: list[str] = []
+    nnx = sys.modules.get("flax.nnx")
+
+    def walk(node, prefix):
+        if nnx is not None and isinstance(node, nnx.Variable):
+            ordered.append("/".join(prefix))
+        elif nnx is not None and isinstance(node, nnx.Module):
+            for k, v in vars(node).items():
+                if not k.startswith("_"):
+                    walk(v, prefix + (k,))
+        elif isinstance(node, Mapping) and node:
+            keys = list(node.keys())
+            if [str(k) for k in keys] == sorted(str(k) for k in keys):
+                keys = sorted(keys, key=lambda k: natural_key(str(k)))
+            for k in keys:
+                walk(node[k], prefix + (str(k),))
+        elif isinstance(node, (list, tuple)) and node and not hasattr(node, "_fields"):
+            for i, v in enumerate(node):
+                walk(v, prefix + (str(i),))
+        else:   # a leaf or another kind of node: its own leaves in natural order
+            sub = sorted(flatten_params(node)[0], key=natural_key)
+            ordered.extend("/".join(prefix + ((n,) if n else ())) for n in sub)
+
+    walk(params if nnx is not None and isinstance(params, nnx.Module) else _as_tree(params), ())
+    rank = {n: i for i, n in enumerate(ordered)}
+    order = sorted(range(len(names)), key=lambda i: (rank.get(names[i], len(rank)), natural_key(names[i])))
+    out = [0] * len(names)
+    for r, i in enumerate(order):
+        out[i] = r
+    return out
 
 
 def read_params(params):

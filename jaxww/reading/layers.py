@@ -28,8 +28,9 @@ def read_layers(params, *, min_evals: int = 8, max_evals: int | None = 15000, ma
     :func:`jaxww.load_params` when ``base`` or ``lora`` combine tensors.
 
     Returns:
-      ``(kernels, skipped, leaves, treedef, limited)``: ``limited`` names the leaves that
-      only ``max_N`` / ``max_evals`` left out.
+      ``(kernels, skipped, leaves, treedef, limited)``: the kernels in the model's order
+      (:func:`jaxww.reading.kernels.model_order`); ``limited`` names the leaves that only
+      ``max_N`` / ``max_evals`` left out.
 
     Raises:
       ValueError: ``base`` and ``lora`` both given, or a ``base`` of another structure.
@@ -46,6 +47,8 @@ def read_layers(params, *, min_evals: int = 8, max_evals: int | None = 15000, ma
                              readings=_deltas.readings(_kernels.model_readings(params), skips, len(leaves)),
                              scan_axis=scan_axis)
     kerns, skipped = find(max_evals=max_evals, max_N=max_N)
+    rank = _kernels.model_order(params)
+    kerns = sorted(kerns, key=lambda k: rank[k.leaf])   # stable: a leaf's kernels stay in order
     if bleaves is not None:
         leaves = _deltas.subtract(leaves, bleaves, {k.leaf for k in kerns})
     return kerns, skipped, leaves, treedef, _limited(skipped, find)
