@@ -61,7 +61,7 @@ def test_orbax_directory(tmp_path):
 def test_missing_and_unknown_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         jaxww.load_params(tmp_path / "nope.npz")
-    bad = tmp_path / "w.pt"
+    bad = tmp_path / "w.ckpt"   # (.pt is a PyTorch state dict now)
     bad.write_bytes(b"")
     with pytest.raises(ValueError, match="unsupported checkpoint"):
         jaxww.load_params(bad)
@@ -331,14 +331,14 @@ def test_cli_says_how_to_include_limited_layers(capsys, tmp_path):
 # --- the command line never shows a traceback for a user's mistake ------------------------
 
 def _bad_inputs(tmp_path):
-    (tmp_path / "w.pt").write_bytes(b"\x80\x02")
+    (tmp_path / "w.ckpt").write_bytes(b"\x80\x02")
     np.savez(tmp_path / "empty.npz")
     np.savez(tmp_path / "bias.npz", **{"dense/bias": np.zeros(8, np.float32)})
     (tmp_path / "cut.msgpack").write_bytes(b"\x81\xa1w")
     folder = _sharded(tmp_path / "hf", _tensors())
     shard = folder / "model-00002-of-00002.safetensors"
     shard.write_bytes(shard.read_bytes()[:-8])
-    return {"missing": ("nope.npz", "no checkpoint at"), "unknown": ("w.pt", "unsupported checkpoint"),
+    return {"missing": ("nope.npz", "no checkpoint at"), "unknown": ("w.ckpt", "unsupported checkpoint"),
             "empty": ("empty.npz", "holds no tensors"), "nothing": ("bias.npz", "no eligible weight matrix"),
             "corrupt": ("cut.msgpack", "not a Flax msgpack file"), "truncated": ("hf", "truncated")}
 
@@ -352,7 +352,7 @@ def test_cli_user_mistakes_exit_2_without_traceback(capsys, tmp_path):
         if name != "nothing":
             assert err.count(SUPPORTED) == 1, (name, err)  # what is supported, said once
     with pytest.raises(jaxww.CheckpointError):
-        cli.main(["analyze", str(tmp_path / "w.pt"), "--debug"])
+        cli.main(["analyze", str(tmp_path / "w.ckpt"), "--debug"])
 
 
 @pytest.mark.slow  # two Python processes importing JAX

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import struct
+import sys
 import zipfile
 
 import jax
@@ -31,7 +32,7 @@ import ml_dtypes
 import numpy as np
 
 #: What :func:`load_params` reads, as error messages say it.
-SUPPORTED = ("a .npz, .safetensors, Flax .msgpack or Keras .weights.h5 / .keras file, "
+SUPPORTED = ("a .npz, .safetensors, Flax .msgpack, Keras .weights.h5 / .keras or PyTorch .pth / .bin file, "
              "a safetensors directory (model.safetensors, or a *.safetensors.index.json "
              "with its shards) or an Orbax checkpoint directory")
 
@@ -151,6 +152,8 @@ def load_params(path: str | os.PathLike):
                                        ``layers/<layer>/vars/<i>``; the ``optimizer``
                                        group is left out; needs h5py)
     ``*.keras``                        the ``model.weights.h5`` inside the archive
+    ``*.pth`` / ``*.pt`` / ``*.bin``   a PyTorch state dict (``torch.load`` with
+                                       ``weights_only=True``; needs torch)
     Orbax directory (``_METADATA``)    the restored tree (``orbax`` extra)
     Orbax step directory               its one item (``default/``, ...) or
                                        ``{item: tree}`` for several
@@ -198,11 +201,36 @@ def _read_all(tree):
     return tree
 
 
+def from_torch(x):
+    """A ``torch.Tensor`` as a NumPy array (bfloat16 kept as ml_dtypes' bfloat16, no copy on
+    the CPU); anything else unchanged. torch is never imported here."""
+    if type(x).__module__.split(".")[0] != "torch" or not hasattr(x, "detach"):
+        return x
+    t = x.detach().cpu()
+    if str(t.dtype) == "torch.bfloat16":
+        return t.view(dtype=sys.modules["torch"].int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def _load_torch(path: str) -> dict:
+    """A PyTorch state dict (``torch.save``): ``torch.load(weights_only=True)``, no pickled
+    code run; tensors as NumPy arrays."""
+    torch = _optional("torch", "torch", "PyTorch .pth/.bin files")
+    with _reading(f"{path}: not a PyTorch state dict readable with weights_only=True"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]   # a training checkpoint holding the state dict
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return {k: from_torch(v) for k, v in state.items()}
+
+
 def _load_file(path: str):
     name = os.path.basename(path).lower()
     for suffix, load in ((".npz", _load_npz), (".safetensors", _load_safetensors),
                          (_INDEX, _load_index), (".msgpack", _load_msgpack),
-                         (".h5", _load_h5), (".keras", _load_keras)):
+                         (".h5", _load_h5), (".keras", _load_keras),
+                         (".pth", _load_torch), (".pt", _load_torch), (".bin", _load_torch)):
         if name.endswith(suffix):
             return load(path)
     raise CheckpointError(f"unsupported checkpoint {path!r}: expected {SUPPORTED}")

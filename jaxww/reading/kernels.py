@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww.reading import quant as _quant
+from jaxww.reading.checkpoints import from_torch
 from jaxww.reading.layouts import (  # noqa: F401  (Reading, LAYOUTS, infer_layout: part of this module's API)
     CONV2D_NORM, LAYOUTS, SCAN_HINT, LayoutOverride, Reading, ScanAxis, Skip, infer_layout, layer_axis,
     layout_reading, name_rule, override, split_sizes_fit,
@@ -36,7 +37,8 @@ class Skipped(NamedTuple):
     ``kind`` classifies the reason: ``"size_limit"`` (``min_evals``, ``max_evals``,
     ``max_N``), ``"not_array"``, ``"dtype"``, ``"not_matrix"``, ``"not_weight"``
     (biases, normalisation), ``"filter"`` (``layers=``), ``"override"`` (``layouts=``
-    said skip), ``"lora"`` (a LoRA factor, analysed only as a pair: ``analyze(lora=...)``)
+    said skip), ``"lora"`` (a LoRA factor, analysed only as a pair: ``analyze(lora=...)``),
+    ``"optimizer"`` (optimizer state: ``opt_state``, optax ``mu``/``nu``/``trace``/``ema``)
     or ``"layout"`` (the layout cannot be told apart; the reason has the hint).
     """
 
@@ -146,22 +148,57 @@ def _selected(layers: LayerFilter, name: str) -> bool:
 
 def _as_tree(params):
     """The pytree of params: an ``nnx.Module``'s ``nnx.Param`` state, a Keras 3 model's
-    ``{variable.path: value}``, else ``params`` itself."""
+    ``{variable.path: value}``, a training state's ``params`` (Flax ``TrainState``, or any
+    object with ``params`` and ``opt_state``), else ``params`` itself.
+
+    Raises:
+      TypeError: an ``nnx.Optimizer`` without its model (flax >= 0.11 keeps none).
+    """
     nnx = sys.modules.get("flax.nnx")  # an nnx.Module can only exist once flax.nnx is imported
+    if nnx is not None and isinstance(params, nnx.Optimizer):
+        if getattr(params, "model", None) is None:
+            raise TypeError("an nnx.Optimizer holds the optimizer state, not the model's weights: "
+                            "pass the model itself, e.g. analyze(model)")
+        params = params.model
     if nnx is not None and isinstance(params, nnx.Module):
         return nnx.state(params, nnx.Param)
     if _keras_model(params):
         from jaxww.reading import keras as _keras
         return _keras.values(params)
+    if hasattr(params, "params") and hasattr(params, "opt_state"):
+        return params.params
     return params
+
+
+#: Path components of optimizer state (optax: ``ScaleByAdamState.mu``/``nu``, ``TraceState``,
+#: ``EmaState``; Flax ``TrainState.opt_state``; ``nnx.Optimizer.opt_state``).
+_OPTIMIZER = {"opt_state", "mu", "nu", "trace", "ema"}
+
+
+def _optimizer_part(name: str) -> str | None:
+    """The optimizer-state component of a leaf name, or None."""
+    return next((p for p in re.split(r"[/.]", name) if p in _OPTIMIZER), None)
+
+
+def _wrapped(paths) -> set:
+    """Indices of leaves saved inside an NNX variable wrapper: the only key of their dict is
+    ``value`` or ``raw_value`` (``nnx.state`` through Orbax, msgpack or ``to_pure_dict``
+    without unwrapping); their names drop that key, as a live module's do."""
+    parents: dict = {}
+    for i, path in enumerate(paths):
+        parents.setdefault(tuple(path[:-1]), []).append(i)
+    return {i for i, path in enumerate(paths) if len(path) > 1
+            and isinstance(path[-1], jax.tree_util.DictKey) and path[-1].key in ("value", "raw_value")
+            and len(parents[tuple(path[:-1])]) == 1}
 
 
 def flatten_params(params):
     """``(names, leaves, treedef)`` of a params pytree, an ``nnx.Module``, an ``nnx.State``
     or a Keras 3 model / layer (``{variable.path: value}``)."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(_as_tree(params))
-    names = [path_name(p) for p, _ in flat]
-    return names, [leaf for _, leaf in flat], treedef
+    wrapped = _wrapped([p for p, _ in flat])
+    names = [path_name(p[:-1] if i in wrapped else p) for i, (p, _) in enumerate(flat)]
+    return names, [from_torch(leaf) for _, leaf in flat], treedef
 
 
 def natural_key(name: str) -> tuple:
@@ -200,6 +237,8 @@ def model_order(params) -> list[int]:
             for k, v in vars(node).items():
                 if not k.startswith("_"):
                     walk(v, prefix + (k,))
+        elif isinstance(node, Mapping) and list(node) in (["value"], ["raw_value"]) and prefix:
+            walk(next(iter(node.values())), prefix)   # an NNX variable wrapper (_wrapped)
         elif isinstance(node, Mapping) and node:
             keys = list(node.keys())
             if [str(k) for k in keys] == sorted(str(k) for k in keys):
@@ -358,6 +397,10 @@ def find_kernels(
 
         if dtype is None or not hasattr(leaf, "shape"):
             skip(f"not an array ({type(leaf).__name__})", "not_array")
+            continue
+        part = _optimizer_part(name)
+        if part is not None:
+            skip(f"optimizer state ('{part}'), not a weight of the model", "optimizer")
             continue
         if jnp.issubdtype(dtype, jnp.integer):
             skip(*_quant.skip_reason(name, leaf, names, leaves))
