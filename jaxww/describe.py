@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxww import spectra as _spectra
 from jaxww.reading import kernels as _kernels
-from jaxww.reading.layers import read_layers
+from jaxww.reading.layers import LayerSelection, read_layers
 
 #: Columns of ``Description.details``.
 DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "shape", "N", "M", "Q", "rf", "num_evals")
@@ -38,7 +38,7 @@ class Description:
 
 
 def describe(params, *, min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
-             layers: _kernels.LayerFilter = None, layouts: _kernels.LayoutOverride = None,
+             layers: LayerSelection = None, layouts: _kernels.LayoutOverride = None,
              scan_axis: _kernels.ScanAxis = None, lora: str | None = None,
              lora_scale: float | dict | None = None) -> Description:
     """The layers ``analyze`` would analyse, with their shapes, and no eigenvalue computed.
@@ -51,11 +51,11 @@ def describe(params, *, min_evals: int = 8, max_evals: int = 15000, max_N: int =
       >>> d.rows[0]["name"], d.rows[0]["num_evals"], d.skipped_rows[0].name
       ('dense/kernel', 128, 'dense/bias')
     """
-    kerns, skipped, *_ = read_layers(params, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
+    kerns, skipped, _, _, _, ids = read_layers(params, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
                                      layers=layers, layouts=layouts, scan_axis=scan_axis, lora=lora,
                                      lora_scale=lora_scale, where="describe")
     rows = tuple(dict(layer_id=i, name=k.name, layer_type=k.layer_type, shape=k.shape, N=k.N, M=k.M,
-                      Q=k.Q, rf=k.rf, num_evals=k.num_evals) for i, k in enumerate(kerns))
+                      Q=k.Q, rf=k.rf, num_evals=k.num_evals) for i, k in zip(ids, kerns))
     return Description(rows, tuple(skipped))
 
 
@@ -73,7 +73,7 @@ def get_esd(params, name: str, *, precision: str = "float32",
       >>> jaxww.get_esd({"w": np.diag([3.0, 2.0, 1.0, 1, 1, 1, 1, 1])}, "w")[-2:]
       array([4., 9.], dtype=float32)
     """
-    kerns, _, leaves, _, _ = read_layers(params, min_evals=1, max_evals=None, max_N=None, layouts=layouts,
+    kerns, _, leaves, *_ = read_layers(params, min_evals=1, max_evals=None, max_N=None, layouts=layouts,
                                          scan_axis=scan_axis, where="get_esd")
     k = next((k for k in kerns if k.name == name), None)
     if k is None:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.reading.layers import read_layers
+from jaxww.reading.layers import LayerSelection, read_layers
 from jaxww.reading import kernels as _kernels
 from jaxww import metrics as _metrics
 from jaxww import options as _options
@@ -200,7 +200,7 @@ def analyze(
     min_evals: int = 8,
     max_evals: int | None = 15000,
     max_N: int | None = 50000,
-    layers: _kernels.LayerFilter = None,
+    layers: LayerSelection = None,
     layouts: _kernels.LayoutOverride = None,
     scan_axis: _kernels.ScanAxis = None,
     xmin_max: float | None = None,
@@ -234,8 +234,10 @@ def analyze(
         ``min_evals <= M * rf <= max_evals`` and ``N <= max_N``). ``max_N=None,
         max_evals=None`` analyses every layer (LLM vocabularies are above ``max_N``);
         the report lists the layers the limits left out in ``Report.limited``.
-      layers: regex (``re.search`` on the layer name) or callable ``name -> bool``
-        selecting the layers to analyse.
+      layers: the layers to analyse: a regex (``re.search`` on the layer name), a
+        callable ``name -> bool``, a layer id (weightwatcher's ``layers=``: the
+        ``layer_id`` of :func:`jaxww.describe`, which stays the layer's id in the report)
+        or a list of ids and names.
       layouts: how to read leaves whose layout cannot be inferred (e.g. PyTorch
         convolutions in a plain dict): ``{regex: layout}`` or a callable
         ``(name, shape) -> layout or None``; see :mod:`jaxww.reading.layouts`.
@@ -302,7 +304,7 @@ def analyze(
                           mp_fit=mp_fit, randomize=randomize, detX=detX)
     budget = _streaming.parse_budget(memory_budget)
     _progress.reporter(progress)   # a bad argument fails before any work
-    kerns, skipped, leaves, treedef, limited = read_layers(
+    kerns, skipped, leaves, treedef, limited, ids = read_layers(
         params, min_evals=min_evals, max_evals=max_evals, max_N=max_N, layers=layers, layouts=layouts,
         scan_axis=scan_axis, base=base, lora=lora, lora_scale=lora_scale)
     if not leaves:
@@ -316,7 +318,7 @@ def analyze(
         results = _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key)
     notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
                 f"{_progress.human_bytes(b)}" for i, (n, b) in needs.items()}
-    rows, evals_by_name, rand_by_name = _assemble(kerns, results, opts, notes)
+    rows, evals_by_name, rand_by_name = _assemble(kerns, ids, results, opts, notes)
     report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits, _treedef=treedef,
                     columns=COLUMNS + opts.columns, rand_evals=rand_by_name,
                     _kerns=tuple(kerns))
@@ -327,7 +329,7 @@ def analyze(
 
 
 
-def _assemble(kerns, results, opts, notes):
+def _assemble(kerns, ids, results, opts, notes):
     """Rows in kernel order, and the spectra (and randomised spectra) by name, from the
     per-group ``results`` of :func:`_analyze_part` (host arrays); ``notes``: extra text
     for the reason of some rows, by kernel index."""
@@ -337,7 +339,7 @@ def _assemble(kerns, results, opts, notes):
         for r, i in enumerate(members):
             k = kerns[i]
             finite = not np.isnan(E[r][: k.num_evals]).any()
-            row = _row(k, i, {f: v[r] for f, v in fit._asdict().items()},
+            row = _row(k, ids[i], {f: v[r] for f, v in fit._asdict().items()},
                        {f: v[r] for f, v in met._asdict().items()}, finite)
             cols, why = _options.row(opts, extra, r, k.num_evals, row["status"] == "success", finite)
             row.update(cols, reason="; ".join(filter(None, (row["reason"], why, notes.get(i)))))

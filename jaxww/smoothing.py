@@ -40,6 +40,7 @@ import numpy as np
 
 from jaxww import _host_eigh
 from jaxww.reading import kernels as _kernels
+from jaxww.reading.layers import LayerSelection
 from jaxww import report as _report
 from jaxww import spectra as _spectra
 from jaxww._plan import group_indices
@@ -50,7 +51,7 @@ METHODS = {"detX": "detX_num", "alpha_min": "num_pl_spikes", "rmt": "num_spikes"
 
 def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str = "float32",
            min_evals: int = 8, max_evals: int | None = 15000, max_N: int | None = 50000,
-           layers: _kernels.LayerFilter = None, layouts: _kernels.LayoutOverride = None,
+           layers: LayerSelection = None, layouts: _kernels.LayoutOverride = None,
            scan_axis: _kernels.ScanAxis = None):
     """``params`` with each weight matrix replaced by its rank-``k`` truncation ``W_k``.
 
