@@ -108,7 +108,7 @@ print(f"RESULT rc={rc} seconds={time.perf_counter() - t:.2f} "
 def run(folder: str, budget: str | None) -> dict:
     """One ``jaxww analyze`` in a fresh process: exit code, seconds (imports excluded), peak RSS."""
     csv = os.path.join(tempfile.mkdtemp(), "rows.csv")
-    args = ["analyze", folder, "--max-N", "none", "--max-evals", "none", "--csv", csv]
+    args = ["analyze", folder, "--max-N", "none", "--max-evals", "none", "--format", "csv", "--out", csv]
     args += ["--memory-budget", budget] if budget else []
     proc = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True)
     line = next((s for s in proc.stderr.splitlines() if s.startswith("RESULT")), None)

@@ -1,47 +1,56 @@
 """jaxww: Heavy-Tailed Self-Regularization (HTSR) analysis of JAX/Flax models.
 
-The pipeline, one module per step::
+The pipeline, one stage per module or package::
 
-    params pytree --kernels--> weight matrices --spectra--> eigenvalues
-                  --powerlaw--> alpha, xmin, D --metrics--> norms, ranks --report--> Report
+    params, model or checkpoint --reading--> weight matrices --streaming/spectra--> eigenvalues
+        --powerlaw--> alpha, xmin, D --metrics--> norms, ranks --report--> Report
+
+Names are imported on first use (``import jaxww`` loads neither JAX nor NumPy), so the
+command line starts at once.
 """
 
-from jaxww._tail import FIT_DEGENERATE, FIT_NONFINITE, FIT_OK, FIT_REASONS, FIT_TOO_FEW
-from jaxww.bootstrap import PowerLawTest, bootstrap_power_law
-from jaxww.compare import Comparison, compare_distributions
-from jaxww.describe import Description, describe, get_esd
-from jaxww.diff import ModelDiff, diff_models
-from jaxww.fingers import FingerFit, fit_fingers
-from jaxww.reading.checkpoints import CheckpointError, LazyTensor, load_params, open_checkpoint
-from jaxww.reading.kernels import LAYOUTS, Kernel, Reading, Skipped, find_kernels, flatten_params, infer_layout
-from jaxww.metrics import SpectralMetrics, spectral_metrics, warning
-from jaxww.powerlaw import PowerLawFit, fit_power_law
-from jaxww.progress import ProgressEvent
-from jaxww.regularizers import (
-    LayerPenalties, TailAlpha, TailSpec, alpha, alpha_penalty, spectral_norm_penalty, spectrum,
-    tail_alpha, tail_spec, tree_alpha, weighted_alpha_penalty,
-)
-from jaxww.report import COLUMNS, SUMMARY_METRICS, Report, analyze
-from jaxww.smoothing import smooth
-from jaxww.spectra import batched_spectra, eigenvalues
-from jaxww.tpl import TPLFit, fit_truncated_power_law
-from jaxww.transforms import (
-    AlphaRegularizationState, AlphaScaleState, add_alpha_decayed_weights, add_alpha_regularization,
-    scale_by_alpha,
-)
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "COLUMNS", "FIT_DEGENERATE", "FIT_NONFINITE", "FIT_OK", "FIT_REASONS", "FIT_TOO_FEW",
-    "LAYOUTS", "SUMMARY_METRICS",
-    "AlphaRegularizationState", "AlphaScaleState", "CheckpointError", "Comparison", "Description",
-    "FingerFit", "Kernel", "LayerPenalties", "LazyTensor", "ModelDiff", "PowerLawFit", "PowerLawTest", "ProgressEvent", "Reading", "Report",
-    "Skipped", "SpectralMetrics", "TPLFit", "TailAlpha", "TailSpec",
-    "add_alpha_decayed_weights", "add_alpha_regularization", "alpha", "alpha_penalty", "analyze",
-    "batched_spectra", "bootstrap_power_law", "compare_distributions", "describe", "diff_models", "eigenvalues",
-    "find_kernels", "fit_fingers", "fit_power_law", "fit_truncated_power_law", "flatten_params",
-    "get_esd", "infer_layout", "load_params", "open_checkpoint", "scale_by_alpha", "smooth", "spectral_metrics",
-    "spectral_norm_penalty", "spectrum", "tail_alpha", "tail_spec", "tree_alpha", "warning",
-    "weighted_alpha_penalty",
-]
+#: Where each public name lives.
+_EXPORTS = {
+    "jaxww._tail": ('FIT_DEGENERATE', 'FIT_NONFINITE', 'FIT_OK', 'FIT_REASONS', 'FIT_TOO_FEW'),
+    "jaxww.bootstrap": ('PowerLawTest', 'bootstrap_power_law'),
+    "jaxww.compare": ('Comparison', 'compare_distributions'),
+    "jaxww.description": ('Description', 'describe', 'get_esd'),
+    "jaxww.diff": ('ModelDiff', 'diff_models'),
+    "jaxww.fingers": ('FingerFit', 'fit_fingers'),
+    "jaxww.reading.checkpoints": ('CheckpointError', 'LazyTensor', 'load_params', 'open_checkpoint'),
+    "jaxww.reading.kernels": ('Kernel', 'LAYOUTS', 'Reading', 'Skipped', 'find_kernels', 'flatten_params', 'infer_layout'),
+    "jaxww.metrics": ('SpectralMetrics', 'spectral_metrics', 'warning'),
+    "jaxww.powerlaw": ('PowerLawFit', 'fit_power_law'),
+    "jaxww.progress": ('ProgressEvent',),
+    "jaxww.regularizers": ('LayerPenalties', 'TailAlpha', 'TailSpec', 'alpha', 'alpha_penalty', 'spectral_norm_penalty', 'spectrum', 'tail_alpha', 'tail_spec', 'tree_alpha', 'weighted_alpha_penalty'),
+    "jaxww.report": ('COLUMNS', 'Report', 'SUMMARY_METRICS', 'analyze'),
+    "jaxww.smoothing": ('smooth',),
+    "jaxww.spectra": ('batched_spectra', 'eigenvalues'),
+    "jaxww.tpl": ('TPLFit', 'fit_truncated_power_law'),
+    "jaxww.transforms": ('AlphaRegularizationState', 'AlphaScaleState', 'add_alpha_decayed_weights', 'add_alpha_regularization', 'scale_by_alpha'),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    """A public name (imported from its module on first use) or a submodule."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module 'jaxww' has no attribute {name!r}") from None
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

@@ -1,63 +1,51 @@
 """Command line: ``jaxww demo``, ``jaxww analyze CHECKPOINT`` and ``jaxww describe CHECKPOINT``.
 
 A checkpoint is planned from its headers and read a group of tensors at a time
-(``--memory-budget``), with a progress bar on stderr (``--quiet``: none). JAX's
+(``--memory-budget``), with a progress bar on stderr (``--quiet``: none). The report is
+printed as a table, or written as CSV or JSON (``--format``, ``--out``). JAX's
 persistent compilation cache is switched on in the user's cache directory, so later
 runs reuse what the first one compiled.
 
 A user's mistake (a missing or unreadable checkpoint, an unknown kind, nothing to
-analyse, a missing optional package, too little memory) ends with a short message on
-stderr and exit code 2; ``--debug`` shows the traceback instead. Ctrl-C ends a run
-with one line and exit code 130.
+analyse, a bad option, an output path that cannot be written, a missing optional
+package, too little memory) ends with a one-paragraph message on stderr and exit code
+2, before any work where it can be known then; ``--debug`` shows the traceback instead.
+Ctrl-C ends a run with one line and exit code 130. JAX is imported only once the
+arguments are read (``jaxww --help`` starts at once).
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import json
+import logging
+import math
 import os
 import re
 import sys
 
-from jaxww.reading.checkpoints import SUPPORTED, CheckpointError
-from jaxww.report import Report, analyze
-from jaxww.streaming import parse_budget
+from jaxww import __version__
+from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS, SUPPORTED
 
-_SHOWN = ["name", "layer_type", "N", "M", "rf", "alpha", "D", "xmin", "alpha_weighted",
+_SHOWN = ["layer_id", "name", "layer_type", "N", "M", "rf", "alpha", "D", "xmin", "alpha_weighted",
           "log_spectral_norm", "stable_rank", "status", "warning"]
 #: How the command line includes the layers the size limits left out.
 _INCLUDE = "--max-N none --max-evals none"
-_LIMITS = {k: inspect.signature(analyze).parameters[k].default for k in ("max_N", "max_evals")}
+_LAYOUTS = ("dense", "embedding", "conv", "conv_torch", "attention_qkv", "attention_out")
 
 
-def _print(report: Report, csv: str | None) -> None:
-    try:
-        import pandas as pd
-    except ImportError:
-        pd = None
-    if pd is not None:
-        with pd.option_context("display.width", 200, "display.max_columns", 30,
-                               "display.max_colwidth", 48, "display.float_format", "{:.3f}".format):
-            print(report.details[_SHOWN].to_string(index=False))
-            if len(report.skipped_rows):
-                print(f"\nskipped {len(report.skipped_rows)} leaves:")
-                print(report.skipped[["name", "shape", "dtype", "reason"]].to_string(index=False))
-        if csv:
-            report.details.to_csv(csv, index=False)
-            print(f"\ndetails written to {csv}")
-    else:
-        for row in report.rows:
-            print("  ".join(f"{c}={row[c]}" for c in _SHOWN))
-        if csv:
-            raise ImportError("--csv needs pandas: pip install 'jaxww[pandas]'")
-    print("\n" + report.summary_text(include=_INCLUDE))
+class UsageError(ValueError):
+    """A bad option value, found after parsing (exit code 2, as argparse's own)."""
 
 
-def _regex(text: str) -> str:
+def _layers(text: str):
+    """``--layers``: ``0,2,5`` (layer ids) or a regex."""
+    if re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", text):
+        return [int(t) for t in text.split(",")]
     try:
         re.compile(text)
     except re.error as err:
-        raise argparse.ArgumentTypeError(f"not a regular expression: {err}") from None
+        raise argparse.ArgumentTypeError(f"not layer ids (0,2,5) nor a regular expression: {err}") from None
     return text
 
 
@@ -69,32 +57,43 @@ def _limit(text: str) -> int | None:
     return int(text)
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def _pattern_value(kind: str, convert):
+    """``PATTERN=VALUE`` options (``--layouts conv=conv_torch``, ``--scan-axis layers=1``)."""
+    def parse(text: str):
+        pattern, sep, value = text.rpartition("=")
+        try:
+            re.compile(pattern)
+            return pattern, convert(value)
+        except (re.error, ValueError) as err:
+            raise argparse.ArgumentTypeError(f"expected PATTERN={kind}, got {text!r} ({err})") from None
+    return parse
+
+
+def _layout(value: str) -> str:
+    base = value.removeprefix("stacked_")
+    if base not in _LAYOUTS and value != "skip":
+        raise ValueError(f"layouts are {', '.join(_LAYOUTS)}, 'stacked_' + one of them, or skip")
+    return value
+
+
 def _budget(text: str) -> int:
+    from jaxww.streaming import parse_budget
+
     try:
         return parse_budget(text)
     except (TypeError, ValueError) as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _cache_dir() -> str:
-    """Where the command line keeps JAX's compilation cache: ``$JAXWW_CACHE``, else
-    ``$XDG_CACHE_HOME/jaxww/xla`` (``~/.cache/jaxww/xla``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.environ.get("JAXWW_CACHE") or os.path.join(base, "jaxww", "xla")
-
-
-def _persistent_cache() -> None:
-    """Switch on JAX's persistent compilation cache for this process (every program, however
-    fast it compiled: the command line compiles few and small ones)."""
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", _cache_dir())
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxww", description="HTSR analysis of JAX/Flax weights")
+    ap.add_argument("--version", action="version", version=f"jaxww {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="analyse the built-in demo model (no download)")
     an = sub.add_parser("analyze", help="analyse a checkpoint file or directory",
@@ -104,26 +103,119 @@ def _parser() -> argparse.ArgumentParser:
                         description=f"List the layers analyze would analyse, from the headers of: {SUPPORTED}.")
     de.add_argument("checkpoint")
     for p in (demo, an, de):
-        p.add_argument("--layers", type=_regex, help="regex selecting the layers to analyse")
-        p.add_argument("--max-N", type=_limit, default=_LIMITS["max_N"], dest="max_N",
-                       help=f"largest matrix dimension analysed, or 'none' (default {_LIMITS['max_N']})")
-        p.add_argument("--max-evals", type=_limit, default=_LIMITS["max_evals"],
-                       help=f"most eigenvalues of a layer analysed, or 'none' (default {_LIMITS['max_evals']})")
+        p.add_argument("--layers", type=_layers, help="layer ids (0,2,5) or a regex selecting layers by name")
+        p.add_argument("--layouts", type=_pattern_value("LAYOUT", _layout), action="append", metavar="PATTERN=LAYOUT",
+                       help="how to read leaves whose name matches PATTERN, e.g. conv=conv_torch (repeatable)")
+        p.add_argument("--scan-axis", type=_pattern_value("AXIS", int), action="append", metavar="[PATTERN=]AXIS",
+                       help="layer axis of scanned stacks: an int, or PATTERN=int per leaf (repeatable)")
+        p.add_argument("--min-evals", type=_count, default=MIN_EVALS,
+                       help=f"fewest eigenvalues of a layer analysed (default {MIN_EVALS})")
+        p.add_argument("--max-N", type=_limit, default=MAX_N, dest="max_N",
+                       help=f"largest matrix dimension analysed, or 'none' (default {MAX_N})")
+        p.add_argument("--max-evals", type=_limit, default=MAX_EVALS,
+                       help=f"most eigenvalues of a layer analysed, or 'none' (default {MAX_EVALS})")
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     for p in (demo, an):
         p.add_argument("--precision", choices=("float32", "float64"), default="float32")
         p.add_argument("--memory-budget", type=_budget, default=None, metavar="SIZE",
                        help="memory the weights may take at once, e.g. 2GiB (default: a quarter of "
                             "the available memory, 256 MiB..1 GiB)")
+        p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                       help="table (default), csv (the details), or json (rows, summary, skipped, options)")
+        p.add_argument("--out", metavar="PATH", help="write the output there instead of stdout")
+        p.add_argument("--plots", metavar="DIR", help="also save one ESD figure per layer there (needs matplotlib)")
+        p.add_argument("--mp-fit", action="store_true", help="add the Marchenko-Pastur fit columns")
+        p.add_argument("--randomize", action="store_true", help="add the randomised-spectrum columns")
+        p.add_argument("--detX", action="store_true", help="add the detX columns")
+        p.add_argument("--seed", type=int, default=0, help="random seed of --randomize (default 0)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
-        p.add_argument("--csv", help="also write the details table to this CSV file")
     return ap
 
 
-def _describe(args) -> int:
-    from jaxww.describe import describe
+def _scan_axis(pairs):
+    if not pairs:
+        return None
+    if len(pairs) == 1 and not pairs[0][0]:
+        return pairs[0][1]
+    if any(not pattern for pattern, _ in pairs):
+        raise UsageError("--scan-axis: a bare AXIS cannot be combined with PATTERN=AXIS")
+    return dict(pairs)
 
-    d = describe(args.checkpoint, layers=args.layers, max_N=args.max_N, max_evals=args.max_evals)
+
+def _selection(args) -> dict:
+    """The reading options of ``analyze`` / ``describe`` from the arguments."""
+    return dict(layers=args.layers, layouts=dict(args.layouts) if args.layouts else None,
+                scan_axis=_scan_axis(args.scan_axis), min_evals=args.min_evals, max_N=args.max_N,
+                max_evals=args.max_evals)
+
+
+def _check_outputs(args) -> None:
+    """Refuse, before any work, an output that cannot be written."""
+    if args.out:
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if os.path.isdir(args.out):
+            raise UsageError(f"--out {args.out}: is a directory; pass a file path")
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise UsageError(f"--out {args.out}: no writable directory {folder}")
+    if args.plots:
+        parent = os.path.dirname(os.path.abspath(args.plots))
+        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
+            raise UsageError(f"--plots {args.plots}: exists and is not a directory")
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise UsageError(f"--plots {args.plots}: no writable directory {parent}")
+    if args.format == "csv":
+        _need_pandas("--format csv")
+
+
+def _need_pandas(what: str):
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError(f"{what} needs pandas: pip install 'jaxww[pandas]'") from None
+    return pandas
+
+
+def _json_value(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, tuple):
+        return list(v)
+    return v.item() if hasattr(v, "item") else v
+
+
+def _render(report, args, options: dict) -> str:
+    if args.format == "json":
+        doc = {"jaxww_version": __version__, "checkpoint": getattr(args, "checkpoint", "demo"),
+               "options": {k: _json_value(v) for k, v in options.items() if k not in ("progress", "key")},
+               "summary": {k: _json_value(v) for k, v in report.summary.items()},
+               "rows": [{c: _json_value(r[c]) for c in report.columns} for r in report.rows],
+               "skipped": [{k: _json_value(v) for k, v in s._asdict().items()} for s in report.skipped_rows],
+               "limited": list(report.limited)}
+        return json.dumps(doc, indent=1) + "\n"
+    if args.format == "csv":
+        return report.details.to_csv(index=False)
+    return _table(report)
+
+
+def _table(report) -> str:
+    try:
+        pd = _need_pandas("the table")
+    except ImportError:
+        lines = ["  ".join(f"{c}={row[c]}" for c in _SHOWN) for row in report.rows]
+    else:
+        with pd.option_context("display.width", 200, "display.max_columns", 30,
+                               "display.max_colwidth", 48, "display.float_format", "{:.3f}".format):
+            lines = [report.details[_SHOWN].to_string(index=False)]
+            if len(report.skipped_rows):
+                lines += [f"\nskipped {len(report.skipped_rows)} leaves:",
+                          report.skipped[["name", "shape", "dtype", "reason"]].to_string(index=False)]
+    return "\n".join(lines + ["", report.summary_text(include=_INCLUDE), ""])
+
+
+def _describe(args) -> int:
+    from jaxww.description import describe
+
+    d = describe(args.checkpoint, **_selection(args))
     for r in d.rows:
         print(f"{r['layer_id']:>5}  {r['name']:<56} {r['layer_type']:<10} {str(r['shape']):<18} "
               f"N={r['N']:<7} M={r['M']:<7} rf={r['rf']:<3} num_evals={r['num_evals']}")
@@ -131,31 +223,57 @@ def _describe(args) -> int:
     return 0
 
 
-def _run(args) -> int:
-    if args.command == "describe":
-        return _describe(args)
-    _persistent_cache()
+def _analyze(args) -> int:
+    _check_outputs(args)
+    import jax
+
+    from jaxww.report import analyze
+
+    _persistent_cache(jax)
     if args.command == "demo":
         from jaxww.demo import demo_params
 
         params = demo_params()
-        print("jaxww demo: a freshly initialised Flax model (embedding, attention, MLP, conv)\n")
+        print("jaxww demo: a freshly initialised Flax model (embedding, attention, MLP, conv)\n", file=sys.stderr)
     else:
         params = args.checkpoint    # analyze plans from the headers and streams the tensors
-    try:
-        report = analyze(params, precision=args.precision, layers=args.layers,
-                         max_N=args.max_N, max_evals=args.max_evals,
-                         memory_budget=args.memory_budget, progress=not args.quiet)
-    except CheckpointError:
-        raise
-    except ValueError as err:  # nothing analysable: say in which checkpoint
-        raise ValueError(f"{getattr(args, 'checkpoint', 'demo')}: {err}") from err
-    _print(report, args.csv)
+    options = dict(_selection(args), precision=args.precision, memory_budget=args.memory_budget,
+                   mp_fit=args.mp_fit, randomize=args.randomize, detX=args.detX,
+                   key=jax.random.key(args.seed) if args.randomize else None,
+                   plot=bool(args.plots), savefig=args.plots, progress=not args.quiet)
+    report = analyze(params, **options)
+    text = _render(report, args, options)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"jaxww: {len(report.rows)} rows written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
+def _cache_dir() -> str:
+    """Where the command line keeps JAX's compilation cache: ``$JAXWW_CACHE``, else
+    ``$XDG_CACHE_HOME/jaxww/xla`` (``~/.cache/jaxww/xla``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("JAXWW_CACHE") or os.path.join(base, "jaxww", "xla")
+
+
+def _persistent_cache(jax) -> None:
+    """Switch on JAX's persistent compilation cache for this process (every program, however
+    fast it compiled: the command line compiles few and small ones)."""
+    jax.config.update("jax_compilation_cache_dir", _cache_dir())
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _quiet_libraries() -> None:
+    """Orbax (through absl) logs warnings meant for its developers on every restore."""
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def main(argv=None) -> int:
-    """Run the command line; returns the exit code (0, or 2 for a user's mistake).
+    """Run the command line; returns the exit code (0, 2 for a user's mistake, 130 on Ctrl-C).
 
     Args:
       argv: the arguments (default ``sys.argv[1:]``).
@@ -168,18 +286,30 @@ def main(argv=None) -> int:
       2
     """
     args = _parser().parse_args(argv)
+    _quiet_libraries()
     try:
-        return _run(args)
+        return _describe(args) if args.command == "describe" else _analyze(args)
     except KeyboardInterrupt:
         print("\njaxww: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, ImportError, MemoryError) as err:
+    except (OSError, ValueError, TypeError, ImportError, MemoryError) as err:
         if args.debug:
             raise
-        named = isinstance(err, (OSError, CheckpointError)) and SUPPORTED not in str(err)
-        where = f"jaxww analyze reads {SUPPORTED}.\n" if named else ""
-        print(f"jaxww: error: {err}\n{where}(--debug shows the traceback)", file=sys.stderr)
+        print(_message(err, getattr(args, "checkpoint", "demo")), file=sys.stderr)
         return 2
+
+
+def _message(err: Exception, where: str) -> str:
+    """One paragraph: what went wrong (and in which checkpoint), the formats read when the
+    file itself is at fault, and how to see the traceback."""
+    from jaxww.reading.checkpoints import CheckpointError
+
+    text = str(err)
+    if not isinstance(err, (OSError, CheckpointError, MemoryError, ImportError, UsageError)) and where not in text:
+        text = f"{where}: {text}"
+    hint = f"jaxww reads {SUPPORTED}.\n" if isinstance(err, (OSError, CheckpointError)) and SUPPORTED not in text \
+        else ""
+    return f"jaxww: error: {text}\n{hint}(--debug shows the traceback)"
 
 
 if __name__ == "__main__":

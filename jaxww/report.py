@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading.layers import LayerSelection, read_layers
 from jaxww.reading import kernels as _kernels
 from jaxww import metrics as _metrics
@@ -197,9 +198,9 @@ def analyze(
     params,
     *,
     precision: str = "float32",
-    min_evals: int = 8,
-    max_evals: int | None = 15000,
-    max_N: int | None = 50000,
+    min_evals: int = MIN_EVALS,
+    max_evals: int | None = MAX_EVALS,
+    max_N: int | None = MAX_N,
     layers: LayerSelection = None,
     layouts: _kernels.LayoutOverride = None,
     scan_axis: _kernels.ScanAxis = None,

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww import _host_eigh
 from jaxww.reading import kernels as _kernels
 from jaxww.reading.layers import LayerSelection
@@ -50,7 +51,7 @@ METHODS = {"detX": "detX_num", "alpha_min": "num_pl_spikes", "rmt": "num_spikes"
 
 
 def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str = "float32",
-           min_evals: int = 8, max_evals: int | None = 15000, max_N: int | None = 50000,
+           min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,
            layers: LayerSelection = None, layouts: _kernels.LayoutOverride = None,
            scan_axis: _kernels.ScanAxis = None):
     """``params`` with each weight matrix replaced by its rank-``k`` truncation ``W_k``.

@@ -146,7 +146,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
     kernels computed alone above the budget.
 
     Args:
-      kerns, leaves: from :func:`jaxww.describe.read_layers`.
+      kerns, leaves: from :func:`jaxww.reading.read_layers`.
       device: a CPU device computes with LAPACK on the host, others with
         :func:`jaxww.batched_spectra` on the device.
       precision: ``"float32"`` or ``"float64"``.

@@ -81,9 +81,10 @@ def test_demo_model_has_every_layer_kind():
 @pytest.mark.slow
 def test_cli_demo_prints_table_and_summary(capsys, tmp_path):
     csv = tmp_path / "d.csv"
-    assert cli.main(["demo", "--csv", str(csv)]) == 0
+    assert cli.main(["demo", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "params/Conv_0/kernel" in out and "summary" in out and "alpha_weighted" in out
+    assert cli.main(["demo", "--quiet", "--format", "csv", "--out", str(csv)]) == 0
     import pandas as pd
 
     table = pd.read_csv(csv)
@@ -308,7 +309,7 @@ def test_size_limits_are_reported_and_none_lifts_them():
     assert report.limits_note() == note and str(report).endswith(note)
     assert set(report.summary) == set(jaxww.SUMMARY_METRICS)
     full = jaxww.analyze(w, max_N=None, max_evals=None)
-    assert [r["name"] for r in full.rows] == ["dense/kernel", "embed/embedding"]
+    assert [r["name"] for r in full.rows] == ["embed/embedding", "dense/kernel"]  # the model's order
     assert full.limited == () and full.limits_note() == ""
     # The embedding's spectrum is the one NumPy reads from the same tensor.
     ref = np.linalg.eigvalsh(w["embed/embedding"].astype(np.float64).T @ w["embed/embedding"])

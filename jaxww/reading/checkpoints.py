@@ -31,10 +31,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
-#: What :func:`load_params` reads, as error messages say it.
-SUPPORTED = ("a .npz, .safetensors, Flax .msgpack, Keras .weights.h5 / .keras or PyTorch .pth / .bin file, "
-             "a safetensors directory (model.safetensors, or a *.safetensors.index.json "
-             "with its shards) or an Orbax checkpoint directory")
+from jaxww.defaults import SUPPORTED
 
 _INDEX = ".safetensors.index.json"
 
@@ -237,11 +234,18 @@ def _load_file(path: str):
 
 
 def _load_directory(path: str, lazy: bool):
-    """An Orbax checkpoint, an Orbax step of items, or a safetensors model directory."""
+    """An Orbax checkpoint, an Orbax step of items, or a safetensors model directory; a
+    directory holding more than one of them is refused, naming them."""
     entries = sorted(os.listdir(path))
+    items = [e for e in entries if os.path.isfile(os.path.join(path, e, "_METADATA"))]
+    indexes = [e for e in entries if e.endswith(_INDEX)]
+    files = indexes or [e for e in entries if e.endswith(".safetensors")]
+    if files and ("_METADATA" in entries or items):
+        orbax = "an Orbax checkpoint" + (f" ({', '.join(items)})" if items else "")
+        raise CheckpointError(f"{path}: holds both {orbax} and safetensors ({', '.join(files)}); "
+                              "pass the one to read, e.g. " + repr(os.path.join(path, files[0])))
     if "_METADATA" in entries:
         return _load_orbax(path, lazy)
-    items = [e for e in entries if os.path.isfile(os.path.join(path, e, "_METADATA"))]
     if items:
         trees = {e: _load_orbax(os.path.join(path, e), lazy) for e in items}
         return trees[items[0]] if len(items) == 1 else trees
@@ -251,8 +255,6 @@ def _load_directory(path: str, lazy: bool):
         raise CheckpointError(f"{path}: an Orbax CheckpointManager directory with steps "
                               f"{', '.join(sorted(steps, key=int))}; pass one step, e.g. "
                               f"{os.path.join(path, last)!r}")
-    indexes = [e for e in entries if e.endswith(_INDEX)]
-    files = indexes or [e for e in entries if e.endswith(".safetensors")]
     if len(files) > 1:
         raise CheckpointError(f"{path}: several {'indexes' if indexes else '.safetensors files and no index'} "
                               f"({', '.join(files)}); pass one of them")

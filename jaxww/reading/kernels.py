@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading import quant as _quant
 from jaxww.reading.checkpoints import from_torch
 from jaxww.reading.layouts import (  # noqa: F401  (Reading, LAYOUTS, infer_layout: part of this module's API)
@@ -38,7 +39,7 @@ class Skipped(NamedTuple):
     ``max_N``), ``"not_array"``, ``"dtype"``, ``"not_matrix"``, ``"not_weight"``
     (biases, normalisation), ``"filter"`` (``layers=``), ``"override"`` (``layouts=``
     said skip), ``"lora"`` (a LoRA factor, analysed only as a pair: ``analyze(lora=...)``),
-    ``"optimizer"`` (optimizer state: ``opt_state``, optax ``mu``/``nu``/``trace``/``ema``)
+    ``"optimizer"`` (optimizer state: under ``opt_state``, optax's ``mu``/``nu``)
     or ``"layout"`` (the layout cannot be told apart; the reason has the hint).
     """
 
@@ -170,9 +171,10 @@ def _as_tree(params):
     return params
 
 
-#: Path components of optimizer state (optax: ``ScaleByAdamState.mu``/``nu``, ``TraceState``,
-#: ``EmaState``; Flax ``TrainState.opt_state``; ``nnx.Optimizer.opt_state``).
-_OPTIMIZER = {"opt_state", "mu", "nu", "trace", "ema"}
+#: Path components of optimizer state: Flax ``TrainState.opt_state`` and ``nnx.Optimizer.opt_state``
+#: (optax's ``trace``, ``ema``... inside them), and optax's Adam moments ``mu``/``nu`` wherever
+#: they are. A top-level ``ema`` copy of the params is weights, and is analysed.
+_OPTIMIZER = {"opt_state", "mu", "nu"}
 
 
 def _optimizer_part(name: str) -> str | None:
@@ -355,7 +357,7 @@ def _slices(name: str, shape: tuple, r: Reading):
 
 def find_kernels(
     names, leaves, *, layers: LayerFilter = None, layouts: LayoutOverride = None,
-    min_evals: int = 8, max_evals: int | None = 15000, max_N: int | None = 50000, types=None,
+    min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N, types=None,
     readings=None, scan_axis: ScanAxis = None,
 ):
     """Classify every leaf: the kernels to analyse and the skipped leaves with reasons.

@@ -9,6 +9,7 @@ import os
 import re
 from typing import Any, Callable, NamedTuple, Sequence, Union
 
+from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading import checkpoints as _checkpoints
 from jaxww.reading import deltas as _deltas
 from jaxww.reading import kernels as _kernels
@@ -82,7 +83,7 @@ def selection(layers, where: str = "analyze"):
                     f"ids and names, got {type(layers).__name__} {layers!r}")
 
 
-def read_layers(params, *, min_evals: int = 8, max_evals: int | None = 15000, max_N: int | None = 50000,
+def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,
                 layers: LayerSelection = None, layouts: _kernels.LayoutOverride = None,
                 scan_axis: _kernels.ScanAxis = None, base=None, lora: str | None = None,
                 lora_scale: float | dict | None = None, where: str = "analyze"):

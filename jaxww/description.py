@@ -9,6 +9,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww import spectra as _spectra
 from jaxww.reading import kernels as _kernels
 from jaxww.reading.layers import LayerSelection, read_layers
@@ -37,7 +38,7 @@ class Description:
         return dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields)
 
 
-def describe(params, *, min_evals: int = 8, max_evals: int = 15000, max_N: int = 50000,
+def describe(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,
              layers: LayerSelection = None, layouts: _kernels.LayoutOverride = None,
              scan_axis: _kernels.ScanAxis = None, lora: str | None = None,
              lora_scale: float | dict | None = None) -> Description:
