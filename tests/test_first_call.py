@@ -63,6 +63,7 @@ def test_host_analysis_compiles_and_traces_nothing(precision):
     assert len(report.rows) == 7 and c == {"traces": 0, "compiles": 0}
 
 
+@pytest.mark.slow
 def test_repeated_analysis_with_options_traces_nothing_new():
     """The compiled path (an option, here ``detX``): a second analysis of the same structure
     with other weights neither traces nor compiles anything."""
@@ -72,6 +73,7 @@ def test_repeated_analysis_with_options_traces_nothing_new():
     assert c == {"traces": 0, "compiles": 0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, rtol", [("float64", 1e-10), ("float32", 2e-5)])
 def test_host_rows_equal_the_compiled_rows(precision, rtol):
     """The host fit and metrics give the rows of the compiled ones (``detX`` sends the
