@@ -13,6 +13,13 @@ evaluate the maximum-likelihood exponent of a tail (:func:`mle_alpha`):
 with ``n_i = k - i`` the tail size and ``c = 1`` for the small-sample estimator
 (fewer than ``SMALL_N`` kept values), else 0. One status enum (``FIT_*``) says why a
 result is missing.
+
+The functions that take ``xp`` are written once for ``jax.numpy`` (the default: the
+jitted, vmapped, differentiable fit) and ``numpy`` (the host fit of ``analyze`` on the
+CPU, :func:`jaxww.powerlaw.fit_host`, which compiles nothing); with ``numpy`` they take
+leading batch axes. :func:`candidates` (``jax.lax.map`` over chunks) and
+:func:`candidates_host` (a loop over chunks of the triangle) drive the same
+:func:`_candidate_chunk`.
 """
 
 from __future__ import annotations
@@ -54,61 +61,86 @@ _CHUNK_ELEMENTS = 1 << 22
 Tail = Union[str, int, float]
 
 
-def prepare(x, thresh):
+def _at(xp, a, i):
+    """``a[..., i]`` with one index per leading row (``i`` has ``a``'s leading shape)."""
+    return xp.take_along_axis(a, xp.asarray(i)[..., None], axis=-1)[..., 0]
+
+
+def _col(xp, a):
+    """``a`` as a column against the last axis: ``a[..., None]`` (a Python scalar as is)."""
+    return a if isinstance(a, (int, float)) else xp.asarray(a)[..., None]
+
+
+def prepare(x, thresh, xp=jnp):
     """Kept values of one spectrum, ascending: ``(xs, logx, k)``.
 
     Values ``> thresh`` and finite are kept (``k`` of them, first in ``xs``); the
     padding after them repeats the largest kept value (1 when none), and ``logx`` is
     ``ln xs`` on the kept values and 0 on the padding, so nothing is inf or NaN.
+
+    Like every function of this core that takes ``xp`` (``jax.numpy``, or ``numpy``
+    for the host fit, :func:`jaxww.powerlaw.fit_host`), it also takes leading batch axes
+    (``x`` of shape ``(..., n)``, ``thresh`` a scalar or of the leading shape).
     """
     n = x.shape[-1]
-    keep = jnp.isfinite(x) & (x > thresh)
-    k = keep.sum()
-    xs = jnp.sort(jnp.where(keep, x, jnp.inf))
-    top = jnp.where(k > 0, xs[jnp.maximum(k - 1, 0)], 1.0)
-    kept = jnp.arange(n) < k
-    xs = jnp.where(kept, xs, top)
-    return xs, jnp.where(kept, jnp.log(xs), 0.0), k
+    keep = xp.isfinite(x) & (x > _col(xp, thresh))
+    k = keep.sum(-1)
+    xs = xp.sort(xp.where(keep, x, xp.inf), axis=-1)
+    top = xp.where(k > 0, _at(xp, xs, xp.maximum(k - 1, 0)), 1.0)
+    kept = xp.arange(n) < k[..., None]
+    xs = xp.where(kept, xs, top[..., None])
+    return xs, xp.where(kept, xp.log(xs), 0.0), k
 
 
-def mle_alpha(logx, k, i, small, alpha_max=np.inf):
+def mle_alpha(logx, k, i, small, alpha_max=np.inf, xp=jnp):
     """MLE exponent of the tail ``[i, k)`` of ascending logs, and whether it is usable.
 
     ``alpha = 1 + (n_i - small) / sum_j (ln x_j - ln x_i)``; usable when the tail has
     at least two values, a positive log-spread and ``1 < alpha < alpha_max``.
     Differentiable with respect to ``logx`` (the index held fixed).
     """
-    n = logx.shape[0]
-    pos = jnp.arange(n)
-    tail = (pos >= i) & (pos < k)
-    s = jnp.where(tail, logx - logx[jnp.clip(i, 0, n - 1)], 0.0).sum()
-    n_i = (k - i).astype(logx.dtype)
+    n = logx.shape[-1]
+    pos = xp.arange(n)
+    tail = (pos >= _col(xp, i)) & (pos < _col(xp, k))
+    s = xp.where(tail, logx - _at(xp, logx, xp.clip(i, 0, n - 1))[..., None], 0.0).sum(-1)
+    n_i = xp.asarray(k - i).astype(logx.dtype)
     ok = (s > 0) & (n_i >= 2)
-    alpha = 1.0 + (n_i - jnp.asarray(small).astype(logx.dtype)) / jnp.where(ok, s, 1.0)
+    alpha = 1.0 + (n_i - xp.asarray(small).astype(logx.dtype)) / xp.where(ok, s, 1.0)
     return alpha, ok & (alpha > 1.0) & (alpha < alpha_max)
 
 
-def _candidate_chunk(logx, k, starts, small, alpha_max):
+def _candidate_chunk(logx, k, starts, small, alpha_max, xp=jnp):
     """``alpha_i``, ``D_i`` and usability of the candidate indices ``starts`` (a chunk).
 
+    ``logx`` ``(..., n)``, ``k`` and ``small`` of its leading shape, ``starts``
+    ``(c,)``; the results are ``(..., c)``. Every formula of the scan is here, once.
     Differentiable: a degenerate tail (``sum ln(x_j / x_i) == 0``, alpha infinite) is
     marked unusable and computed with a safe denominator, so no inf or NaN appears.
     """
-    n = logx.shape[0]
+    n = logx.shape[-1]
     dt = logx.dtype
-    j = jnp.arange(n)
-    tail = (j[None, :] >= starts[:, None]) & (j[None, :] < k)
-    d = jnp.where(tail, logx[None, :] - logx[jnp.minimum(starts, n - 1)][:, None], 0.0)
-    s = d.sum(axis=1)
-    n_i = jnp.maximum(k - starts, 1).astype(dt)
-    positive = s > jnp.where(small, 1e-12, 0.0)
-    alpha = 1.0 + (n_i - small.astype(dt)) / jnp.where(positive, s, 1.0)
+    j = xp.arange(n)
+    k, small = xp.asarray(k)[..., None], xp.asarray(small)[..., None]
+    tail = (j >= starts[:, None]) & (j < k[..., None])
+    d = xp.where(tail, logx[..., None, :] - logx[..., xp.minimum(starts, n - 1)][..., None], 0.0)
+    s = d.sum(axis=-1)
+    n_i = xp.maximum(k - starts, 1).astype(dt)
+    positive = s > xp.where(small, xp.asarray(1e-12, dt), xp.asarray(0.0, dt))
+    alpha = 1.0 + (n_i - small.astype(dt)) / xp.where(positive, s, 1.0)
     usable = positive & (alpha > 1.0) & (alpha < alpha_max)
-    a = jnp.where(usable, alpha, 2.0)
-    cdf_fit = 1.0 - jnp.exp((1.0 - a)[:, None] * d)
-    cdf_emp = (j[None, :] - starts[:, None]).astype(dt) / n_i[:, None]
-    D = jnp.max(jnp.where(tail, jnp.abs(cdf_fit - cdf_emp), 0.0), axis=1)
+    a = xp.where(usable, alpha, 2.0)
+    cdf_fit = 1.0 - xp.exp((1.0 - a)[..., None] * d)
+    cdf_emp = (j - starts[:, None]).astype(dt) / n_i[..., None]
+    D = xp.max(xp.where(tail, xp.abs(cdf_fit - cdf_emp), 0.0), axis=-1)
     return alpha, D, usable
+
+
+def _valid(usable, k, xp=jnp):
+    """``(usable, valid)`` of :func:`candidates` from the chunks' usability ``(..., n)``."""
+    j = xp.arange(usable.shape[-1])
+    k = xp.asarray(k)[..., None]
+    usable = usable & (j < k - 1)
+    return usable, usable & xp.where(k < SMALL_N, k - j >= SMALL_N_MIN_TAIL, True)
 
 
 def candidates(logx, k, chunk, alpha_max=np.inf):
@@ -125,7 +157,8 @@ def candidates(logx, k, chunk, alpha_max=np.inf):
       ``(alpha, D, usable, valid)``, each ``(n,)``: ``usable`` candidates have a
       finite exponent > 1 and a tail of at least two values; ``valid`` ones may win
       the scan (small samples: tails of at least ``SMALL_N_MIN_TAIL`` values).
-      Differentiable with respect to ``logx``.
+      Differentiable with respect to ``logx``. :func:`candidates_host` is the same
+      scan in NumPy.
     """
     n = logx.shape[0]
     small = k < SMALL_N
@@ -133,27 +166,53 @@ def candidates(logx, k, chunk, alpha_max=np.inf):
     starts = jnp.arange(num_chunks * chunk).reshape(num_chunks, chunk)
     alpha, D, usable = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small, alpha_max), starts)
     alpha, D, usable = alpha.reshape(-1)[:n], D.reshape(-1)[:n], usable.reshape(-1)[:n]
-    j = jnp.arange(n)
-    usable &= j < k - 1
-    valid = usable & jnp.where(small, k - j >= SMALL_N_MIN_TAIL, True)
-    return alpha, D, usable, valid
+    return (alpha, D) + _valid(usable, k)
 
 
-def best_candidate(D, usable, valid):
+#: Elements of the (rows x candidates x eigenvalues) work arrays of the host scan.
+_HOST_CHUNK_ELEMENTS = 1 << 16
+
+
+def candidates_host(logx, k, alpha_max=np.inf, chunk_elements=_HOST_CHUNK_ELEMENTS):
+    """:func:`candidates` in NumPy for a ``(B, n)`` batch (``k``: ``(B,)``), same formulas.
+
+    Candidates are scored in chunks of about ``chunk_elements`` work values; a chunk
+    starting at candidate ``s`` reads only the values ``[s, max(k))``, the only ones
+    its tails can hold (the scan is translation-invariant in the index), so the work is
+    the triangle of the ``n x n`` scan. Candidates at or past ``max(k) - 1`` are
+    unusable (alpha and D NaN), as in :func:`candidates`.
+    """
+    B, n = logx.shape
+    k = np.asarray(k)
+    small = k < SMALL_N
+    alpha = np.full((B, n), np.nan, logx.dtype)
+    D = np.full((B, n), np.nan, logx.dtype)
+    usable = np.zeros((B, n), bool)
+    end = int(k.max(initial=0))
+    s = 0
+    while s < end - 1:
+        c = min(end - 1 - s, max(1, chunk_elements // (B * (end - s))))
+        a_c, d_c, u_c = _candidate_chunk(logx[:, s:end], k - s, np.arange(c), small, alpha_max, np)
+        alpha[:, s:s + c], D[:, s:s + c], usable[:, s:s + c] = a_c, d_c, u_c
+        s += c
+    return (alpha, D) + _valid(usable, k, np)
+
+
+def best_candidate(D, usable, valid, xp=jnp):
     """Index of the winning candidate: smallest ``D`` among the valid (first on a tie).
 
     With no valid candidate, the reference's small-sample fallback: the whole spectrum
     (index 0) if usable, else -1 (no fit).
     """
-    D_valid = jnp.where(valid, D, jnp.inf)
-    best = jnp.argmin(D_valid)
-    return jnp.where(jnp.isfinite(D_valid[best]), best, jnp.where(usable[0], 0, -1))
+    D_valid = xp.where(valid, D, xp.inf)
+    best = xp.argmin(D_valid, axis=-1)
+    return xp.where(xp.isfinite(_at(xp, D_valid, best)), best, xp.where(usable[..., 0], 0, -1))
 
 
-def status_code(finite, k, ok):
+def status_code(finite, k, ok, xp=jnp):
     """The status code from the checks, worst first: non-finite, too few, no valid tail."""
-    return jnp.where(~finite, FIT_NONFINITE,
-                     jnp.where(k < 2, FIT_TOO_FEW, jnp.where(ok, FIT_OK, FIT_DEGENERATE)))
+    return xp.where(~finite, FIT_NONFINITE,
+                    xp.where(k < 2, FIT_TOO_FEW, xp.where(ok, FIT_OK, FIT_DEGENERATE)))
 
 
 # ------------------------------------------------- the training-time estimators

@@ -17,10 +17,12 @@ With ``lambda`` all eigenvalues of a layer (zero eigenvalues included):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 #: Added to ``p`` and to the rank in the entropy, as the reference does.
 ENTROPY_EPS = 1e-10
@@ -61,27 +63,46 @@ def spectral_metrics(evals, num_evals, N, alpha) -> SpectralMetrics:
       >>> float(m.stable_rank), int(m.matrix_rank)
       (1.25, 2)
     """
-    evals = jnp.asarray(evals)
+    return _metrics(jnp, evals, num_evals, N, alpha)
+
+
+def host_metrics(evals, num_evals, N, alpha) -> SpectralMetrics:
+    """:func:`spectral_metrics` in NumPy on the host (nothing compiled; same formulas)."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # log10(0) of an all-zero spectrum: -inf
+        return _metrics(np, np.asarray(evals), num_evals, N, alpha)
+
+
+def _logsumexp_np(a, axis):
+    """``jax.nn.logsumexp`` in NumPy (an all ``-inf`` row gives ``-inf``)."""
+    top = np.max(a, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0)
+    return np.log(np.sum(np.exp(a - top), axis=axis)) + np.squeeze(top, axis)
+
+
+def _metrics(xp, evals, num_evals, N, alpha) -> SpectralMetrics:
+    """The formulas of :func:`spectral_metrics`, once, for ``xp`` = ``jax.numpy`` or ``numpy``."""
+    evals = xp.asarray(evals)
     dt = evals.dtype
-    real = jnp.arange(evals.shape[-1]) < jnp.asarray(num_evals)[..., None]
-    lam = jnp.where(real, jnp.maximum(evals, 0), 0)
-    alpha = jnp.asarray(alpha, dt)
+    real = xp.arange(evals.shape[-1]) < xp.asarray(num_evals)[..., None]
+    lam = xp.where(real, xp.maximum(evals, 0), 0)
+    alpha = xp.asarray(alpha, dt)
     norm = lam.sum(-1)
     top = lam.max(-1)
-    log_top = jnp.log10(top)
+    log_top = xp.log10(top)
     # log10(sum(lambda**alpha)) in log space: lambda**alpha overflows float32 for
     # alpha * log10(max lambda) > 38.
-    log_power = jnp.where(lam > 0, alpha[..., None] * jnp.log(jnp.where(lam > 0, lam, 1)), -jnp.inf)
-    rank = (lam > (top * jnp.asarray(N, dt) * jnp.finfo(dt).eps)[..., None]).sum(-1)
-    p = jnp.where(real, lam / norm[..., None] + ENTROPY_EPS, 1.0)
-    entropy = -(p * jnp.log(p)).sum(-1) / jnp.log(rank + ENTROPY_EPS)
+    log_power = xp.where(lam > 0, alpha[..., None] * xp.log(xp.where(lam > 0, lam, 1)), -xp.inf)
+    rank = (lam > (top * xp.asarray(N, dt) * xp.finfo(dt).eps)[..., None]).sum(-1)
+    p = xp.where(real, lam / norm[..., None] + ENTROPY_EPS, 1.0)
+    entropy = -(p * xp.log(p)).sum(-1) / xp.log(rank + ENTROPY_EPS)
+    logsumexp, ln10 = (jax.nn.logsumexp, jnp.log(10.0)) if xp is jnp else (_logsumexp_np, math.log(10.0))
     return SpectralMetrics(
         norm=norm,
-        log_norm=jnp.log10(norm),
+        log_norm=xp.log10(norm),
         spectral_norm=top,
         log_spectral_norm=log_top,
         alpha_weighted=alpha * log_top,
-        log_alpha_norm=jax.nn.logsumexp(log_power, axis=-1) / jnp.log(10.0),
+        log_alpha_norm=logsumexp(log_power, axis=-1) / ln10,
         stable_rank=norm / top,
         matrix_rank=rank,
         entropy=entropy,

@@ -32,8 +32,9 @@ import numpy as np
 
 from jaxww._tail import (  # noqa: F401  (the tail core; its names are part of this module's API)
     EVALS_THRESH, FIT_DEGENERATE, FIT_NONFINITE, FIT_OK, FIT_REASONS, FIT_TOO_FEW, SMALL_N,
-    SMALL_N_MIN_TAIL, best_candidate, candidates, mle_alpha, prepare,
+    SMALL_N_MIN_TAIL, best_candidate, candidates, candidates_host, mle_alpha, prepare,
 )
+from jaxww._tail import _at, _col
 
 #: Elements of the (layers x candidates x eigenvalues) work array evaluated at once.
 _CHUNK_ELEMENTS = 1 << 24
@@ -71,32 +72,55 @@ def _scan(xs, logx, k, xmin_max, chunk):
     """
     xs, logx = jax.lax.stop_gradient((xs, logx))
     _, D, usable, valid = candidates(logx, k, chunk)
-    below = xs <= xmin_max
-    best = best_candidate(D, usable & below, valid & below)
-    return best, D[jnp.maximum(best, 0)]
+    return _best(xs, D, usable, valid, xmin_max)
+
+
+def _best(xs, D, usable, valid, xmin_max, xp=jnp):
+    """The winning index of the scan's ``D`` under the bound ``xmin_max``, and its D."""
+    below = xs <= (xmin_max if xp is jnp else np.asarray(xmin_max)[..., None])
+    best = best_candidate(D, usable & below, valid & below, xp)
+    return best, _at(xp, D, xp.maximum(best, 0))
 
 
 def _fit_one(x, xmin_max, thresh, chunk):
     """Fit one spectrum (any order, zero-padded); see :func:`fit_power_law`."""
     xs, logx, k = prepare(x, thresh)
-    best, D = _scan(xs, logx, k, xmin_max, chunk)
-    i = jnp.maximum(best, 0)
-    alpha, _ = mle_alpha(logx, k, i, k < SMALL_N)
-    xmin = xs[i]
-    status = jnp.where(k < 2, FIT_TOO_FEW, jnp.where(best >= 0, FIT_OK, FIT_DEGENERATE))
-    nan = jnp.nan
+    return _result(x, xs, logx, k, *_scan(xs, logx, k, xmin_max, chunk), thresh)
+
+
+def _result(x, xs, logx, k, best, D, thresh, xp=jnp) -> PowerLawFit:
+    """The fit's fields from the scan's winner ``best`` (and its ``D``)."""
+    i = xp.maximum(best, 0)
+    alpha, _ = mle_alpha(logx, k, i, k < SMALL_N, xp=xp)
+    xmin = _at(xp, xs, i)
+    status = xp.where(k < 2, FIT_TOO_FEW, xp.where(best >= 0, FIT_OK, FIT_DEGENERATE))
+    nan = xp.nan
     failed = status != FIT_OK
     n_tail = (k - i).astype(x.dtype)
     return PowerLawFit(
-        alpha=jnp.where(failed, nan, alpha),
-        xmin=jnp.where(failed, nan, xmin),
-        xmax=jnp.where(k > 0, xs[-1], nan),
-        D=jnp.where(failed, nan, D),
-        sigma=jnp.where(failed, nan, (alpha - 1.0) / jnp.sqrt(n_tail)),
-        num_pl_spikes=jnp.where(failed, 0, (jnp.isfinite(x) & (x > thresh) & (x >= xmin)).sum()),
+        alpha=xp.where(failed, nan, alpha),
+        xmin=xp.where(failed, nan, xmin),
+        xmax=xp.where(k > 0, xs[..., -1], nan),
+        D=xp.where(failed, nan, D),
+        sigma=xp.where(failed, nan, (alpha - 1.0) / xp.sqrt(n_tail)),
+        num_pl_spikes=xp.where(failed, 0, (xp.isfinite(x) & (x > _col(xp, thresh))
+                                           & (x >= xmin[..., None])).sum(-1)),
         num_fit=k,
         status=status,
     )
+
+
+def fit_host(evals: np.ndarray, xmin_max=np.inf, thresh=EVALS_THRESH) -> PowerLawFit:
+    """:func:`fit_batch` in NumPy on the host, nothing compiled (same formulas, same results
+    to rounding): a ``(B, n)`` batch of spectra, any order, zero-padded; ``xmin_max`` a
+    scalar or ``(B,)``. Fields are NumPy arrays of shape ``(B,)``.
+    """
+    evals = np.asarray(evals)
+    with np.errstate(divide="ignore", invalid="ignore"):  # failed rows: masked by NaN
+        xs, logx, k = prepare(evals, thresh, np)
+        _, D, usable, valid = candidates_host(logx, k)
+        best, D = _best(xs, D, usable, valid, np.asarray(xmin_max, evals.dtype), np)
+        return _result(evals, xs, logx, k, best, D, thresh, np)
 
 
 def fit_batch(evals, xmin_max, thresh=EVALS_THRESH) -> PowerLawFit:

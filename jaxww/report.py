@@ -408,6 +408,8 @@ def _analyze_part(kerns, evals, leaves, device, precision, bound, opts, key, ids
     used = list(dict.fromkeys(k.leaf for k in kerns))
     specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
+    if device.platform == "cpu" and opts == _options.Options():   # the default analysis on the host:
+        return _host_fit(evals, kerns, bound)                        # NumPy, nothing compiled
     spectra = _pooled(jax.device_put(evals, device), specs, groups)
     rand = [None] * len(groups) if not opts.randomize else _options.random_spectra(
         key, _put(leaves, used, device), kerns, specs, groups, precision)
@@ -418,6 +420,23 @@ def _analyze_part(kerns, evals, leaves, device, precision, bound, opts, key, ids
         fit, extra = _options.compute(opts, E, R, bound, key, [ids[i] for i in members],
                                       [kerns[i] for i in members])
         out.append((members, fit, _metrics.spectral_metrics(E, counts, Ns, fit.alpha), E, extra, R))
+    return out
+
+
+def _host_fit(evals, kerns, bound):
+    """The default fit and metrics of host spectra in NumPy, nothing compiled (on the CPU the
+    first call then costs what the second does; XLA would compile one fit and one metrics
+    program per padded length). ``evals``: the descending ``(rf, m)`` spectrum of each
+    kernel; layers of the same pooled length are fitted as one batch, unpadded.
+    Returns what :func:`_analyze_part` does: ``[(members, fit, metrics, E, {}, None)]``.
+    """
+    out = []
+    for n, members in group_indices([k.num_evals for k in kerns]).items():
+        E = np.stack([np.asarray(evals[i]).reshape(-1) * kerns[i].esd_scale for i in members])
+        fit = _powerlaw.fit_host(E, bound)
+        Ns = np.asarray([kerns[i].N for i in members], E.dtype)
+        out.append((members, fit, _metrics.host_metrics(E, np.full(len(members), n), Ns, fit.alpha),
+                    E, {}, None))
     return out
 
 

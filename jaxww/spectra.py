@@ -116,7 +116,7 @@ def _eigvals_tridiagonal(X):
     return jax.vmap(lambda a, b: jax.scipy.linalg.eigh_tridiagonal(a, b, eigvals_only=True))(d, e)
 
 
-def numerical_floor(lam, n_rows):
+def numerical_floor(lam, n_rows, xp=jnp):
     """Set eigenvalues at or below the solver's floor to 0 (along the last axis).
 
     .. math:: \\lambda_i \\leftarrow 0 \\quad \\text{if} \\quad
@@ -125,10 +125,11 @@ def numerical_floor(lam, n_rows):
     with ``N`` the larger dimension of the matrix (``n_rows``, broadcastable against
     ``lam[..., :1]``) and ``eps`` the machine epsilon of ``lam``'s dtype: values below
     it are rounding noise of the Gram matrix. NaN stays NaN; the maximum carries no
-    gradient.
+    gradient. ``xp``: ``jax.numpy``, or ``numpy`` for host arrays.
     """
-    top = jax.lax.stop_gradient(jnp.max(lam, axis=-1, keepdims=True))
-    return jnp.where(jnp.isnan(lam) | (lam > top * n_rows * jnp.finfo(lam.dtype).eps), lam, 0)
+    top = xp.max(lam, axis=-1, keepdims=True)
+    top = jax.lax.stop_gradient(top) if xp is jnp else top
+    return xp.where(xp.isnan(lam) | (lam > top * n_rows * xp.finfo(lam.dtype).eps), lam, 0)
 
 
 def eigenvalues(W, *, precision: str = "float32") -> jax.Array:
@@ -204,11 +205,11 @@ def host_spectra(stacks: Sequence[np.ndarray], *, precision: str = "float32") ->
 
     For the CPU outside ``jit``: LAPACK reads the arrays where they are (no copy onto
     a device; a CPU ``jax.Array`` is read through ``np.asarray``). Same results as
-    :func:`batched_spectra` on the CPU.
+    :func:`batched_spectra` on the CPU, as NumPy arrays: nothing is compiled.
     """
     dtype = _dtype(precision)
     asc = _host_eigh.eigvals([np.asarray(st, dtype) for st in stacks])
-    return _descending(asc, tuple(max(st.shape[1:]) for st in stacks))
+    return [numerical_floor(ev[:, ::-1], max(st.shape[1:]), np) for ev, st in zip(asc, stacks)]
 
 
 @jax.jit

@@ -161,7 +161,8 @@ def test_analyze_bootstrap_columns(h):
     for name in ("a/kernel", "b/kernel"):
         assert 0.0 <= rows[name]["pl_p_value"] <= 1.0
         assert rows[name]["alpha_ci_low"] < rows[name]["alpha_ci_high"]
-        assert rows[name]["alpha"] == {r["name"]: r for r in plain.rows}[name]["alpha"]
+        # the plain analysis fits on the host in NumPy, the bootstrap one in XLA: float32 rounding
+        assert rows[name]["alpha"] == pytest.approx({r["name"]: r for r in plain.rows}[name]["alpha"], rel=1e-6)
     assert rows["z/kernel"]["status"] == "failed" and np.isnan(rows["z/kernel"]["pl_p_value"])
     # Seeded: the same key, the same numbers (NaN compares equal here).
     np.testing.assert_array_equal(r1.details["pl_p_value"].to_numpy(), r2.details["pl_p_value"].to_numpy())

@@ -87,7 +87,9 @@ def test_analyze_mp_columns_only_when_asked(h):
         assert r["mp_softrank"] == pytest.approx(r["bulk_max"] / r["spectral_norm"], rel=1e-5)
         assert r["reason"] == ""
     for a, b in zip(plain.rows, rep.rows):   # the default columns are untouched by the option
-        assert a == {c: b[c] for c in jaxww.COLUMNS}
+        # (to float32 rounding: the plain analysis fits on the host in NumPy, this one in XLA)
+        for c in jaxww.COLUMNS:
+            assert a[c] == (pytest.approx(b[c], rel=1e-5) if isinstance(a[c], float) else b[c]), c
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxww
+from jaxww import _tail
 from jaxww import powerlaw as pl
 
 PAD = 48  # every hypothesis spectrum is zero-padded to this length: one compilation
@@ -206,6 +207,56 @@ def test_xmin_max_matches_reference(values, q):
         assert_matches_reference(fit, values, xmin_max)
         if int(fit.status) == pl.FIT_OK:
             assert float(fit.xmin) <= xmin_max
+
+
+# --- the host fit (NumPy, what analyze runs on the CPU): the same scan ------------------
+
+_fit_rows = jax.jit(pl.fit_rows)
+
+
+def assert_same_fit(host, ref, rtol):
+    for field in pl.PowerLawFit._fields:
+        np.testing.assert_allclose(np.asarray(getattr(host, field), float),
+                                   np.asarray(getattr(ref, field), float), rtol=rtol, err_msg=field)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(values=spectra, q=st.floats(0.0, 1.0))
+def test_host_fit_equals_the_jax_fit(values, q):
+    """``fit_host`` (NumPy, batched, triangular chunks) gives the numbers of ``fit_batch``,
+    free and with a bound, in float64 (the bound per row)."""
+    padded = np.zeros((2, PAD))
+    padded[:, : len(values)] = values
+    bound = np.array([math.inf, float(np.quantile(values, q))])
+    with jax.enable_x64(True):
+        ref = _fit_rows(jnp.asarray(padded), jnp.asarray(bound), jnp.full(2, pl.EVALS_THRESH))
+        assert_same_fit(pl.fit_host(padded, bound), ref, 1e-12)
+
+
+@pytest.mark.parametrize("n", [3, 12, 19, 20, 21, 300])
+def test_host_fit_equals_the_jax_fit_float32(n):
+    rng = np.random.default_rng(n)
+    x = np.concatenate([pareto(2.5, n, seed=n), np.zeros(310 - n)]).astype(np.float32)  # one shape
+    batch = np.stack([x, rng.permutation(x), np.full_like(x, 3.0), np.where(x > 2, x, 0)])
+    assert_same_fit(pl.fit_host(batch), jaxww.fit_power_law(batch), 1e-5)
+
+
+@pytest.mark.parametrize("values, status", [
+    (np.zeros(10), pl.FIT_TOO_FEW), (np.full(30, 3.0), pl.FIT_DEGENERATE),
+    (np.full(12, 3.0), pl.FIT_DEGENERATE), (np.full(30, np.nan), pl.FIT_TOO_FEW),
+])
+def test_host_fit_failures(values, status):
+    fit = pl.fit_host(values[None].astype(np.float32))
+    assert int(fit.status[0]) == status and np.isnan(fit.alpha[0]) and fit.num_pl_spikes[0] == 0
+
+
+def test_host_scan_chunks_do_not_change_the_result():
+    x = np.stack([pareto(2.0, 90, seed=1), np.concatenate([pareto(3.0, 40, seed=2), np.zeros(50)])])
+    _, logx, k = pl.prepare(x, pl.EVALS_THRESH, np)
+    whole = _tail.candidates_host(logx, k, chunk_elements=1 << 30)
+    for c in (1, 7, 500):
+        for a, b in zip(_tail.candidates_host(logx, k, chunk_elements=c), whole):
+            np.testing.assert_allclose(a, b, rtol=1e-13)   # sums over other column ranges
 
 
 @pytest.mark.slow
