@@ -61,12 +61,12 @@ _CHUNK_ELEMENTS = 1 << 22
 Tail = Union[str, int, float]
 
 
-def _at(xp, a, i):
+def take_at(xp, a, i):
     """``a[..., i]`` with one index per leading row (``i`` has ``a``'s leading shape)."""
     return xp.take_along_axis(a, xp.asarray(i)[..., None], axis=-1)[..., 0]
 
 
-def _col(xp, a):
+def as_column(xp, a):
     """``a`` as a column against the last axis: ``a[..., None]`` (a Python scalar as is)."""
     return a if isinstance(a, (int, float)) else xp.asarray(a)[..., None]
 
@@ -83,10 +83,10 @@ def prepare(x, thresh, xp=jnp):
     (``x`` of shape ``(..., n)``, ``thresh`` a scalar or of the leading shape).
     """
     n = x.shape[-1]
-    keep = xp.isfinite(x) & (x > _col(xp, thresh))
+    keep = xp.isfinite(x) & (x > as_column(xp, thresh))
     k = keep.sum(-1)
     xs = xp.sort(xp.where(keep, x, xp.inf), axis=-1)
-    top = xp.where(k > 0, _at(xp, xs, xp.maximum(k - 1, 0)), 1.0)
+    top = xp.where(k > 0, take_at(xp, xs, xp.maximum(k - 1, 0)), 1.0)
     kept = xp.arange(n) < k[..., None]
     xs = xp.where(kept, xs, top[..., None])
     return xs, xp.where(kept, xp.log(xs), 0.0), k
@@ -101,8 +101,8 @@ def mle_alpha(logx, k, i, small, alpha_max=np.inf, xp=jnp):
     """
     n = logx.shape[-1]
     pos = xp.arange(n)
-    tail = (pos >= _col(xp, i)) & (pos < _col(xp, k))
-    s = xp.where(tail, logx - _at(xp, logx, xp.clip(i, 0, n - 1))[..., None], 0.0).sum(-1)
+    tail = (pos >= as_column(xp, i)) & (pos < as_column(xp, k))
+    s = xp.where(tail, logx - take_at(xp, logx, xp.clip(i, 0, n - 1))[..., None], 0.0).sum(-1)
     n_i = xp.asarray(k - i).astype(logx.dtype)
     ok = (s > 0) & (n_i >= 2)
     alpha = 1.0 + (n_i - xp.asarray(small).astype(logx.dtype)) / xp.where(ok, s, 1.0)
@@ -206,7 +206,7 @@ def best_candidate(D, usable, valid, xp=jnp):
     """
     D_valid = xp.where(valid, D, xp.inf)
     best = xp.argmin(D_valid, axis=-1)
-    return xp.where(xp.isfinite(_at(xp, D_valid, best)), best, xp.where(usable[..., 0], 0, -1))
+    return xp.where(xp.isfinite(take_at(xp, D_valid, best)), best, xp.where(usable[..., 0], 0, -1))
 
 
 def status_code(finite, k, ok, xp=jnp):

@@ -34,14 +34,14 @@ from jaxww._tail import (  # noqa: F401  (the tail core; its names are part of t
     EVALS_THRESH, FIT_DEGENERATE, FIT_NONFINITE, FIT_OK, FIT_REASONS, FIT_TOO_FEW, SMALL_N,
     SMALL_N_MIN_TAIL, best_candidate, candidates, candidates_host, mle_alpha, prepare,
 )
-from jaxww._tail import _at, _col
+from jaxww._tail import as_column, take_at
 
 #: Elements of the (layers x candidates x eigenvalues) work array evaluated at once.
 _CHUNK_ELEMENTS = 1 << 24
 
 
 class PowerLawFit(NamedTuple):
-    """Result of :func:`fit_power_law`; every field has the batch shape of the input.
+    """Result of :func:`jaxww.fit_power_law`; every field has the batch shape of the input.
 
     Attributes:
       alpha: tail exponent of the best candidate (NaN when the fit failed).
@@ -79,11 +79,11 @@ def _best(xs, D, usable, valid, xmin_max, xp=jnp):
     """The winning index of the scan's ``D`` under the bound ``xmin_max``, and its D."""
     below = xs <= (xmin_max if xp is jnp else np.asarray(xmin_max)[..., None])
     best = best_candidate(D, usable & below, valid & below, xp)
-    return best, _at(xp, D, xp.maximum(best, 0))
+    return best, take_at(xp, D, xp.maximum(best, 0))
 
 
 def _fit_one(x, xmin_max, thresh, chunk):
-    """Fit one spectrum (any order, zero-padded); see :func:`fit_power_law`."""
+    """Fit one spectrum (any order, zero-padded); see :func:`jaxww.fit_power_law`."""
     xs, logx, k = prepare(x, thresh)
     return _result(x, xs, logx, k, *_scan(xs, logx, k, xmin_max, chunk), thresh)
 
@@ -92,7 +92,7 @@ def _result(x, xs, logx, k, best, D, thresh, xp=jnp) -> PowerLawFit:
     """The fit's fields from the scan's winner ``best`` (and its ``D``)."""
     i = xp.maximum(best, 0)
     alpha, _ = mle_alpha(logx, k, i, k < SMALL_N, xp=xp)
-    xmin = _at(xp, xs, i)
+    xmin = take_at(xp, xs, i)
     status = xp.where(k < 2, FIT_TOO_FEW, xp.where(best >= 0, FIT_OK, FIT_DEGENERATE))
     nan = xp.nan
     failed = status != FIT_OK
@@ -103,7 +103,7 @@ def _result(x, xs, logx, k, best, D, thresh, xp=jnp) -> PowerLawFit:
         xmax=xp.where(k > 0, xs[..., -1], nan),
         D=xp.where(failed, nan, D),
         sigma=xp.where(failed, nan, (alpha - 1.0) / xp.sqrt(n_tail)),
-        num_pl_spikes=xp.where(failed, 0, (xp.isfinite(x) & (x > _col(xp, thresh))
+        num_pl_spikes=xp.where(failed, 0, (xp.isfinite(x) & (x > as_column(xp, thresh))
                                            & (x >= xmin[..., None])).sum(-1)),
         num_fit=k,
         status=status,
@@ -124,7 +124,7 @@ def fit_host(evals: np.ndarray, xmin_max=np.inf, thresh=EVALS_THRESH) -> PowerLa
 
 
 def fit_batch(evals, xmin_max, thresh=EVALS_THRESH) -> PowerLawFit:
-    """Traceable core of :func:`fit_power_law` for a ``(B, n)`` batch of spectra.
+    """Traceable core of :func:`jaxww.fit_power_law` for a ``(B, n)`` batch of spectra.
 
     Candidates are scanned in chunks so that the ``B x chunk x n`` work array holds
     at most ``_CHUNK_ELEMENTS`` values (15000 eigenvalues fit in memory).
@@ -189,49 +189,7 @@ def map_tails(batch_fn, evals, xmin, thresh):
 
 
 @functools.partial(jax.jit, static_argnames=("thresh",))
-def _fit_batch(evals, xmin_max, thresh):
+def fit_jitted(evals, xmin_max, thresh):
+    """:func:`fit_batch` of spectra with any leading batch shape, jitted (``jaxww.fit_power_law``)."""
     out = fit_batch(evals.reshape(-1, evals.shape[-1]), xmin_max, thresh)
     return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
-
-
-def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int = 0, key=None):
-    """Fit a power law ``p(x) ~ x**-alpha`` to the tail of each spectrum in ``evals``.
-
-    The exact Clauset-Shalizi-Newman scan: every kept eigenvalue but the largest is a
-    candidate ``xmin``; each gets its maximum-likelihood exponent and KS distance; the
-    candidate with the smallest distance wins (the first on a tie). Values ``<= thresh``
-    and non-finite values are left out, so zero padding is harmless.
-
-    Args:
-      evals: eigenvalues, shape ``(..., n)``, any order. Leading axes are a batch of
-        independent spectra fitted in one vectorised call.
-      xmin_max: only candidates ``xmin <= xmin_max`` are considered (None: all).
-      thresh: eigenvalues at or below this are dropped before the fit.
-      bootstrap: number of replicas of the Clauset-Shalizi-Newman goodness-of-fit
-        test (0: none); see :func:`jaxww.bootstrap_power_law`.
-      key: ``jax.random`` key of the replicas (required with ``bootstrap``).
-
-    Returns:
-      A :class:`PowerLawFit` whose fields have shape ``evals.shape[:-1]``. A failed
-      fit has ``status != FIT_OK`` and NaN in the float fields. With ``bootstrap``, a
-      :class:`jaxww.PowerLawTest`: this fit (``.fit``; its fields also read directly,
-      ``.alpha``) with ``p_value``, ``alpha_ci_low`` and ``alpha_ci_high``.
-
-    Example:
-      >>> import numpy as np, jaxww
-      >>> x = (1 - np.random.default_rng(0).random(2000)) ** (-1 / 2.5)  # Pareto, alpha=3.5
-      >>> round(float(jaxww.fit_power_law(x).alpha), 1)
-      3.5
-
-    References:
-      A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in
-      empirical data", SIAM Review 51 (2009).
-    """
-    from jaxww import bootstrap as _bootstrap  # imports this module
-
-    if _bootstrap.check_bootstrap(bootstrap, key):
-        return _bootstrap.bootstrap_power_law(evals, bootstrap=bootstrap, key=key,
-                                              xmin_max=xmin_max, thresh=thresh)
-    evals = as_spectra(evals, "fit_power_law")
-    bound = np.inf if xmin_max is None else float(xmin_max)
-    return _fit_batch(evals, jnp.asarray(bound, evals.dtype), float(thresh))
