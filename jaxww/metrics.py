@@ -28,6 +28,10 @@ import numpy as np
 ENTROPY_EPS = 1e-10
 OVER_TRAINED = 2.0
 UNDER_TRAINED = 6.0
+#: Fewest eigenvalues whose fit carries a verdict. Measured (``python bench/verdicts.py``):
+#: below 32, 8-100% of Gaussian random matrices fit alpha < 2 ("over-trained"); from 32 on,
+#: at most 2% of them, and no Student-t(1.5) matrix fits alpha > 6 (docs/conventions.md, section 8).
+MIN_VERDICT_EVALS = 32
 
 
 class SpectralMetrics(NamedTuple):
@@ -107,6 +111,21 @@ def _metrics(xp, evals, num_evals, N, alpha) -> SpectralMetrics:
         matrix_rank=rank,
         entropy=entropy,
     )
+
+
+def verdict(alpha: float, num_evals: int) -> tuple[str, str]:
+    """``(warning, why none)``: :func:`warning` of a fit of ``num_evals`` eigenvalues, or
+    ``("", reason)`` when they are fewer than :data:`MIN_VERDICT_EVALS`.
+
+    Example:
+      >>> verdict(1.5, 10)
+      ('', 'no verdict: 10 eigenvalues, too few for one (fewer than 32)')
+      >>> verdict(1.5, 64)
+      ('over-trained', '')
+    """
+    if num_evals < MIN_VERDICT_EVALS:
+        return "", f"no verdict: {num_evals} eigenvalues, too few for one (fewer than {MIN_VERDICT_EVALS})"
+    return warning(alpha), ""
 
 
 def warning(alpha: float) -> str:

@@ -162,6 +162,14 @@ def _tail_fit(E, xmin_max, keys, fix_fingers, fit, bootstrap):
     return pl, out
 
 
+def at_bound(opts: Options, alpha: float) -> str:
+    """Why a truncated power-law fit carries no verdict (its alpha at a bound of its range,
+    0 or :data:`jaxww.tpl.ALPHA_MAX`: the optimum was not found inside), else ``""``."""
+    if opts.fit == "PL" or 0.0 < alpha < _tpl.ALPHA_MAX:
+        return ""
+    return f"no verdict: the truncated power law's alpha is at its bound ({alpha:g})"
+
+
 def row(opts: Options, values: dict, r: int, num_evals: int, fit_ok: bool, finite: bool
         ) -> tuple[dict, str]:
     """Row ``r`` of the host ``values`` of :func:`compute`: ``({column: value}, reason)``.

@@ -343,7 +343,9 @@ def _assemble(kerns, ids, results, opts, notes):
             row = _row(k, ids[i], {f: v[r] for f, v in fit._asdict().items()},
                        {f: v[r] for f, v in met._asdict().items()}, finite)
             cols, why = _options.row(opts, extra, r, k.num_evals, row["status"] == "success", finite)
-            row.update(cols, reason="; ".join(filter(None, (row["reason"], why, notes.get(i)))))
+            bound = _options.at_bound(opts, row["alpha"]) if row["warning"] else ""
+            row.update(cols, reason="; ".join(filter(None, (row["reason"], why, bound, notes.get(i)))),
+                       warning="" if bound else row["warning"])
             rows[i] = row
             evals_by_name[k.name] = np.sort(E[r][: k.num_evals])
             if R is not None:
@@ -459,6 +461,6 @@ def _row(k: _kernels.Kernel, layer_id: int, fit: dict, met: dict, finite: bool) 
     for col in _metrics.SpectralMetrics._fields:
         v = met[col]
         row[col] = (int(v) if col == "matrix_rank" else float(v)) if finite else nan
-    row["status"], row["reason"] = status, reason
-    row["warning"] = _metrics.warning(row["alpha"]) if status == "success" else ""
+    row["warning"], why = _metrics.verdict(row["alpha"], k.num_evals) if status == "success" else ("", "")
+    row["status"], row["reason"] = status, "; ".join(filter(None, (reason, why)))
     return {c: row[c] for c in COLUMNS}

@@ -51,3 +51,23 @@ def test_analyze_a_checkpoint_path(tmp_path):
     assert [r["name"] for r in jaxww.analyze(str(path)).rows] == [f"Dense_{i}/kernel" for i in range(3)]
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         jaxww.analyze(str(tmp_path / "missing.safetensors"))
+
+
+def test_no_verdict_below_the_measured_size_nor_at_a_tpl_bound():
+    """A 10-eigenvalue head keeps its alpha but gets no verdict, with the reason; a
+    truncated power law at its bound alpha = 0 neither (it gave 'over-trained' before)."""
+    from jaxww import metrics
+
+    rng = np.random.default_rng(0)
+    params = {"body": {"kernel": rng.standard_normal((256, 128)).astype(np.float32)},
+              "head": {"kernel": rng.standard_normal((64, 10)).astype(np.float32)}}
+    rows = {r["name"]: r for r in jaxww.analyze(params).rows}
+    head = rows["head/kernel"]
+    assert np.isfinite(head["alpha"]) and head["warning"] == "" and head["status"] == "success"
+    assert head["reason"] == f"no verdict: 10 eigenvalues, too few for one (fewer than {metrics.MIN_VERDICT_EVALS})"
+    assert rows["body/kernel"]["reason"] == ""
+    assert metrics.verdict(1.5, 32) == ("over-trained", "")
+    tpl = {r["name"]: r for r in jaxww.analyze(params, fit="TPL").rows}["body/kernel"]
+    # the Gaussian layer's tail is exponential: the truncated power law's alpha goes to its bound 0
+    assert tpl["alpha"] == 0.0 and tpl["warning"] == ""
+    assert tpl["reason"] == "no verdict: the truncated power law's alpha is at its bound (0)"
