@@ -16,6 +16,15 @@ All three take exact spectra every ``every`` steps, with LAPACK on the host
 (:mod:`jaxww._host_eigh`): eigenvalues only, plus for the regulariser the
 eigenvectors of the tail. ``docs/training.md`` has the measured cost.
 
+All three work under :func:`optax.inject_hyperparams`: their numeric
+hyperparameters (strengths, ``target``, the scales, ``temperature``, ``thresh``) may
+be arrays, traced ones included (checked only when concrete), so that they can be
+scheduled or changed through ``state.hyperparams``; the structural ones are static
+and go in ``static_args``: ``every`` always (optax injects every number, defaults
+included), ``tail`` when it is a number, ``mask`` and ``layouts`` when they are
+callables (optax takes any callable for a schedule). A traced ``every`` or ``tail``
+raises a ``TypeError`` that says so.
+
 References:
   Y. Zhou, T. Pang, K. Liu, C. H. Martin, M. W. Mahoney, Y. Yang, "Temperature
   balancing, layer-wise weight analysis, and neural network training" (TempBalance),
@@ -44,15 +53,52 @@ _NEEDS_PARAMS = "{}: update needs the params: call update(updates, state, params
 
 
 # ------------------------------------------------------------------- validation
+# Under optax.inject_hyperparams the numeric arguments arrive as arrays: concrete at
+# ``init``, traced inside a jitted ``update``. Numeric hyperparameters (strength,
+# target, temperature, thresh, the scales, the decay) are checked when concrete and
+# used as they are when traced; structural ones (``every``, ``tail``) are static: a
+# concrete 0-d array is read as its Python value, a tracer is refused.
+_STATIC = ("{what} is static (it shapes the computation): under optax.inject_hyperparams "
+           "pass static_args=({what!r},) (or a tuple with the other static names), got a "
+           "traced value {v}")
+
+
+def _is_array(v) -> bool:
+    return isinstance(v, (jax.Array, np.ndarray))
+
+
+def _scalar(v, what: str):
+    """``v`` (an array) if it is a real (int or float) scalar, else a ``TypeError``."""
+    if v.shape != () or not (jnp.issubdtype(v.dtype, jnp.integer) or jnp.issubdtype(v.dtype, jnp.floating)):
+        raise TypeError(f"{what} must be a real scalar, got an array of shape {v.shape} and dtype {v.dtype}")
+    return v
+
+
+def _number(v, what: str, check: Callable):
+    """A numeric hyperparameter: an array (traced or concrete) kept as it is, its value
+    checked by ``check`` when concrete; anything else ``check(v)`` (a float)."""
+    if not _is_array(v):
+        return check(v)
+    if not isinstance(_scalar(v, what), jax.core.Tracer):
+        check(v.item())
+    return v
+
+
+def _static(v, what: str):
+    """A structural argument: a concrete 0-d array read as its Python value; a tracer refused."""
+    if isinstance(v, jax.core.Tracer):
+        raise TypeError(_STATIC.format(what=what, v=v))
+    return _scalar(v, what).item() if _is_array(v) else v
+
+
 def _check_every(every) -> int:
+    every = _static(every, "every")
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
         raise ValueError(f"every must be an int >= 1, got {every!r}")
     return int(every)
 
 
-def _check_nonneg(value, what: str):
-    if callable(value):
-        return value
+def _nonneg(value, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{what} must be a number >= 0 or a schedule, got {value!r}")
     if not (np.isfinite(value) and value >= 0):
@@ -60,13 +106,35 @@ def _check_nonneg(value, what: str):
     return float(value)
 
 
+def _check_nonneg(value, what: str):
+    return value if callable(value) else _number(value, what, lambda v: _nonneg(v, what))
+
+
+def _scale(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
 def _check_scales(lo, hi):
-    for v, what in ((lo, "min_scale"), (hi, "max_scale")):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-            raise ValueError(f"{what} must be a finite number >= 0, got {v!r}")
-    if lo > hi:
-        raise ValueError(f"min_scale ({lo}) must be <= max_scale ({hi})")
-    return float(lo), float(hi)
+    lo = _number(lo, "min_scale", lambda v: _scale(v, "min_scale"))
+    hi = _number(hi, "max_scale", lambda v: _scale(v, "max_scale"))
+    if not any(isinstance(v, jax.core.Tracer) for v in (lo, hi)) and float(lo) > float(hi):
+        raise ValueError(f"min_scale ({float(lo)}) must be <= max_scale ({float(hi)})")
+    return lo, hi
+
+
+def _spec(tail, temperature) -> _tail.TailSpec:
+    """The validated tail choice: ``tail`` static, ``temperature`` numeric (may be traced)."""
+    tail = _static(tail, "tail")
+    if not _is_array(temperature) or isinstance(tail, _tail.TailSpec):
+        return _tail.tail_spec(tail, temperature)
+    temperature = _number(temperature, "temperature", lambda v: _tail.tail_spec(tail, v))
+    return _tail.tail_spec(tail)._replace(temperature=temperature)
+
+
+def _thresh(thresh):
+    return _number(thresh, "thresh", float)
 
 
 def _masked(t: optax.GradientTransformation, mask: Mask) -> optax.GradientTransformation:
@@ -206,11 +274,20 @@ def add_alpha_regularization(
     with target 2; holding brings it to 2.4). ``docs/training.md`` has the measured
     cost and accuracy.
 
+    Under :func:`optax.inject_hyperparams` the numbers can be scheduled or set through
+    ``state.hyperparams``: ``strength`` acts from the next update, ``target``,
+    ``temperature`` and ``thresh`` (which enter the held alphas and gradient) from the
+    next refresh. ``every`` is static: pass ``static_args="every"`` (add ``"tail"``
+    for a numeric tail, ``"mask"`` / ``"layouts"`` for callables); see the module
+    docstring.
+
     Args:
-      strength: ``s >= 0``, a float or a schedule ``count -> s``.
-      target: the target alpha ``alpha* > 1``.
-      every: a refresh every this many steps (``>= 1``; ``1``: always exact).
-      tail, temperature: how alpha is estimated (see :func:`jaxww.alpha`).
+      strength: ``s >= 0``, a float, a scalar array (may be traced) or a schedule
+        ``count -> s``.
+      target: the target alpha ``alpha* > 1`` (a float or a scalar array).
+      every: a refresh every this many steps (``>= 1``; ``1``: always exact); static.
+      tail, temperature: how alpha is estimated (see :func:`jaxww.alpha`); ``tail`` is
+        static, ``temperature`` numeric.
       distance: ``"squared"``, ``"absolute"``, ``"log"`` or ``"above"``
         (:func:`jaxww.regularizers.alpha_distance`).
       reduce: ``"mean"`` or ``"sum"`` over layers.
@@ -223,7 +300,9 @@ def add_alpha_regularization(
       its ``init`` raises ``ValueError`` when the params have no eligible weight matrix.
 
     Raises:
-      ValueError: ``target <= 1``, ``strength < 0``, ``every < 1`` or an unknown option.
+      ValueError: ``target <= 1``, ``strength < 0``, ``every < 1`` or an unknown option
+        (array values checked when concrete).
+      TypeError: a non-scalar array for a number, or a traced ``every`` or ``tail``.
 
     Example:
       >>> import jax, optax, jaxww
@@ -233,14 +312,22 @@ def add_alpha_regularization(
       >>> state = opt.init(params)
       >>> updates, state = jax.jit(opt.update)(jax.tree.map(jax.numpy.zeros_like, params),
       ...                                       state, params)
+
+      Under ``optax.inject_hyperparams``, with ``every`` static:
+
+      >>> reg = optax.inject_hyperparams(jaxww.add_alpha_regularization, static_args="every")
+      >>> opt = optax.chain(reg(strength=1e-3, target=3.0, every=10), optax.adam(1e-3))
+      >>> state = opt.init(params)
+      >>> state[0].hyperparams["strength"] = 0.0          # off from the next update on
+      >>> updates, state = jax.jit(opt.update)(params, state, params)
     """
-    target = _reg.check_target(target)
+    target = _number(target, "target", _reg.check_target)
     strength = _check_nonneg(strength, "strength")
     every = _check_every(every)
-    spec = _tail.tail_spec(tail, temperature)
+    spec = _spec(tail, temperature)
     _reg.check_choice(distance, _reg.DISTANCES, "distance")
     _reg.check_choice(reduce, _reg.REDUCTIONS, "reduce")
-    thresh = float(thresh)
+    thresh = _thresh(thresh)
 
     def penalty(alpha_v, ok):
         return _reg.penalty_of_alphas(alpha_v, ok, target, distance, reduce)[0]
@@ -278,7 +365,9 @@ class AlphaScaleState(NamedTuple):
     Attributes:
       count: number of updates so far.
       alpha: ``{layer: alpha}`` at the last refresh (NaN: no fit, layer left at scale 1).
-      scale: ``{layer: factor}`` applied since the last refresh.
+      scale: ``{layer: factor}`` applied at the last update: the held alpha mapped with
+        that update's ``min_scale`` and ``max_scale`` (which can change between
+        refreshes under :func:`optax.inject_hyperparams`).
     """
 
     count: jax.Array
@@ -320,9 +409,9 @@ def _alpha_driven(name, every, tail, temperature, min_scale, max_scale, layouts,
     """``(init_fn, update_fn)`` of a transform that applies per-layer factors ``s_l`` of alpha:
     ``apply(update, param, factor, count)`` on each weight leaf."""
     every = _check_every(every)
-    spec = _tail.tail_spec(tail, temperature)
+    spec = _spec(tail, temperature)
     min_scale, max_scale = _check_scales(min_scale, max_scale)
-    thresh = float(thresh)
+    thresh = _thresh(thresh)
 
     def init_fn(params):
         names = make_plan(params, None, layouts, where=f"{name}.init").names
@@ -330,17 +419,14 @@ def _alpha_driven(name, every, tail, temperature, min_scale, max_scale, layouts,
                                alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in names},
                                scale={n: jnp.asarray(1.0, jnp.float32) for n in names})
 
-    def refresh(plan):
-        a = _alpha_snapshot(plan, spec, thresh).astype(jnp.float32)
-        return a, alpha_scales(a, min_scale, max_scale).astype(jnp.float32)
-
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name))
         plan = make_plan(params, None, layouts, where=f"{name}.update")
-        kept = (jnp.stack([state.alpha[n] for n in plan.names]),
-                jnp.stack([state.scale[n] for n in plan.names]))
-        a, s = _every(every, state.count, lambda _: refresh(plan), lambda _: kept, None)
+        held = jnp.stack([state.alpha[n] for n in plan.names])
+        a = _every(every, state.count, lambda _: _alpha_snapshot(plan, spec, thresh).astype(jnp.float32),
+                   lambda _: held, None)
+        s = alpha_scales(a, min_scale, max_scale).astype(jnp.float32)   # current min/max_scale
         leaves, treedef = plan.check_updates(updates)
         for i, f in plan.per_leaf(s, 1.0).items():
             leaves[i] = apply(leaves[i], plan.leaves[i], f, state.count)
@@ -375,16 +461,33 @@ def scale_by_alpha(
     optimizer's preconditioning and the learning rate, e.g.
     ``optax.chain(optax.scale_by_adam(), jaxww.scale_by_alpha(), optax.scale(-lr))``.
 
+    Under :func:`optax.inject_hyperparams` the numbers can be scheduled or set through
+    ``state.hyperparams``: ``min_scale`` and ``max_scale`` act from the next update,
+    ``temperature`` and ``thresh`` (which enter the held alphas) from the next
+    refresh. ``every`` is static: pass ``static_args="every"`` (add ``"tail"`` for a
+    numeric tail, ``"mask"`` / ``"layouts"`` for callables); see the module docstring.
+
     Args:
-      every: refresh alphas every this many steps (``>= 1``).
-      tail, temperature: how alpha is estimated (default: the top half, as TempBalance).
-      min_scale, max_scale: the range of the factors, ``0 <= min_scale <= max_scale``.
+      every: refresh alphas every this many steps (``>= 1``); static.
+      tail, temperature: how alpha is estimated (default: the top half, as TempBalance);
+        ``tail`` is static, ``temperature`` numeric.
+      min_scale, max_scale: the range of the factors, ``0 <= min_scale <= max_scale``
+        (floats or scalar arrays, checked when concrete).
       mask: optax-style mask of the leaves to consider.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
       thresh: eigenvalues at or below this are dropped.
 
     Returns:
       An ``optax.GradientTransformation`` with an :class:`AlphaScaleState`.
+
+    Example:
+      >>> import jax, optax, jaxww
+      >>> params = {"dense": {"kernel": jax.random.normal(jax.random.key(0), (128, 64))}}
+      >>> tb = optax.inject_hyperparams(jaxww.scale_by_alpha, static_args="every")
+      >>> opt = optax.chain(optax.scale_by_adam(), tb(every=100), optax.scale(-1e-3))
+      >>> state = opt.init(params)
+      >>> state[1].hyperparams["max_scale"] = 2.0         # wider range from the next update
+      >>> updates, state = jax.jit(opt.update)(params, state, params)
 
     References:
       Y. Zhou et al., "Temperature balancing, layer-wise weight analysis, and neural
@@ -420,17 +523,36 @@ def add_alpha_decayed_weights(
     matrices are decayed (chain :func:`optax.add_decayed_weights` for other leaves);
     a non-finite weight adds no decay. Alphas are refreshed every ``every`` steps.
 
+    Under :func:`optax.inject_hyperparams` the numbers can be scheduled or set through
+    ``state.hyperparams``: ``weight_decay``, ``min_scale`` and ``max_scale`` act from
+    the next update, ``temperature`` and ``thresh`` (which enter the held alphas) from
+    the next refresh. ``every`` is static: pass ``static_args="every"`` (add
+    ``"tail"`` for a numeric tail, ``"mask"`` / ``"layouts"`` for callables); see the
+    module docstring.
+
     Args:
-      weight_decay: base decay ``lambda >= 0``, a float or a schedule.
-      every: refresh alphas every this many steps (``>= 1``).
-      tail, temperature: how alpha is estimated (default: the top half).
-      min_scale, max_scale: range of the per-layer factor.
+      weight_decay: base decay ``lambda >= 0``, a float, a scalar array (may be traced)
+        or a schedule.
+      every: refresh alphas every this many steps (``>= 1``); static.
+      tail, temperature: how alpha is estimated (default: the top half); ``tail`` is
+        static, ``temperature`` numeric.
+      min_scale, max_scale: range of the per-layer factor (floats or scalar arrays).
       mask: optax-style mask of the leaves to consider.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
       thresh: eigenvalues at or below this are dropped.
 
     Returns:
       An ``optax.GradientTransformation`` with an :class:`AlphaScaleState`.
+
+    Example:
+      >>> import jax, optax, jaxww
+      >>> params = {"dense": {"kernel": jax.random.normal(jax.random.key(0), (128, 64))}}
+      >>> decay = optax.inject_hyperparams(jaxww.add_alpha_decayed_weights, static_args="every")
+      >>> opt = optax.chain(optax.scale_by_adam(),
+      ...                   decay(optax.linear_schedule(1e-2, 0.0, 1000), every=100),
+      ...                   optax.scale(-1e-3))
+      >>> state = opt.init(params)
+      >>> updates, state = jax.jit(opt.update)(params, state, params)
 
     References:
       D. He et al., "AlphaDecay: Module-wise weight decay for heavy-tailed balancing

@@ -352,3 +352,142 @@ def test_per_layer_factors_of_a_stack_scanned_on_axis_1():
                                       float(state.scale[f"decoder/layers/mlp/wi/kernel[{l}]"]))
         np.testing.assert_array_equal(np.asarray(mlp["wo"]["kernel"])[:, l, :],
                                       float(state.scale[f"decoder/layers/mlp/wo/kernel[{l}]"]))
+
+
+# ------------------------------------------------------ optax.inject_hyperparams
+LR = 1e-2
+
+
+def _reg_in_adam(t):
+    """``t`` coupled, before adam; and ``state -> (adam alone, its state)``."""
+    return optax.chain(t, optax.adam(LR)), lambda s: (optax.adam(LR), s[1])
+
+
+def _in_adam(t):
+    """``t`` between adam's scaling and the learning rate; and adam alone, as above."""
+    adam = optax.chain(optax.scale_by_adam(), optax.scale(-LR))
+    return optax.chain(optax.scale_by_adam(), t, optax.scale(-LR)), lambda s: (adam, (s[0], s[2]))
+
+
+# factory, its hyperparameters, the values that switch it off, where it sits next to adam
+INJECTED = {
+    "add_alpha_regularization": (jaxww.add_alpha_regularization,
+                                 dict(strength=10.0, target=2.0, every=2), dict(strength=0.0), _reg_in_adam),
+    "scale_by_alpha": (jaxww.scale_by_alpha, dict(every=2, min_scale=0.5, max_scale=1.5),
+                       dict(min_scale=1.0, max_scale=1.0), _in_adam),
+    "add_alpha_decayed_weights": (jaxww.add_alpha_decayed_weights, dict(weight_decay=0.5, every=2),
+                                  dict(weight_decay=0.0), _in_adam),
+}
+
+
+def assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(INJECTED))
+def test_injected_hyperparameters_give_the_plain_updates_and_can_be_changed(name):
+    """Jitted steps of the transform under ``optax.inject_hyperparams`` (``every`` static;
+    the other numbers, defaults included, traced) inside a chain with adam equal the plain
+    transform's, to the bit: the same float32 operations on the same float32 values, the
+    hyperparameters runtime operands instead of literals (checked on the CPU; the values
+    are chosen so that no Python arithmetic between two of them, such as
+    ``max_scale - min_scale``, rounds differently from float32). Then a hyperparameter
+    set through ``state.hyperparams`` acts from the next update, a step between two
+    refreshes: switched off, the update is adam's alone (to float32 rounding: adam
+    alone is another XLA program, whose fusions may round its few operations per
+    element differently, a few ulps)."""
+    factory, hp, off, around = INJECTED[name]
+    plain, _ = around(factory(**hp))
+    injected, adam_alone = around(optax.inject_hyperparams(factory, static_args="every")(**hp))
+    i = 0 if name == "add_alpha_regularization" else 1      # the injected state in the chain
+    p = params_tree(5)
+    sp, si = plain.init(p), injected.init(p)
+    step, inj_step = jax.jit(plain.update), jax.jit(injected.update)
+    rng = np.random.default_rng(0)
+    grads = lambda: jax.tree.map(lambda x: rng.standard_normal(x.shape).astype(np.float32), p)
+    for _ in range(3):                                      # refresh, held, refresh
+        g = grads()
+        want, sp = step(g, sp, p)
+        got, si = inj_step(g, si, p)
+        assert_trees_equal(got, want)
+        p = optax.apply_updates(p, want)
+    injected_names = set(si[i].hyperparams)                 # every number but the static every
+    assert "every" not in injected_names and injected_names >= set(hp) - {"every"} | {"temperature", "thresh"}
+    g = grads()
+    adam, adam_state = adam_alone(si)
+    alone, _ = jax.jit(adam.update)(g, adam_state, p)
+    before, _ = inj_step(g, si, p)
+    assert not np.allclose(before["l1"]["kernel"], alone["l1"]["kernel"], rtol=1e-3, atol=0)
+    si[i].hyperparams.update(off)                           # plain Python floats, as a user would
+    after, si = inj_step(g, si, p)
+    for x, y in zip(jax.tree.leaves(after), jax.tree.leaves(alone), strict=True):
+        np.testing.assert_allclose(x, y, rtol=8 * np.finfo(np.float32).eps, atol=0)
+    assert {k: float(si[i].hyperparams[k]) for k in off} == off
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda: optax.inject_hyperparams(jaxww.scale_by_alpha)(), "every"),           # the default 100
+    (lambda: optax.inject_hyperparams(jaxww.add_alpha_regularization)(1e-3, 2.0, every=10), "every"),
+    (lambda: optax.inject_hyperparams(jaxww.scale_by_alpha, static_args="every")(tail=6), "tail"),
+])
+def test_a_traced_static_argument_names_static_args(make, what):
+    """Numbers optax injects arrive concrete at ``init`` (accepted) and traced in a jitted
+    ``update``, where a structural one is refused with the fix."""
+    p = params_tree(1)
+    t = make()
+    state = t.init(p)
+    with pytest.raises(TypeError, match=f"{what} is static.*static_args"):
+        jax.jit(t.update)(zeros_like(p), state, p)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: optax.inject_hyperparams(jaxww.add_alpha_regularization)(1e-3, 0.5), ValueError, "target"),
+    (lambda: optax.inject_hyperparams(jaxww.add_alpha_regularization)(-1.0, 2.0), ValueError, "strength"),
+    (lambda: optax.inject_hyperparams(jaxww.add_alpha_regularization)(1e-3, 2.0, temperature=0.0),
+     ValueError, "temperature"),
+    (lambda: optax.inject_hyperparams(jaxww.scale_by_alpha)(min_scale=2.0, max_scale=1.0),
+     ValueError, "min_scale"),
+    (lambda: optax.inject_hyperparams(jaxww.scale_by_alpha)(every=0), ValueError, "every"),
+    (lambda: optax.inject_hyperparams(jaxww.add_alpha_decayed_weights)(float("nan")),
+     ValueError, "weight_decay"),
+    (lambda: jaxww.add_alpha_regularization(jnp.asarray(1e-3), jnp.asarray(1.0)), ValueError, "target"),
+    (lambda: jaxww.scale_by_alpha(every=jnp.asarray(2.5)), ValueError, "every"),
+    (lambda: jaxww.add_alpha_regularization(jnp.ones(3), 2.0), TypeError, "strength"),
+    (lambda: jaxww.scale_by_alpha(max_scale=jnp.asarray(True)), TypeError, "max_scale"),
+])
+def test_concrete_array_hyperparameters_are_checked(make, error, match):
+    """optax's ``init`` builds the transform with concrete arrays: bad values are caught there."""
+    with pytest.raises(error, match=match):
+        make().init(params_tree(1))
+
+
+def test_concrete_array_hyperparameters_are_accepted():
+    """The issue's call, and ``every`` / ``tail`` as concrete arrays (read as ints)."""
+    p = params_tree(1)
+    t = optax.inject_hyperparams(jaxww.add_alpha_regularization)(strength=1e-3, target=2.0, every=10)
+    assert set(t.init(p).hyperparams) >= {"strength", "target", "every", "temperature", "thresh"}
+    jaxww.scale_by_alpha(every=jnp.asarray(3), tail=np.asarray(6), min_scale=jnp.asarray(0.5)).init(p)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(INJECTED))
+def test_docstring_examples_run(name):
+    import doctest
+
+    f = getattr(jaxww, name)
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(f, name, globs={}):
+        runner.run(test)
+    assert runner.failures == 0 and runner.tries > 0
+
+
+@pytest.mark.slow
+def test_training_md_inject_hyperparams_block_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    block = text.split("**Under `optax.inject_hyperparams`.**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "training.md", "exec"), {})
