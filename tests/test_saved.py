@@ -1,6 +1,8 @@
 """Models and checkpoints as JAX and PyTorch users save them: NNX variable wrappers,
 training states with optimizer moments, PyTorch state dicts."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,3 +101,24 @@ def test_pytorch_state_dict_and_pth_file(tmp_path):
     (tmp_path / "bad.bin").write_bytes(b"not a zip")
     with pytest.raises(jaxww.CheckpointError, match="bad.bin: not a PyTorch state dict"):
         jaxww.load_params(tmp_path / "bad.bin")
+
+
+def test_keras_cnn_weights_files_read_like_the_live_model(tmp_path):
+    """``save_weights`` and ``.keras`` store ``layers/<layer>/vars/<i>`` without variable
+    names: a conv2d layer's ``vars/0`` is read as its live kernel is (same alphas); the
+    depthwise kernel is skipped, as for the live model."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3), keras.layers.DepthwiseConv2D(3),
+                              keras.layers.Conv2D(16, 3), keras.layers.Flatten(), keras.layers.Dense(32),
+                              keras.layers.Dense(10)])
+    model.save_weights(tmp_path / "cnn.weights.h5")
+    model.save(tmp_path / "cnn.keras")
+    live = [(r["layer_type"], r["alpha"]) for r in jaxww.analyze(model).rows]
+    assert [t for t, _ in live] == ["conv2d", "conv2d", "dense", "dense"]
+    for path in ("cnn.weights.h5", "cnn.keras"):
+        rep = jaxww.analyze(tmp_path / path)
+        assert [(r["layer_type"], r["alpha"]) for r in rep.rows] == live, path
+        depthwise = [s for s in rep.skipped_rows if s.name == "layers/depthwise_conv2d/vars/0"]
+        assert depthwise and "per-channel filters" in depthwise[0].reason

@@ -190,7 +190,12 @@ def name_rule(name: str, shape: tuple, module_type: str | None = None):
         module, stacked = "linear", True
     elif module_type in ("Conv", "ConvTranspose"):
         module = "conv"
-    if "embed" in last:
+    keras = _keras_file_variable(parts, ndim)
+    if isinstance(keras, Skip):
+        return keras
+    if keras:
+        base, stacked = "conv", False
+    elif "embed" in last:
         base = "embedding"
     elif last == "kernel" and module in ("query", "key", "value") and ndim >= 3:
         base = "attention_qkv"
@@ -215,6 +220,21 @@ def name_rule(name: str, shape: tuple, module_type: str | None = None):
     if extra == 1 and stacked:
         return layout_reading(base, ndim - 1), True
     return Skip(f"{ndim}-D leaf does not fit layout '{base}'; pass layouts= to say how to read it")
+
+
+def _keras_file_variable(parts: list, ndim: int):
+    """A Keras 3 weights file (``save_weights``, ``.keras``) stores a layer's variables as
+    ``layers/<layer>/vars/<i>``, without their names: its convolution kernel is ``vars/0``
+    (``(k1, .., kd, in, out)``, Flax's layout) of a layer Keras named after its class
+    (``conv2d``, ``conv1d_3``). True for such a kernel; a :class:`Skip` for depthwise and
+    separable ones (per-channel filters, as for a live model); else False."""
+    if len(parts) < 3 or parts[-2] != "vars" or parts[-1] != "0" or not 3 <= ndim <= 5:
+        return False
+    layer = parts[-3]
+    if "depthwise" in layer or "separable" in layer:
+        return Skip(f"'{layer}': depthwise / separable convolution kernels are per-channel filters, "
+                    "not weight matrices", "not_weight")
+    return bool(_CONV_HINT.search(layer))
 
 
 def infer_layout(name: str, shape: tuple, module_type: str | None = None) -> str | tuple[str, str]:
