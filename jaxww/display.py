@@ -87,7 +87,7 @@ def description_html(desc) -> str:
     """HTML of a :class:`jaxww.Description`: the count line and its table."""
     from jaxww.description import DESCRIBE_COLUMNS
 
-    return (f"<div class=\"jaxww-describe\"><p><b>{html.escape(desc.__repr__())}</b></p>"
+    return (f"<div class=\"jaxww-describe\"><p><b>{html.escape(repr(desc))}</b></p>"
             + table(desc.rows, DESCRIBE_COLUMNS) + _skipped(desc.skipped_rows) + "</div>")
 
 
