@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -163,8 +162,6 @@ def _check_outputs(args) -> None:
             raise UsageError(f"--plots {args.plots}: exists and is not a directory")
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
             raise UsageError(f"--plots {args.plots}: no writable directory {parent}")
-    if args.format == "csv":
-        _need_pandas("--format csv")
 
 
 def _need_pandas(what: str):
@@ -175,25 +172,14 @@ def _need_pandas(what: str):
     return pandas
 
 
-def _json_value(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, tuple):
-        return list(v)
-    return v.item() if hasattr(v, "item") else v
-
-
 def _render(report, args, options: dict) -> str:
     if args.format == "json":
-        doc = {"jaxww_version": __version__, "checkpoint": getattr(args, "checkpoint", "demo"),
-               "options": {k: _json_value(v) for k, v in options.items() if k not in ("progress", "key")},
-               "summary": {k: _json_value(v) for k, v in report.summary.items()},
-               "rows": [{c: _json_value(r[c]) for c in report.columns} for r in report.rows],
-               "skipped": [{k: _json_value(v) for k, v in s._asdict().items()} for s in report.skipped_rows],
-               "limited": list(report.limited)}
+        doc = report.to_dict({k: v for k, v in options.items() if k != "key"},
+                             checkpoint=getattr(args, "checkpoint", "demo"))
         return json.dumps(doc, indent=1) + "\n"
     if args.format == "csv":
-        return report.details.to_csv(index=False)
+        from jaxww import export
+        return export.csv_text(report.rows, report.columns)
     return _table(report)
 
 

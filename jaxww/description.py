@@ -25,6 +25,13 @@ class Description:
     rows: tuple
     skipped_rows: tuple
 
+    def __repr__(self) -> str:
+        return f"<jaxww.Description: {len(self.rows)} layers to analyse, {len(self.skipped_rows)} leaves skipped>"
+
+    def _repr_html_(self) -> str:
+        from jaxww import display
+        return display.description_html(self)
+
     @property
     def details(self):
         """pandas DataFrame, one row per layer that ``analyze`` would analyse."""

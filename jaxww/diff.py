@@ -91,6 +91,15 @@ class ModelDiff:
     report_a: _report.Report
     report_b: _report.Report
 
+    def __repr__(self) -> str:
+        from jaxww import display
+        return (f"<jaxww.ModelDiff: {len(self.rows)} layers ({display.counts(r['status'] for r in self.rows)}), "
+                f"{len(self.metrics)} metrics compared>")
+
+    def _repr_html_(self) -> str:
+        from jaxww import display
+        return display.diff_html(self)
+
     @property
     def columns(self) -> tuple:
         per_metric = tuple(f"{m}_{s}" for m in self.metrics for s in ("a", "b", "delta"))

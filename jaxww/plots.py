@@ -8,6 +8,12 @@
 * :func:`plot_alphas`: alpha by layer, with the bands ``alpha < 2`` (over-trained)
   and ``alpha > 6`` (under-trained).
 * :func:`save_all`: one PNG per layer (``analyze(plot=True, savefig=DIR)``).
+* :func:`draw_all`: what ``analyze(plot=True)`` does: in a Jupyter notebook the figures
+  are shown inline (and saved only with ``savefig``), elsewhere saved (default ``ww-img``).
+
+The functions returning a Figure close it first (``plt.close``): pyplot forgets it, so the
+inline backend does not draw it a second time besides the returned Figure's own display;
+it can still be saved or shown.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 
 import numpy as np
 
@@ -46,6 +53,7 @@ def plot_esd(report, name: str):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.set(xscale="log", yscale="log", xlabel=r"eigenvalue $\lambda$", ylabel="density",
            title=f"{name}  alpha={row['alpha']:.3g}")
+    plt.close(fig)
     if pos.size < 2:
         return fig
     bins = np.geomspace(pos.min(), pos.max(), 60)
@@ -80,6 +88,7 @@ def plot_alphas(report):
     """Figure of alpha by layer (``layer_id`` order) with the over/under-trained bands."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(report.rows)), 4))
+    plt.close(fig)
     ids = [r["layer_id"] for r in report.rows]
     ax.plot(ids, [r["alpha"] for r in report.rows], "o-")
     ax.axhspan(0, _metrics.OVER_TRAINED, color="tab:red", alpha=0.1, label="over-trained (alpha < 2)")
@@ -92,13 +101,46 @@ def plot_alphas(report):
 
 def save_all(report, directory: str) -> list:
     """One PNG of :func:`plot_esd` per layer into ``directory`` (created); the paths."""
-    plt = _pyplot()
-    os.makedirs(directory, exist_ok=True)
+    return draw_all(report, directory, show=False)
+
+
+def draw_all(report, savefig: str | None = None, show: bool | None = None) -> list:
+    """One figure of :func:`plot_esd` per layer, shown inline and/or saved as PNG.
+
+    Args:
+      report: a :class:`jaxww.Report`.
+      savefig: directory of the PNG files (created); None: ``"ww-img"`` unless shown.
+      show: display the figures (IPython's ``display``); None: when in a notebook
+        (:func:`in_notebook`).
+
+    Returns:
+      The paths of the files written (none when only shown).
+
+    Example:
+      >>> plots.draw_all(report, "figs", show=False)   # doctest: +SKIP
+      ['figs/layer0_dense_kernel.png']
+    """
+    _pyplot()
+    show = in_notebook() if show is None else show
+    directory = "ww-img" if savefig is None and not show else savefig
+    if directory is not None:
+        os.makedirs(directory, exist_ok=True)
     paths = []
     for r in report.rows:
         fig = plot_esd(report, r["name"])
-        path = os.path.join(directory, f"layer{r['layer_id']}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', r['name'])}.png")
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        paths.append(path)
+        if show:
+            from IPython.display import display
+            display(fig)
+        if directory is not None:
+            path = os.path.join(directory, f"layer{r['layer_id']}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', r['name'])}.png")
+            fig.savefig(path, dpi=80)
+            paths.append(path)
     return paths
+
+
+def in_notebook() -> bool:
+    """Whether we run in IPython with a kernel (Jupyter), where figures show inline."""
+    if "IPython" not in sys.modules:
+        return False
+    shell = sys.modules["IPython"].get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None

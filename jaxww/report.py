@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from typing import Any, Sequence
 
@@ -50,8 +51,12 @@ class Report:
       limits: the upper size limits used, ``{"max_N": ..., "max_evals": ...}``.
       columns: the columns of ``rows`` (:data:`COLUMNS`, then those of the options).
       rand_evals: randomised eigenvalues (ascending) by name, with ``randomize=True``.
+      options: the arguments of :func:`analyze` other than their defaults (those JSON
+        can hold), recorded by :meth:`to_dict` and :meth:`save`.
 
-    ``print(report)`` shows :meth:`summary_text`.
+    ``print(report)`` shows :meth:`summary_text`, then the failed layers with their
+    reasons and the layers with warnings (:meth:`problems_text`); ``repr(report)`` is one
+    line; in Jupyter the report shows as a table (:mod:`jaxww.display`).
     """
 
     rows: tuple
@@ -63,6 +68,7 @@ class Report:
     columns: tuple = COLUMNS
     rand_evals: dict = dataclasses.field(repr=False, default_factory=dict)
     _kerns: tuple = dataclasses.field(repr=False, default=())
+    options: dict = dataclasses.field(repr=False, default_factory=dict)
 
     @property
     def details(self):
@@ -116,8 +122,69 @@ class Report:
         note = self.limits_note(include)
         return "\n".join(lines + ([note] if note else []))
 
+    def problems_text(self, limit: int = 20) -> str:
+        """The failed layers with their reasons, then the layers with warnings, as lines
+        of text ("" when none).
+
+        Args:
+          limit: at most this many layers of each kind are named (then a count of the rest).
+
+        Example:
+          >>> import numpy as np, jaxww
+          >>> w = np.eye(32, dtype=np.float32); w[0, 0] = np.nan
+          >>> print(jaxww.analyze({"w": w}, min_evals=4).problems_text())
+          1 failed:
+            w: weights contain NaN or Inf
+        """
+        failed = [f"  {r['name']}: {r['reason']}" for r in self.rows if r["status"] != "success"]
+        warned = [f"  {r['name']}: {r['warning']}" for r in self.rows if r["warning"]]
+        lines = []
+        for head, items in (("failed", failed), ("with warnings", warned)):
+            if items:
+                more = len(items) - limit
+                lines += [f"{len(items)} {head}:"] + items[:limit] + ([f"  ... and {more} more"] if more > 0 else [])
+        return "\n".join(lines)
+
     def __str__(self) -> str:
-        return self.summary_text()
+        return "\n".join(filter(None, (self.summary_text(), self.problems_text())))
+
+    def __repr__(self) -> str:
+        ok = sum(r["status"] == "success" for r in self.rows)
+        warned = sum(bool(r["warning"]) for r in self.rows)
+        alpha = self.summary["alpha"]
+        return (f"<jaxww.Report: {len(self.rows)} layers ({ok} fitted, {len(self.rows) - ok} failed, "
+                f"{warned} with warnings), {len(self.skipped_rows)} skipped, {len(self.limited)} over size "
+                f"limits, mean alpha {alpha:.3f}>")
+
+    def _repr_html_(self) -> str:
+        from jaxww import display
+        return display.report_html(self)
+
+    def to_dict(self, options: dict | None = None, **extra) -> dict:
+        """The report as a JSON-able dict (see :func:`jaxww.export.document`): version,
+        ``extra``, options (default :attr:`options`), summary, rows, skipped, limited."""
+        from jaxww import export
+        return export.document(self, options, **extra)
+
+    def save(self, path) -> str:
+        """Write the report by the suffix of ``path``: ``.csv`` (the rows), ``.json``
+        (:meth:`to_dict`) or ``.html`` (the table of the notebook, as a page).
+
+        Args:
+          path: a file path ending in ``.csv``, ``.json`` or ``.html``.
+
+        Returns:
+          The path written.
+
+        Raises:
+          ValueError: another suffix.
+
+        Example:
+          >>> report.save("run.json")                  # doctest: +SKIP
+          'run.json'
+        """
+        from jaxww import export
+        return export.save(self, path)
 
     def esd(self, name: str, random: bool = False) -> np.ndarray:
         """Eigenvalues of one layer, ascending (zeros included); ``random=True``: of its
@@ -265,9 +332,11 @@ def analyze(
       randomize: add the randomised spectra and traps (:mod:`jaxww.randomize`);
         needs ``key``.
       detX: add ``detX_num``, ``detX_val``, ``detX_val_unrescaled`` (:mod:`jaxww.detx`).
-      plot: draw one figure per layer (:mod:`jaxww.plots`, needs matplotlib), saved
-        as PNG files into the directory ``savefig`` (default ``"ww-img"``).
-      savefig: directory of the figures of ``plot=True``.
+      plot: draw one figure of the ESD per layer (:mod:`jaxww.plots`, needs matplotlib).
+        In a Jupyter notebook (IPython with a kernel) they are shown inline, and saved
+        only when ``savefig`` is given; elsewhere they are saved as PNG files into
+        ``savefig`` (default ``"ww-img"``).
+      savefig: directory of the PNG files of ``plot=True``.
       base: a base model's params (same paths and shapes): every leaf is read as
         ``W - W_base`` (:mod:`jaxww.reading.deltas`).
       lora: how LoRA factor pairs (``lora_a``/``lora_b``, PEFT ``lora_A``/``lora_B``) are
@@ -299,6 +368,7 @@ def analyze(
       >>> report.rows[0]["name"], report.rows[0]["status"]
       ('dense/kernel', 'success')
     """
+    given = _given_options(locals())
     if precision not in _spectra.PRECISIONS:
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
     opts = _options.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
@@ -322,11 +392,30 @@ def analyze(
     rows, evals_by_name, rand_by_name = _assemble(kerns, ids, results, opts, notes)
     report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits, _treedef=treedef,
                     columns=COLUMNS + opts.columns, rand_evals=rand_by_name,
-                    _kerns=tuple(kerns))
+                    _kerns=tuple(kerns), options=given)
     if plot:
         from jaxww import plots
-        plots.save_all(report, "ww-img" if savefig is None else savefig)
+        plots.draw_all(report, savefig)
     return report
+
+
+def _given_options(args: dict) -> dict:
+    """The arguments of :func:`analyze` (but ``params``) other than their defaults, those
+    JSON can hold (:func:`jaxww.export.jsonable`); ``base`` is recorded as ``True``."""
+    from jaxww import export
+
+    defaults = {n: p.default for n, p in inspect.signature(analyze).parameters.items() if n != "params"}
+    given = {n: args[n] for n, d in defaults.items() if args[n] is not d and not _equal(args[n], d)}
+    if "base" in given:
+        given["base"] = True
+    return export.jsonable({n: v for n, v in given.items() if n not in ("progress", "devices", "key")})
+
+
+def _equal(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:   # arrays, trees
+        return False
 
 
 
