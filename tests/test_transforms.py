@@ -483,11 +483,3 @@ def test_docstring_examples_run(name):
         runner.run(test)
     assert runner.failures == 0 and runner.tries > 0
 
-
-@pytest.mark.slow
-def test_training_md_inject_hyperparams_block_runs():
-    from pathlib import Path
-
-    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
-    block = text.split("**Under `optax.inject_hyperparams`.**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(block, "training.md", "exec"), {})
