@@ -79,17 +79,24 @@ def test_demo_model_has_every_layer_kind():
 
 
 @pytest.mark.slow
-def test_cli_demo_prints_table_and_summary(capsys, tmp_path):
-    csv = tmp_path / "d.csv"
-    assert cli.main(["demo", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "params/Conv_0/kernel" in out and "summary" in out and "alpha_weighted" in out
-    assert cli.main(["demo", "--quiet", "--format", "csv", "--out", str(csv)]) == 0
-    import pandas as pd
+def test_demo_story_order_holds(capsys):
+    """The three digits models: under-trained > well-trained > over-trained in mean alpha,
+    the well-trained one the most accurate, verdicts where the recipe says, none for the
+    10-eigenvalue head (seed 0; seeds 1 and 2 measured the same order, jaxww/demo.py)."""
+    pytest.importorskip("sklearn")
+    from jaxww import demo
 
-    table = pd.read_csv(csv)
-    assert len(table) == len(jaxww.analyze(demo_params()).rows)
-    assert np.isfinite(table["alpha"]).all()
+    results = demo.story(0)
+    (_, _, acc_u, under), (_, _, acc_w, well), (_, _, acc_o, over) = results
+    assert under.summary["alpha"] > well.summary["alpha"] > over.summary["alpha"]
+    assert acc_w > max(acc_u, acc_o)
+    assert "under-trained" in [r["warning"] for r in under.rows]
+    assert [r["warning"] for r in well.rows] == ["", "", ""]
+    assert over.rows[0]["warning"] == "over-trained"
+    assert all(rep.rows[-1]["reason"].startswith("no verdict: 10 eigenvalues") for *_, rep in results)
+    assert cli.main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "well-trained" in out and "What alpha says" in out and "(no verdict)" in out
 
 
 @pytest.mark.slow
@@ -306,7 +313,7 @@ def test_size_limits_are_reported_and_none_lifts_them():
                                                              "head/kernel": "size_limit"}
     note = ("1 layer left out by size limits (max_N=50000, max_evals=15000); "
             "pass max_N=None, max_evals=None to include it")
-    assert report.limits_note() == note and str(report).endswith(note)
+    assert report.limits_note() == note and note in str(report)   # print(report) then lists warnings
     assert set(report.summary) == set(jaxww.SUMMARY_METRICS)
     full = jaxww.analyze(w, max_N=None, max_evals=None)
     assert [r["name"] for r in full.rows] == ["embed/embedding", "dense/kernel"]  # the model's order

@@ -193,6 +193,7 @@ def test_cli_progress_on_stderr_and_quiet(tmp_path, capfd):
 
 
 def test_cli_bad_budget_and_interrupt(tmp_path, capsys, monkeypatch):
+    np.savez(tmp_path / "w.npz", w=np.eye(16, dtype=np.float32))
     with pytest.raises(SystemExit) as exit_:
         cli.main(["analyze", str(tmp_path), "--memory-budget", "lots"])
     assert exit_.value.code == 2 and "memory_budget must be bytes" in capsys.readouterr().err
@@ -201,7 +202,7 @@ def test_cli_bad_budget_and_interrupt(tmp_path, capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(jaxww.report, "analyze", interrupted)
-    assert cli.main(["demo", "--quiet"]) == 130
+    assert cli.main(["analyze", str(tmp_path / "w.npz"), "--quiet"]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "jaxww: interrupted"
 
 
