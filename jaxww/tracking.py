@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import multiprocessing
 import os
 import threading
 from typing import Callable, Mapping
@@ -126,11 +127,14 @@ class Tracker:
         calls :meth:`update` / :meth:`close` (clu ``writer.write_scalars``,
         ``lambda s, m: wandb.log(dict(m), step=s)``, a TensorBoard ``add_scalar`` loop).
       metrics: the per-layer columns handed to ``writer``.
-      nice: niceness added to the background thread (Linux: its own priority), so that
+      background: ``"thread"`` (default: one worker thread; ``devices`` defaults to the
+        CPU, so the analysis never queues behind the training on an accelerator) or
+        ``"process"`` (one spawned worker process on the CPU, started at the first
+        analysis: no GIL shared with the training loop; the host params are pickled to it).
+      nice: niceness added to the worker (Linux: the thread's own priority), so that
         the analysis takes the CPU the training leaves; 0 keeps it.
       **analyze_options: keyword arguments of :func:`jaxww.analyze` (``layers=``,
-        ``fit=``, ``precision=``...); ``devices`` defaults to the CPU, so the
-        analysis never queues behind the training on an accelerator.
+        ``fit=``, ``precision=``...; picklable ones with ``background="process"``).
 
     ``update`` never waits for an analysis; :meth:`wait` and :meth:`close` (also the end
     of a ``with`` block) do. An error of an analysis or of the writer is raised, as
@@ -146,27 +150,26 @@ class Tracker:
     """
 
     def __init__(self, every: int = 50, writer: Writer | None = None, *, metrics=METRICS,
-                 nice: int = 10, **analyze_options):
+                 background: str = "thread", nice: int = 10, **analyze_options):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
         if writer is not None and not callable(writer):
             raise TypeError(f"writer must be a callable (step, Mapping[str, float]), got {writer!r}")
-        analyze_options.setdefault("devices", jax.devices("cpu")[:1])
+        if background not in ("thread", "process"):
+            raise ValueError(f"background must be 'thread' or 'process', got {background!r}")
+        if background == "thread":
+            analyze_options.setdefault("devices", jax.devices("cpu")[:1])
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, "jaxww-tracker", initializer=_lower_priority,
+                                                               initargs=(nice, True))
+        else:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority,
+                initargs=(nice, False))
         self.every, self.writer, self.metrics, self.options = every, writer, tuple(metrics), analyze_options
-        self._nice = nice
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, "jaxww-tracker", initializer=self._lower_priority)
         self._pending = collections.deque()    # (step, future), submission order
         self._rows, self._summaries = [], {}
         self._lock = threading.Lock()
         self._closed = False
-
-    def _lower_priority(self):
-        if self._nice and hasattr(os, "setpriority"):
-            try:   # Linux: a thread id is a PRIO_PROCESS target, so this nices only the worker
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                               os.getpriority(os.PRIO_PROCESS, 0) + self._nice)
-            except OSError:   # pragma: no cover - not permitted: keep the priority
-                pass
 
     def update(self, step: int, params) -> bool:
         """Collect the finished analyses, then submit ``params`` if ``step % every == 0``.
@@ -189,7 +192,7 @@ class Tracker:
         if step % self.every:
             return False
         host = jax.device_get(params)   # the copy: training may donate or update params next
-        self._pending.append((step, self._pool.submit(_report.analyze, host, **self.options)))
+        self._pending.append((step, self._pool.submit(_analyze, host, self.options)))
         return True
 
     def wait(self) -> History:
@@ -232,18 +235,36 @@ class Tracker:
         while self._pending and (wait or self._pending[0][1].done()):
             step, future = self._pending.popleft()
             try:
-                report = future.result()
+                rows, summary = future.result()
             except Exception as err:
                 raise TrackingError(f"the analysis of step {step} failed: {type(err).__name__}: {err}") from err
-            rows = [{"step": step, **r} for r in report.rows]
             with self._lock:
-                self._rows.extend(rows)
-                self._summaries[step] = report.summary
+                self._rows.extend({"step": step, **r} for r in rows)
+                self._summaries[step] = summary
             if self.writer is not None:
                 try:
-                    self.writer(step, scalars(report.rows, report.summary, self.metrics))
+                    self.writer(step, scalars(rows, summary, self.metrics))
                 except Exception as err:
                     raise TrackingError(f"the writer failed at step {step}: {type(err).__name__}: {err}") from err
+
+
+def _lower_priority(nice: int, thread: bool):
+    """Add ``nice`` to the worker's niceness (a thread's own on Linux, where a thread id is
+    a ``PRIO_PROCESS`` target); a worker process computes on the CPU only."""
+    if not thread:
+        os.environ["JAX_PLATFORMS"] = "cpu"   # before the worker's first JAX computation
+    if nice and hasattr(os, "setpriority"):
+        who = threading.get_native_id() if thread else 0
+        try:
+            os.setpriority(os.PRIO_PROCESS, who, os.getpriority(os.PRIO_PROCESS, who) + nice)
+        except OSError:   # pragma: no cover - not permitted: keep the priority
+            pass
+
+
+def _analyze(params, options) -> tuple:
+    """The background work: ``(report.rows, report.summary)`` of ``jaxww.analyze``."""
+    report = _report.analyze(params, **options)
+    return list(report.rows), report.summary
 
 
 def checkpoint_steps(directory: str | os.PathLike) -> list:
