@@ -2,8 +2,8 @@
 training step wait.
 
 * :class:`Tracker`: ``tracker.update(step, params)`` copies ``params`` to the host
-  (``jax.device_get``, which waits only for those arrays) every ``every`` steps and
-  runs ``jaxww.analyze`` on the copy in one background thread (one worker, so the
+  every ``every`` steps (a device copy of each array, queued without waiting; the
+  worker brings it to the host) and runs ``jaxww.analyze`` on it in one background thread (one worker, so the
   results come in step order; the eigenvalues run in LAPACK, outside the GIL). Each
   call first collects the analyses that finished, in order: they join
   :attr:`Tracker.history` and go to ``writer(step, {name: float})`` (clu
@@ -41,6 +41,7 @@ import threading
 from typing import Callable, Mapping
 
 import jax
+import numpy as np
 
 from jaxww import report as _report
 
@@ -131,8 +132,9 @@ class Tracker:
         CPU, so the analysis never queues behind the training on an accelerator) or
         ``"process"`` (one spawned worker process on the CPU, started at the first
         analysis: no GIL shared with the training loop; the host params are pickled to it).
-      nice: niceness added to the worker (Linux: the thread's own priority), so that
-        the analysis takes the CPU the training leaves; 0 keeps it.
+      nice: the worker's priority. ``None`` (default): Linux ``SCHED_IDLE`` (the
+        thread's own policy), so the analysis only takes CPU time the training and
+        everything else leave; an int: that niceness added instead; 0 keeps it.
       **analyze_options: keyword arguments of :func:`jaxww.analyze` (``layers=``,
         ``fit=``, ``precision=``...; picklable ones with ``background="process"``).
 
@@ -150,7 +152,7 @@ class Tracker:
     """
 
     def __init__(self, every: int = 50, writer: Writer | None = None, *, metrics=METRICS,
-                 background: str = "thread", nice: int = 10, **analyze_options):
+                 background: str = "thread", nice: int | None = None, **analyze_options):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
         if writer is not None and not callable(writer):
@@ -166,6 +168,7 @@ class Tracker:
                 1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority,
                 initargs=(nice, False))
         self.every, self.writer, self.metrics, self.options = every, writer, tuple(metrics), analyze_options
+        self._thread = background == "thread"
         self._pending = collections.deque()    # (step, future), submission order
         self._rows, self._summaries = [], {}
         self._lock = threading.Lock()
@@ -176,8 +179,10 @@ class Tracker:
 
         Args:
           step: the training step (an int; analysed steps must increase).
-          params: the pytree to analyse (anything :func:`jaxww.analyze` takes). Only a
-            submitted step waits for its arrays (``jax.device_get``).
+          params: the pytree to analyse (anything :func:`jaxww.analyze` takes). Its arrays
+            are copied (on their device, queued after the step computing them, so
+            ``update`` does not wait; donating them to the next step is safe); the worker
+            waits for the copies and reads them to the host.
 
         Returns:
           whether ``step`` was submitted.
@@ -191,8 +196,10 @@ class Tracker:
         step = int(step)
         if step % self.every:
             return False
-        host = jax.device_get(params)   # the copy: training may donate or update params next
-        self._pending.append((step, self._pool.submit(_analyze, host, self.options)))
+        if self._thread:   # copies on the device, read by the worker: nothing here waits
+            self._pending.append((step, self._pool.submit(_analyze, _snapshot(params), self.options, True)))
+        else:              # the host copy is pickled to the worker process
+            self._pending.append((step, self._pool.submit(_analyze, jax.device_get(params), self.options)))
         return True
 
     def wait(self) -> History:
@@ -253,17 +260,29 @@ def _lower_priority(nice: int, thread: bool):
     a ``PRIO_PROCESS`` target); a worker process computes on the CPU only."""
     if not thread:
         os.environ["JAX_PLATFORMS"] = "cpu"   # before the worker's first JAX computation
-    if nice and hasattr(os, "setpriority"):
-        who = threading.get_native_id() if thread else 0
-        try:
+    who = threading.get_native_id() if thread else 0
+    try:
+        if nice is None and hasattr(os, "SCHED_IDLE"):   # runs only on a CPU nothing else wants
+            os.sched_setscheduler(who, os.SCHED_IDLE, os.sched_param(0))
+        elif nice and hasattr(os, "setpriority"):
             os.setpriority(os.PRIO_PROCESS, who, os.getpriority(os.PRIO_PROCESS, who) + nice)
-        except OSError:   # pragma: no cover - not permitted: keep the priority
-            pass
+    except OSError:   # pragma: no cover - not permitted: keep the priority
+        pass
 
 
-def _analyze(params, options) -> tuple:
-    """The background work: ``(report.rows, report.summary)`` of ``jaxww.analyze``."""
-    report = _report.analyze(params, **options)
+def _snapshot(params):
+    """A copy of every array leaf of ``params``, dispatched without waiting: a JAX array's
+    ``copy()`` is queued after the step that computes it and stays valid when the training
+    step donates or replaces the original; NumPy leaves are copied at once."""
+    def copy(x):
+        return x.copy() if isinstance(x, (jax.Array, np.ndarray)) else x
+    return jax.tree_util.tree_map(copy, params)
+
+
+def _analyze(params, options, to_host: bool = False) -> tuple:
+    """The background work: ``(report.rows, report.summary)`` of ``jaxww.analyze`` (of
+    ``jax.device_get(params)`` with ``to_host``: the wait for the step is the worker's)."""
+    report = _report.analyze(jax.device_get(params) if to_host else params, **options)
     return list(report.rows), report.summary
 
 
