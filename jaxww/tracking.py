@@ -173,6 +173,7 @@ class Tracker:
         self._rows, self._summaries = [], {}
         self._lock = threading.Lock()
         self._closed = False
+        self._last = None
 
     def update(self, step: int, params) -> bool:
         """Collect the finished analyses, then submit ``params`` if ``step % every == 0``.
@@ -189,6 +190,7 @@ class Tracker:
 
         Raises:
           TrackingError: an earlier analysis, or the writer, failed.
+          ValueError: ``step`` is tracked and not above the last tracked step.
         """
         if self._closed:
             raise RuntimeError("this Tracker is closed")
@@ -196,6 +198,9 @@ class Tracker:
         step = int(step)
         if step % self.every:
             return False
+        if self._last is not None and step <= self._last:
+            raise ValueError(f"tracked steps must increase: step {step} after step {self._last}")
+        self._last = step
         if self._thread:   # copies on the device, read by the worker: nothing here waits
             self._pending.append((step, self._pool.submit(_analyze, _snapshot(params), self.options, True)))
         else:              # the host copy is pickled to the worker process

@@ -193,3 +193,30 @@ def test_from_checkpoints_item(tmp_path):
     assert history.steps == [0, 7]
     expected = jaxww.analyze(params).rows
     assert [r["alpha"] for r in history.rows] == [r["alpha"] for r in expected] * 2
+
+
+def test_steps_must_increase():
+    params = _weights(6)
+    with jaxww.Tracker(every=2) as tracker:
+        tracker.update(4, params)
+        tracker.update(3, params)        # not tracked: no check
+        with pytest.raises(ValueError, match="tracked steps must increase: step 2 after step 4"):
+            tracker.update(2, params)
+    assert tracker.history.steps == [4]
+
+
+@pytest.mark.slow
+def test_process_background_equals_thread(tmp_path):
+    params = _weights(7)
+    with jaxww.Tracker(every=1, background="process") as proc, jaxww.Tracker(every=1) as thread:
+        for s in range(2):
+            proc.update(s, params)
+            thread.update(s, params)
+    pd.testing.assert_frame_equal(proc.history.details, thread.history.details)
+    tracker = jaxww.Tracker(every=1, background="process")
+    tracker.update(0, str(tmp_path / "missing"))
+    with pytest.raises(jaxww.TrackingError, match="analysis of step 0 failed: FileNotFoundError"):
+        tracker.close()
+    tracker.close()
+    with pytest.raises(ValueError, match="background must be"):
+        jaxww.Tracker(background="gpu")
