@@ -131,10 +131,13 @@ class Tracker:
       background: ``"thread"`` (default: one worker thread; ``devices`` defaults to the
         CPU, so the analysis never queues behind the training on an accelerator) or
         ``"process"`` (one spawned worker process on the CPU, started at the first
-        analysis: no GIL shared with the training loop; the host params are pickled to it).
+        analysis: no GIL shared with the training loop; ``update`` makes the host copy,
+        waiting for those arrays, and it is pickled to the worker).
       nice: the worker's priority. ``None`` (default): Linux ``SCHED_IDLE`` (the
         thread's own policy), so the analysis only takes CPU time the training and
         everything else leave; an int: that niceness added instead; 0 keeps it.
+      max_pending: at most this many analyses queued; a tracked step beyond waits for
+        the oldest (each queued step holds one copy of the params).
       **analyze_options: keyword arguments of :func:`jaxww.analyze` (``layers=``,
         ``fit=``, ``precision=``...; picklable ones with ``background="process"``).
 
@@ -152,11 +155,14 @@ class Tracker:
     """
 
     def __init__(self, every: int = 50, writer: Writer | None = None, *, metrics=METRICS,
-                 background: str = "thread", nice: int | None = None, **analyze_options):
+                 background: str = "thread", nice: int | None = None, max_pending: int = 4,
+                 **analyze_options):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
         if writer is not None and not callable(writer):
             raise TypeError(f"writer must be a callable (step, Mapping[str, float]), got {writer!r}")
+        if not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"max_pending must be a positive int, got {max_pending!r}")
         if background not in ("thread", "process"):
             raise ValueError(f"background must be 'thread' or 'process', got {background!r}")
         if background == "thread":
@@ -168,7 +174,7 @@ class Tracker:
                 1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority,
                 initargs=(nice, False))
         self.every, self.writer, self.metrics, self.options = every, writer, tuple(metrics), analyze_options
-        self._thread = background == "thread"
+        self._thread, self.max_pending = background == "thread", max_pending
         self._pending = collections.deque()    # (step, future), submission order
         self._rows, self._summaries = [], {}
         self._lock = threading.Lock()
@@ -201,6 +207,8 @@ class Tracker:
         if self._last is not None and step <= self._last:
             raise ValueError(f"tracked steps must increase: step {step} after step {self._last}")
         self._last = step
+        while len(self._pending) >= self.max_pending:   # bounded memory: wait for the oldest
+            self._collect(wait=True, limit=1)
         if self._thread:   # copies on the device, read by the worker: nothing here waits
             self._pending.append((step, self._pool.submit(_analyze, _snapshot(params), self.options, True)))
         else:              # the host copy is pickled to the worker process
@@ -242,9 +250,12 @@ class Tracker:
         with self._lock:
             return History(tuple(self._rows), dict(self._summaries))
 
-    def _collect(self, wait: bool):
-        """Take the analyses done (all with ``wait``) in step order; raise the first error."""
-        while self._pending and (wait or self._pending[0][1].done()):
+    def _collect(self, wait: bool, limit: int | None = None):
+        """Take the analyses done (all, or ``limit``, with ``wait``) in step order; raise
+        the first error."""
+        taken = 0
+        while self._pending and (wait or self._pending[0][1].done()) and taken != limit:
+            taken += 1
             step, future = self._pending.popleft()
             try:
                 rows, summary = future.result()

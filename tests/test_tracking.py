@@ -220,3 +220,26 @@ def test_process_background_equals_thread(tmp_path):
     tracker.close()
     with pytest.raises(ValueError, match="background must be"):
         jaxww.Tracker(background="gpu")
+
+
+def test_max_pending_bounds_the_queue(monkeypatch):
+    import threading
+    gate = threading.Event()
+    real = tracking._analyze
+
+    def held(*args):
+        gate.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(tracking, "_analyze", held)
+    params = _weights(8)
+    tracker = jaxww.Tracker(every=1, max_pending=2)
+    tracker.update(0, params)
+    tracker.update(1, params)
+    assert len(tracker._pending) == 2 and tracker.history.steps == []
+    threading.Timer(0.2, gate.set).start()
+    tracker.update(2, params)                 # waits for step 0, then queues step 2
+    assert tracker.history.steps[0] == 0 and len(tracker._pending) <= 2
+    assert tracker.close().steps == [0, 1, 2]
+    with pytest.raises(ValueError, match="max_pending must be a positive int"):
+        jaxww.Tracker(max_pending=0)
