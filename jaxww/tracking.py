@@ -64,7 +64,8 @@ class History:
     Attributes:
       rows: one dict per (step, layer), keys ``step`` then the report's columns, in step order.
       summaries: ``{step: Report.summary}`` in step order.
-      columns: the columns of ``rows``.
+      columns: the columns of ``rows`` (``step``, then :attr:`jaxww.Report.columns`:
+        those of the options, such as ``mp_fit=True``, included).
     """
 
     rows: tuple = ()
@@ -176,7 +177,7 @@ class Tracker:
         self.every, self.writer, self.metrics, self.options = every, writer, tuple(metrics), analyze_options
         self._thread, self.max_pending = background == "thread", max_pending
         self._pending = collections.deque()    # (step, future), submission order
-        self._rows, self._summaries = [], {}
+        self._rows, self._summaries, self._columns = [], {}, History.columns
         self._lock = threading.Lock()
         self._closed = False
         self._last = None
@@ -248,7 +249,7 @@ class Tracker:
     def history(self) -> History:
         """A :class:`History` of the steps collected so far (a snapshot)."""
         with self._lock:
-            return History(tuple(self._rows), dict(self._summaries))
+            return History(tuple(self._rows), dict(self._summaries), self._columns)
 
     def _collect(self, wait: bool, limit: int | None = None):
         """Take the analyses done (all, or ``limit``, with ``wait``) in step order; raise
@@ -258,12 +259,13 @@ class Tracker:
             taken += 1
             step, future = self._pending.popleft()
             try:
-                rows, summary = future.result()
+                rows, summary, columns = future.result()
             except Exception as err:
                 raise TrackingError(f"the analysis of step {step} failed: {type(err).__name__}: {err}") from err
             with self._lock:
                 self._rows.extend({"step": step, **r} for r in rows)
                 self._summaries[step] = summary
+                self._columns = ("step",) + columns
             if self.writer is not None:
                 try:
                     self.writer(step, scalars(rows, summary, self.metrics))
@@ -296,10 +298,10 @@ def _snapshot(params):
 
 
 def _analyze(params, options, to_host: bool = False) -> tuple:
-    """The background work: ``(report.rows, report.summary)`` of ``jaxww.analyze`` (of
+    """The background work: ``(report.rows, report.summary, report.columns)`` of ``jaxww.analyze`` (of
     ``jax.device_get(params)`` with ``to_host``: the wait for the step is the worker's)."""
     report = _report.analyze(jax.device_get(params) if to_host else params, **options)
-    return list(report.rows), report.summary
+    return list(report.rows), report.summary, tuple(report.columns)
 
 
 def checkpoint_steps(directory: str | os.PathLike) -> list:
@@ -343,15 +345,16 @@ def from_checkpoints(directory: str | os.PathLike, *, item: str | None = None,
       >>> history = jaxww.from_checkpoints("/tmp/run/checkpoints")   # doctest: +SKIP
       >>> history.plot().savefig("alpha.png")                         # doctest: +SKIP
     """
-    rows, summaries = [], {}
+    rows, summaries, columns = [], {}, History.columns
     for step in checkpoint_steps(directory):
         path = os.path.join(os.fspath(directory), str(step), *([item] if item else []))
         report = _report.analyze(path, **analyze_options)
         rows.extend({"step": step, **r} for r in report.rows)
         summaries[step] = report.summary
+        columns = ("step",) + tuple(report.columns)
         if writer is not None:
             writer(step, scalars(report.rows, report.summary, metrics))
-    return History(tuple(rows), summaries)
+    return History(tuple(rows), summaries, columns)
 
 
 def plot_history(history: History, metric: str = "alpha"):

@@ -243,3 +243,13 @@ def test_max_pending_bounds_the_queue(monkeypatch):
     assert tracker.close().steps == [0, 1, 2]
     with pytest.raises(ValueError, match="max_pending must be a positive int"):
         jaxww.Tracker(max_pending=0)
+
+
+def test_option_columns_kept():
+    params = _weights(9)
+    with jaxww.Tracker(every=1, mp_fit=True) as tracker:
+        tracker.update(0, params)
+    report = jaxww.analyze(params, mp_fit=True)
+    assert len(report.columns) > len(jaxww.COLUMNS)
+    assert tracker.history.columns == ("step",) + tuple(report.columns)
+    assert list(tracker.history.details.columns) == ["step", *report.columns]
