@@ -31,6 +31,7 @@ _EXPORTS = {
     "jaxww.report": ('COLUMNS', 'Report', 'SUMMARY_METRICS', 'analyze'),
     "jaxww.smoothing": ('smooth',),
     "jaxww.spectra": ('batched_spectra', 'eigenvalues'),
+    "jaxww.tracking": ('History', 'Tracker', 'TrackingError', 'from_checkpoints', 'plot_history'),
     "jaxww.tpl": ('TPLFit', 'fit_truncated_power_law'),
     "jaxww.transforms": ('AlphaRegularizationState', 'AlphaScaleState', 'add_alpha_decayed_weights', 'add_alpha_regularization', 'scale_by_alpha'),
 }
