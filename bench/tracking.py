@@ -37,24 +37,13 @@ import argparse
 import platform
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import jaxww
-
-
-class MLP(nn.Module):
-    width: int = 512
-    depth: int = 4
-
-    @nn.compact
-    def __call__(self, x):
-        for _ in range(self.depth):
-            x = nn.relu(nn.Dense(self.width)(x))
-        return nn.Dense(10)(x)
+from train_step import MLP   # the step-time bench's MLP (bench/ is on sys.path when run)
 
 
 def setup(width, depth, batch):
