@@ -106,7 +106,15 @@ def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str
         leaves = list(leaves)
         for i, value in zip(used, new):
             leaves[i] = np.asarray(value) if isinstance(leaves[i], np.ndarray) else value
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    return _in_order_of(params, jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+def _in_order_of(template, tree):
+    """``tree`` with its dicts' keys in ``template``'s order (``tree_unflatten`` sorts them),
+    so the smoothed params keep the model's order (:func:`jaxww.reading.kernels.model_order`)."""
+    if isinstance(template, dict) and isinstance(tree, dict) and template.keys() == tree.keys():
+        return {k: _in_order_of(template[k], tree[k]) for k in template}
+    return tree
 
 
 def _rank(row: dict, column: str | None, percent: float) -> int | None:
