@@ -154,6 +154,101 @@ def rel(a, b):
     return abs(a - b) / abs(b)
 
 
+# --- tolerances, derived from float error ---------------------------------------------------
+#
+# Every comparison of floats in the suite is one of:
+# * the same bits: two paths that must run the same operations in the same order (batch
+#   composition, device or core count, a copy): ``==`` / ``assert_array_equal``, and the
+#   test says why the bits must agree;
+# * a closed form evaluated two ways on the same input: a few ulp times the condition
+#   number (``sum_err`` for sums, ``ulps`` for a handful of roundings);
+# * downstream of an eigensolver: ``eig_err`` (eigenvalues), then the fit's sensitivity to
+#   its inputs (``pl_alpha_rtol``);
+# * an optimiser's result: its stopping rule and the flatness of the optimum (``flat_top_tol``);
+# * a statistical or design accuracy (standard errors, quadrature): stated where used.
+# Tests must pass on any CPU: the BLAS kernel (OPENBLAS_CORETYPE) and XLA's instruction set
+# (--xla_cpu_max_isa) change the rounding of the last bits; ../shared/tools/other-cpu and
+# .ci/run check the suite under other ones.
+
+#: Unit roundoff (machine epsilon, 2 ulp of 1) of float64 and float32.
+EPS64 = float(np.finfo(np.float64).eps)
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def ulps(k, cond=1.0, eps=EPS64):
+    """Relative tolerance of ``k`` roundings (each <= eps relative) amplified by ``cond``:
+    a closed form of a handful of operations evaluated two ways (vectorised or scalar,
+    JAX or NumPy, fused or not) on the same input."""
+    return k * cond * eps
+
+
+def sum_err(terms, eps=EPS64):
+    """Absolute bound on the difference of two evaluations of ``sum(terms)`` in any order.
+
+    Recursive or pairwise summation of n terms is within ``(n - 1) eps sum|t|`` of the
+    exact sum (Higham, Accuracy and Stability of Numerical Algorithms, 4.2); two orders
+    within twice that. Relative to ``|sum|`` this is ``n eps`` times the condition number
+    ``sum|t| / |sum t|`` (1 for positive terms; large under cancellation).
+    """
+    t = np.abs(np.asarray(terms, np.float64).ravel())
+    return 2.0 * max(t.size - 1, 1) * eps * float(t.sum())
+
+
+def eig_err(evals, n_rows, eps=EPS64):
+    """Absolute bound on the difference of the eigenvalues of ``X = W^T W`` from two
+    backward-stable paths (jaxww: BLAS ?syrk then LAPACK ?syevd; the reference: an SVD of W).
+
+    Forming ``X`` with ``N``-term dot products errs by ``|dX_ij| <= N eps |w_i| |w_j|``, so
+    ``||dX||_2 <= N eps ||W||_F^2``; ?syevd is backward stable (``<= M eps ||X||_2``), and by
+    Weyl every eigenvalue moves by at most the norm of the backward error. The SVD path:
+    ``|d sigma| <= N eps sigma_max``, ``|d lambda| <= 2 N eps lambda_max``. With
+    ``||W||_F^2 = sum(lambda) >= lambda_max`` each path is within ``2 N eps sum(lambda)``,
+    two paths within twice that. Relative to an eigenvalue it grows as
+    ``sum(lambda) / lambda``: small eigenvalues are the least accurate.
+    """
+    ev = np.asarray(evals, np.float64)
+    return 4.0 * n_rows * eps * float(np.abs(ev).sum())
+
+
+def pl_alpha_rtol(tail, x_err=0.0, eps=EPS64):
+    """Relative bound on the difference of two evaluations of the power-law MLE
+    ``alpha = 1 + n / S``, ``S = sum ln(x_j / xmin)`` over the ascending ``tail``
+    (``tail[0] = xmin``), whose values may differ by ``x_err`` (absolute) between the two.
+
+    * Input error: each ``ln x`` moves by at most ``x_err / x``, so each term of ``S`` by
+      at most ``2 x_err / xmin``; ``dalpha = (alpha - 1) dS / S``.
+    * Rounding: ``S`` is a sum of ``ln x_j`` and ``-ln xmin`` (``sum_err``, which covers
+      the cancellation when the tail is narrow), plus one ulp of each log; the division
+      and the addition of 1: a few ulp.
+    """
+    x = np.sort(np.asarray(tail, np.float64))
+    n = x.size
+    logs = np.log(x)
+    S = float(np.sum(logs - logs[0]))
+    alpha = 1.0 + n / S
+    dS = n * 2.0 * x_err / x[0] + sum_err(np.concatenate([logs, -np.full(n, logs[0])]), eps) \
+        + 2 * n * eps * float(np.abs(logs).max())
+    return (alpha - 1.0) / alpha * dS / S + ulps(4, eps=eps)
+
+
+def flat_top_tol(hess, f_terms, eps=EPS64, k=8):
+    """Per-coordinate bound on how far apart two runs of an ascent that accepts a step only
+    when the computed objective increases may stop (different batch shapes, summation
+    orders or instruction sets: the same maximisation, other roundings).
+
+    The computed objective errs by at most ``df = k eps sum|f_terms|`` (``f_terms``: the
+    magnitudes of the terms the objective adds, ``k`` the roundings per term). A run stops
+    where no step improves the computed value, so within ``2 df`` of the maximum (true
+    values). Near the top ``f* - f(theta) = d^T (-H) d / 2``: the set of such stops is an
+    ellipse whose extent along coordinate ``i`` is ``sqrt(2 * 2 df * (-H)^-1_ii)``; two runs
+    may stop at its two ends (2x). This is the flat top of a maximum-likelihood estimate:
+    ``~sqrt(eps)`` relative, not eps, however tight the stopping rule.
+    """
+    h = np.linalg.inv(-np.asarray(hess, np.float64))
+    df = k * eps * float(np.sum(np.abs(np.asarray(f_terms, np.float64))))
+    return 2.0 * np.sqrt(2.0 * 2.0 * df * np.diag(h))
+
+
 @pytest.fixture
 def x64():
     """Run the test with float64 enabled in JAX (restored afterwards)."""
@@ -177,6 +272,12 @@ class Helpers:
     torch_linear = staticmethod(torch_linear)
     torch_conv2d = staticmethod(torch_conv2d)
     rel = staticmethod(rel)
+    EPS64, EPS32 = EPS64, EPS32
+    ulps = staticmethod(ulps)
+    sum_err = staticmethod(sum_err)
+    eig_err = staticmethod(eig_err)
+    pl_alpha_rtol = staticmethod(pl_alpha_rtol)
+    flat_top_tol = staticmethod(flat_top_tol)
     torch = staticmethod(_torch)
 
 
