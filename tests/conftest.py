@@ -231,6 +231,76 @@ def pl_alpha_rtol(tail, x_err=0.0, eps=EPS64):
     return (alpha - 1.0) / alpha * dS / S + ulps(4, eps=eps)
 
 
+def pl_fit_tols(evals, xmin, x_err=0.0, eps=EPS64):
+    """Absolute tolerances of the power-law fit's fields (``alpha, xmin, D, sigma, xmax``)
+    between two evaluations that chose the same ``xmin``, on eigenvalues that differ by at
+    most ``x_err`` (``eig_err``) and with other roundings.
+
+    * ``alpha``: :func:`pl_alpha_rtol` on the tail ``evals >= xmin``.
+    * ``xmin``, ``xmax``: the eigenvalue's own error, plus an ulp.
+    * ``D = max_j |1 - r_j**(1 - alpha) - j / n|``, ``r_j = x_j / xmin``: with
+      ``y = r**(1 - alpha) <= 1``, ``dy <= (alpha - 1) |d ln r| + y ln r |dalpha|`` and
+      ``y ln r <= 1 / (e (alpha - 1))``; the power ``exp((1 - alpha) ln r)`` and the two
+      subtractions round at a few ulp (absolute, y <= 1).
+    * ``sigma = (alpha - 1) / sqrt(n)``: ``dalpha / (alpha - 1)`` relative.
+    """
+    x = np.asarray(evals, np.float64)
+    tail = np.sort(x[x >= xmin])
+    n = tail.size
+    S = float(np.sum(np.log(tail / tail[0])))
+    alpha = 1.0 + n / S
+    da = alpha * pl_alpha_rtol(tail, x_err, eps)
+    dlnx = 2.0 * x_err / tail[0] + ulps(2, eps=eps)
+    return {
+        "alpha": da,
+        "xmin": x_err + ulps(2, eps=eps) * tail[0],
+        "xmax": x_err + ulps(2, eps=eps) * tail[-1],
+        "D": (alpha - 1.0) * dlnx + da / (np.e * (alpha - 1.0)) + ulps(8, eps=eps),
+        "sigma": (alpha - 1.0) / np.sqrt(n) * (da / (alpha - 1.0) + ulps(4, eps=eps)),
+    }
+
+
+def metric_tols(evals, alpha, dalpha, x_err=0.0, eps=EPS64):
+    """Absolute tolerances of the norm metrics of conventions section 4 on eigenvalues
+    ``evals`` (all of the layer's) that differ by at most ``x_err`` between two evaluations,
+    with ``alpha`` known to ``dalpha``; each adds the rounding of its own sum (``sum_err``)
+    and a few ulp of its logs and divisions.
+    """
+    ev = np.asarray(evals, np.float64)
+    M, top, tot = ev.size, float(ev.max()), float(ev.sum())
+    ln10 = np.log(10.0)
+    d_norm = M * x_err + sum_err(ev, eps)
+    pos = ev[ev > 0]
+    pw = pos ** alpha
+    an = float(pw.sum())
+    # d(lambda**alpha) = alpha lambda**(alpha - 1) dlambda + lambda**alpha |ln lambda| dalpha,
+    # and the power rounds at (1 + alpha |ln lambda|) eps relative
+    d_an = float(np.sum(alpha * pos ** (alpha - 1) * x_err + pw * np.abs(np.log(pos)) * dalpha
+                        + pw * (1 + alpha * np.abs(np.log(pos))) * eps)) + sum_err(pw, eps)
+    d_an += (M - pos.size) * x_err ** alpha   # numerical zeros: at most x_err each
+    p = ev / tot
+    dp = x_err / tot + p * d_norm / tot
+    rank = int(np.sum(ev > top * 1e-13))   # the ranks compared are equal (asserted separately)
+    plogp = p[p > 0] * np.log(p[p > 0])
+    d_ent = (float(np.sum(dp * (np.abs(np.log(np.maximum(p, dp))) + 1.0))) + sum_err(plogp, eps)) \
+        / np.log(max(rank, 2))
+    out = {
+        "norm": d_norm,
+        "log_norm": d_norm / (tot * ln10),
+        "spectral_norm": x_err + ulps(2, eps=eps) * top,
+        "log_spectral_norm": (x_err + ulps(2, eps=eps) * top) / (top * ln10),
+        "alpha_weighted": dalpha * abs(np.log10(top)) + alpha * (x_err / top + ulps(4, eps=eps)) / ln10,
+        "log_alpha_norm": d_an / (an * ln10),
+        "stable_rank": (d_norm / tot + (x_err / top + ulps(2, eps=eps))) * tot / top,
+        "entropy": d_ent,
+    }
+    # and a few ulp of each value (the log10, products and quotients that form it)
+    vals = {"norm": tot, "log_norm": np.log10(tot), "spectral_norm": top, "log_spectral_norm": np.log10(top),
+            "alpha_weighted": alpha * np.log10(top), "log_alpha_norm": np.log10(an), "stable_rank": tot / top,
+            "entropy": 1.0}
+    return {c: out[c] + ulps(4, eps=eps) * abs(vals[c]) for c in out}
+
+
 def flat_top_tol(hess, f_terms, eps=EPS64, k=8):
     """Per-coordinate bound on how far apart two runs of an ascent that accepts a step only
     when the computed objective increases may stop (different batch shapes, summation
@@ -278,6 +348,8 @@ class Helpers:
     eig_err = staticmethod(eig_err)
     pl_alpha_rtol = staticmethod(pl_alpha_rtol)
     flat_top_tol = staticmethod(flat_top_tol)
+    pl_fit_tols = staticmethod(pl_fit_tols)
+    metric_tols = staticmethod(metric_tols)
     torch = staticmethod(_torch)
 
 
