@@ -222,13 +222,21 @@ def pl_alpha_rtol(tail, x_err=0.0, eps=EPS64):
       and the addition of 1: a few ulp.
     """
     x = np.sort(np.asarray(tail, np.float64))
+    alpha = 1.0 + x.size / float(np.sum(np.log(x / x[0])))
+    return (alpha - 1.0) / alpha * log_sum_rtol(x, x_err, eps) + ulps(4, eps=eps)
+
+
+def log_sum_rtol(tail, x_err=0.0, eps=EPS64):
+    """Relative bound on two evaluations of ``S = sum ln(x_j / xmin)`` (see ``pl_alpha_rtol``):
+    inputs off by ``x_err``, each log off by an ulp of ``|ln x|``, and the sum of the logs
+    and ``-ln xmin`` (``sum_err``: the cancellation of a narrow tail)."""
+    x = np.sort(np.asarray(tail, np.float64))
     n = x.size
     logs = np.log(x)
     S = float(np.sum(logs - logs[0]))
-    alpha = 1.0 + n / S
     dS = n * 2.0 * x_err / x[0] + sum_err(np.concatenate([logs, -np.full(n, logs[0])]), eps) \
         + 2 * n * eps * float(np.abs(logs).max())
-    return (alpha - 1.0) / alpha * dS / S + ulps(4, eps=eps)
+    return dS / S
 
 
 def pl_fit_tols(evals, xmin, x_err=0.0, eps=EPS64):
@@ -239,7 +247,8 @@ def pl_fit_tols(evals, xmin, x_err=0.0, eps=EPS64):
     * ``alpha``: :func:`pl_alpha_rtol` on the tail ``evals >= xmin``.
     * ``xmin``, ``xmax``: the eigenvalue's own error, plus an ulp.
     * ``D = max_j |1 - r_j**(1 - alpha) - j / n|``, ``r_j = x_j / xmin``: with
-      ``y = r**(1 - alpha) <= 1``, ``dy <= (alpha - 1) |d ln r| + y ln r |dalpha|`` and
+      ``y = r**(1 - alpha) <= 1``, ``dy <= (alpha - 1) |d ln r| + y ln r |dalpha|``
+      (``|d ln r|``: the inputs' error and an ulp of ``|ln x|`` per log) and
       ``y ln r <= 1 / (e (alpha - 1))``; the power ``exp((1 - alpha) ln r)`` and the two
       subtractions round at a few ulp (absolute, y <= 1).
     * ``sigma = (alpha - 1) / sqrt(n)``: ``dalpha / (alpha - 1)`` relative.
@@ -250,7 +259,8 @@ def pl_fit_tols(evals, xmin, x_err=0.0, eps=EPS64):
     S = float(np.sum(np.log(tail / tail[0])))
     alpha = 1.0 + n / S
     da = alpha * pl_alpha_rtol(tail, x_err, eps)
-    dlnx = 2.0 * x_err / tail[0] + ulps(2, eps=eps)
+    # ln r = ln x_j - ln xmin: the inputs' error, and an ulp of each log (absolute: |ln x| eps)
+    dlnx = 2.0 * x_err / tail[0] + 2 * eps * max(1.0, float(np.abs(np.log(tail)).max()))
     return {
         "alpha": da,
         "xmin": x_err + ulps(2, eps=eps) * tail[0],
@@ -347,6 +357,7 @@ class Helpers:
     sum_err = staticmethod(sum_err)
     eig_err = staticmethod(eig_err)
     pl_alpha_rtol = staticmethod(pl_alpha_rtol)
+    log_sum_rtol = staticmethod(log_sum_rtol)
     flat_top_tol = staticmethod(flat_top_tol)
     pl_fit_tols = staticmethod(pl_fit_tols)
     metric_tols = staticmethod(metric_tols)
