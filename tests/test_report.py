@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxww
+from conftest import eig_err, metric_tols, pl_fit_tols, svd_evals, ulps
 from jaxww import powerlaw as pl
 
 
@@ -149,7 +150,8 @@ def test_summary_means_over_successful_fits(mixed):
     summary = report.summary
     assert set(summary) == set(jaxww.SUMMARY_METRICS)
     for m in jaxww.SUMMARY_METRICS:
-        assert summary[m] == pytest.approx(np.mean([r[m] for r in ok]), rel=1e-9), m
+        # Report.summary is np.mean of these very floats: the same bits
+        assert summary[m] == np.mean([r[m] for r in ok]), m
         assert np.isfinite(summary[m]), m
 
 
@@ -214,21 +216,29 @@ def test_alpha_invariances(seed, nu, log10_scale, transform):
     rng = np.random.default_rng(seed)
     w = (rng.standard_t(nu, size=(256, 128)) / 16).astype(np.float64)
     base = _alpha64(w)
+    # Each transform changes the order of the Gram matrix's sums (or scales W, an ulp per
+    # entry): both spectra are within eig_err of the exact one (scale-free: the same
+    # relative bound for c W), then the fit and the metrics propagate it.
+    ev = svd_evals(w)
+    x_err = eig_err(ev, 256)
+    tols = {**pl_fit_tols(ev[ev > 1e-5], base["xmin"], x_err),
+            **metric_tols(ev, base["alpha"], 0.0, x_err)}
+    rel_xmin = tols["xmin"] / base["xmin"]
     if transform == "scale":
         c = 10.0 ** log10_scale
         out = _alpha64(c * w)
-        assert out["xmin"] == pytest.approx(c * c * base["xmin"], rel=1e-8)
+        assert out["xmin"] == pytest.approx(c * c * base["xmin"], rel=rel_xmin + ulps(3))
     elif transform == "transpose":
         out = _alpha64(w.T)
-        assert out["xmin"] == pytest.approx(base["xmin"], rel=1e-8)
+        assert out["xmin"] == pytest.approx(base["xmin"], rel=rel_xmin)
     elif transform == "rows":
         out = _alpha64(w[rng.permutation(256)])
     else:
         out = _alpha64(w[:, rng.permutation(128)])
-    assert out["alpha"] == pytest.approx(base["alpha"], rel=1e-8)
-    assert out["D"] == pytest.approx(base["D"], rel=1e-6)
-    assert out["num_pl_spikes"] == base["num_pl_spikes"]
-    assert out["stable_rank"] == pytest.approx(base["stable_rank"], rel=1e-8)
+    assert out["num_pl_spikes"] == base["num_pl_spikes"]   # the same candidate
+    assert out["alpha"] == pytest.approx(base["alpha"], abs=tols["alpha"])
+    assert out["D"] == pytest.approx(base["D"], abs=tols["D"])
+    assert out["stable_rank"] == pytest.approx(base["stable_rank"], abs=tols["stable_rank"])
 
 
 def test_power_of_two_scaling_float32(h):
@@ -283,8 +293,12 @@ two = jaxww.analyze(params).rows
 assert [r["name"] for r in one] == [r["name"] for r in two]
 for r1, r2 in zip(one, two):
     assert r1["status"] == r2["status"], (r1, r2)
+    # README promises identical reports: every layer's spectrum is computed at its own
+    # shape on the host (one BLAS thread per matrix), and its fit is the same per-row
+    # computation whatever the part (the padding adds masked values after its own), so
+    # the same operations in the same order: the same bits.
     for c in ("alpha", "D", "xmin", "log_norm", "stable_rank", "matrix_rank"):
-        assert np.allclose(r1[c], r2[c], rtol=1e-6, equal_nan=True), (r1["name"], c, r1[c], r2[c])
+        assert r1[c] == r2[c] or (np.isnan(r1[c]) and np.isnan(r2[c])), (r1["name"], c, r1[c], r2[c])
 print("ok", len(two))
 """
 
@@ -297,8 +311,8 @@ def test_two_devices_give_the_same_report():
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"  # keep an ISA cap
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", _TWO_DEVICES], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
