@@ -60,7 +60,7 @@ def test_vectorised_equals_a_loop_over_the_same_replicas(lognormal):
     p, ci = loop_p_and_ci(x, np.asarray(reps))
     assert float(t.p_value) == pytest.approx(p, abs=1e-6)
     np.testing.assert_allclose([float(t.alpha_ci_low), float(t.alpha_ci_high)], ci, rtol=1e-5)
-    for f in pl.PowerLawFit._fields:
+    for f in pl.PowerLawFit._fields:   # the plain fit's function on the same array: the same bits
         np.testing.assert_array_equal(np.asarray(getattr(t.fit, f)), np.asarray(getattr(fit, f)))
 
 
@@ -119,6 +119,7 @@ def test_result_is_the_plain_fit_and_the_test():
     assert t._fields == ("fit", "p_value", "alpha_ci_low", "alpha_ci_high")
     for f in pl.PowerLawFit._fields:   # the fit's fields also read directly
         assert getattr(t, f) is getattr(t.fit, f)
+        # the plain fit's function on the same array: the same bits
         np.testing.assert_array_equal(np.asarray(getattr(t.fit, f)), np.asarray(getattr(fit, f)))
     with pytest.raises(AttributeError, match="no attribute 'Lambda'"):
         t.Lambda
@@ -163,5 +164,5 @@ def test_analyze_bootstrap_columns(h):
         assert rows[name]["alpha_ci_low"] < rows[name]["alpha_ci_high"]
         assert rows[name]["alpha"] == {r["name"]: r for r in plain.rows}[name]["alpha"]
     assert rows["z/kernel"]["status"] == "failed" and np.isnan(rows["z/kernel"]["pl_p_value"])
-    # Seeded: the same key, the same numbers (NaN compares equal here).
+    # Seeded: the same key, the same computation, the same bits (NaN compares equal here).
     np.testing.assert_array_equal(r1.details["pl_p_value"].to_numpy(), r2.details["pl_p_value"].to_numpy())
