@@ -25,10 +25,10 @@ def test_known_answer(h):
     np.testing.assert_allclose(float(m.alpha_weighted), 2.0 * math.log10(4.0), rtol=rtol)
     np.testing.assert_allclose(float(m.log_alpha_norm), math.log10(16.0 + 1.0), rtol=rtol)
     assert int(m.matrix_rank) == 2  # the zero eigenvalue is not counted
-    p = np.array([0.8, 0.2, 0.0]) + 1e-10
+    p = np.array([0.8, 0.2, 0.0]) + M.ENTROPY_EPS   # the library's regulariser of p ln p
     # -sum p ln p of positive terms: each off by a few float32 ulp times (1 + |ln p|) (<= 2.6 for
-    # the terms that matter; the 1e-10 one is 2e-9 in all)
-    np.testing.assert_allclose(float(m.entropy), -(p * np.log(p)).sum() / math.log(2 + 1e-10),
+    # the terms that matter; the ENTROPY_EPS one is 2e-9 in all)
+    np.testing.assert_allclose(float(m.entropy), -(p * np.log(p)).sum() / math.log(2 + M.ENTROPY_EPS),
                                rtol=h.ulps(8, cond=1 + abs(math.log(0.2)), eps=h.EPS32))
 
 
