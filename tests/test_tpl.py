@@ -24,6 +24,16 @@ def loglik_terms(alpha, L, s1, s2, n):
     return [alpha * s1, L * s2, n * ln_i]
 
 
+def nesting_slack(n, pl_alpha, s1, shift, h):
+    """How far the truncated law's log-likelihood may fall below the closed-form power
+    law's on the same tail. The ascent starts at ``(pl_alpha, 0)`` and only accepts
+    increases, so its result is >= its own value there, which differs from the closed
+    form ``n ln(alpha - 1) - alpha s1 - shift`` by ``n`` times ``ln I``'s quadrature error
+    (``LOG_INTEGRAL_TOL``) plus the rounding of the terms (8 ulp each, ``flat_top_tol``'s k)."""
+    ln_i = abs(np.log(pl_alpha - 1))
+    return n * LOG_INTEGRAL_TOL * max(1.0, ln_i) + h.ulps(8) * (abs(pl_alpha * s1) + n * ln_i + 2 * abs(shift))
+
+
 def sample_tpl(alpha, lam, xmin, n, rng):
     """Exact draws of p(x) ~ x**-alpha exp(-lam x), x >= xmin, by rejection sampling."""
     out, have = [], 0
@@ -98,13 +108,8 @@ def test_maximum_and_nesting(recovered, h):
             for da, dl in ((1e-3, 0), (-1e-3, 0), (0, 1e-3), (0, -1e-3)):
                 th = np.array([fit.alpha[r] + da, max(fit.Lambda[r] * xmin[r] + dl, 0.0)])
                 assert float(tpl._loglik_t(jax.numpy.asarray(th), s1, s2, float(N))[0]) <= best + slack
-            # The truncated law nests the power law (Lambda = 0): the ascent starts at
-            # (pl_alpha, 0) and only accepts increases, so loglik >= its own value there, which
-            # differs from the closed form pl_loglik by n (ln I's quadrature error) + rounding.
-            a0 = fit.pl_alpha[r]
-            nest = N * LOG_INTEGRAL_TOL * max(1.0, abs(np.log(a0 - 1))) + \
-                h.ulps(8) * (abs(a0 * s1) + abs(N * np.log(a0 - 1)) + 2 * abs(shift))
-            assert fit.loglik[r] >= fit.pl_loglik[r] - nest
+            # The truncated law nests the power law (Lambda = 0).
+            assert fit.loglik[r] >= fit.pl_loglik[r] - nesting_slack(N, fit.pl_alpha[r], s1, shift, h)
             # 1 + n / s1, s1 a sum of positive logs (JAX's order vs NumPy's: sum_err), each
             # ln(x / xmin) off by <= 2 eps absolute from the division and the log.
             assert fit.pl_alpha[r] == pytest.approx(1 + N / s1, rel=(h.sum_err(np.log(t)) + 2 * N * h.EPS64) / s1
@@ -160,10 +165,8 @@ def test_analyze_tpl_columns(h, x64):
             tol_a, tol_l = h.flat_top_tol(H, loglik_terms(th[0], th[1], s1, s2, n))
             assert abs(r["alpha"] - th[0]) <= tol_a, (r["name"], r["alpha"], th[0], tol_a)
             assert abs(r["Lambda"] - float(ref.Lambda)) <= tol_l / r["xmin"], (r["name"], r["Lambda"], tol_l)
-            # nesting (see test_maximum_and_nesting)
-            a0 = float(ref.pl_alpha)
-            nest = n * LOG_INTEGRAL_TOL * max(1.0, abs(np.log(a0 - 1))) + \
-                h.ulps(8) * (abs(a0 * s1) + abs(n * np.log(a0 - 1)) + 2 * abs(n * np.log(r["xmin"])))
-            assert r["tpl_loglik"] >= r["pl_loglik"] - nest
+            # The truncated law nests the power law.
+            slack = nesting_slack(n, float(ref.pl_alpha), s1, n * np.log(r["xmin"]), h)
+            assert r["tpl_loglik"] >= r["pl_loglik"] - slack
     with pytest.raises(ValueError, match="fit must be one of"):
         jaxww.analyze(params, fit="tpl")
