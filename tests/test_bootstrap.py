@@ -106,6 +106,7 @@ def test_seeded():
     a = jaxww.fit_power_law(x, bootstrap=B, key=jax.random.key(3))
     b = jaxww.fit_power_law(x, bootstrap=B, key=jax.random.key(3))
     c = jaxww.fit_power_law(x, bootstrap=B, key=jax.random.key(4))
+    # the same key, the same computation: the same bits
     assert float(a.p_value) == float(b.p_value) and float(a.alpha_ci_low) == float(b.alpha_ci_low)
     assert (float(a.p_value), float(a.alpha_ci_low)) != (float(c.p_value), float(c.alpha_ci_low))
 
@@ -162,6 +163,7 @@ def test_analyze_bootstrap_columns(h):
     for name in ("a/kernel", "b/kernel"):
         assert 0.0 <= rows[name]["pl_p_value"] <= 1.0
         assert rows[name]["alpha_ci_low"] < rows[name]["alpha_ci_high"]
+        # the same batch, fitted by the same function (bootstrapping adds columns): the same bits
         assert rows[name]["alpha"] == {r["name"]: r for r in plain.rows}[name]["alpha"]
     assert rows["z/kernel"]["status"] == "failed" and np.isnan(rows["z/kernel"]["pl_p_value"])
     # Seeded: the same key, the same computation, the same bits (NaN compares equal here).

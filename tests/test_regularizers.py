@@ -152,7 +152,7 @@ def test_padding_and_order_do_not_change_alpha():
     x = pareto(np.random.default_rng(7), 40, 3.0).astype(np.float32)
     a = jaxww.tail_alpha(padded(x), "ks")
     b = jaxww.tail_alpha(padded(np.random.default_rng(0).permutation(x)), "ks")
-    assert float(a.alpha) == float(b.alpha)
+    assert float(a.alpha) == float(b.alpha)   # sorted first: the same array, the same bits
 
 
 # ------------------------------------------------------------------ eigenvalues
@@ -515,4 +515,4 @@ def test_distance_fn_is_a_deprecated_name_of_distance():
     p = small_tree()
     with pytest.warns(DeprecationWarning, match="distance="):
         old = float(jaxww.alpha_penalty(p, 2.0, distance_fn="absolute"))
-    assert old == float(jaxww.alpha_penalty(p, 2.0, distance="absolute"))
+    assert old == float(jaxww.alpha_penalty(p, 2.0, distance="absolute"))   # the same function

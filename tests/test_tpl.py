@@ -129,7 +129,7 @@ def test_xmin_default_is_the_power_law_scan_and_failures_are_nan():
     x = np.zeros((2, 64), np.float32)
     x[0] = np.sort((1 - np.random.default_rng(2).random(64)) ** (-1 / 1.5))
     fit = jaxww.fit_truncated_power_law(x)
-    assert float(fit.xmin[0]) == float(jaxww.fit_power_law(x[0]).xmin)
+    assert float(fit.xmin[0]) == float(jaxww.fit_power_law(x[0]).xmin)   # a chosen input value
     assert int(fit.status[1]) == tpl.TPL_TOO_FEW and np.isnan(float(fit.alpha[1]))
 
 
