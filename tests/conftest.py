@@ -292,8 +292,9 @@ def metric_tols(evals, alpha, dalpha, x_err=0.0, eps=EPS64):
     dp = x_err / tot + p * d_norm / tot
     rank = int(np.sum(ev > top * 1e-13))   # the ranks compared are equal (asserted separately)
     plogp = p[p > 0] * np.log(p[p > 0])
-    d_ent = (float(np.sum(dp * (np.abs(np.log(np.maximum(p, dp))) + 1.0))) + sum_err(plogp, eps)) \
-        / np.log(max(rank, 2))
+    big = np.maximum(p, dp)
+    d_p_ln_p = np.where(big > 0, dp * (np.abs(np.log(np.where(big > 0, big, 1.0))) + 1.0), 0.0)
+    d_ent = (float(np.sum(d_p_ln_p)) + sum_err(plogp, eps)) / np.log(max(rank, 2))
     out = {
         "norm": d_norm,
         "log_norm": d_norm / (tot * ln10),
