@@ -167,10 +167,11 @@ def rel(a, b):
 # * an optimiser's result: its stopping rule and the flatness of the optimum (``flat_top_tol``);
 # * a statistical or design accuracy (standard errors, quadrature): stated where used.
 # Tests must pass on any CPU: the BLAS kernel (OPENBLAS_CORETYPE) and XLA's instruction set
-# (--xla_cpu_max_isa) change the rounding of the last bits; ../shared/tools/other-cpu and
-# .ci/run check the suite under other ones.
+# (--xla_cpu_max_isa) change the rounding of the last bits; .ci/run checks the suite under
+# another pair of them (docs/conventions.md, section 9, has the measured differences).
 
-#: Unit roundoff (machine epsilon, 2 ulp of 1) of float64 and float32.
+#: Machine epsilon of float64 and float32: the spacing of floats at 1 (one rounding errs by
+#: at most half of it, relative; the bounds below count whole eps per rounding).
 EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
 
