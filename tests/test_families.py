@@ -357,4 +357,5 @@ def test_numpy_and_jax_leaves_give_the_same_matrices(tree):
     for k in kerns:
         from_numpy = k.matrices(leaves[k.leaf])
         assert isinstance(from_numpy, np.ndarray), k.name
+        # reshapes and transposes of the same data: copies, exact
         np.testing.assert_array_equal(from_numpy, np.asarray(k.matrices(jnp.asarray(leaves[k.leaf]))))

@@ -113,6 +113,7 @@ def test_refresh_host_calls_do_not_depend_on_the_cores(monkeypatch):
     monkeypatch.setattr(_host_eigh, "_workers", lambda: 1)
     alone = run()
     for a, b in zip(pooled[0] + pooled[1], alone[0] + alone[1]):
+        # one BLAS thread per matrix on the pool or alone: the same operations, the same bits
         np.testing.assert_array_equal(a, b)
 
 
@@ -128,6 +129,7 @@ def test_eigvals_spread_over_the_cores_match_numpy():
     out = _host_eigh.eigvals([big] + small)
     assert [o.shape for o in out] == [(1, 8), (4, 20), (3, 12)]
     for W, o in zip([big] + small, out):
+        # one LAPACK call per matrix, one BLAS thread, whatever else is in the call: the same bits
         np.testing.assert_array_equal(_host_eigh.eigvals([W])[0], o)
     assert [o.dtype for o in out] == [np.float32, np.float32, np.float64]
     for W, o in zip([big] + small, out):

@@ -34,7 +34,7 @@ def test_npz_roundtrip_gives_same_report(tmp_path):
     loaded = jaxww.load_params(path)
     assert set(loaded) == set(w)
     direct, from_file = jaxww.analyze(w), jaxww.analyze(loaded)
-    assert direct.rows[0]["alpha"] == from_file.rows[0]["alpha"]
+    assert direct.rows[0]["alpha"] == from_file.rows[0]["alpha"]   # the same weights, the same computation
     assert [s.name for s in from_file.skipped_rows] == ["enc/dense/bias"]
 
 

@@ -58,6 +58,8 @@ def test_get_esd_equals_report_esd(h):
     params = {"conv": {"kernel": h.gaussian(0, h.CONV)}, "dense": {"kernel": h.gaussian(1)}}
     rep = jaxww.analyze(params)
     for name in ("conv/kernel", "dense/kernel"):
+        # one layer alone or in the tree: the same host LAPACK call per matrix (one BLAS
+        # thread each), whatever else is analysed: the same bits
         np.testing.assert_array_equal(jaxww.get_esd(params, name), rep.esd(name))
     with pytest.raises(KeyError, match="dense/kernel"):
         jaxww.get_esd(params, "missing")
