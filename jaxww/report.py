@@ -374,7 +374,7 @@ def analyze(
     opts = _options.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
                           mp_fit=mp_fit, randomize=randomize, detX=detX)
     budget = _streaming.parse_budget(memory_budget)
-    _progress.reporter(progress)   # a bad argument fails before any work
+    report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     kerns, skipped, leaves, treedef, limited, ids = read_layers(
         params, min_evals=min_evals, max_evals=max_evals, max_N=max_N, layers=layers, layouts=layouts,
         scan_axis=scan_axis, base=base, lora=lora, lora_scale=lora_scale)
@@ -385,7 +385,7 @@ def analyze(
         raise _nothing_to_analyze(len(leaves), skipped, Report((), (), {}, limited, limits).limits_note())
     devices = _placement.local_devices(devices)
     with _spectra.precision_scope(precision):
-        evals, needs = _spectra_of(kerns, leaves, devices, precision, budget, _progress.reporter(progress))
+        evals, needs = _spectra_of(kerns, leaves, devices, precision, budget, report_progress)
         results = _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key)
     notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
                 f"{_progress.human_bytes(b)}" for i, (n, b) in needs.items()}
