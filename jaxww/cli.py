@@ -24,13 +24,12 @@ import re
 import sys
 
 from jaxww import __version__
-from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS, SUPPORTED
+from jaxww.defaults import BASE_LAYOUTS, LAYOUTS, MAX_EVALS, MAX_N, MIN_EVALS, SUPPORTED
 
 _SHOWN = ["layer_id", "name", "layer_type", "N", "M", "rf", "alpha", "D", "xmin", "alpha_weighted",
           "log_spectral_norm", "stable_rank", "status", "warning"]
 #: How the command line includes the layers the size limits left out.
 _INCLUDE = "--max-N none --max-evals none"
-_LAYOUTS = ("dense", "embedding", "conv", "conv_torch", "attention_qkv", "attention_out")
 
 
 class UsageError(ValueError):
@@ -75,9 +74,8 @@ def _pattern_value(kind: str, convert):
 
 
 def _layout(value: str) -> str:
-    base = value.removeprefix("stacked_")
-    if base not in _LAYOUTS and value != "skip":
-        raise ValueError(f"layouts are {', '.join(_LAYOUTS)}, 'stacked_' + one of them, or skip")
+    if value not in LAYOUTS:
+        raise ValueError(f"layouts are {', '.join(BASE_LAYOUTS)}, 'stacked_' + one of them, or skip")
     return value
 
 
@@ -166,14 +164,6 @@ def _check_outputs(args) -> None:
             raise UsageError(f"--plots {args.plots}: no writable directory {parent}")
 
 
-def _need_pandas(what: str):
-    try:
-        import pandas
-    except ImportError:
-        raise ImportError(f"{what} needs pandas: pip install 'jaxww[pandas]'") from None
-    return pandas
-
-
 def _render(report, args, options: dict) -> str:
     if args.format == "json":
         doc = report.to_dict({k: v for k, v in options.items() if k != "key"},
@@ -187,8 +177,8 @@ def _render(report, args, options: dict) -> str:
 
 def _table(report) -> str:
     try:
-        pd = _need_pandas("the table")
-    except ImportError:
+        import pandas as pd
+    except ImportError:   # a plain listing without pandas
         lines = ["  ".join(f"{c}={row[c]}" for c in _SHOWN) for row in report.rows]
     else:
         with pd.option_context("display.width", 200, "display.max_columns", 30,

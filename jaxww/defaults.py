@@ -5,6 +5,10 @@ so that ``jaxww --help`` starts at once)."""
 #: and ``N <= MAX_N``.
 MIN_EVALS, MAX_EVALS, MAX_N = 8, 15000, 50000
 
+#: How a leaf can be read (``layouts=``; jaxww/reading/layouts.py says what each means).
+BASE_LAYOUTS = ("dense", "embedding", "conv", "conv_torch", "attention_qkv", "attention_out")
+LAYOUTS = BASE_LAYOUTS + tuple("stacked_" + b for b in BASE_LAYOUTS) + ("skip",)
+
 #: What :func:`jaxww.load_params` reads, as error messages say it.
 SUPPORTED = ("a .npz, .safetensors, Flax .msgpack, Keras .weights.h5 / .keras or PyTorch .pth / .bin file, "
              "a safetensors directory (model.safetensors, or a *.safetensors.index.json "

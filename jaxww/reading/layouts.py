@@ -38,12 +38,11 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping, NamedTuple, Union
 
+from jaxww.defaults import BASE_LAYOUTS, LAYOUTS  # noqa: F401  (part of this module's API)
 from jaxww.reading import quant as _quant
 
 #: 2-D convolutions: pooled eigenvalues are multiplied by this (reference ``conv2d_norm``).
 CONV2D_NORM = 0.5
-BASE_LAYOUTS = ("dense", "embedding", "conv", "conv_torch", "attention_qkv", "attention_out")
-LAYOUTS = BASE_LAYOUTS + tuple("stacked_" + b for b in BASE_LAYOUTS) + ("skip",)
 
 #: Leaf names that are never weight matrices (normalisation, biases, statistics).
 _NOT_WEIGHTS = {"bias", "scale", "mean", "var", "running_mean", "running_var",
