@@ -1,4 +1,4 @@
-"""The test-sized digits experiment (``notebooks/digits_alpha.py --quick``) on real data.
+"""The test-sized digits experiment (``bench/digits_alpha.py --quick``) on real data.
 
 It trains the MLP on scikit-learn's bundled digits with plain ``adam`` and with
 ``jaxww.add_alpha_regularization`` (same seed, split and initialisation) and checks
@@ -26,7 +26,7 @@ def test_quick_digits_run(tmp_path):
     pytest.importorskip("sklearn")
     out = tmp_path / "digits.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "notebooks" / "digits_alpha.py"), "--quick",
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "digits_alpha.py"), "--quick",
                            "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

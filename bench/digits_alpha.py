@@ -20,10 +20,10 @@ tail: the alpha of ``jaxww.analyze``), and the mean distance ``|alpha - target|`
 
 Run::
 
-    PYTHONPATH=. python notebooks/digits_alpha.py            # the full experiment
-    PYTHONPATH=. python notebooks/digits_alpha.py --quick    # test-sized (< 60 s)
+    PYTHONPATH=. python bench/digits_alpha.py            # the full experiment
+    PYTHONPATH=. python bench/digits_alpha.py --quick    # test-sized (< 60 s)
 
-``notebooks/alpha_training.ipynb`` runs :func:`run_experiment` and plots the histories.
+``notebooks/02_alpha_in_training.ipynb`` is the same question as a tutorial, with plots.
 """
 
 from __future__ import annotations
