@@ -25,6 +25,7 @@ enabled only by a context manager (the callback runs on another thread).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import functools
 import os
@@ -52,16 +53,36 @@ def _blas_threads():
     return threadpoolctl.ThreadpoolController()
 
 
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def on_this_thread():
+    """Within the block, this thread runs its own host jobs one after the other.
+
+    A background analysis at idle priority (:class:`jaxww.Tracker`) uses it so that its
+    LAPACK work keeps that priority: the pool's threads run at normal priority and would
+    take the cores from the training it must not slow down. The results are the same
+    (one BLAS thread per job either way).
+    """
+    before, _LOCAL.serial = getattr(_LOCAL, "serial", False), True
+    try:
+        yield
+    finally:
+        _LOCAL.serial = before
+
+
 def _run(jobs):
     """Run independent jobs (callables that release the GIL) on one thread per core,
-    each with one BLAS thread, largest first (the jobs come sorted).
+    each with one BLAS thread, largest first (the jobs come sorted); in the calling
+    thread under :func:`on_this_thread`.
 
     One BLAS thread per job keeps every result independent of the number of cores and
     of what else runs in the same call (threaded BLAS rounds differently). The device
     waits for the host call, so the cores are otherwise idle.
     """
     with _POOL_LOCK, _blas_threads().limit(limits=1, user_api="blas"):
-        if len(jobs) <= 1 or _workers() == 1:
+        if len(jobs) <= 1 or _workers() == 1 or getattr(_LOCAL, "serial", False):
             return [fn() for fn in jobs]
         if not _POOL:
             _POOL.append(concurrent.futures.ThreadPoolExecutor(_workers(), "jaxww-lapack"))

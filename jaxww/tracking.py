@@ -3,8 +3,9 @@ training step wait.
 
 * :class:`Tracker`: ``tracker.update(step, params)`` copies ``params`` to the host
   every ``every`` steps (a device copy of each array, queued without waiting; the
-  worker brings it to the host) and runs ``jaxww.analyze`` on it in one background thread (one worker, so the
-  results come in step order; the eigenvalues run in LAPACK, outside the GIL). Each
+  worker brings it to the host) and runs ``jaxww.analyze`` on it in one background thread at
+  idle priority, its LAPACK work included (one worker, so the results come in step order;
+  the eigenvalues run outside the GIL). Each
   call first collects the analyses that finished, in order: they join
   :attr:`Tracker.history` and go to ``writer(step, {name: float})`` (clu
   ``metric_writers``' ``write_scalars``, a TensorBoard or wandb logging function).
@@ -43,6 +44,7 @@ from typing import Callable, Mapping
 import jax
 import numpy as np
 
+from jaxww import _host_eigh
 from jaxww import report as _report
 
 #: Per-layer metrics handed to the writer by default.
@@ -300,7 +302,8 @@ def _snapshot(params):
 def _analyze(params, options, to_host: bool = False) -> tuple:
     """The background work: ``(report.rows, report.summary, report.columns)`` of ``jaxww.analyze`` (of
     ``jax.device_get(params)`` with ``to_host``: the wait for the step is the worker's)."""
-    report = _report.analyze(jax.device_get(params) if to_host else params, **options)
+    with _host_eigh.on_this_thread():   # the LAPACK work at this worker's (idle) priority
+        report = _report.analyze(jax.device_get(params) if to_host else params, **options)
     return list(report.rows), report.summary, tuple(report.columns)
 
 

@@ -7,6 +7,8 @@ backward-stable eigensolver: ``|d lambda| <= c M eps lambda_max``.
 
 from __future__ import annotations
 
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,6 +143,29 @@ def test_eigvals_spread_over_the_cores_match_numpy():
             # backward-stable eigensolver of the Gram matrix: |d lambda| <= c M eps lambda_max
             tol = 50 * W.shape[2] * np.finfo(W.dtype).eps * want[-1]
             np.testing.assert_allclose(o[b], want, rtol=0, atol=tol)
+
+
+def test_on_this_thread_runs_the_jobs_in_the_caller_same_bits(monkeypatch):
+    """Under ``on_this_thread`` (the tracker's idle-priority worker) every LAPACK job runs
+    in the calling thread, none in the pool, and the eigenvalues are the same bits."""
+    monkeypatch.setattr(_host_eigh, "_workers", lambda: 2)
+    rng = np.random.default_rng(4)
+    mats = [rng.standard_normal((5, 40, 24)).astype(np.float32)]
+    pooled = _host_eigh.eigvals(mats)
+    seen, gram = set(), _host_eigh._gram
+
+    def spy(V, out=None):
+        seen.add(threading.current_thread().name)
+        return gram(V, out)
+
+    monkeypatch.setattr(_host_eigh, "_gram", spy)
+    with _host_eigh.on_this_thread():
+        serial = _host_eigh.eigvals(mats)
+    assert seen == {threading.current_thread().name}
+    np.testing.assert_array_equal(serial[0], pooled[0])
+    seen.clear()
+    _host_eigh.eigvals(mats)             # the pool again outside the block
+    assert seen and threading.current_thread().name not in seen
 
 
 def test_spectra_path_follows_the_compile_platform():
