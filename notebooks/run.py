@@ -65,6 +65,7 @@ def execute(path, size: str = "small", timeout: int = 600, pythonpath=None):
     injected = nbformat.v4.new_code_cell(f"SIZE = {size!r}", metadata={"tags": ["injected-parameters"]})
     nb.cells.insert(at + 1, injected)
     env = dict(os.environ)
+    env.pop("MPLBACKEND", None)   # the kernel's own (inline) backend, as in a user's notebook
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(pythonpath)] + [p for p in [env.get("PYTHONPATH")] if p])
     with tempfile.TemporaryDirectory(prefix="jaxww-nb-") as cwd:
