@@ -134,5 +134,5 @@ class DemoNet(nn.Module):
 
 def demo_params(seed: int = 0):
     """Linen variables of :class:`DemoNet` initialised from ``jax.random.key(seed)`` (random
-    weights: their alphas are large, as a random matrix's)."""
+    weights: their fitted alphas are those of random matrices, usually above 6 but noisy)."""
     return DemoNet().init(jax.random.key(seed), jnp.zeros((1, 64), jnp.int32))
