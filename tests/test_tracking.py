@@ -114,6 +114,18 @@ def test_from_checkpoints_equals_live_history(run):
     assert len(fig.axes[0].lines) >= 2 and fig.axes[0].get_xlabel() == "step"
 
 
+def test_from_checkpoints_logs_no_orbax_step_metadata_warning(run, caplog):
+    """Orbax warns "Metadata file does not exist" when a plain checkpointer reads the item
+    directory of a CheckpointManager step (its metadata is one level up): once per step,
+    in every notebook or script that reads a run; jaxww reads no such file and drops it."""
+    import logging
+    *_, directory = run
+    with caplog.at_level(logging.WARNING):
+        jaxww.from_checkpoints(directory)
+        jaxww.analyze(os.path.join(directory, "0"))
+    assert not [r for r in caplog.records if "Metadata file does not exist" in r.getMessage()]
+
+
 def test_writer_error_at_next_update_history_kept():
     calls = []
 

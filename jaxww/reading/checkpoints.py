@@ -22,6 +22,7 @@ import math
 import importlib
 import io
 import json
+import logging
 import os
 import struct
 import sys
@@ -447,6 +448,27 @@ def _load_keras(path: str) -> dict:
     return _load_h5(f"{path}[{member}]", io.BytesIO(data))
 
 
+class _NoStepMetadataWarning(logging.Filter):
+    """Drops Orbax's ``Metadata file does not exist`` warning. A ``CheckpointManager``
+    keeps the step's ``_CHECKPOINT_METADATA`` one level above the item directory
+    (``run/<step>/default``) that a plain checkpointer reads, and looks for it there:
+    one absl WARNING per step read, about a file this reader does not need."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("Metadata file does not exist")
+
+
+@contextlib.contextmanager
+def _orbax_quiet():
+    """:class:`_NoStepMetadataWarning` on absl's logger for the duration of a read."""
+    logger, quiet = logging.getLogger("absl"), _NoStepMetadataWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def _load_orbax(path: str, lazy: bool):
     """The tree of an Orbax PyTree checkpoint: with ``lazy``, from its metadata, a
     :class:`LazyTensor` per array (read alone by a partial restore); else, or where the
@@ -457,7 +479,7 @@ def _load_orbax(path: str, lazy: bool):
     """
     ocp = _optional("orbax.checkpoint", "'jaxww[orbax]'", "Orbax checkpoints")
     checkpointer, path = ocp.PyTreeCheckpointer(), os.path.abspath(path)
-    with _reading(f"{path}: the Orbax checkpoint cannot be restored"):
+    with _reading(f"{path}: the Orbax checkpoint cannot be restored"), _orbax_quiet():
         metadata = checkpointer.metadata(path)
         tree = getattr(getattr(metadata, "item_metadata", None), "tree", metadata)
         flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
@@ -472,8 +494,9 @@ def _load_orbax(path: str, lazy: bool):
             for k in reversed([k.key for k in keys]):   # {k0: {k1: ... leaf}}
                 item = {k: np.zeros(0) if item is None else item}
                 args = {k: ocp.RestoreArgs(restore_type=np.ndarray) if args is None else args}
-            out = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-                item=item, restore_args=args, partial_restore=True))
+            with _orbax_quiet():
+                out = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+                    item=item, restore_args=args, partial_restore=True))
             for k in keys:
                 out = out[k.key]
             return out
