@@ -91,13 +91,22 @@ class TextBar:
 
     def __call__(self, e: ProgressEvent) -> None:
         out = self._stream or sys.stderr
-        live = getattr(out, "isatty", lambda: False)() or "ipykernel" in sys.modules
-        if live:
+        if _live(out):
             out.write("\r" + format_event(e) + ("\n" if e.stage == "done" else ""))
         elif e.stage == "done" or e.layers_done == 0 or time.monotonic() - self._last >= self._interval:
             out.write(format_event(e) + "\n")
             self._last = time.monotonic()
         out.flush()
+
+
+def _live(out) -> bool:
+    """Whether ``out`` redraws a line on ``"\\r"``: a terminal, or the standard streams of a
+    Jupyter kernel (not merely a process that has imported ipykernel)."""
+    if getattr(out, "isatty", lambda: False)():
+        return True
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None and out in (sys.stdout, sys.stderr)
 
 
 def reporter(progress: ProgressArg) -> Callable[[ProgressEvent], None] | None:

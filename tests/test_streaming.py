@@ -177,6 +177,10 @@ def test_progress_argument_and_text_bar():
     with pytest.raises(TypeError, match="progress must be True, False, None or a callable"):
         jaxww.analyze(w, progress="yes")
     buf = io.StringIO()   # not a terminal: plain lines, the first and the last
+    try:                  # ipykernel imported (as by the notebook tests) is not a kernel
+        import ipykernel  # noqa: F401
+    except ImportError:
+        pass
     jaxww.analyze(w, progress=progress.TextBar(buf))
     lines = buf.getvalue().splitlines()
     assert lines[0].startswith("jaxww [") and "0/1 layers" in lines[0]
