@@ -82,7 +82,11 @@ def main(argv=None) -> int:
     ap.add_argument("--size", choices=SIZES, default="small")
     ap.add_argument("--out", default=str(HERE / "executed"), help="folder for the executed copies")
     args = ap.parse_args(argv)
-    import nbformat
+    try:
+        import nbclient
+        import nbformat
+    except ImportError as err:
+        ap.error(f"{err.name} is missing: pip install '.[all]' installs what runs the notebooks")
 
     paths = notebooks()
     if args.names:
@@ -93,11 +97,17 @@ def main(argv=None) -> int:
         paths = [by_name[n.removesuffix(".ipynb")] for n in args.names]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    failed = 0
     for path in paths:
-        nb, seconds = execute(path, args.size)
+        try:
+            nb, seconds = execute(path, args.size)
+        except nbclient.exceptions.CellExecutionError as err:
+            failed += 1
+            print(f"{path.name}: a cell failed at size {args.size}:\n{err}", file=sys.stderr)
+            continue
         nbformat.write(nb, str(out / path.name))
         print(f"{path.name}: {seconds:.0f} s at size {args.size} -> {out / path.name}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
