@@ -228,7 +228,7 @@ def _demo(args) -> int:
     from jaxww import demo
 
     print("jaxww demo: the same MLP trained on scikit-learn's digits three ways, then analysed "
-          "(about a minute on 2 cores)\n", file=sys.stderr)
+          "(under a minute on 2 cores)\n", file=sys.stderr)
     print(demo.story_text(demo.story(args.seed)))
     return 0
 
