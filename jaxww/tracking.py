@@ -169,7 +169,7 @@ class Tracker:
         if background not in ("thread", "process"):
             raise ValueError(f"background must be 'thread' or 'process', got {background!r}")
         if background == "thread":
-            analyze_options.setdefault("devices", jax.devices("cpu")[:1])
+            analyze_options.setdefault("devices", _cpu())
             self._pool = concurrent.futures.ThreadPoolExecutor(1, "jaxww-tracker", initializer=_lower_priority,
                                                                initargs=(nice, True))
         else:
@@ -275,6 +275,12 @@ class Tracker:
                     raise TrackingError(f"the writer failed at step {step}: {type(err).__name__}: {err}") from err
 
 
+def _cpu() -> list:
+    """Where tracking analyses by default: one CPU device (never queued behind the
+    training on an accelerator; the same numbers live and from checkpoints)."""
+    return jax.devices("cpu")[:1]
+
+
 def _lower_priority(nice: int, thread: bool):
     """Add ``nice`` to the worker's niceness (a thread's own on Linux, where a thread id is
     a ``PRIO_PROCESS`` target); a worker process computes on the CPU only."""
@@ -336,7 +342,9 @@ def from_checkpoints(directory: str | os.PathLike, *, item: str | None = None,
         :func:`jaxww.analyze` reads it (its single item).
       writer: optional ``writer(step, {name: float})`` replaying the run's scalars.
       metrics: the per-layer columns handed to ``writer``.
-      **analyze_options: keyword arguments of :func:`jaxww.analyze`.
+      **analyze_options: keyword arguments of :func:`jaxww.analyze`; ``devices``
+        defaults to the CPU, as the tracker's, so that the two histories are the same
+        computation on any machine.
 
     Returns:
       a :class:`History`, as :attr:`Tracker.history` of the live run.
@@ -348,6 +356,7 @@ def from_checkpoints(directory: str | os.PathLike, *, item: str | None = None,
       >>> history = jaxww.from_checkpoints("/tmp/run/checkpoints")   # doctest: +SKIP
       >>> history.plot().savefig("alpha.png")                         # doctest: +SKIP
     """
+    analyze_options.setdefault("devices", _cpu())
     rows, summaries, columns = [], {}, History.columns
     for step in checkpoint_steps(directory):
         path = os.path.join(os.fspath(directory), str(step), *([item] if item else []))

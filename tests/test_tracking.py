@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -193,6 +194,24 @@ def test_checkpoint_directory_without_steps(tmp_path):
     with pytest.raises(jaxww.CheckpointError, match="not a directory"):
         jaxww.from_checkpoints(tmp_path / "nowhere")
 
+
+def test_live_and_checkpoint_histories_analyse_on_the_cpu(tmp_path, monkeypatch):
+    """Both default to one CPU device (on a GPU the same numbers, not float32 rounding
+    apart); ``devices=`` given is kept."""
+    seen, report = [], tracking._report
+
+    def spy(params, devices=None, **options):
+        seen.append(devices)
+        return report.analyze({"w": np.eye(40, dtype=np.float32)})
+
+    monkeypatch.setattr(tracking, "_report", types.SimpleNamespace(analyze=spy))
+    for step in (0, 1):
+        (tmp_path / "run" / str(step)).mkdir(parents=True)
+    jaxww.from_checkpoints(tmp_path / "run")
+    jaxww.from_checkpoints(tmp_path / "run", devices=["mine"])
+    with jaxww.Tracker(every=1) as tracker:
+        tracker.update(0, {"w": np.eye(40, dtype=np.float32)})
+    assert seen == [jax.devices("cpu")[:1]] * 2 + [["mine"]] * 2 + [jax.devices("cpu")[:1]]
 
 def test_from_checkpoints_item(tmp_path):
     ocp = pytest.importorskip("orbax.checkpoint")
