@@ -452,7 +452,8 @@ class _NoStepMetadataWarning(logging.Filter):
     """Drops Orbax's ``Metadata file does not exist`` warning. A ``CheckpointManager``
     keeps the step's ``_CHECKPOINT_METADATA`` one level above the item directory
     (``run/<step>/default``) that a plain checkpointer reads, and looks for it there:
-    one absl WARNING per step read, about a file this reader does not need."""
+    one absl WARNING per step read, about a file this reader does not need (orbax-checkpoint
+    0.12.8; drop this filter once a release stops logging it)."""
 
     def filter(self, record):
         return not str(record.msg).startswith("Metadata file does not exist")
