@@ -57,6 +57,7 @@ def execute(path, size: str = "small", timeout: int = 600, pythonpath=None):
     """
     import nbclient
     import nbformat
+    from jupyter_client.manager import KernelManager
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
@@ -69,10 +70,16 @@ def execute(path, size: str = "small", timeout: int = 600, pythonpath=None):
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(pythonpath)] + [p for p in [env.get("PYTHONPATH")] if p])
     with tempfile.TemporaryDirectory(prefix="jaxww-nb-") as cwd:
-        client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                         resources={"metadata": {"path": cwd}})
+        # a local kernel over unix sockets in the temporary directory (over TCP the kernel
+        # warns that its traffic is unencrypted)
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(cwd, "kernel"))
+        client = nbclient.NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": cwd}})
         start = time.perf_counter()
-        client.execute(env=env)
+        try:
+            client.execute(env=env)
+        finally:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
         return nb, time.perf_counter() - start
 
 
