@@ -74,8 +74,19 @@ def plot_esd(report, name: str):
         dens = bulk * _mp.mp_density(x, row["sigma_mp"], row["N"], row["M"])
         ax.plot(x[dens > 0], dens[dens > 0], color="tab:green", label="Marchenko-Pastur")
         ax.axvline(row["bulk_max_tw"], color="tab:green", ls=":", lw=1, label="Tracy-Widom bound")
+    _few_minor_ticks(ax)
     ax.legend(fontsize=8)
     return fig
+
+
+def _few_minor_ticks(ax):
+    """Minor ticks at 2 and 5 only on a log axis spanning under two decades, where matplotlib
+    labels every minor tick and the labels overlap."""
+    from matplotlib import ticker
+
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if 0 < lo < hi < 100 * lo:
+            axis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
 
 
 def _density(ax, x, bins, share, label, color):

@@ -41,6 +41,25 @@ def test_plot_true_writes_one_png_per_layer_and_figures(h, tmp_path):
         rep.plot_esd("nope")
 
 
+def test_narrow_spectrum_gets_few_minor_ticks():
+    """A random layer's spectrum spans about one decade: matplotlib would label every minor
+    tick (2, 3, ..., 9 x 10^k) and the labels overlap; only 2 and 5 are kept there. A
+    spectrum over many decades keeps matplotlib's ticks."""
+    pytest.importorskip("matplotlib", reason="plots need matplotlib")
+    rng = np.random.default_rng(0)
+    narrow = (rng.standard_normal((1408, 512)) / np.sqrt(512)).astype(np.float32)
+    wide = (rng.standard_t(2.5, (512, 512)) / 30).astype(np.float32)
+    rep = jaxww.analyze({"narrow": narrow, "wide": wide})
+
+    def mantissas(name):
+        ax = rep.plot_esd(name).axes[0]
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.xaxis.get_minorticklocs() if lo <= t <= hi]
+        return {round(t / 10 ** np.floor(np.log10(t)), 6) for t in ticks}
+
+    assert mantissas("narrow") <= {2.0, 5.0} and mantissas("narrow")
+    assert len(mantissas("wide")) > 2
+
 def test_describe_lists_layers_without_spectra(h):
     params = {"conv": {"kernel": h.gaussian(0, h.CONV), "bias": np.zeros(32, np.float32)},
               "dense": {"kernel": h.gaussian(1)}}
