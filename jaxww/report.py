@@ -404,11 +404,16 @@ def _given_options(args: dict) -> dict:
     JSON can hold (:func:`jaxww.export.jsonable`); ``base`` is recorded as ``True``."""
     from jaxww import export
 
-    defaults = {n: p.default for n, p in inspect.signature(analyze).parameters.items() if n != "params"}
-    given = {n: args[n] for n, d in defaults.items() if args[n] is not d and not _equal(args[n], d)}
+    given = {n: args[n] for n, d in _defaults().items() if args[n] is not d and not _equal(args[n], d)}
     if "base" in given:
         given["base"] = True
     return export.jsonable({n: v for n, v in given.items() if n not in ("progress", "devices", "key")})
+
+
+@functools.cache
+def _defaults() -> dict:
+    """The defaults of :func:`analyze`'s options (every argument but ``params``)."""
+    return {n: p.default for n, p in inspect.signature(analyze).parameters.items() if n != "params"}
 
 
 def _equal(a, b) -> bool:

@@ -42,6 +42,7 @@ import threading
 from typing import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxww import _host_eigh
@@ -297,12 +298,27 @@ def _lower_priority(nice: int, thread: bool):
 
 
 def _snapshot(params):
-    """A copy of every array leaf of ``params``, dispatched without waiting: a JAX array's
-    ``copy()`` is queued after the step that computes it and stays valid when the training
-    step donates or replaces the original; NumPy leaves are copied at once."""
-    def copy(x):
-        return x.copy() if isinstance(x, (jax.Array, np.ndarray)) else x
-    return jax.tree_util.tree_map(copy, params)
+    """A copy of every array leaf of ``params``, dispatched without waiting: the JAX arrays
+    on the same devices are copied by one jitted program (one dispatch on the training
+    loop's thread, whatever the number of leaves), queued after the step that computes
+    them; the copy stays valid when the training step donates or replaces the original.
+    NumPy leaves are copied at once; other leaves are kept."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    out, by_devices = list(leaves), {}
+    for i, x in enumerate(leaves):
+        if isinstance(x, jax.Array):
+            by_devices.setdefault(frozenset(x.devices()), []).append(i)
+        elif isinstance(x, np.ndarray):
+            out[i] = x.copy()
+    for idx in by_devices.values():
+        for i, y in zip(idx, _copy_arrays([leaves[i] for i in idx])):
+            out[i] = y
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+@jax.jit
+def _copy_arrays(xs: list) -> list:
+    return [jnp.copy(x) for x in xs]
 
 
 def _analyze(params, options, to_host: bool = False) -> tuple:

@@ -284,3 +284,21 @@ def test_option_columns_kept():
     assert len(report.columns) > len(jaxww.COLUMNS)
     assert tracker.history.columns == ("step",) + tuple(report.columns)
     assert list(tracker.history.details.columns) == ["step", *report.columns]
+
+
+def test_snapshot_one_copy_program_survives_donation(monkeypatch):
+    """The tracked step's copy: one jitted program for every JAX array (the training
+    loop's thread pays one dispatch), valid after the next step donates the original."""
+    calls = []
+    real = tracking._copy_arrays
+    monkeypatch.setattr(tracking, "_copy_arrays", lambda xs: calls.append(len(xs)) or real(xs))
+    w = jnp.asarray(_weights(10)["Dense_0"]["kernel"])
+    host = np.ones(3, np.float32)
+    params = {"w": w, "b": jnp.zeros(32), "key": jax.random.key(0), "host": host, "n": 3}
+    snap = tracking._snapshot(params)
+    assert calls == [3]
+    assert snap["n"] == 3 and snap["host"] is not host and np.array_equal(snap["host"], host)
+    assert jax.random.key_data(snap["key"]).tolist() == jax.random.key_data(params["key"]).tolist()
+    expected = np.asarray(w).copy()
+    jax.jit(lambda x: x * 2, donate_argnums=0)(w)   # the next step donates the original
+    np.testing.assert_array_equal(jax.device_get(snap["w"]), expected)
