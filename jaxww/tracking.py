@@ -2,8 +2,8 @@
 training step wait.
 
 * :class:`Tracker`: ``tracker.update(step, params)`` copies ``params`` to the host
-  every ``every`` steps (a device copy of each array, queued without waiting; the
-  worker brings it to the host) and runs ``jaxww.analyze`` on it in one background thread at
+  every ``every`` steps (a device copy of its arrays, one jitted program queued without
+  waiting; the worker brings it to the host) and runs ``jaxww.analyze`` on it in one background thread at
   idle priority, its LAPACK work included (one worker, so the results come in step order;
   the eigenvalues run outside the GIL). Each
   call first collects the analyses that finished, in order: they join

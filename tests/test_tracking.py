@@ -302,3 +302,20 @@ def test_snapshot_one_copy_program_survives_donation(monkeypatch):
     expected = np.asarray(w).copy()
     jax.jit(lambda x: x * 2, donate_argnums=0)(w)   # the next step donates the original
     np.testing.assert_array_equal(jax.device_get(snap["w"]), expected)
+
+
+@pytest.mark.slow
+def test_tracking_bench_runs():
+    """``bench/tracking.py`` at a tiny size: its three loops run and it prints both ratios
+    (``--spare-core`` pins the threads where there are two cores or more)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("sklearn")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "bench" / "tracking.py"), "--rounds", "2", "--round", "100",
+                           "--spare-core"], cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    for line in ("tracked / plain:", "eigvals only / plain:", "6 steps tracked"):
+        assert line in proc.stdout, proc.stdout
