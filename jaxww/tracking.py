@@ -135,8 +135,8 @@ class Tracker:
       background: ``"thread"`` (default: one worker thread; ``devices`` defaults to the
         CPU, so the analysis never queues behind the training on an accelerator) or
         ``"process"`` (one spawned worker process on the CPU, started at the first
-        analysis: no GIL shared with the training loop; ``update`` makes the host copy,
-        waiting for those arrays, and it is pickled to the worker).
+        analysis: no GIL shared with the training loop; the copy is pickled to it by the
+        pool's feeding thread, which waits for the copy: ``update`` does not).
       nice: the worker's priority. ``None`` (default): Linux ``SCHED_IDLE`` (the
         thread's own policy), so the analysis only takes CPU time the training and
         everything else leave; an int: that niceness added instead; 0 keeps it.
@@ -178,7 +178,7 @@ class Tracker:
                 1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority,
                 initargs=(nice, False))
         self.every, self.writer, self.metrics, self.options = every, writer, tuple(metrics), analyze_options
-        self._thread, self.max_pending = background == "thread", max_pending
+        self.max_pending = max_pending
         self._pending = collections.deque()    # (step, future), submission order
         self._rows, self._summaries, self._columns = [], {}, History.columns
         self._lock = threading.Lock()
@@ -213,10 +213,9 @@ class Tracker:
         self._last = step
         while len(self._pending) >= self.max_pending:   # bounded memory: wait for the oldest
             self._collect(wait=True, limit=1)
-        if self._thread:   # copies on the device, read by the worker: nothing here waits
-            self._pending.append((step, self._pool.submit(_analyze, _snapshot(params), self.options, True)))
-        else:              # the host copy is pickled to the worker process
-            self._pending.append((step, self._pool.submit(_analyze, jax.device_get(params), self.options)))
+        # Copies on the device: nothing here waits for them. The worker thread reads them to
+        # the host; for a worker process, the pool's feeding thread does as it pickles them.
+        self._pending.append((step, self._pool.submit(_analyze, _snapshot(params), self.options)))
         return True
 
     def wait(self) -> History:
@@ -321,11 +320,11 @@ def _copy_arrays(xs: list) -> list:
     return [jnp.copy(x) for x in xs]
 
 
-def _analyze(params, options, to_host: bool = False) -> tuple:
-    """The background work: ``(report.rows, report.summary, report.columns)`` of ``jaxww.analyze`` (of
-    ``jax.device_get(params)`` with ``to_host``: the wait for the step is the worker's)."""
+def _analyze(params, options) -> tuple:
+    """The background work: ``(report.rows, report.summary, report.columns)`` of
+    ``jaxww.analyze(jax.device_get(params))`` (the wait for the step's copy is the worker's)."""
     with _host_eigh.on_this_thread():   # the LAPACK work at this worker's (idle) priority
-        report = _report.analyze(jax.device_get(params) if to_host else params, **options)
+        report = _report.analyze(jax.device_get(params), **options)
     return list(report.rows), report.summary, tuple(report.columns)
 
 
