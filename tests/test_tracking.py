@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import types
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -308,9 +311,6 @@ def test_snapshot_one_copy_program_survives_donation(monkeypatch):
 def test_tracking_bench_runs():
     """``bench/tracking.py`` at a tiny size: its three loops run and it prints both ratios
     (``--spare-core`` pins the threads where there are two cores or more)."""
-    import subprocess
-    import sys
-    from pathlib import Path
     pytest.importorskip("sklearn")
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, str(root / "bench" / "tracking.py"), "--rounds", "2", "--round", "100",
