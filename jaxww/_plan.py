@@ -1,8 +1,10 @@
 """Which weight matrices of a params tree are computed together, and how results go back.
 
-A :class:`Plan` is built once per params structure (outside jit, from shapes only):
-the eligible kernels (:func:`jaxww.find_kernels`, after an optax-style mask) grouped
-by matrix shape, so that each group is one batched computation. It gathers the
+A :class:`Plan` is built once per params structure (at trace time, from shapes only):
+the layers :func:`jaxww.analyze` reads (:func:`jaxww.reading.layers.read_layers`, the one
+reading of a layer: module configuration, Keras layers, scan axes, quantised weights),
+less those an optax-style mask leaves out, grouped by matrix shape, so that each group
+is one batched computation. It gathers the
 ``(G, rf, N, M)`` stack of every group (:meth:`Plan.stacks`) and scatters per-group
 results back to kernel order (:meth:`Plan.scatter`) or to per-leaf factors
 (:meth:`Plan.per_leaf`).
@@ -10,14 +12,15 @@ results back to kernel order (:meth:`Plan.scatter`) or to per-leaf factors
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.reading.kernels import LayoutOverride, find_kernels, flatten_params
+from jaxww.defaults import MIN_EVALS
+from jaxww.reading.kernels import LayoutOverride, flatten_params, param_tree
+from jaxww.reading.layers import read_layers
 
 #: An optax-style mask: a tree of bools, a prefix of the params tree, or a callable
 #: returning one; None selects every leaf.
@@ -103,30 +106,31 @@ class Plan(NamedTuple):
         return leaves, treedef
 
 
-def make_plan(params, mask: Mask = None, layouts: LayoutOverride = None, *,
+def make_plan(params, mask: Mask = None, layouts: LayoutOverride = None, *, min_evals: int = MIN_EVALS,
               where: str = "jaxww") -> Plan:
-    """Find the eligible kernels of ``params`` and group them by matrix shape.
+    """The layers :func:`jaxww.analyze` reads in ``params`` (with ``layouts`` and
+    ``min_evals``; its default size limits otherwise), less those ``mask`` leaves out,
+    grouped by matrix shape.
 
     Raises:
       ValueError: no floating-point weight matrix is left after the mask.
     """
-    names, leaves, treedef = flatten_params(params)
     flags = resolve_mask(mask, params)
-    sel_index = [i for i, f in enumerate(flags) if f]
-    kerns, skipped = find_kernels([names[i] for i in sel_index], [leaves[i] for i in sel_index],
-                                  layouts=layouts)
-    if not kerns:
-        why = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:8]) or "no leaves selected"
-        raise ValueError(f"{where}: no eligible weight matrix in the params ({len(leaves)} leaves, "
-                         f"{len(sel_index)} selected by the mask). Skipped: {why}")
-    kerns = [dataclasses.replace(k, leaf=sel_index[k.leaf]) for k in kerns]
+    names = flatten_params(params)[0]
+    left_out = {n for n, f in zip(names, flags) if not f}
+    read = read_layers(params, layouts=layouts, min_evals=min_evals, where=where,
+                       layers=(lambda name: name not in left_out) if left_out else None)
+    if not read.kernels:
+        why = "; ".join(f"{s.name}: {s.reason}" for s in read.skipped[:8]) or "no leaves selected"
+        raise ValueError(f"{where}: no eligible weight matrix in the params ({len(names)} leaves, "
+                         f"{len(names) - len(left_out)} selected by the mask). Skipped: {why}")
     keys = []
-    for k in kerns:
-        leaf = leaves[k.leaf]
+    for k in read.kernels:
+        leaf = read.leaves[k.leaf]
         rf, a, b = jax.eval_shape(k.matrices, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)).shape
         keys.append((rf, max(a, b), min(a, b), k.esd_scale, jnp.dtype(leaf.dtype).name))
     groups = tuple(Group(tuple(m), *key[:4]) for key, m in group_indices(keys).items())
-    return Plan(tuple(kerns), groups, leaves, treedef)
+    return Plan(tuple(read.kernels), groups, read.leaves, read.treedef)
 
 
 def resolve_mask(mask: Mask, params) -> list:
@@ -134,7 +138,7 @@ def resolve_mask(mask: Mask, params) -> list:
     _, leaves, _ = flatten_params(params)
     if mask is None:
         return [True] * len(leaves)
-    tree = _param_tree(params)
+    tree = param_tree(params)
     if callable(mask):
         mask = mask(tree)
     try:
@@ -147,16 +151,6 @@ def resolve_mask(mask: Mask, params) -> list:
     if len(flags) != len(leaves):
         raise ValueError(f"mask has {len(flags)} leaves, params have {len(leaves)}")
     return [bool(f) for f in flags]
-
-
-def _param_tree(params):
-    try:
-        from flax import nnx
-    except ImportError:  # pragma: no cover - flax is a dependency
-        return params
-    if isinstance(params, nnx.Module):
-        return nnx.state(params, nnx.Param)
-    return params
 
 
 def oriented(W):

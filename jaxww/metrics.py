@@ -24,14 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww.defaults import MIN_VERDICT_EVALS  # noqa: F401  (part of this module's API)
+
 #: Added to ``p`` and to the rank in the entropy, as the reference does.
 ENTROPY_EPS = 1e-10
 OVER_TRAINED = 2.0
 UNDER_TRAINED = 6.0
-#: Fewest eigenvalues whose fit carries a verdict. Measured (``python bench/verdicts.py``):
-#: below 32, 8-100% of Gaussian random matrices fit alpha < 2 ("over-trained"); from 32 on,
-#: at most 2% of them, and no Student-t(1.5) matrix fits alpha > 6 (docs/conventions.md, section 8).
-MIN_VERDICT_EVALS = 32
 
 
 class SpectralMetrics(NamedTuple):

@@ -67,6 +67,7 @@ import numpy as np
 from jaxww import _tail
 from jaxww import powerlaw as _pl
 from jaxww._plan import Mask, as_float, make_plan, oriented
+from jaxww.defaults import MIN_EVALS, MIN_VERDICT_EVALS
 from jaxww.reading.kernels import LayoutOverride
 from jaxww.spectra import numerical_floor
 
@@ -230,21 +231,23 @@ def _group_estimates(mats, spec, thresh, scale):
     return est, top
 
 
-def _tree_estimates(params, spec, mask, layouts, thresh, where):
+def _tree_estimates(params, spec, mask, layouts, thresh, min_evals, where):
     """Per-kernel TailAlpha (concatenated in kernel order), pooled spectra and the plan."""
-    plan = make_plan(params, mask, layouts, where=where)
+    plan = make_plan(params, mask, layouts, min_evals=min_evals, where=where)
     out = [_group_estimates(W, spec, thresh, g.scale) for g, W in zip(plan.groups, plan.stacks())]
     est = jax.tree.map(lambda *a: plan.scatter(a), *[e for e, _ in out])
     return plan, est, plan.scatter([t for _, t in out])
 
 
 def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
-               mask: Mask = None, layouts: LayoutOverride = None, thresh: float = EVALS_THRESH) -> dict:
+               mask: Mask = None, layouts: LayoutOverride = None, thresh: float = EVALS_THRESH,
+               min_evals: int = MIN_EVALS) -> dict:
     """Differentiable alpha of every eligible weight matrix of a params pytree.
 
-    Layers are found and read as by :func:`jaxww.analyze` (dense, convolution taps
-    pooled into one spectrum, attention, stacked layers); same-shape matrices are
-    batched into one ``eigh`` call.
+    Layers are found and read as by :func:`jaxww.analyze` (the same reading, the same
+    rows with its default ``min_evals``; a live ``nnx.Module`` read from its modules'
+    configuration, a tree by its names); same-shape matrices are batched into one
+    ``eigh`` call.
 
     Args:
       params: a params pytree, an ``nnx.State`` or an ``nnx.Module``.
@@ -252,6 +255,8 @@ def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEF
       mask: optax-style mask (a tree of bools, a prefix of the params tree, or a
         callable returning one): only leaves marked True are considered.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
+      min_evals: layers with fewer eigenvalues are left out (:func:`jaxww.analyze`'s
+        default; its verdicts need :data:`jaxww.defaults.MIN_VERDICT_EVALS`).
 
     Returns:
       ``{layer name: alpha}`` with the names of :func:`jaxww.analyze`'s rows
@@ -267,7 +272,7 @@ def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEF
       ['dense/kernel']
     """
     spec = tail_spec(tail, temperature)
-    plan, est, _ = _tree_estimates(params, spec, mask, layouts, float(thresh), "tree_alpha")
+    plan, est, _ = _tree_estimates(params, spec, mask, layouts, float(thresh), min_evals, "tree_alpha")
     return {k.name: est.alpha[i] for i, k in enumerate(plan.kernels)}
 
 
@@ -338,7 +343,8 @@ def _aux(plan, alpha_, per, ok):
 def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
                   temperature: float = DEFAULT_TEMPERATURE, distance: str = "squared",
                   reduce: str = "mean", mask: Mask = None, layouts: LayoutOverride = None,
-                  thresh: float = EVALS_THRESH, has_aux: bool = False, distance_fn: str | None = None):
+                  thresh: float = EVALS_THRESH, min_evals: int = MIN_VERDICT_EVALS, has_aux: bool = False,
+                  distance_fn: str | None = None):
     """Distance of each layer's alpha from a target, reduced over layers.
 
     .. math:: P = \\operatorname{reduce}_{l \\in \\text{ok}} \\; d(\\alpha_l, \\alpha^*)
@@ -356,6 +362,9 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
       reduce: ``"mean"`` over the used layers or ``"sum"``.
       mask: optax-style mask selecting the leaves to penalise.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
+      min_evals: layers with fewer eigenvalues are left alone; the default, 32
+        (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), acts only where :func:`jaxww.analyze`
+        can give a verdict (pass ``min_evals=8``, analyze's own limit, to act on every row).
       has_aux: also return :class:`LayerPenalties` (per-layer alpha, term, flag).
       distance_fn: deprecated name of ``distance``.
 
@@ -379,7 +388,7 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
     check_choice(distance, DISTANCES, "distance")
     check_choice(reduce, REDUCTIONS, "reduce")
     spec = tail_spec(tail, temperature)
-    plan, est, _ = _tree_estimates(params, spec, mask, layouts, float(thresh), "alpha_penalty")
+    plan, est, _ = _tree_estimates(params, spec, mask, layouts, float(thresh), min_evals, "alpha_penalty")
     ok = est.status == _tail.FIT_OK
     value, per = penalty_of_alphas(est.alpha, ok, target, distance, reduce)
     return (value, _aux(plan, est.alpha, per, ok)) if has_aux else value
@@ -395,7 +404,7 @@ def penalty_of_alphas(alpha, ok, target: float, distance: str, reduce: str):
 def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
                            temperature: float = DEFAULT_TEMPERATURE, reduce: str = "sum",
                            mask: Mask = None, layouts: LayoutOverride = None, thresh: float = EVALS_THRESH,
-                           has_aux: bool = False):
+                           min_evals: int = MIN_VERDICT_EVALS, has_aux: bool = False):
     """Weighted-alpha penalty of Xiao et al. (2023): ``sum_l alpha_l * ln(lambda_max_l)``.
 
     .. math:: P = \\sum_l \\alpha_l \\ln \\lambda_{\\max, l}
@@ -412,6 +421,9 @@ def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
       reduce: ``"sum"`` (the paper) or ``"mean"`` over the used layers.
       mask: optax-style mask selecting the leaves to penalise.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
+      min_evals: layers with fewer eigenvalues are left alone; the default, 32
+        (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), acts only where :func:`jaxww.analyze`
+        can give a verdict (pass ``min_evals=8``, analyze's own limit, to act on every row).
       has_aux: also return :class:`LayerPenalties`.
 
     Returns:
@@ -423,7 +435,7 @@ def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
     """
     check_choice(reduce, REDUCTIONS, "reduce")
     spec = tail_spec(tail, temperature)
-    plan, est, top = _tree_estimates(params, spec, mask, layouts, float(thresh),
+    plan, est, top = _tree_estimates(params, spec, mask, layouts, float(thresh), min_evals,
                                      "weighted_alpha_penalty")
     ok = (est.status == _tail.FIT_OK) & (top > thresh)
     per = jnp.where(ok, jnp.where(ok, est.alpha, 0.0) * jnp.log(jnp.where(ok, top, 1.0)), 0.0)

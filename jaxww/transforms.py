@@ -21,7 +21,7 @@ hyperparameters (strengths, ``target``, the scales, ``temperature``, ``thresh``)
 be arrays, traced ones included (checked only when concrete), so that they can be
 scheduled or changed through ``state.hyperparams``; the structural ones are static
 and go in ``static_args``: ``every`` always (optax injects every number, defaults
-included), ``tail`` when it is a number, ``mask`` and ``layouts`` when they are
+included), ``tail`` and ``min_evals`` when they are numbers, ``mask`` and ``layouts`` when they are
 callables (optax takes any callable for a schedule). A traced ``every`` or ``tail``
 raises a ``TypeError`` that says so.
 
@@ -45,6 +45,7 @@ import optax
 from jaxww import _host_eigh, _tail
 from jaxww import regularizers as _reg
 from jaxww._plan import Mask, make_plan
+from jaxww.defaults import MIN_VERDICT_EVALS
 from jaxww.reading.kernels import LayoutOverride
 from jaxww.spectra import eigvals_ascending, numerical_floor
 
@@ -96,6 +97,11 @@ def _check_every(every) -> int:
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
         raise ValueError(f"every must be an int >= 1, got {every!r}")
     return int(every)
+
+
+def _min_evals(min_evals) -> int:
+    """``min_evals`` (static; None: :data:`MIN_VERDICT_EVALS`, the layers analyze judges)."""
+    return MIN_VERDICT_EVALS if min_evals is None else _static(min_evals, "min_evals")
 
 
 def _nonneg(value, what: str) -> float:
@@ -247,6 +253,7 @@ def add_alpha_regularization(
     mask: Mask = None,
     layouts: LayoutOverride = None,
     thresh: float = _tail.EVALS_THRESH,
+    min_evals: int | None = None,
 ) -> optax.GradientTransformation:
     """Add the gradient of an alpha penalty to the updates.
 
@@ -294,6 +301,10 @@ def add_alpha_regularization(
       mask: optax-style mask (tree, prefix tree or callable) of the leaves to regularise.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
       thresh: eigenvalues at or below this are dropped.
+      min_evals: layers with fewer eigenvalues are left alone (static). None: 32
+        (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), the layers :func:`jaxww.analyze` gives a
+        verdict; a 10-class head (10 eigenvalues) or a ``3x3x1x32`` convolution (9) is not
+        touched. ``min_evals=8`` acts on every row analyze reports.
 
     Returns:
       An ``optax.GradientTransformation`` with an :class:`AlphaRegularizationState`;
@@ -328,12 +339,13 @@ def add_alpha_regularization(
     _reg.check_choice(distance, _reg.DISTANCES, "distance")
     _reg.check_choice(reduce, _reg.REDUCTIONS, "reduce")
     thresh = _thresh(thresh)
+    min_evals = _min_evals(min_evals)
 
     def penalty(alpha_v, ok):
         return _reg.penalty_of_alphas(alpha_v, ok, target, distance, reduce)[0]
 
     def init_fn(params):
-        plan = make_plan(params, None, layouts, where="add_alpha_regularization.init")
+        plan = make_plan(params, None, layouts, min_evals=min_evals, where="add_alpha_regularization.init")
         return AlphaRegularizationState(
             count=jnp.zeros([], jnp.int32),
             alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names},
@@ -343,7 +355,7 @@ def add_alpha_regularization(
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format("add_alpha_regularization"))
-        plan = make_plan(params, None, layouts, where="add_alpha_regularization.update")
+        plan = make_plan(params, None, layouts, min_evals=min_evals, where="add_alpha_regularization.update")
         leaves, treedef = plan.check_updates(updates)
         held = (state.grad, jnp.stack(list(state.alpha.values())), jnp.stack(list(state.ok.values())))
         grad, alpha_v, ok = _every(every, state.count, lambda _: _refresh(spec, thresh, plan, penalty),
@@ -405,16 +417,17 @@ def alpha_scales(alpha_v, min_scale: float, max_scale: float):
     return jnp.where(ok, scale, 1.0)
 
 
-def _alpha_driven(name, every, tail, temperature, min_scale, max_scale, layouts, thresh, apply):
+def _alpha_driven(name, every, tail, temperature, min_scale, max_scale, layouts, thresh, min_evals, apply):
     """``(init_fn, update_fn)`` of a transform that applies per-layer factors ``s_l`` of alpha:
     ``apply(update, param, factor, count)`` on each weight leaf."""
     every = _check_every(every)
+    min_evals = _min_evals(min_evals)
     spec = _spec(tail, temperature)
     min_scale, max_scale = _check_scales(min_scale, max_scale)
     thresh = _thresh(thresh)
 
     def init_fn(params):
-        names = make_plan(params, None, layouts, where=f"{name}.init").names
+        names = make_plan(params, None, layouts, min_evals=min_evals, where=f"{name}.init").names
         return AlphaScaleState(count=jnp.zeros([], jnp.int32),
                                alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in names},
                                scale={n: jnp.asarray(1.0, jnp.float32) for n in names})
@@ -422,7 +435,7 @@ def _alpha_driven(name, every, tail, temperature, min_scale, max_scale, layouts,
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name))
-        plan = make_plan(params, None, layouts, where=f"{name}.update")
+        plan = make_plan(params, None, layouts, min_evals=min_evals, where=f"{name}.update")
         held = jnp.stack([state.alpha[n] for n in plan.names])
         a = _every(every, state.count, lambda _: _alpha_snapshot(plan, spec, thresh).astype(jnp.float32),
                    lambda _: held, None)
@@ -447,6 +460,7 @@ def scale_by_alpha(
     mask: Mask = None,
     layouts: LayoutOverride = None,
     thresh: float = _tail.EVALS_THRESH,
+    min_evals: int | None = None,
 ) -> optax.GradientTransformation:
     """Scale each layer's updates by an affine function of its alpha (TempBalance).
 
@@ -476,6 +490,10 @@ def scale_by_alpha(
       mask: optax-style mask of the leaves to consider.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
       thresh: eigenvalues at or below this are dropped.
+      min_evals: layers with fewer eigenvalues are left alone (static). None: 32
+        (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), the layers :func:`jaxww.analyze` gives a
+        verdict; a 10-class head (10 eigenvalues) or a ``3x3x1x32`` convolution (9) is not
+        touched. ``min_evals=8`` acts on every row analyze reports.
 
     Returns:
       An ``optax.GradientTransformation`` with an :class:`AlphaScaleState`.
@@ -494,7 +512,7 @@ def scale_by_alpha(
       network training", NeurIPS 2023.
     """
     init_fn, update_fn = _alpha_driven(
-        "scale_by_alpha", every, tail, temperature, min_scale, max_scale, layouts, thresh,
+        "scale_by_alpha", every, tail, temperature, min_scale, max_scale, layouts, thresh, min_evals,
         lambda u, p, f, c: u * f.astype(u.dtype))
     return _masked(optax.GradientTransformation(init_fn, update_fn), mask)
 
@@ -510,6 +528,7 @@ def add_alpha_decayed_weights(
     mask: Mask = None,
     layouts: LayoutOverride = None,
     thresh: float = _tail.EVALS_THRESH,
+    min_evals: int | None = None,
 ) -> optax.GradientTransformation:
     """Add weight decay whose per-layer strength grows with the layer's alpha (AlphaDecay).
 
@@ -540,6 +559,10 @@ def add_alpha_decayed_weights(
       mask: optax-style mask of the leaves to consider.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
       thresh: eigenvalues at or below this are dropped.
+      min_evals: layers with fewer eigenvalues are left alone (static). None: 32
+        (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), the layers :func:`jaxww.analyze` gives a
+        verdict; a 10-class head (10 eigenvalues) or a ``3x3x1x32`` convolution (9) is not
+        touched. ``min_evals=8`` acts on every row analyze reports.
 
     Returns:
       An ``optax.GradientTransformation`` with an :class:`AlphaScaleState`.
@@ -567,5 +590,5 @@ def add_alpha_decayed_weights(
 
     init_fn, update_fn = _alpha_driven(
         "add_alpha_decayed_weights", every, tail, temperature, min_scale, max_scale, layouts,
-        thresh, apply)
+        thresh, min_evals, apply)
     return _masked(optax.GradientTransformation(init_fn, update_fn), mask)

@@ -109,13 +109,14 @@ def test_conv2d_esd_has_the_half_factor(mixed, h):
 
 
 def test_conv1d_and_conv3d_have_no_half_factor(h):
+    """A 3-D kernel is a convolution where its name says so (else ambiguous: test_one_reading)."""
     rng = np.random.default_rng(1)
     c1 = rng.standard_normal((3, 16, 32)).astype(np.float32)
     c3 = rng.standard_normal((2, 2, 2, 16, 32)).astype(np.float32)
-    report = jaxww.analyze({"c1": {"kernel": c1}, "c3": {"kernel": c3}})
+    report = jaxww.analyze({"conv1": {"kernel": c1}, "c3": {"kernel": c3}})
     rows = rows_by_name(report)
-    assert rows["c1/kernel"]["layer_type"] == "conv1d" and rows["c3/kernel"]["layer_type"] == "conv3d"
-    assert_esd_close(report.esd("c1/kernel"), h.conv_taps_evals(c1), 32)
+    assert rows["conv1/kernel"]["layer_type"] == "conv1d" and rows["c3/kernel"]["layer_type"] == "conv3d"
+    assert_esd_close(report.esd("conv1/kernel"), h.conv_taps_evals(c1), 32)
     assert_esd_close(report.esd("c3/kernel"), h.conv_taps_evals(c3), 32)
 
 

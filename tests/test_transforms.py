@@ -19,7 +19,7 @@ import pytest
 import jaxww
 from jaxww import transforms as T
 
-A, B = (40, 24), (24, 16)      # the two kernel shapes of every test tree
+A, B = (80, 48), (48, 32)      # the two kernel shapes of every test tree (>= 32 eigenvalues: min_evals)
 
 
 def params_tree(seed=0, fill=None):
@@ -350,7 +350,7 @@ def test_per_layer_factors_of_a_stack_scanned_on_axis_1():
     p = {"decoder": {"layers": {"mlp": {
         "wi": {"kernel": (rng.standard_t(4.0, (d, L, F)) / np.sqrt(d)).astype(np.float32)},
         "wo": {"kernel": (rng.standard_t(4.0, (F, L, d)) / np.sqrt(F)).astype(np.float32)}}}}}
-    tx = jaxww.scale_by_alpha(every=1)
+    tx = jaxww.scale_by_alpha(every=1, min_evals=8)
     state = tx.init(p)
     u, state = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, p), state, p)
     assert len(state.scale) == 2 * L and len(set(np.round([float(v) for v in state.scale.values()], 6))) > 1

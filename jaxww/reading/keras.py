@@ -16,7 +16,8 @@ layer                           variable                      matrices
 ``Embedding`` (and keras-hub    ``embeddings``,               the table
 ``ReversibleEmbedding``)        ``reverse_embeddings``
 ``*Normalization``              all                           skipped
-depthwise / separable / grouped ``kernel``                    skipped (per-channel filters)
+``Conv*`` with ``groups > 1``    ``kernel``                    per tap and group, pooled
+depthwise / separable           ``kernel``                    skipped (per-channel filters)
 =============================== ============================= =============================
 
 ``MultiHeadAttention`` owns ``EinsumDense`` layers (query/key/value ``(d, H, D)`` ->
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import keras
 
-from jaxww.reading.layouts import Reading, Skip, layout_reading
+from jaxww.reading.layouts import Reading, Skip, conv_reading, layout_reading
 
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
           keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
@@ -62,7 +63,7 @@ def values(model) -> dict:
 
 def readings(model) -> dict:
     """``{variable.path: Reading, Skip or None}``: how each variable's layer uses it."""
-    return {p: _reading(layer, p.rsplit("/", 1)[-1].split("#")[0], len(v.shape)) for p, v, layer in _owned(model)}
+    return {p: _reading(layer, p.rsplit("/", 1)[-1].split("#")[0], tuple(v.shape)) for p, v, layer in _owned(model)}
 
 
 def einsum_reading(equation: str, ndim: int) -> Reading | Skip:
@@ -89,12 +90,12 @@ def einsum_reading(equation: str, ndim: int) -> Reading | Skip:
     return Reading("einsum", "dense", rows, cols, splits=splits)
 
 
-def _reading(layer, attr: str, ndim: int):
-    cls = type(layer).__name__
+def _reading(layer, attr: str, shape: tuple):
+    cls, ndim = type(layer).__name__, len(shape)
     if "Normalization" in cls or cls.endswith("Norm"):
         return Skip(f"'{attr}' of normalisation layer {cls}, not a weight matrix", "not_weight")
     if isinstance(layer, _PER_CHANNEL):
-        return Skip(f"{cls} kernels are per-channel filters, not weight matrices")
+        return Skip(f"{cls} kernels are per-channel filters, not weight matrices", "not_weight")
     if attr != "kernel" and not isinstance(layer, keras.layers.Embedding):
         return None
     if isinstance(layer, keras.layers.EinsumDense):
@@ -102,9 +103,10 @@ def _reading(layer, attr: str, ndim: int):
     if isinstance(layer, keras.layers.Dense):
         layout = "dense"
     elif isinstance(layer, _CONVS):
-        if getattr(layer, "groups", 1) != 1:
-            return Skip(f"grouped convolution (groups={layer.groups}): its kernel is not one matrix per tap")
-        layout = "conv"
+        if ndim < 3:
+            return Skip(f"{ndim}-D '{attr}' of {cls} does not fit layout 'conv'")
+        groups = getattr(layer, "groups", 1)
+        return conv_reading(shape[:-2], shape[-2] * groups, shape[-1], groups)
     elif isinstance(layer, keras.layers.Embedding) and attr in ("embeddings", "reverse_embeddings"):
         layout = "embedding"
     else:

@@ -25,8 +25,8 @@ from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading import quant as _quant
 from jaxww.reading.checkpoints import from_torch
 from jaxww.reading.layouts import (  # noqa: F401  (Reading, LAYOUTS, infer_layout: part of this module's API)
-    CONV2D_NORM, LAYOUTS, SCAN_HINT, LayoutOverride, Reading, ScanAxis, Skip, infer_layout, layer_axis,
-    layout_reading, name_rule, override, split_sizes_fit,
+    CONV2D_NORM, LAYOUTS, SCAN_HINT, Ambiguous, LayoutOverride, Reading, ScanAxis, Skip, infer_layout,
+    layer_axis, layout_reading, name_rule, override, scan_hint, split_sizes_fit,
 )
 
 LayerFilter = Union[str, Callable[[str], bool], None]
@@ -64,6 +64,7 @@ class Kernel:
       rf: number of matrices pooled into the spectrum (convolution taps).
       select: ``((axis, index), ...)``: the leaf's split axes and this kernel's index on each.
       rows, cols, taps: axes of the leaf forming the matrices (see :class:`Reading`).
+      view: the shape the leaf is reshaped to first (None: its own; see :class:`Reading`).
     """
 
     name: str
@@ -78,6 +79,7 @@ class Kernel:
     rows: tuple = (0,)
     cols: tuple = (1,)
     taps: tuple = ()
+    view: tuple | None = None
 
     @property
     def num_evals(self) -> int:
@@ -96,6 +98,8 @@ class Kernel:
         """The ``(rf, a, b)`` stack of matrices of this kernel, taken from the leaf value
         (a NumPy array stays one: views where the layout allows)."""
         w = value if isinstance(value, np.ndarray) else jnp.asarray(value)
+        if self.view is not None:
+            w = w.reshape(self.view)
         for axis, i in self.select:
             w = w[(slice(None),) * axis + (slice(i, i + 1),)]
         a = math.prod(w.shape[r] for r in self.rows)
@@ -112,6 +116,8 @@ class Kernel:
           mats: an ``(rf, a, b)`` stack, the shape :meth:`matrices` returns.
         """
         w = jnp.asarray(value)
+        if self.view is not None:
+            return dataclasses.replace(self, view=None).put(w.reshape(self.view), mats).reshape(w.shape)
         sub = w.shape
         start = [0] * w.ndim
         for axis, i in self.select:
@@ -147,7 +153,7 @@ def _selected(layers: LayerFilter, name: str) -> bool:
     return re.search(layers, name) is not None
 
 
-def _as_tree(params):
+def param_tree(params):
     """The pytree of params: an ``nnx.Module``'s ``nnx.Param`` state, a Keras 3 model's
     ``{variable.path: value}``, a training state's ``params`` (Flax ``TrainState``, or any
     object with ``params`` and ``opt_state``), else ``params`` itself.
@@ -197,7 +203,7 @@ def _wrapped(paths) -> set:
 def flatten_params(params):
     """``(names, leaves, treedef)`` of a params pytree, an ``nnx.Module``, an ``nnx.State``
     or a Keras 3 model / layer (``{variable.path: value}``)."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(_as_tree(params))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(param_tree(params))
     wrapped = _wrapped([p for p, _ in flat])
     names = [path_name(p[:-1] if i in wrapped else p) for i, (p, _) in enumerate(flat)]
     return names, [from_torch(leaf) for _, leaf in flat], treedef
@@ -254,7 +260,7 @@ def model_order(params) -> list[int]:
             sub = sorted(flatten_params(node)[0], key=natural_key)
             ordered.extend("/".join(prefix + ((n,) if n else ())) for n in sub)
 
-    walk(params if nnx is not None and isinstance(params, nnx.Module) else _as_tree(params), ())
+    walk(params if nnx is not None and isinstance(params, nnx.Module) else param_tree(params), ())
     rank = {n: i for i, n in enumerate(ordered)}
     order = sorted(range(len(names)), key=lambda i: (rank.get(names[i], len(rank)), natural_key(names[i])))
     out = [0] * len(names)
@@ -278,35 +284,31 @@ def read_params(params):
     return names, _quant.dequantize(names, leaves), treedef
 
 
-def module_types(params) -> list | None:
-    """Class name of the ``nnx`` module owning each leaf of ``nnx.state(params, nnx.Param)``.
-
-    None for anything but an ``nnx.Module`` (plain pytrees carry no module types).
-    """
-    nnx = sys.modules.get("flax.nnx")
-    if nnx is None or not isinstance(params, nnx.Module):
-        return None
-    owners = {tuple(str(k) for k in path): type(node).__name__
-              for path, node in nnx.iter_graph(params) if isinstance(node, nnx.Module)}
-    flat, _ = jax.tree_util.tree_flatten_with_path(nnx.state(params, nnx.Param))
-    types = []
-    for path, _ in flat:
-        keys = tuple(key_name(k) for k in path)
-        if keys and keys[-1] == "value":
-            keys = keys[:-1]
-        types.append(owners.get(keys[:-1]))
-    return types
-
-
 def model_readings(params) -> list | None:
-    """Per leaf of :func:`flatten_params`, the :class:`Reading` (or skip) that the model's
-    own code gives, or None where it says nothing. Keras models only; None otherwise."""
+    """Per leaf of :func:`flatten_params`, the :class:`Reading` (or :class:`Skip`) that the
+    model's own configuration gives (a Keras model's layers, :mod:`jaxww.reading.keras`; an
+    ``nnx.Module``'s ``Linear``/``Embed``/``Conv``..., :mod:`jaxww.reading.nnx`), or None
+    where it says nothing; None for a plain pytree, which carries no configuration."""
     if _keras_model(params):
         from jaxww.reading import keras as _keras
-        names, _, _ = flatten_params(params)
         by_path = _keras.readings(params)
-        return [by_path.get(n) for n in names]
-    return None
+    elif _nnx_module(params) is not None:
+        from jaxww.reading import nnx as _nnx
+        by_path = _nnx.readings(_nnx_module(params))
+    else:
+        return None
+    names, _, _ = flatten_params(params)
+    return [by_path.get(n) for n in names]
+
+
+def _nnx_module(params):
+    """The ``nnx.Module`` that ``params`` is or holds (an ``nnx.Optimizer``'s model), or None."""
+    nnx = sys.modules.get("flax.nnx")  # an nnx.Module can only exist once flax.nnx is imported
+    if nnx is None:
+        return None
+    if isinstance(params, nnx.Optimizer):
+        params = getattr(params, "model", None)
+    return params if isinstance(params, nnx.Module) else None
 
 
 def _keras_model(params) -> bool:
@@ -314,10 +316,11 @@ def _keras_model(params) -> bool:
     return keras is not None and isinstance(params, keras.layers.Layer)
 
 
-def _reading(i, name, shape, *, layouts, types, readings, scan_axis, shapes):
+def _reading(i, name, shape, *, layouts, readings, scan_axis, shapes):
     """The :class:`Reading` of leaf ``i``, or a :class:`Skip`: the ``layouts=`` override,
     else the model's own code (``readings``), else the name rules with the layer axis
-    found by :func:`layer_axis`."""
+    found by :func:`layer_axis` (an :class:`Ambiguous` leaf is a stack only where
+    ``scan_axis`` covers it)."""
     over = override(layouts, name, shape)
     if over is not None:
         if over not in LAYOUTS:
@@ -332,7 +335,11 @@ def _reading(i, name, shape, *, layouts, types, readings, scan_axis, shapes):
         return r.with_layer_axis(0) if stacked else r
     if readings is not None and readings[i] is not None:
         return readings[i]
-    got = name_rule(name, shape, None if types is None else types[i])
+    got = name_rule(name, shape)
+    if isinstance(got, Ambiguous):
+        if scan_hint(scan_axis, name) is None:
+            return Skip(got.reason)
+        got = (got.stacked, True)
     if isinstance(got, Skip):
         return got
     reading, stacked = got
@@ -357,7 +364,7 @@ def _slices(name: str, shape: tuple, r: Reading):
 
 def find_kernels(
     names, leaves, *, layers: LayerFilter = None, layouts: LayoutOverride = None,
-    min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N, types=None,
+    min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,
     readings=None, scan_axis: ScanAxis = None,
 ):
     """Classify every leaf: the kernels to analyse and the skipped leaves with reasons.
@@ -371,7 +378,6 @@ def find_kernels(
       min_evals, max_evals: keep a layer when ``min_evals <= M * rf <= max_evals``
         (``max_evals=None``: no upper limit).
       max_N: keep a layer when ``N <= max_N`` (None: no limit).
-      types: per leaf, the owning module's class name or None (:func:`module_types`).
       readings: per leaf, the :class:`Reading` the model's code gives, or None
         (:func:`model_readings`).
       scan_axis: position of the layer axis of stacked leaves (scanned layers): an int,
@@ -419,17 +425,17 @@ def find_kernels(
         if not _selected(layers, name):
             skip("excluded by the layers filter", "filter")
             continue
-        r = _reading(i, name, shape, layouts=layouts, types=types, readings=readings,
-                     scan_axis=scan_axis, shapes=shapes)
+        r = _reading(i, name, shape, layouts=layouts, readings=readings, scan_axis=scan_axis, shapes=shapes)
         if isinstance(r, Skip):
             skip(r.reason, r.kind)
             continue
+        view = shape if r.view is None else r.view
         split = {a for a, _ in r.splits}
-        inner = tuple(s for a, s in enumerate(shape) if a not in split)
-        a, b = math.prod(shape[x] for x in r.rows), math.prod(shape[x] for x in r.cols)
-        rf = math.prod(shape[x] for x in r.taps)
+        inner = tuple(s for a, s in enumerate(view) if a not in split)
+        a, b = math.prod(view[x] for x in r.rows), math.prod(view[x] for x in r.cols)
+        rf = math.prod(view[x] for x in r.taps)
         N, M = max(a, b), min(a, b)
-        for kname, select in _slices(name, shape, r):
+        for kname, select in _slices(name, view, r):
             if M * rf < min_evals:
                 skip(f"num_evals {M * rf} < min_evals {min_evals}", "size_limit", kname, inner)
             elif max_evals is not None and M * rf > max_evals:
@@ -439,5 +445,5 @@ def find_kernels(
                 skip(f"N {N} > max_N {max_N} (max_N=None: no limit)", "size_limit", kname, inner)
             else:
                 kernels.append(Kernel(kname, i, r.layout, r.layer_type, inner, N, M, rf,
-                                      select, r.rows, r.cols, r.taps))
+                                      select, r.rows, r.cols, r.taps, r.view))
     return kernels, skipped

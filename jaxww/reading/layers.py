@@ -117,7 +117,7 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
     bleaves = None if base is None else _deltas.base_leaves(names, leaves, base)
     names, leaves, skips = _deltas.read_lora(names, leaves, lora, lora_scale)
     find = functools.partial(_kernels.find_kernels, names, leaves, layouts=layouts,
-                             min_evals=min_evals, types=_kernels.module_types(params),
+                             min_evals=min_evals,
                              readings=_deltas.readings(_kernels.model_readings(params), skips, len(leaves)),
                              scan_axis=scan_axis)
     rank = _kernels.model_order(params)

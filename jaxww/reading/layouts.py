@@ -73,6 +73,8 @@ class Reading(NamedTuple):
       taps: convolution taps, pooled into one spectrum.
       splits: ``((axis, labels), ...)``: axes indexing separate kernels; ``labels`` names
         each index (``("k", "v")``) or is None for numbers (layers).
+      view: the shape the leaf is reshaped to before its axes are read (None: its own
+        shape); a grouped convolution splits its output axis into ``(groups, out / groups)``.
 
     Example (Gemma ``kv_einsum/w`` ``(2, K, d, D)``: k and v, each ``d x K*D``):
       >>> r = Reading("einsum", "attention", rows=(2,), cols=(1, 3), splits=((0, ("k", "v")),))
@@ -86,9 +88,13 @@ class Reading(NamedTuple):
     cols: tuple
     taps: tuple = ()
     splits: tuple = ()
+    view: tuple | None = None
 
     def with_layer_axis(self, axis: int) -> "Reading":
-        """The same reading with a layer axis inserted at ``axis`` (first among the splits)."""
+        """The same reading with a layer axis inserted at ``axis`` (first among the splits);
+        a reading with a ``view`` takes layer axes in front only (``axis=0``)."""
+        if self.view is not None:
+            raise ValueError("a reading with a view takes its layer axes in front of the view")
         up = lambda axes: tuple(a + (a >= axis) for a in axes)  # noqa: E731
         return self._replace(rows=up(self.rows), cols=up(self.cols), taps=up(self.taps),
                              splits=((axis, None),) + tuple((a + (a >= axis), lab) for a, lab in self.splits))
@@ -107,6 +113,32 @@ def layout_reading(layout: str, ndim: int) -> Reading | None:
     if layout == "attention_out" and ndim == 3:
         return Reading(layout, "attention", (0, 1), (2,))
     return None
+
+
+def conv_reading(size: tuple, fan_in: int, fan_out: int, groups: int = 1):
+    """The reading of a Flax / Keras convolution kernel ``(*size, fan_in / groups, fan_out)``,
+    or a :class:`Skip` for a depthwise one.
+
+    With ``groups > 1`` each output channel ``o`` sees only the inputs of its group
+    ``o // (fan_out / groups)`` (``lax.conv_general_dilated``'s ``feature_group_count``), so
+    each tap is a block-diagonal map of ``groups`` blocks ``(fan_in/groups, fan_out/groups)``:
+    the kernel is viewed as ``(*size, fan_in/groups, groups, fan_out/groups)`` and its taps
+    and groups pooled, the spectrum of the block-diagonal map. A depthwise kernel
+    (``fan_in / groups == 1``) holds per-channel filters, not weight matrices.
+
+    Example (a 3x3 convolution 16 -> 64 in 4 groups: 36 pooled 4 x 16 blocks):
+      >>> r = conv_reading((3, 3), 16, 64, groups=4)
+      >>> r.view, r.taps, r.rows, r.cols
+      ((3, 3, 4, 4, 16), (0, 1, 3), (2,), (4,))
+    """
+    d = len(size)
+    if groups == 1:
+        return layout_reading("conv", d + 2)
+    if fan_in // groups == 1:
+        return Skip(f"depthwise convolution ({groups} groups of one input channel): per-channel "
+                    "filters, not weight matrices", "not_weight")
+    return Reading("conv_grouped", f"conv{d}d", (d,), (d + 2,), tuple(range(d)) + (d + 1,),
+                   view=tuple(size) + (fan_in // groups, groups, fan_out // groups))
 
 
 _MIN_NDIM = {"dense": 2, "embedding": 2, "conv": 3, "conv_torch": 3,
@@ -158,8 +190,30 @@ class Skip(NamedTuple):
     kind: str = "layout"
 
 
-def name_rule(name: str, shape: tuple, module_type: str | None = None):
-    """``(reading, stacked)`` from the leaf's name and shape, or a :class:`Skip`.
+class Ambiguous(NamedTuple):
+    """A leaf whose name and shape fit two readings: a stack of layers (when ``scan_axis=``
+    says where its layer axis is) or something else. Without that hint it is a
+    :class:`Skip` with ``reason``, which names the hints."""
+
+    reason: str
+    stacked: Reading
+
+
+def ambiguous_kernel(name: str, shape: tuple) -> Ambiguous:
+    """A 3-D ``kernel`` that nothing names a convolution or a stack: ``nnx.vmap`` /
+    ``nn.scan`` of dense layers under any module name reads the same as a 1-D convolution."""
+    exact = "^" + re.escape(name) + "$"
+    return Ambiguous(
+        f"3-D kernel {shape}: a stack of {shape[0]} dense layers (nnx.vmap / nn.scan) or a 1-D "
+        "convolution; neither its name nor a module type says which. For a stack pass "
+        f"layouts={{{exact!r}: 'stacked_dense'}} (analyze also takes scan_axis={{{exact!r}: 0}}); "
+        f"for a convolution layouts={{{exact!r}: 'conv'}}. Analysing the live nnx.Module reads it "
+        "from the module's own configuration", layout_reading("dense", 2))
+
+
+def name_rule(name: str, shape: tuple):
+    """``(reading, stacked)`` from the leaf's name and shape, a :class:`Skip` or an
+    :class:`Ambiguous`.
 
     ``reading`` is for the leaf without its layer axis; ``stacked`` says whether it has
     one (its position is found by :func:`layer_axis`). Rules: see :func:`infer_layout`.
@@ -185,10 +239,6 @@ def name_rule(name: str, shape: tuple, module_type: str | None = None):
         splits = ", ".join(f"axis {a} of size {len(lab)}" for a, lab in rule.splits if lab)
         return Skip(f"shape {shape} does not fit the {'/'.join(parts[-2:])} einsum ({r}-D"
                      f"{', ' + splits if splits else ''}); pass layouts= to say how to read it")
-    if module_type in ("Linear", "Embed") and ndim == 3:
-        module, stacked = "linear", True
-    elif module_type in ("Conv", "ConvTranspose"):
-        module = "conv"
     keras = _keras_file_variable(parts, ndim)
     if isinstance(keras, Skip):
         return keras
@@ -206,6 +256,8 @@ def name_rule(name: str, shape: tuple, module_type: str | None = None):
         base, stacked = "dense", True
     elif last == "kernel" and stacked and not _CONV_HINT.search(module):
         base = "dense"
+    elif last == "kernel" and ndim == 3 and not _CONV_HINT.search(module):
+        return ambiguous_kernel(name, shape)
     elif last == "kernel" and ndim <= 5:
         base, stacked = "conv", False
     elif last == "weight" and ndim <= 5:
@@ -236,7 +288,7 @@ def _keras_file_variable(parts: list, ndim: int):
     return bool(_CONV_HINT.search(layer))
 
 
-def infer_layout(name: str, shape: tuple, module_type: str | None = None) -> str | tuple[str, str]:
+def infer_layout(name: str, shape: tuple) -> str | tuple[str, str]:
     """The layout of a floating-point leaf from its name and shape.
 
     Returns a layout from :data:`LAYOUTS`, ``"einsum"`` / ``"stacked_einsum"`` for the
@@ -248,28 +300,31 @@ def infer_layout(name: str, shape: tuple, module_type: str | None = None) -> str
     ``gating_einsum``; MaxText fused ``qkv_proj/kernel``, ``wi/kernel``) are read from their einsum;
     ``embedding`` leaves are embeddings; a ``kernel`` under ``query``/``key``/``value``
     is an attention input projection and under ``out`` an output projection; a
-    ``kernel`` under a module named like a dense layer is dense; 3-5-D ``kernel`` leaves
-    are Flax convolutions; 3-5-D ``weight`` leaves are PyTorch convolutions. One extra
+    ``kernel`` under a module named like a dense layer is dense; 4-5-D ``kernel`` leaves,
+    and 3-D ones under a module named like ``conv``, are Flax convolutions; any other 3-D
+    ``kernel`` is ambiguous (a stack of dense layers or a 1-D convolution: skipped with
+    the hints, or read as a stack where ``scan_axis=`` covers it); 3-5-D ``weight`` leaves
+    are PyTorch convolutions. One extra
     axis beyond the layout's rank, under a module named like ``scan``, ``layers``,
     ``blocks``... (or any dense/attention kernel) is a layer axis (a ``stacked_``
     layout), whose position :func:`find_kernels` finds.
 
-    ``module_type`` (the class name of the ``nnx`` module owning the leaf, when known)
-    settles the ambiguous cases: an ``nnx.Linear`` kernel with an extra axis is a
-    stack of dense layers (``nnx.vmap``), an ``nnx.Conv`` kernel a convolution.
+    A live ``nnx.Module`` or Keras model is read from its own configuration first
+    (:mod:`jaxww.reading.nnx`, :mod:`jaxww.reading.keras`); these rules read the rest.
 
     Example:
       >>> infer_layout("layer_0/attn/kv_einsum/w", (2, 1, 640, 256))
       'einsum'
     """
-    got = name_rule(name, shape, module_type)
-    if isinstance(got, Skip):
+    got = name_rule(name, shape)
+    if isinstance(got, (Skip, Ambiguous)):
         return ("skip", got.reason)
     reading, stacked = got
     return ("stacked_" if stacked else "") + reading.layout
 
 
-def _scan_hint(scan_axis: ScanAxis, name: str) -> int | None:
+def scan_hint(scan_axis: ScanAxis, name: str) -> int | None:
+    """The layer axis ``scan_axis`` gives the leaf ``name`` (None: it gives none)."""
     if scan_axis is None or isinstance(scan_axis, int):
         return scan_axis
     for pattern, axis in scan_axis.items():
@@ -312,7 +367,7 @@ def _biases_fit(p: int, members: dict) -> bool:
 def layer_axis(name: str, shape: tuple, scan_axis: ScanAxis, shapes: dict) -> int | Skip:
     """Position of the layer axis of a stacked leaf: the hint, else the one axis that fits
     the whole scanned subtree (:func:`_stack_root`), else a :class:`Skip` with the hint."""
-    hint = _scan_hint(scan_axis, name)
+    hint = scan_hint(scan_axis, name)
     if hint is not None:
         if not -len(shape) <= hint < len(shape):
             return Skip(f"scan_axis={hint} is not an axis of a {len(shape)}-D leaf")
