@@ -22,7 +22,7 @@ _EXPORTS = {
     "jaxww.diff": ('ModelDiff', 'diff_models'),
     "jaxww.fingers": ('FingerFit', 'fit_fingers'),
     "jaxww.reading.checkpoints": ('CheckpointError', 'LazyTensor', 'load_params', 'open_checkpoint'),
-    "jaxww.reading.kernels": ('Kernel', 'LAYOUTS', 'Reading', 'Skipped', 'find_kernels', 'flatten_params', 'infer_layout'),
+    "jaxww.reading.kernels": ('Kernel', 'LAYOUTS', 'Reading', 'Skipped', 'find_kernels', 'flatten_params', 'infer_layout', 'model_layouts'),
     "jaxww.metrics": ('SpectralMetrics', 'spectral_metrics', 'warning'),
     "jaxww.powerlaw": ('PowerLawFit',),
     "jaxww.fit": ('fit_power_law',),

@@ -26,7 +26,7 @@ from jaxww.reading import quant as _quant
 from jaxww.reading.checkpoints import from_torch
 from jaxww.reading.layouts import (  # noqa: F401  (Reading, LAYOUTS, infer_layout: part of this module's API)
     CONV2D_NORM, LAYOUTS, SCAN_HINT, Ambiguous, LayoutOverride, Reading, ScanAxis, Skip, infer_layout,
-    layer_axis, layout_reading, name_rule, override, scan_hint, split_sizes_fit,
+    layer_axis, layout_reading, name_rule, override, reading_fits, scan_hint, split_sizes_fit,
 )
 
 LayerFilter = Union[str, Callable[[str], bool], None]
@@ -284,6 +284,25 @@ def read_params(params):
     return names, _quant.dequantize(names, leaves), treedef
 
 
+def model_layouts(model) -> dict:
+    """The readings a live model's configuration gives its weights, as ``layouts=``: what a
+    tree of the same weights (its ``nnx.state``, a checkpoint of it, the params an optax
+    transform sees) lacks to be read as the model is.
+
+    ``{"^name$": Reading or Skip}`` for every weight that an ``nnx.Module``'s
+    ``Linear``/``Embed``/``Conv``... (:mod:`jaxww.reading.nnx`) or a Keras model's layers
+    (:mod:`jaxww.reading.keras`) read; ``{}`` for a plain pytree.
+
+    Example:
+      >>> from flax import nnx
+      >>> conv = nnx.Conv(16, 64, (3, 3), feature_group_count=4, rngs=nnx.Rngs(0))
+      >>> import jaxww
+      >>> r = jaxww.analyze(nnx.state(conv), layouts=jaxww.model_layouts(conv))  # per group
+    """
+    names, _, _ = flatten_params(model)
+    return {"^" + re.escape(n) + "$": r for n, r in zip(names, model_readings(model) or ()) if r is not None}
+
+
 def model_readings(params) -> list | None:
     """Per leaf of :func:`flatten_params`, the :class:`Reading` (or :class:`Skip`) that the
     model's own configuration gives (a Keras model's layers, :mod:`jaxww.reading.keras`; an
@@ -322,9 +341,13 @@ def _reading(i, name, shape, *, layouts, readings, scan_axis, shapes):
     found by :func:`layer_axis` (an :class:`Ambiguous` leaf is a stack only where
     ``scan_axis`` covers it)."""
     over = override(layouts, name, shape)
+    if isinstance(over, Skip):
+        return over
+    if isinstance(over, Reading):
+        return over if reading_fits(over, shape) else Skip(f"shape {shape} does not fit the reading {over}")
     if over is not None:
-        if over not in LAYOUTS:
-            raise ValueError(f"layout {over!r} for {name} is not one of {LAYOUTS}")
+        if not isinstance(over, str) or over not in LAYOUTS:
+            raise ValueError(f"layout {over!r} for {name} is not one of {LAYOUTS} (or a Reading)")
         if over == "skip":
             return Skip("skipped by the layouts override", "override")
         base = over.removeprefix("stacked_")

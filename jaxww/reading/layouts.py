@@ -35,6 +35,7 @@ are read from their einsum; see ``docs/families.md``.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable, Mapping, NamedTuple, Union
 
@@ -55,7 +56,10 @@ _CONV_HINT = re.compile(r"conv")
 SCAN_HINT = ("pass scan_axis=<axis of the layers> (an int, or {regex: int} per leaf; "
              "MaxText's default param_scan_axis is 1)")
 
-LayoutOverride = Union[Callable[[str, tuple], Any], Mapping[str, str], None]
+#: ``layouts=``: ``{regex: layout}`` (first match wins) or a callable ``(name, shape) -> layout
+#: or None``; a layout is a name from :data:`LAYOUTS`, a :class:`Reading` or a :class:`Skip`
+#: (:func:`jaxww.model_layouts` gives a live model's).
+LayoutOverride = Union[Callable[[str, tuple], Any], Mapping[str, Any], None]
 ScanAxis = Union[int, Mapping[str, int], None]
 
 
@@ -179,6 +183,16 @@ def _rank(reading: Reading) -> int:
     return len(reading.rows) + len(reading.cols) + len(reading.taps) + len(reading.splits)
 
 
+def reading_fits(reading: Reading, shape: tuple) -> bool:
+    """Whether ``reading`` reads a leaf of ``shape``: one role per axis (of its ``view``, which
+    must hold the leaf's elements) and the labelled splits of their size."""
+    view = tuple(shape) if reading.view is None else tuple(reading.view)
+    if reading.view is not None and math.prod(view) != math.prod(shape):
+        return False
+    axes = sorted(reading.rows + reading.cols + reading.taps + tuple(a for a, _ in reading.splits))
+    return axes == list(range(len(view))) and split_sizes_fit(reading, view)
+
+
 def split_sizes_fit(reading: Reading, shape: tuple) -> bool:
     return all(lab is None or shape[a] == len(lab) for a, lab in reading.splits)
 
@@ -205,10 +219,10 @@ def ambiguous_kernel(name: str, shape: tuple) -> Ambiguous:
     exact = "^" + re.escape(name) + "$"
     return Ambiguous(
         f"3-D kernel {shape}: a stack of {shape[0]} dense layers (nnx.vmap / nn.scan) or a 1-D "
-        "convolution; neither its name nor a module type says which. For a stack pass "
+        "convolution; nothing in the tree says which. For a stack pass "
         f"layouts={{{exact!r}: 'stacked_dense'}} (analyze also takes scan_axis={{{exact!r}: 0}}); "
-        f"for a convolution layouts={{{exact!r}: 'conv'}}. Analysing the live nnx.Module reads it "
-        "from the module's own configuration", layout_reading("dense", 2))
+        f"for a convolution layouts={{{exact!r}: 'conv'}}; from a live nnx.Module, "
+        "layouts=jaxww.model_layouts(module) reads it as the module does", layout_reading("dense", 2))
 
 
 def name_rule(name: str, shape: tuple):
@@ -258,6 +272,13 @@ def name_rule(name: str, shape: tuple):
         base = "dense"
     elif last == "kernel" and ndim == 3 and not _CONV_HINT.search(module):
         return ambiguous_kernel(name, shape)
+    elif last == "kernel" and ndim <= 5 and shape[-2] == 1:
+        exact = "^" + re.escape(name) + "$"
+        return Skip(f"{shape} kernel of one input channel per group: a depthwise convolution "
+                    "(feature_group_count = its channels: per-channel filters, not weight matrices) "
+                    "or a convolution of one input channel; nothing in the tree says which. Pass "
+                    f"layouts={{{exact!r}: 'conv'}} for a convolution; from a live nnx.Module, "
+                    "layouts=jaxww.model_layouts(module) reads it as the module does")
     elif last == "kernel" and ndim <= 5:
         base, stacked = "conv", False
     elif last == "weight" and ndim <= 5:
@@ -303,8 +324,10 @@ def infer_layout(name: str, shape: tuple) -> str | tuple[str, str]:
     ``kernel`` under a module named like a dense layer is dense; 4-5-D ``kernel`` leaves,
     and 3-D ones under a module named like ``conv``, are Flax convolutions; any other 3-D
     ``kernel`` is ambiguous (a stack of dense layers or a 1-D convolution: skipped with
-    the hints, or read as a stack where ``scan_axis=`` covers it); 3-5-D ``weight`` leaves
-    are PyTorch convolutions. One extra
+    the hints, or read as a stack where ``scan_axis=`` covers it), and so is a convolution
+    kernel of one input channel (depthwise, or a one-channel input); 3-5-D ``weight``
+    leaves are PyTorch convolutions. A tree cannot tell a grouped convolution from an
+    ordinary one with fewer inputs: :func:`jaxww.model_layouts` of the live module can. One extra
     axis beyond the layout's rank, under a module named like ``scan``, ``layers``,
     ``blocks``... (or any dense/attention kernel) is a layer axis (a ``stacked_``
     layout), whose position :func:`find_kernels` finds.
