@@ -10,6 +10,7 @@ hint, and with that hint (``layouts=jaxww.model_layouts(module)``, or the ``layo
 
 from __future__ import annotations
 
+import os
 import re
 
 import jax
@@ -165,6 +166,7 @@ def test_grouped_and_depthwise_convolutions():
 
 
 def test_keras_grouped_convolution_is_read_per_group():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
     keras = pytest.importorskip("keras")
     model = keras.Sequential([keras.Input((8, 8, 16)), keras.layers.Conv2D(32, 3, groups=4, name="g"),
                               keras.layers.Conv2D(32, 3, groups=32, name="dw")])
