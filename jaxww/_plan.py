@@ -12,6 +12,8 @@ results back to kernel order (:meth:`Plan.scatter`) or to per-leaf factors
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import jax
@@ -124,6 +126,7 @@ def make_plan(params, mask: Mask = None, layouts: LayoutOverride = None, *, min_
         why = "; ".join(f"{s.name}: {s.reason}" for s in read.skipped[:8]) or "no leaves selected"
         raise ValueError(f"{where}: no eligible weight matrix in the params ({len(names)} leaves, "
                          f"{len(names) - len(left_out)} selected by the mask). Skipped: {why}")
+    _warn_refused(read.skipped, min_evals, where)
     keys = []
     for k in read.kernels:
         leaf = read.leaves[k.leaf]
@@ -131,6 +134,17 @@ def make_plan(params, mask: Mask = None, layouts: LayoutOverride = None, *, min_
         keys.append((rf, max(a, b), min(a, b), k.esd_scale, jnp.dtype(leaf.dtype).name))
     groups = tuple(Group(tuple(m), *key[:4]) for key, m in group_indices(keys).items())
     return Plan(tuple(read.kernels), groups, read.leaves, read.treedef)
+
+
+def _warn_refused(skipped, min_evals: int, where: str) -> None:
+    """A warning naming the leaves left out because a tree cannot tell how to read them
+    (``analyze`` marks such rows; training has no rows to mark), unless even their largest
+    reading (all leading axes as pooled taps) has fewer than ``min_evals`` eigenvalues."""
+    refused = [s for s in skipped if s.kind == "layout"
+               and math.prod(s.shape[:-2]) * min(s.shape[-2:], default=0) >= min_evals]
+    if refused:
+        warnings.warn(f"{where}: {len(refused)} weight(s) left out, their layout cannot be told apart "
+                      "in a tree: " + "; ".join(f"{s.name}: {s.reason}" for s in refused), stacklevel=3)
 
 
 def resolve_mask(mask: Mask, params) -> list:

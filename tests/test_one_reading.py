@@ -206,3 +206,35 @@ def test_tree_alpha_and_the_transforms_read_the_modules_rows(kind):
         tx = jaxww.scale_by_alpha(every=1, min_evals=jaxww.defaults.MIN_EVALS, layouts=layouts, tail="ks")
         _, s = jax.jit(tx.update)(jax.tree.map(np.zeros_like, state), tx.init(state), state)
         assert set(s.alpha) == set(want)
+
+
+class MnistCNN(nnx.Module):
+    """Flax's NNX MNIST tutorial CNN (flax docs, "MNIST tutorial"), shapes as there."""
+
+    def __init__(self, rngs):
+        self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), rngs=rngs)
+        self.linear1 = nnx.Linear(3136, 256, rngs=rngs)
+        self.linear2 = nnx.Linear(256, 10, rngs=rngs)
+
+
+def test_training_acts_on_the_layers_analyze_judges():
+    """The transforms and penalties act only where analyze can give a verdict (>= 32
+    eigenvalues): not on the 10-class head (10) nor on conv1 (9); ``tree_alpha`` has
+    analyze's rows; a tree's refused layers are named in a warning, not dropped silently."""
+    model = MnistCNN(nnx.Rngs(0))
+    state = nnx.state(model, nnx.Param)
+    rows = {r["name"]: r for r in jaxww.analyze(model).rows}
+    judged = {n for n, r in rows.items() if r["num_evals"] >= jaxww.defaults.MIN_VERDICT_EVALS}
+    assert judged == {"conv2/kernel", "linear1/kernel"}
+    for tx in (jaxww.add_alpha_regularization(1e-3, target=3.0), jaxww.scale_by_alpha(),
+               jaxww.add_alpha_decayed_weights(1e-2)):
+        assert set(tx.init(state).alpha) == judged
+    _, aux = jaxww.alpha_penalty(model, 3.0, has_aux=True)
+    assert set(aux.alpha) == judged
+    assert set(jaxww.tree_alpha(model)) == set(rows)
+    with pytest.warns(UserWarning, match=r"tree_alpha: 1 weight.*conv1/kernel.*layouts="):
+        assert set(jaxww.tree_alpha(state)) == set(rows) - {"conv1/kernel"}
+    assert set(jaxww.tree_alpha(state, layouts=jaxww.model_layouts(model))) == set(rows)
+    with pytest.raises(ValueError, match="min_evals"):
+        jaxww.scale_by_alpha(min_evals=-1).init(state)
