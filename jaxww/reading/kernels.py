@@ -161,14 +161,9 @@ def param_tree(params):
     Raises:
       TypeError: an ``nnx.Optimizer`` without its model (flax >= 0.11 keeps none).
     """
-    nnx = sys.modules.get("flax.nnx")  # an nnx.Module can only exist once flax.nnx is imported
-    if nnx is not None and isinstance(params, nnx.Optimizer):
-        if getattr(params, "model", None) is None:
-            raise TypeError("an nnx.Optimizer holds the optimizer state, not the model's weights: "
-                            "pass the model itself, e.g. analyze(model)")
-        params = params.model
-    if nnx is not None and isinstance(params, nnx.Module):
-        return nnx.state(params, nnx.Param)
+    module = _nnx_module(params)
+    if module is not None:
+        return sys.modules["flax.nnx"].state(module, sys.modules["flax.nnx"].Param)
     if _keras_model(params):
         from jaxww.reading import keras as _keras
         return _keras.values(params)
@@ -321,12 +316,19 @@ def model_readings(params) -> list | None:
 
 
 def _nnx_module(params):
-    """The ``nnx.Module`` that ``params`` is or holds (an ``nnx.Optimizer``'s model), or None."""
+    """The ``nnx.Module`` that ``params`` is or holds (an ``nnx.Optimizer``'s model), or None.
+
+    Raises:
+      TypeError: an ``nnx.Optimizer`` without its model (flax >= 0.11 keeps none).
+    """
     nnx = sys.modules.get("flax.nnx")  # an nnx.Module can only exist once flax.nnx is imported
     if nnx is None:
         return None
     if isinstance(params, nnx.Optimizer):
-        params = getattr(params, "model", None)
+        if getattr(params, "model", None) is None:
+            raise TypeError("an nnx.Optimizer holds the optimizer state, not the model's weights: "
+                            "pass the model itself, e.g. analyze(model)")
+        params = params.model
     return params if isinstance(params, nnx.Module) else None
 
 
