@@ -1,541 +1,619 @@
-"""Unattended device benchmark: a 7B-class layer set on whatever accelerator is present.
+"""Device check: one prepared command for a short window on a GPU or TPU machine without network.
 
-    python bench/device.py                     # one GPU: the full sizes, under 8 minutes
-    python bench/device.py --quick             # 8x narrower, 4 blocks: a smoke run (CPU is enough)
-    python bench/device.py --skip-cpu-7b       # leave out jaxww's host (LAPACK) run of section A
-    python bench/device.py --budget-seconds 300
+Run from the project root, exactly as typed::
 
-One command, one table at the end (plus one-line notes while it runs). Every section
-runs in its own ``try``: a missing piece (no accelerator, jax without CUDA, no torch,
-no weightwatcher, no CUDA for torch) is reported as "skipped: <why>", an error as one
-line, and the next section runs. ``--budget-seconds`` (default 450) is the time of the
-whole run, imports included (``--quick``: 100 s): a section started with under 10 s left is skipped; the
-weightwatcher and jaxww-host runs of section A are time-boxed (below) and stop before a
-chunk predicted to go past it; the accelerator runs (A 1st/2nd, B) are run whole.
+    PYTHONPATH=. python bench/device.py             # at most 6 minutes; every row printed as measured
+    PYTHONPATH=. python bench/device.py --dry-run   # every section at a tiny size on the CPU (< 1 min)
 
-Environment: jax version and devices, torch version and ``torch.cuda.is_available()``,
-weightwatcher's version and the SVD path it picked, cores and free host memory.
+(the script also puts the project root on ``sys.path`` itself). Options: ``--total-seconds``
+(default 360), ``--blocks`` (Llama decoder blocks in the checkpoint, default 2),
+``--memory-budget`` (passed to ``analyze``), ``--keep`` (keep the work folder).
 
-Section A, "7B-class layer set": the matrices of Llama-2-7B (its ``config.json``:
-hidden 4096, intermediate 11008, 32 layers, vocabulary 32000), i.e. per block
-``q/k/v/o_proj`` 4096x4096 and ``gate/up_proj`` 4096x11008, ``down_proj`` 11008x4096
-(Flax ``kernel`` layout, ``(in, out)``), and the 32000x4096 ``embed_tokens``: 225
-matrices, 6.6e9 float32 numbers (26 GB). Entries are Student-t (nu = 3) scaled by
-1/sqrt(fan_in), drawn in float32 from NumPy ``Generator`` streams spawned from one
-seed, ``Z / sqrt(G / nu)`` with ``Z`` normal and ``G`` gamma, in chunks over all cores
-(same numbers whatever the core count). Host memory: one set at a time (about 27 GB).
+Before leaving the network, carry weightwatcher 0.7.7 and the pure-Python packages that it
+and jaxww need beyond a CUDA JAX + torch image, as wheels in ``bench/wheels/`` (ignored by
+git)::
 
-* ``jaxww 1st``: ``jaxww.analyze(set_1, devices=[accelerator], max_N=None,
-  max_evals=None)`` in this process, XLA compilation included (unless a persistent
-  compilation cache is configured; the notes say so). The weights start in host memory.
-* ``jaxww 2nd``: the same call on a second, newly drawn set of the same shapes.
-* ``jaxww host``: ``devices=[jax.devices("cpu")[0]]``, jaxww's LAPACK path (``?syrk`` +
-  ``?syevd``, the matrices spread over the cores), on set 2, time-boxed: the embedding,
-  then chunks of 8 blocks while the budget allows; when cut short, the rest is
-  extrapolated from the last chunk's time per unit of work ``(N + M) M^2`` and the
-  time is marked ``est.`` with the share measured.
-* ``weightwatcher``: weightwatcher 0.7.7 ``WeightWatcher(model).analyze()`` (defaults;
-  the embedding is within its ``max_N=50000``) on set 2 as ``nn.Linear`` /
-  ``nn.Embedding`` modules holding the same numbers (no copy on the host), moved to
-  CUDA when torch has it (``--ww-model-on-host`` keeps them on the host), in chunks of
-  2 blocks, time-boxed and extrapolated like ``jaxww host``. What weightwatcher 0.7.7
-  does (``weightwatcher/RMT_Util.py``, ``weightwatcher.py``): its SVD path is chosen
-  once, when it is imported: if ``torch.cuda.is_available()``, each layer's weight is
-  copied to the host as float16 (``T.to("cpu").half().numpy()``), cast to float64,
-  sent back to the GPU as float32 (``torch.Tensor(M).to("cuda")``) and its singular
-  values computed by ``torch.linalg.svdvals`` there, one layer at a time; the power-law
-  fit runs on the host in NumPy. Without CUDA it uses ``scipy.linalg.svd`` (float64) on
-  the host. So where the model lives does not change where its SVD runs; it only
-  changes the copy at the start of each layer.
-* ``ww/this``: weightwatcher's time / that row's time (``est.`` if either is one).
-  The notes give the largest alpha difference between weightwatcher and jaxww on the
-  layers both measured (weightwatcher's CUDA path reads float16 weights, so expect
-  about 1e-3 there, 1e-4 on its float64 host path).
+    pip download weightwatcher==0.7.7 powerlaw==2.0.0 mpmath tqdm matplotlib-inline traitlets \\
+        threadpoolctl --no-deps -d bench/wheels
 
-Section B, "accelerator vs host alphas on a mixed set": 32 matrices of mixed shapes
-(squares 64..4096, tall and wide 4096x1024 / 1024x4096, 4096x11008, a 16000x512
-embedding, Conv kernels (3, 3, 64, 128), small ones down to 64x32), Student-t,
-``analyze(devices=[accelerator])`` against ``analyze(devices=[cpu])``. Printed: the
-largest relative alpha difference over the layers whose fits chose the same tail (the
-same xmin index, i.e. ``num_pl_spikes``), how many layers agree on the tail, and the
-largest eigenvalue difference relative to the layer's largest eigenvalue. PASS when
-that alpha difference is at most 1e-3. Where the tolerance comes from: both paths are
-backward-stable float32 eigensolvers, so an eigenvalue moves by at most about
-``c M eps32 lambda_max`` (eps32 = 6e-8, Weyl); for the tail's MLE
-``alpha = 1 + n / sum log(lambda_i / xmin)`` a relative move ``kappa`` of every tail
-eigenvalue moves alpha by at most ``2 kappa (alpha - 1)^2``, with
-``kappa = M eps32 lambda_max / xmin`` (printed as "worst-case bound"): about 1e-3 for
-M = 4096 and these spectra, while the errors seen in practice are rounding-sized,
-about ``sqrt(M) eps32`` (1e-6 .. 1e-5). 1e-3 is the loose side of that. A layer whose
-two fits chose a different xmin (a near-tie of the KS distance, which a rounding-level
-change can flip) is counted separately, not in the maximum.
+At the start, the wheels whose package is missing from the image (weightwatcher: missing or
+not 0.7.7) are installed with ``pip install --no-index --no-deps --target bench/wheels/site``,
+never into the image's own site-packages; every section runs with that folder on its path.
+weightwatcher also imports numpy, scipy, pandas, matplotlib, scikit-learn and safetensors,
+which the image must have; one it lacks can be carried as a wheel for the image's Python
+(``pip download pandas --no-deps --only-binary=:all: --python-version 3.11
+--platform manylinux2014_x86_64 -d bench/wheels``). Without weightwatcher its row says why.
 
-Absolute times depend on the machine and its load; the ratios measured in one run are
-the figures. Under ``--quick`` every width is 8x smaller and there are 4 blocks
-(section B: sizes 4x smaller): it checks that the script runs, its numbers mean little.
+Output: one row per measurement, written when it is measured: a readable line on stdout
+(flushed) and, when ``$OUT`` is set, one JSON object per line in ``$OUT/device.jsonl``
+(emptied at the start). Every row has ``section``, ``row``, ``status`` (ok, failed,
+timeout, skipped), ``t`` (seconds since the start) and its figures.
+
+Time box: ``--total-seconds`` in all; each section runs in its own subprocess under its own
+cap (:data:`SECTIONS`, cut to what is left of the total), so a hang or a crash (a GPU
+failure) is one row, with the last line of the section's stderr, and the next section runs.
+Sections that need the accelerator are skipped, with the reason, when there is none; the
+CPU rows run all the same, so the check is safe on a CPU-only machine.
+
+Sections, in order:
+
+* ``env``: jax and its devices, jaxww's path, torch and CUDA, weightwatcher, cores, memory,
+  the work folder's file system.
+* ``write``: a Llama-2-7B-shaped bf16 safetensors checkpoint in a temporary folder:
+  ``--blocks`` decoder blocks and the embedding. Shapes and names: ``config.json`` of
+  ``meta-llama/Llama-2-7b-hf`` (hidden_size 4096, intermediate_size 11008,
+  num_attention_heads = num_key_value_heads = 32, vocab_size 32000) and transformers'
+  ``LlamaForCausalLM`` state dict (PyTorch ``(out, in)``): ``q/k/v/o_proj`` 4096x4096,
+  ``gate/up_proj`` 11008x4096, ``down_proj`` 4096x11008, ``embed_tokens`` 32000x4096, and
+  the 1-D norms (skipped by jaxww). Student-t (nu = 3) entries scaled by 1/sqrt(fan_in).
+* ``stream`` (accelerator): ``jaxww.analyze(path, devices=[accelerator], max_N=None,
+  max_evals=None)``, the first call (compilation included) and the second; the file is
+  dropped from the page cache before each (``posix_fadvise``), so both read the disk.
+* ``phases`` (accelerator): one tensor of each shape, in a blocking profile
+  (``block_until_ready`` after every phase): read (from disk), transfer (``device_put``),
+  Gram (cast to float32, ``W^T W`` at HIGHEST precision), tridiagonal
+  (``jax.lax.linalg.tridiagonal``), eigenvalues (``eigh_tridiagonal``; on TPU
+  ``eigvalsh`` of the Gram matrix, no tridiagonal row), fit (``jaxww.fit_power_law``) and
+  compile (first call minus second call of each program); the steps of jaxww's device
+  path at the exact shape (without its bucket padding).
+* ``reference`` (CPU): a mixed set of shapes (squares, tall and wide, the 7B MLP shape, an
+  embedding, convolutions) analysed on the host in float64, the reference of
+  ``accuracy``, and in float32 (the host's own float32 error).
+* ``accuracy`` (accelerator): the same set in float32 on the accelerator against the float64
+  reference: the largest ``|d alpha|`` over the layers whose fits chose the same ``xmin``,
+  how many did, and the largest ``|d lambda| / lambda_max``.
+* ``weightwatcher``: weightwatcher 0.7.7's own ``analyze()`` on the checkpoint's weights as
+  torch modules (on CUDA when torch has it: its torch-GPU path reads the weights as
+  float16), one layer at a time, the cheapest first, until its cap; time, and ``|d alpha|``
+  against jaxww's alphas of ``stream`` (else of ``host``).
+* ``host`` (CPU): ``analyze(path)`` with LAPACK on the host, the yardstick of ``stream``.
+
+``--dry-run``: every section at a tiny size (one block of width 64) with ``JAX_PLATFORMS=cpu``;
+the CPU stands in for the accelerator through ``JAXWW_DEVICE_PATH=1``, the code an
+accelerator runs (docs/scale.md). The suite runs it (tests/test_device_bench.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import importlib.metadata
+import importlib.util
+import json
 import math
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")   # leave GPU memory to torch too
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+WHEELS = os.path.join(BENCH, "wheels")
+SITE = os.path.join(WHEELS, "site")
+for _p in (BENCH, SITE, ROOT):   # the project first: run from anywhere, with or without PYTHONPATH=.
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-import numpy as np
+#: ``config.json`` of ``meta-llama/Llama-2-7b-hf``; the dry run's is 64 wide.
+LLAMA_2_7B = dict(d=4096, F=11008, heads=32, kv=32, vocab=32000)
+TINY = dict(d=64, F=128, heads=4, kv=4, vocab=128)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import compare_weightwatcher as cw   # noqa: E402  (run_ww, student_t)
-
-LLAMA_7B = dict(d=4096, F=11008, blocks=32, vocab=32000)
-PROJ = (("q_proj", "d", "d"), ("k_proj", "d", "d"), ("v_proj", "d", "d"), ("o_proj", "d", "d"),
-        ("gate_proj", "d", "F"), ("up_proj", "d", "F"), ("down_proj", "F", "d"))
-ALPHA_TOL = 1e-3
-EPS32 = float(np.finfo(np.float32).eps)
-
-
-# ----------------------------------------------------------------------------- output
-
-def note(msg):
-    print(f"# {msg}", flush=True)
+#: ``(section, cap in seconds, needs the accelerator)``, in the order they run.
+SECTIONS = (("env", 60, False), ("write", 60, False), ("stream", 120, True), ("phases", 45, True),
+            ("reference", 60, False), ("accuracy", 60, True), ("weightwatcher", 60, False),
+            ("host", 45, False))
 
 
-def one_line(err) -> str:
+# ----------------------------------------------------------------------------- rows
+
+class Rows:
+    """Rows written as they are measured: stdout (flushed) and ``$OUT/device.jsonl``."""
+
+    def __init__(self, t0: float, fresh: bool = False):
+        self.t0 = t0
+        out = os.environ.get("OUT")
+        self.path = os.path.join(out, "device.jsonl") if out else None
+        if self.path and fresh:
+            os.makedirs(out, exist_ok=True)
+            open(self.path, "w").close()
+
+    def emit(self, section: str, row: str, status: str = "ok", **figures) -> dict:
+        rec = dict(section=section, row=row, status=status, t=round(time.time() - self.t0, 2), **figures)
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(rec, default=str) + "\n")
+        text = "  ".join(f"{k}={_fmt(v)}" for k, v in figures.items())
+        print(f"{rec['t']:7.1f}s  {section:<13} {row:<24} {status:<8} {text}", flush=True)
+        return rec
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _one_line(err) -> str:
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:240] if text else ''}"
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
-class Clock:
-    """Seconds left of ``--budget-seconds``."""
+# ----------------------------------------------------------------------------- the run
 
-    def __init__(self, budget):
-        self.t0, self.budget = time.perf_counter(), budget
-
-    def left(self) -> float:
-        return self.budget - (time.perf_counter() - self.t0)
-
-
-class Ctx:
-    """What the sections share: arguments, environment, clock, table rows, results."""
-
-    def __init__(self, args):
-        self.args, self.clock, self.rows = args, Clock(args.budget_seconds), []
-        self.env = detect()
-        self.set2 = None          # section A's second set, kept for weightwatcher and the host run
-        self.alphas = {}          # run label -> {layer name: (alpha, num_pl_spikes)}
-        self.ww_seconds = None    # (seconds, estimated)
-
-    def add(self, section, run, where="", layers="", seconds=None, est=False, result=""):
-        self.rows.append(dict(section=section, run=run, where=where, layers=str(layers),
-                              seconds=seconds, est=est, result=result))
-
-    def skip(self, section, run, why):
-        note(f"{section} {run}: skipped: {why}")
-        self.add(section, run, result=f"skipped: {why}")
+def orchestrate(args) -> int:
+    """Every section in its own subprocess, each under its cap, within ``--total-seconds``."""
+    t0 = time.time()
+    rows = Rows(t0, fresh=True)
+    end = t0 + args.total_seconds
+    work = tempfile.mkdtemp(prefix="jaxww-device-")
+    rows.emit("setup", "run", dry_run=args.dry_run, total_seconds=args.total_seconds, work=work,
+              python=sys.version.split()[0])
+    install_wheels(rows, min(120.0, args.total_seconds / 3))
+    for name, cap, needs_acc in SECTIONS:
+        env = _read_json(os.path.join(work, "env.json"))
+        left = end - time.time()
+        if needs_acc and env and not env.get("accelerator"):
+            rows.emit(name, "-", "skipped", why=env["why"])
+        elif left < 5:
+            rows.emit(name, "-", "skipped", why=f"time box: {max(left, 0):.0f} s left of {args.total_seconds:.0f} s")
+        else:
+            run_section(rows, name, min(cap, left), work, args, needs_acc)
+    rows.emit("setup", "done", seconds=round(time.time() - t0, 1))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
-def print_table(ctx):
-    head = f"{'sec':<4}{'run':<34}{'where':<22}{'layers':>9}{'time s':>13}{'ww/this':>12}  result"
-    print("\n" + head + "\n" + "-" * len(head))
-    ww = ctx.ww_seconds
-    for r in ctx.rows:
-        secs = "" if r["seconds"] is None else f"{r['seconds']:.2f}" + (" est." if r["est"] else "")
-        ratio = ""
-        if ww and r["seconds"] and r["run"].startswith("jaxww") and r["section"] == "A":
-            ratio = f"{ww[0] / r['seconds']:.1f}x" + (" est." if ww[1] or r["est"] else "")
-        print(f"{r['section']:<4}{r['run']:<34}{r['where']:<22}{r['layers']:>9}{secs:>13}{ratio:>12}  "
-              f"{r['result']}", flush=True)
+def run_section(rows: Rows, name: str, cap: float, work: str, args, needs_acc: bool) -> None:
+    """``bench/device.py --section name`` in a new process group, killed at ``cap`` seconds;
+    a timeout or a non-zero exit is a row with the last line of the section's stderr."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--section", name, "--work", work, "--t0", repr(rows.t0),
+           "--deadline", repr(time.time() + cap - 5), "--blocks", str(args.blocks)]
+    cmd += ["--dry-run"] if args.dry_run else []
+    cmd += ["--memory-budget", args.memory_budget] if args.memory_budget else []
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (ROOT, SITE, os.environ.get("PYTHONPATH")))))
+    env.pop("JAXWW_DEVICE_PATH", None)
+    if args.dry_run:   # the CPU only; it runs the accelerator's code where an accelerator would
+        env.update(JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+        if needs_acc:
+            env["JAXWW_DEVICE_PATH"] = "1"
+    err_path = os.path.join(work, f"{name}.stderr")
+    sys.stdout.flush()
+    start = time.time()
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(cmd, env=env, stderr=err, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=cap)
+        except KeyboardInterrupt:   # the section runs in its own session: end it too
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rows.emit(name, "-", "timeout", seconds=round(time.time() - start, 1),
+                      why=f"killed at its cap of {cap:.0f} s", stderr=_last_line(err_path))
+            return
+    if rc != 0:
+        rows.emit(name, "-", "failed", seconds=round(time.time() - start, 1), exit=rc, stderr=_last_line(err_path))
 
 
-# ----------------------------------------------------------------------------- environment
+def _last_line(path: str) -> str:
+    with open(path, errors="replace") as fh:
+        lines = [s.strip() for s in fh if s.strip()]
+    return lines[-1][:400] if lines else ""
 
-def detect():
-    """Which pieces are present: ``dict`` of modules/devices, or the reason each is missing."""
-    env = {"why": {}}
+
+def _read_json(path: str):
     try:
-        import jax
-        import jaxww
-        env["jax"], env["jaxww"] = jax, jaxww
-        env["cpu"] = jax.devices("cpu")[0]
-        acc = [d for d in jax.devices() if d.platform != "cpu"]
-        env["acc"] = acc[0] if acc else None
-        if not acc:
-            env["why"]["acc"] = f"no accelerator (jax {jax.__version__} devices: {jax.devices()})"
-    except Exception as err:
-        env["jax"] = env["acc"] = None
-        env["why"]["jax"] = env["why"]["acc"] = f"jax/jaxww not importable ({one_line(err)})"
-    try:
-        import torch
-        env["torch"], env["cuda"] = torch, torch.cuda.is_available()
-    except Exception as err:
-        env["torch"], env["cuda"] = None, False
-        env["why"]["torch"] = f"torch not importable ({one_line(err)})"
-    try:
-        import logging
-
-        logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-        import weightwatcher
-        from weightwatcher import RMT_Util
-        env["ww"] = weightwatcher
-        on_gpu = RMT_Util._svd_vals_fast is not RMT_Util._svd_vals_accurate
-        env["ww_path"] = ("torch.linalg.svdvals on CUDA, weights read as float16" if on_gpu
-                          else "scipy.linalg.svd float64 on the host")
-    except Exception as err:
-        env["ww"] = None
-        env["why"]["ww"] = f"weightwatcher not importable ({one_line(err)})"
-    return env
-
-
-def print_env(ctx):
-    env = ctx.env
-    if env["jax"] is not None:
-        jax = env["jax"]
-        note(f"jax {jax.__version__}, default backend {jax.default_backend()}, devices {jax.devices()}; "
-             f"jaxww {getattr(env['jaxww'], '__version__', '?')} from {os.path.dirname(env['jaxww'].__file__)}")
-        cache = jax.config.jax_compilation_cache_dir
-        if cache:
-            note(f"persistent compilation cache {cache}: '1st' may not include compilation")
-    else:
-        note(env["why"]["jax"])
-    torch = env["torch"]
-    if torch is not None:
-        name = f" ({torch.cuda.get_device_name(0)})" if env["cuda"] else ""
-        note(f"torch {torch.__version__}, cuda available: {env['cuda']}{name}")
-    else:
-        note(env["why"]["torch"])
-    if env["ww"] is not None:
-        note(f"weightwatcher {env['ww'].__version__}: SVD path {env['ww_path']}")
-    else:
-        note(env["why"]["ww"])
-    free = _available_memory()
-    note(f"{os.cpu_count()} cores, {free / 2**30:.1f} GiB host memory available" if free else
-         f"{os.cpu_count()} cores")
-    note(f"budget {ctx.args.budget_seconds:.0f} s, XLA_PYTHON_CLIENT_PREALLOCATE="
-         f"{os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE')}, memory_budget={ctx.args.memory_budget}")
-
-
-def _available_memory():
-    try:
-        from jaxww.streaming import available_memory
-        return available_memory()
-    except Exception:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
         return None
 
 
-# ----------------------------------------------------------------------------- weights
+def install_wheels(rows: Rows, timeout: float) -> None:
+    """The wheels of ``bench/wheels`` whose package is missing (weightwatcher: not 0.7.7),
+    installed ``--no-index --no-deps`` into ``bench/wheels/site``."""
+    wheels = sorted(glob.glob(os.path.join(WHEELS, "*.whl")))
+    need = [w for w in wheels if _missing(os.path.basename(w).split("-")[0])]
+    if not need:
+        have = _version("weightwatcher")
+        rows.emit("setup", "wheels", "ok" if have == "0.7.7" else "skipped", weightwatcher=have or "missing",
+                  wheels=len(wheels), **({} if have else {"why": "no weightwatcher wheel in bench/wheels"}))
+        return
+    t = time.time()
+    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--upgrade", "--target", SITE, *need]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        ok, why = proc.returncode == 0, (proc.stderr.strip().splitlines() or [""])[-1]
+    except (OSError, subprocess.TimeoutExpired) as err:
+        ok, why = False, _one_line(err)
+    importlib.invalidate_caches()
+    rows.emit("setup", "wheels", "ok" if ok else "failed", installed=[os.path.basename(w) for w in need],
+              weightwatcher=_version("weightwatcher") or "missing", seconds=round(time.time() - t, 1),
+              **({} if ok else {"why": why}))
 
-def student_t_fast(shape, seed, nu=3.0, chunk=1 << 22):
-    """Student-t(nu) / sqrt(fan_in), float32, drawn in chunks over all cores.
 
-    Chunk ``i`` uses its own stream spawned from ``seed``, so the numbers do not depend
-    on the number of threads; NumPy releases the GIL while it fills the arrays.
-    """
+def _missing(project: str) -> bool:
+    have = _version(project.replace("_", "-"))
+    return have is None or (project == "weightwatcher" and have != "0.7.7")
+
+
+def _version(project: str):
+    try:
+        return importlib.metadata.version(project)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# ----------------------------------------------------------------------------- sections
+
+class Section:
+    """What a section's process knows: its arguments, the rows, the work folder."""
+
+    def __init__(self, args):
+        self.args, self.name, self.work = args, args.section, args.work
+        self.rows = Rows(args.t0)
+        self.dims = dict(TINY if args.dry_run else LLAMA_2_7B, layers=1 if args.dry_run else args.blocks)
+        self.path = os.path.join(self.work, "model.safetensors")
+
+    def emit(self, row, status="ok", **figures):
+        return self.rows.emit(self.name, row, status, **figures)
+
+    def save(self, what: str, data) -> None:
+        with open(os.path.join(self.work, f"{what}.json"), "w") as fh:
+            json.dump(data, fh)
+
+    def load(self, what: str):
+        return _read_json(os.path.join(self.work, f"{what}.json"))
+
+    def accelerator(self):
+        """The device the accelerator rows run on (the CPU under ``--dry-run``)."""
+        import jax
+
+        if self.args.dry_run:
+            from jaxww import placement
+            assert placement.DEVICE_PATH, "the dry run's accelerator sections run with JAXWW_DEVICE_PATH=1"
+            return jax.devices("cpu")[0]
+        acc = [d for d in jax.devices() if d.platform != "cpu"]
+        if not acc:
+            raise RuntimeError(f"no accelerator (jax devices: {jax.devices()})")
+        return acc[0]
+
+
+def section_env(s: Section) -> None:
+    import jax
+
+    import jaxww
+
+    devices = jax.devices()
+    acc = [d for d in devices if d.platform != "cpu"]
+    stats = (acc[0].memory_stats() or {}) if acc else {}
+    s.emit("jax", version=jax.__version__, backend=jax.default_backend(), devices=[str(d) for d in devices],
+           kind=acc[0].device_kind if acc else "cpu", memory_gib=round(stats.get("bytes_limit", 0) / 2**30, 1),
+           compilation_cache=jax.config.jax_compilation_cache_dir or "")
+    s.emit("jaxww", path=os.path.dirname(jaxww.__file__))
+    try:
+        import torch
+        cuda = torch.cuda.is_available()
+        s.emit("torch", version=torch.__version__, cuda=cuda, gpu=torch.cuda.get_device_name(0) if cuda else "")
+        if cuda and not acc:
+            s.emit("jax vs torch", "failed", why="torch sees CUDA but jax has no GPU: jax without its CUDA plugin?")
+    except Exception as err:   # noqa: BLE001 - the row says why
+        s.emit("torch", "skipped", why=_one_line(err))
+    ww = importlib.util.find_spec("weightwatcher")
+    s.emit("weightwatcher", "ok" if ww else "skipped", version=_version("weightwatcher") or "missing",
+           path=os.path.dirname(ww.origin) if ww else "")
+    from jaxww.streaming import available_memory
+    s.emit("host", cores=os.cpu_count(), memory_gib=round((available_memory() or 0) / 2**30, 1),
+           work_fs=_file_system(s.work))
+    if s.args.dry_run:
+        s.save("env", {"accelerator": "cpu (JAXWW_DEVICE_PATH=1)"})
+        s.emit("accelerator", device="cpu", why="dry run: the CPU runs the accelerator's code (JAXWW_DEVICE_PATH=1)")
+    elif acc:
+        s.save("env", {"accelerator": str(acc[0])})
+        s.emit("accelerator", device=str(acc[0]), kind=acc[0].device_kind)
+    else:
+        why = f"no accelerator found (jax {jax.__version__} devices: {[str(d) for d in devices]})"
+        s.save("env", {"accelerator": None, "why": why})
+        s.emit("accelerator", "skipped", why=why)
+
+
+def _file_system(path: str) -> str:
+    """The type of the file system holding ``path`` (``/proc/mounts``), or ''."""
+    best, fs = "", ""
+    try:
+        with open("/proc/mounts") as fh:
+            for line in fh:
+                mount, kind = line.split()[1:3]
+                if os.path.realpath(path).startswith(mount) and len(mount) > len(best):
+                    best, fs = mount, kind
+    except OSError:
+        pass
+    return fs
+
+
+def section_write(s: Section) -> None:
+    import stream   # bench/stream.py: the LlamaForCausalLM names and the safetensors writer
+
+    t = time.perf_counter()
+    shapes = {n: sh for n, sh in stream.llama_shapes(**s.dims).items() if n != "lm_head.weight"}
+    seeds = iter(range(len(shapes)))
+    stream.write_safetensors(s.path, {n: (sh, lambda sh=sh, i=next(seeds): student_t(sh, i))
+                                      for n, sh in shapes.items()})
+    with open(s.path, "rb+") as fh:
+        os.fsync(fh.fileno())
+    size = os.path.getsize(s.path)
+    seconds = time.perf_counter() - t
+    s.emit("checkpoint", seconds=round(seconds, 2), tensors=len(shapes),
+           matrices=sum(len(sh) == 2 for sh in shapes.values()), bytes=size,
+           mb_per_s=round(size / 1e6 / seconds, 1), dims=s.dims)
+
+
+def student_t(shape, seed, nu=3.0, chunk=1 << 22):
+    """Student-t(nu) / sqrt(fan_in) in float32 (``fan_in`` the last axis, PyTorch layout),
+    drawn in chunks over the cores: chunk ``i`` has its own stream spawned from ``seed``,
+    so the numbers do not depend on the number of threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
     out = np.empty(shape, np.float32)
     flat = out.reshape(-1)
     starts = range(0, flat.size, chunk)
     seqs = np.random.SeedSequence(seed).spawn(len(starts))
-    scale = np.float32(1.0 / math.sqrt(shape[0]))
+    scale = np.float32(math.sqrt(shape[-1]))
 
     def fill(i):
-        rng, s = np.random.default_rng(seqs[i]), slice(starts[i], starts[i] + chunk)
-        n = flat[s].size
-        g = rng.standard_gamma(nu / 2, n, dtype=np.float32)
-        np.multiply(g, np.float32(2.0 / nu) / scale ** 2, out=g)
-        np.sqrt(g, out=g)
-        np.divide(rng.standard_normal(n, dtype=np.float32), g, out=flat[s])
+        rng, part = np.random.default_rng(seqs[i]), flat[starts[i]:starts[i] + chunk]
+        g = np.sqrt(rng.standard_gamma(nu / 2, part.size, dtype=np.float32) * np.float32(2 / nu))
+        np.divide(rng.standard_normal(part.size, dtype=np.float32), g * scale, out=part)
 
     with ThreadPoolExecutor(os.cpu_count()) as ex:
         list(ex.map(fill, range(len(starts))))
     return out
 
 
-def llama_dims(quick):
-    if not quick:
-        return dict(LLAMA_7B)
-    return dict(d=LLAMA_7B["d"] // 8, F=LLAMA_7B["F"] // 8, blocks=4, vocab=LLAMA_7B["vocab"] // 8)
+def _analyze(s: Section, params, device, **kw):
+    """``(seconds, {name: fit}, report)`` of one ``jaxww.analyze`` (every matrix)."""
+    import jaxww
 
-
-def llama_tree(dims, seed):
-    """``{"embed_tokens": {"embedding"}, "layers_NN": {proj: {"kernel": (in, out)}}}``."""
-    ss = iter(np.random.SeedSequence(seed).generate_state(1 + 7 * dims["blocks"]))
-    tree = {"embed_tokens": {"embedding": student_t_fast((dims["vocab"], dims["d"]), next(ss))}}
-    for b in range(dims["blocks"]):
-        tree[f"layers_{b:02d}"] = {p: {"kernel": student_t_fast((dims[i], dims[o]), next(ss))}
-                                   for p, i, o in PROJ}
-    return tree
-
-
-def leaves(tree):
-    """``[(jaxww name, array)]`` in jaxww's order (sorted keys, as ``jax.tree`` flattens)."""
-    out = []
-    for k in sorted(tree):
-        v = tree[k]
-        out += [(f"{k}/{n}", a) for n, a in leaves(v)] if isinstance(v, dict) else [(k, v)]
-    return out
-
-
-def cost(shape) -> float:
-    """Work of one spectrum, ``(N + M) M^2`` (Gram matrix and eigenvalues)."""
-    M, N = sorted(shape[-2:])
-    return (N + M) * float(M) ** 2 * int(np.prod(shape[:-2]))
-
-
-def tree_cost(tree) -> float:
-    return sum(cost(a.shape) for _, a in leaves(tree))
-
-
-def timed_set(dims, seed):
     t = time.perf_counter()
-    tree = llama_tree(dims, seed)
-    n = sum(a.size for _, a in leaves(tree))
-    note(f"drew {len(leaves(tree))} matrices, {n:.3g} numbers ({4 * n / 2**30:.1f} GiB) "
-         f"in {time.perf_counter() - t:.1f} s")
-    return tree
-
-
-# ----------------------------------------------------------------------------- runners
-
-def run_jaxww(ctx, tree, device):
-    jaxww = ctx.env["jaxww"]
-    t = time.perf_counter()
-    report = jaxww.analyze(tree, devices=[device], max_N=None, max_evals=None,
-                           memory_budget=ctx.args.memory_budget)
+    rep = jaxww.analyze(params, devices=[device], max_N=None, max_evals=None,
+                        memory_budget=s.args.memory_budget, **kw)
     seconds = time.perf_counter() - t
-    bad = [r["name"] for r in report.rows if r["status"] != "success"]
-    if bad:
-        note(f"jaxww on {device}: {len(bad)} fits not successful, e.g. {bad[:3]}")
-    return seconds, {r["name"]: (r["alpha"], r["num_pl_spikes"]) for r in report.rows}, report
+    fits = {r["name"]: {"alpha": r["alpha"], "xmin": r["xmin"], "spikes": r["num_pl_spikes"],
+                        "status": r["status"]} for r in rep.rows}
+    return seconds, fits, rep
 
 
-def torch_model(tree, device):
-    """``nn.Linear`` / ``nn.Embedding`` modules holding the arrays of ``tree`` (no host copy),
-    in :func:`leaves` order, and their names."""
-    torch = sys.modules["torch"]
-    names, mods = [], []
-    for name, w in leaves(tree):
-        if name.endswith("embedding"):
-            m = torch.nn.Embedding(*w.shape, device="meta")
-            m.weight = torch.nn.Parameter(torch.from_numpy(w), requires_grad=False)
+def _drop_cache(path: str) -> None:
+    """Evict ``path`` from the page cache, so that the next read comes from the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def section_stream(s: Section) -> None:
+    acc = s.accelerator()
+    size = os.path.getsize(s.path)
+    for label in ("1st call", "2nd call"):
+        _drop_cache(s.path)
+        seconds, fits, _ = _analyze(s, s.path, acc)
+        s.emit(label, device=str(acc), seconds=round(seconds, 2), layers=len(fits),
+               failed=sum(f["status"] != "success" for f in fits.values()), mb_per_s=round(size / 1e6 / seconds, 1),
+               note="compilation included" if label == "1st call" else "")
+    s.save("stream", fits)
+
+
+def section_phases(s: Section) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxww
+
+    acc = s.accelerator()
+    tpu = acc.platform == "tpu"
+    tensors = jaxww.open_checkpoint(s.path)
+    by_shape: dict = {}
+    for name, t in tensors.items():
+        if len(t.shape) == 2:
+            by_shape.setdefault(t.shape, []).append(name)
+
+    @jax.jit
+    def gram(W):
+        W = W.astype(jnp.float32)
+        W = W.T if W.shape[0] < W.shape[1] else W
+        return jnp.einsum("nm,nk->mk", W, W, precision=jax.lax.Precision.HIGHEST)[None]
+
+    tridiagonal = jax.jit(lambda X: jax.lax.linalg.tridiagonal(X, lower=True)[1:3])
+    bisection = jax.jit(jax.vmap(lambda d, e: jax.scipy.linalg.eigh_tridiagonal(d, e, eigvals_only=True)))
+    eigvalsh = jax.jit(jnp.linalg.eigvalsh)
+
+    def twice(fn, *a):
+        """(seconds of the second call, seconds of the first minus the second, result), blocking."""
+        times, out = [], None
+        for _ in range(2):
+            t = time.perf_counter()
+            out = jax.block_until_ready(fn(*a))
+            times.append(time.perf_counter() - t)
+        return times[1], max(times[0] - times[1], 0.0), out
+
+    for shape, names in by_shape.items():
+        t = time.perf_counter()
+        host = tensors[names[0]].read()
+        read = time.perf_counter() - t
+        t = time.perf_counter()
+        W = jax.block_until_ready(jax.device_put(host, acc))
+        transfer = time.perf_counter() - t
+        g, cg, X = twice(gram, W)
+        if tpu:
+            tri, ct, ev = None, 0.0, None
+            e_s, ce, ev = twice(eigvalsh, X)
         else:
-            m = torch.nn.Linear(*w.shape, bias=False, device="meta")
-            m.weight = torch.nn.Parameter(torch.from_numpy(w).T, requires_grad=False)
-        names.append(name)
-        mods.append(m)
-    return torch.nn.Sequential(*mods).to(device), names
+            tri, ct, (d, e) = twice(tridiagonal, X)
+            e_s, ce, ev = twice(bisection, d, e)
+        f, cf, fit = twice(jaxww.fit_power_law, ev)
+        N, M = max(shape), min(shape)
+        s.emit(f"{shape[0]}x{shape[1]}", device=str(acc), count=len(names), read=round(read, 4),
+               transfer=round(transfer, 4), gram=round(g, 4), tridiagonal=None if tpu else round(tri, 4),
+               eigenvalues=round(e_s, 4), fit=round(f, 4), compile=round(cg + ct + ce + cf, 3),
+               gram_tflops=round(2 * N * M * M / g / 1e12, 2), read_gb_per_s=round(host.nbytes / read / 1e9, 2),
+               transfer_gb_per_s=round(host.nbytes / transfer / 1e9, 2), alpha=float(np.asarray(fit.alpha)[0]))
 
 
-def run_ww(ctx, tree):
-    device = "cuda" if ctx.env["cuda"] and not ctx.args.ww_model_on_host else "cpu"
-    model, names = torch_model(tree, device)
-    seconds, details = cw.run_ww(model)
-    del model
-    if ctx.env["cuda"]:
-        ctx.env["torch"].cuda.empty_cache()
-    if len(details) != len(names):
-        raise RuntimeError(f"weightwatcher analysed {len(details)} of {len(names)} layers")
-    alphas = dict(zip(names, zip(details["alpha"].to_numpy(), details["num_pl_spikes"].to_numpy())))
-    return seconds, alphas, None
-
-
-def chunks(tree, per_chunk):
-    """The embedding alone, then ``per_chunk`` blocks at a time (sub-trees of ``tree``)."""
-    blocks = sorted(k for k in tree if k.startswith("layers_"))
-    out = [{k: tree[k] for k in tree if not k.startswith("layers_")}]
-    return out + [{k: tree[k] for k in blocks[i:i + per_chunk]} for i in range(0, len(blocks), per_chunk)]
-
-
-def time_boxed(ctx, label, run, tree, per_chunk, allowance):
-    """``run(sub_tree)`` over :func:`chunks` while the next chunk's predicted time (by
-    :func:`cost`, at the last chunk's rate) fits ``allowance``; the rest extrapolated.
-
-    Returns ``(seconds, estimated, layers measured, alphas)``.
-    """
-    end = time.perf_counter() + allowance
-    spent, done_cost, rate, alphas = 0.0, 0.0, None, {}
-    parts = chunks(tree, per_chunk)
-    for i, sub in enumerate(parts):
-        c = tree_cost(sub)
-        if rate is not None and time.perf_counter() + rate * c > end:
-            note(f"{label}: stopped after {i} of {len(parts)} chunks (next predicted {rate * c:.0f} s, "
-                 f"{end - time.perf_counter():.0f} s left of its allowance)")
-            break
-        seconds, a, _ = run(sub)
-        spent, done_cost, rate = spent + seconds, done_cost + c, seconds / c
-        alphas.update(a)
-        note(f"{label}: chunk {i + 1}/{len(parts)} ({len(a)} layers) {seconds:.2f} s")
-    left = tree_cost(tree) - done_cost
-    return spent + (rate * left if rate else 0.0), left > 0, len(alphas), alphas
-
-
-# ----------------------------------------------------------------------------- section A
-
-def section_a_accelerator(ctx, dims):
-    env, n = ctx.env, 1 + 7 * dims["blocks"]
-    acc = env["acc"]
-    set1 = timed_set(dims, ctx.args.seed) if acc is not None else None
-    if acc is None:
-        ctx.skip("A", "jaxww 1st (compile)", env["why"]["acc"])
-        ctx.skip("A", "jaxww 2nd", env["why"]["acc"])
+def mixed_set(dry: bool, seed: int = 7) -> dict:
+    """Kernels of mixed shapes (Flax ``(in, out)``): squares, tall and wide, the 7B MLP
+    shape, an embedding, 3x3 convolutions and a small one; the dry run's are tiny."""
+    if dry:
+        dense = [(128, 64), (64, 128), (128, 64)]
+        conv, embed = [], (128, 64)
     else:
-        seconds, _, _ = run_jaxww(ctx, set1, acc)
-        ctx.add("A", "jaxww 1st (compile)", str(acc), n, seconds)
-        note(f"A jaxww 1st on {acc}: {seconds:.2f} s")
-    del set1
-    ctx.set2 = timed_set(dims, ctx.args.seed + 1)
-    if acc is not None:
-        seconds, ctx.alphas["accelerator"], _ = run_jaxww(ctx, ctx.set2, acc)
-        ctx.add("A", "jaxww 2nd", str(acc), n, seconds)
-        note(f"A jaxww 2nd on {acc}: {seconds:.2f} s")
-
-
-def section_a_ww(ctx, dims, allowance):
-    env = ctx.env
-    if env["ww"] is None or env["torch"] is None:
-        return ctx.skip("A", "weightwatcher", env["why"].get("ww") or env["why"]["torch"])
-    per = max(1, dims["blocks"] // 16)
-    seconds, est, done, alphas = time_boxed(ctx, "A weightwatcher", lambda t: run_ww(ctx, t),
-                                            ctx.set2, per, allowance)
-    ctx.ww_seconds = (seconds, est)
-    where = "torch cuda" if env["cuda"] else "scipy host"
-    ctx.add("A", f"weightwatcher {env['ww'].__version__}", where, f"{done}/{1 + 7 * dims['blocks']}",
-            seconds, est, "est.: extrapolated from the chunks measured" if est else "")
-    ctx.alphas["weightwatcher"] = alphas
-
-
-def section_a_host(ctx, dims, allowance):
-    if ctx.env["jax"] is None:
-        return ctx.skip("A", "jaxww host", ctx.env["why"]["jax"])
-    if ctx.args.skip_cpu_7b:
-        return ctx.skip("A", "jaxww host", "--skip-cpu-7b")
-    cpu, per = ctx.env["cpu"], max(1, dims["blocks"] // 4)
-    seconds, est, done, alphas = time_boxed(ctx, "A jaxww host", lambda t: run_jaxww(ctx, t, cpu),
-                                            ctx.set2, per, allowance)
-    ctx.add("A", "jaxww host", f"cpu x{os.cpu_count()} LAPACK", f"{done}/{1 + 7 * dims['blocks']}",
-            seconds, est, "est.: extrapolated from the chunks measured, compilation incl." if est else
-            "compilation of its fit incl.")
-    ctx.alphas["host"] = alphas
-
-
-def alpha_notes(ctx):
-    """One line per pair of runs of section A that share layers."""
-    a = ctx.alphas
-    ours = "accelerator" if "accelerator" in a else "host"
-    short = {"weightwatcher": "ww", "accelerator": "jaxww accel", "host": "jaxww host"}
-    for x, y in (("weightwatcher", ours), ("accelerator", "host")):
-        if x not in a or y not in a or x == y:
-            continue
-        common = sorted(set(a[x]) & set(a[y]))
-        if not common:
-            continue
-        d = np.array([abs(a[x][k][0] - a[y][k][0]) for k in common])
-        rel = d / np.array([abs(a[y][k][0]) for k in common])
-        same = sum(a[x][k][1] == a[y][k][1] for k in common)
-        ctx.add("A", f"alphas {short[x]} vs {short[y]}", "", len(common), None, False,
-                f"max |d alpha| {np.nanmax(d):.2e}, max rel {np.nanmax(rel):.2e}; "
-                f"same tail {same}/{len(common)}")
-
-
-# ----------------------------------------------------------------------------- section B
-
-def mixed_set(quick, seed):
-    """32 matrices of mixed shapes (module docstring), Student-t (``compare_weightwatcher``)."""
-    s = 4 if quick else 1
-    dense = ([(4096, 4096), (4096, 11008), (4096, 1024), (1024, 4096), (2048, 2048), (2048, 2048),
-              (1024, 1024), (1024, 1024), (1024, 1024), (768, 3072), (3072, 768), (512, 512),
-              (512, 512), (512, 2048), (2048, 512), (256, 256), (256, 1024), (128, 128),
-              (128, 512), (256, 64), (64, 256), (128, 32 * s), (64 * s, 64 * s), (96 * s, 48 * s)]
-             + [(16000, 512)])
-    rng = np.random.default_rng(seed)
-    tree = {f"dense_{i:02d}": {"kernel": cw.student_t(rng, (a // s, b // s))} for i, (a, b) in enumerate(dense)}
-    tree["embed"] = {"embedding": tree.pop(f"dense_{len(dense) - 1:02d}")["kernel"]}
-    for i in range(4):
-        tree[f"conv_{i}"] = {"kernel": cw.student_t(rng, (3, 3, 64, 128))}
-    for i in range(3):
-        tree[f"small_{i}"] = {"kernel": cw.student_t(rng, (100 + 10 * i, 40 + 5 * i))}
+        dense = [(4096, 11008), (4096, 4096), (1024, 4096), (2048, 2048), (768, 3072), (512, 512),
+                 (512, 512), (100, 40)]
+        conv, embed = [(3, 3, 64, 128)] * 2, (16000, 512)
+    tree = {f"dense_{i:02d}": {"kernel": student_t(sh, seed + i)} for i, sh in enumerate(dense)}
+    tree.update({f"conv_{i}": {"kernel": student_t(sh, seed + 100 + i)} for i, sh in enumerate(conv)})
+    tree["embed"] = {"embedding": student_t(embed, seed + 200)}
     return tree
 
 
-def compare_reports(r_acc, r_cpu):
-    """``(rows compared, max rel alpha diff on same tails, same tails, max |d lambda| / lambda_max,
-    worst-case bound)`` of two reports of the same tree."""
-    a, b = {r["name"]: r for r in r_acc.rows}, {r["name"]: r for r in r_cpu.rows}
-    rel, same, dlam, bound = [], 0, [], []
-    for name, rb in b.items():
-        ra = a[name]
-        if ra["num_pl_spikes"] == rb["num_pl_spikes"]:
-            same += 1
-            rel.append(abs(ra["alpha"] - rb["alpha"]) / abs(rb["alpha"]))
-        ea, eb = r_acc.esd(name), r_cpu.esd(name)
-        dlam.append(np.max(np.abs(ea - eb)) / np.max(eb))
-        kappa = rb["M"] * EPS32 * np.max(eb) / rb["xmin"]
-        bound.append(2 * kappa * (rb["alpha"] - 1) ** 2 / rb["alpha"])
-    # np.max propagates NaN (a failed fit on one side), so such a run cannot PASS
-    return len(b), float(np.max(rel)) if rel else math.nan, same, float(np.max(dlam)), float(np.nanmax(bound))
+def section_reference(s: Section) -> None:
+    import jax
+    import numpy as np
+
+    cpu = jax.devices("cpu")[0]
+    tree = mixed_set(s.args.dry_run)
+    seconds, fits, rep = _analyze(s, tree, cpu, precision="float64")
+    s.emit("host float64", device="cpu", seconds=round(seconds, 2), layers=len(fits))
+    s.save("reference", {"fits": fits, "esd": {n: rep.esd(n).tolist() for n in fits}})
+    seconds32, fits32, rep32 = _analyze(s, tree, cpu)
+    s.emit("host float32 vs float64", device="cpu", seconds=round(seconds32, 2),
+           **compare(fits32, fits), **_eig_diff(rep32, rep.esd))
 
 
-def section_b(ctx):
-    env = ctx.env
-    if env["acc"] is None:
-        return ctx.skip("B", "alphas accel vs host", env["why"]["acc"])
-    tree = mixed_set(ctx.args.quick, ctx.args.seed + 2)
-    t_acc, _, r_acc = run_jaxww(ctx, tree, env["acc"])
-    t_cpu, _, r_cpu = run_jaxww(ctx, tree, env["cpu"])
-    n, rel, same, dlam, bound = compare_reports(r_acc, r_cpu)
-    ok = rel <= ALPHA_TOL
-    ctx.add("B", "jaxww accelerator", str(env["acc"]), n, t_acc, result="one call, compilation incl.")
-    ctx.add("B", "jaxww host", "cpu LAPACK", n, t_cpu, result="one call, compilation incl.")
-    ctx.add("B", "alphas accel vs host", "", n, None, False,
-            f"{'PASS' if ok else 'FAIL'}: max rel d alpha {rel:.2e} (tol {ALPHA_TOL:g}; worst-case "
-            f"bound {bound:.1e}), same xmin {same}/{n}, max |d lambda|/lambda_max {dlam:.1e}")
-    note(f"B: {ctx.rows[-1]['result']}")
+def compare(a: dict, b: dict) -> dict:
+    """Fits ``a`` against ``b`` (``{name: fit}``), on the names both have: how many chose the
+    same ``xmin`` (number of spikes), and the largest ``|d alpha|`` among those."""
+    names = [n for n in b if n in a and a[n]["status"] == b[n]["status"] == "success"]
+    same = [n for n in names if a[n]["spikes"] == b[n]["spikes"]]
+    d = [abs(a[n]["alpha"] - b[n]["alpha"]) for n in same]
+    return dict(compared=len(names), same_xmin=len(same), max_abs_dalpha=max(d) if d else None,
+                max_rel_dalpha=max(x / abs(b[n]["alpha"]) for x, n in zip(d, same)) if d else None)
+
+
+def _eig_diff(rep, esd_of) -> dict:
+    """The largest ``|d lambda| / lambda_max`` of ``rep``'s spectra against ``esd_of(name)``."""
+    import numpy as np
+
+    worst = 0.0
+    for name in rep.evals:
+        ref = np.asarray(esd_of(name), np.float64)
+        worst = max(worst, float(np.max(np.abs(np.asarray(rep.esd(name), np.float64) - ref)) / ref.max()))
+    return {"max_rel_dlambda": worst}
+
+
+def section_accuracy(s: Section) -> None:
+    ref = s.load("reference")
+    if ref is None:
+        return s.emit("float32 vs float64", "skipped", why="no float64 reference (section reference failed)")
+    acc = s.accelerator()
+    seconds, fits, rep = _analyze(s, mixed_set(s.args.dry_run), acc)
+    s.emit("float32 vs float64", device=str(acc), seconds=round(seconds, 2), note="compilation included",
+           **compare(fits, ref["fits"]), **_eig_diff(rep, ref["esd"].get))
+
+
+def section_weightwatcher(s: Section) -> None:
+    import logging
+
+    import numpy as np
+
+    try:
+        import torch
+        import weightwatcher as ww
+    except ImportError as err:
+        return s.emit("analyze", "skipped", why=f"{_one_line(err)} (see the wheels in bench/device.py's docstring)")
+    import contextlib
+    import io
+    import warnings
+
+    import jaxww
+
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    where = "cuda" if torch.cuda.is_available() else "cpu"
+    tensors = {n: t for n, t in jaxww.open_checkpoint(s.path).items() if len(t.shape) == 2}
+    tensors = dict(sorted(tensors.items(), key=lambda kv: max(kv[1].shape) * min(kv[1].shape) ** 2))
+    ours, against = s.load("stream"), "stream"
+    if ours is None:
+        ours, against = s.load("host"), "host"
+    fits, spent = {}, 0.0
+    for name, t in tensors.items():   # one layer at a time, until the section's deadline
+        if fits and time.time() + 2 * spent / len(fits) > s.args.deadline:
+            break
+        w = torch.from_numpy(np.asarray(t.read(), np.float32))
+        if "embed" in name:
+            module = torch.nn.Embedding(*w.shape, _weight=w)
+        else:
+            module = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+            module.weight = torch.nn.Parameter(w, requires_grad=False)
+        model = torch.nn.Sequential(module).to(where)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            details = ww.WeightWatcher(model=model).analyze(plot=False)
+            seconds = time.perf_counter() - t0
+        spent += seconds
+        if len(details) != 1:
+            s.emit(name, "failed", seconds=round(seconds, 3), why=f"weightwatcher gave {len(details)} rows")
+            continue
+        r = details.iloc[0]
+        fits[name] = {"alpha": float(r["alpha"]), "spikes": int(r["num_pl_spikes"]), "xmin": float(r["xmin"]),
+                      "status": "success"}
+        jx = (ours or {}).get(name, {})
+        s.emit(name, device=f"torch {where}", seconds=round(seconds, 3), alpha=fits[name]["alpha"],
+               jaxww_alpha=jx.get("alpha"), same_xmin=jx.get("spikes") == fits[name]["spikes"] if jx else None)
+    vs = compare(fits, ours) if ours else {"why": "no jaxww alphas (sections stream and host failed)"}
+    s.emit(f"weightwatcher {ww.__version__}", device=f"torch {where}", seconds=round(spent, 2),
+           layers=f"{len(fits)}/{len(tensors)}", against=against if ours else "", **vs,
+           note="the first layer includes CUDA's start" if where == "cuda" else "")
+
+
+def section_host(s: Section) -> None:
+    import jax
+
+    _drop_cache(s.path)
+    seconds, fits, _ = _analyze(s, s.path, jax.devices("cpu")[0])
+    s.save("host", fits)
+    stream = s.load("stream")
+    s.emit("analyze(path)", device=f"cpu x{os.cpu_count()} LAPACK", seconds=round(seconds, 2), layers=len(fits),
+           **(dict(against="stream", **compare(fits, stream)) if stream else {}))
 
 
 # ----------------------------------------------------------------------------- main
 
-def guarded(ctx, section, run, fn, *args, min_left=10.0):
-    """``fn(ctx, *args)``: skipped when under ``min_left`` s of the budget are left; an
-    error is one line of the table and the run goes on."""
-    left = ctx.clock.left()
-    if left < min_left:
-        return ctx.skip(section, run, f"budget: {max(left, 0):.0f} s left of {ctx.args.budget_seconds:.0f} s")
-    try:
-        fn(ctx, *args)
-    except Exception as err:   # noqa: BLE001 - report and go on, by design
-        note(f"{section} {run}: failed: {one_line(err)}")
-        ctx.add(section, run, result=f"failed: {one_line(err)}")
-
-
-def main(argv=None):
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="8x narrower, 4 blocks (smoke run)")
-    ap.add_argument("--budget-seconds", type=float, default=None,
-                    help="time of the whole run (default 450, with --quick 100)")
-    ap.add_argument("--skip-cpu-7b", action="store_true", help="no jaxww host run of section A")
-    ap.add_argument("--ww-model-on-host", action="store_true",
-                    help="keep weightwatcher's torch model in host memory even with CUDA")
+    ap.add_argument("--dry-run", action="store_true", help="every section at a tiny size on the CPU")
+    ap.add_argument("--total-seconds", type=float, default=360.0, help="time box of the whole run")
+    ap.add_argument("--blocks", type=int, default=2, help="Llama-2-7B decoder blocks in the checkpoint")
     ap.add_argument("--memory-budget", default=None, help="analyze(memory_budget=...), e.g. 8GiB")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (checkpoint, stderr of sections)")
+    ap.add_argument("--section", choices=[n for n, _, _ in SECTIONS], help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.budget_seconds is None:
-        args.budget_seconds = 100.0 if args.quick else 450.0
-    ctx = Ctx(args)
-    guarded(ctx, "-", "environment", print_env, min_left=0)
-    dims = llama_dims(args.quick)
-    note(f"section A: {dims['blocks']} blocks, d={dims['d']}, F={dims['F']}, vocab={dims['vocab']}")
-    guarded(ctx, "A", "jaxww accelerator", section_a_accelerator, dims)
-    guarded(ctx, "B", "alphas accel vs host", section_b)
-    if ctx.set2 is not None:
-        share = 1.0 if args.skip_cpu_7b or ctx.env["jax"] is None else 0.6
-        guarded(ctx, "A", "weightwatcher", lambda c: section_a_ww(c, dims, share * (c.clock.left() - 5)))
-        guarded(ctx, "A", "jaxww host", lambda c: section_a_host(c, dims, c.clock.left() - 5))
-        guarded(ctx, "A", "alpha agreement", alpha_notes, min_left=0)
-    print_table(ctx)
-    note(f"total {time.perf_counter() - ctx.clock.t0:.1f} s")
+    if args.section is None:
+        return orchestrate(args)
+    globals()[f"section_{args.section}"](Section(args))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,14 +12,42 @@ report. A process of a TPU pod or a GPU node runs the same ``analyze`` call::
     report = jaxww.analyze("gs://.../ckpt" or params, devices=mesh)   # same report on every host
 
 With one process this is the per-device split of :func:`split` only.
+
+A CPU device computes its spectra with LAPACK on the host, an accelerator with the jitted
+programs of :mod:`jaxww.spectra` on the device (:func:`on_device`). For developers,
+``JAXWW_DEVICE_PATH=1`` in the environment sends CPU devices through the accelerator's code
+too (``device_put``, the padded buckets, tridiagonal reduction and bisection, the jitted
+fit), so that the suite runs it on a machine without one (docs/scale.md).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import jax
 import numpy as np
+
+
+def _device_path_flag(value: str | None) -> bool:
+    """``JAXWW_DEVICE_PATH``: unset, ``""`` or ``"0"`` (off) or ``"1"`` (on).
+
+    Raises:
+      ValueError: any other value (a typo must not silently test the host path).
+    """
+    if value not in (None, "", "0", "1"):
+        raise ValueError(f"JAXWW_DEVICE_PATH must be 0 or 1 (or unset), got {value!r}")
+    return value == "1"
+
+
+#: ``JAXWW_DEVICE_PATH=1``: CPU devices take the accelerator's code (read once, at import).
+DEVICE_PATH = _device_path_flag(os.environ.get("JAXWW_DEVICE_PATH"))
+
+
+def on_device(device) -> bool:
+    """Whether ``device`` computes with the accelerator's code: every accelerator, and CPU
+    devices when :data:`DEVICE_PATH` is set; otherwise LAPACK on the host."""
+    return device.platform != "cpu" or DEVICE_PATH
 
 
 def cost(k) -> int:

@@ -504,7 +504,7 @@ def _analyze_part(kerns, evals, leaves, device, precision, bound, opts, key, ids
     used = list(dict.fromkeys(k.leaf for k in kerns))
     specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
-    if device.platform == "cpu" and opts == _options.Options():   # the default analysis on the host:
+    if not _placement.on_device(device) and opts == _options.Options():   # the default analysis on the host:
         return _host_fit(evals, kerns, bound)                        # NumPy, nothing compiled
     spectra = _pooled(jax.device_put(evals, device), specs, groups)
     rand = [None] * len(groups) if not opts.randomize else _options.random_spectra(

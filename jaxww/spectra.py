@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww import _host_eigh
+from jaxww import placement as _placement
 from jaxww._plan import group_indices
 
 #: Elements per batched call (inputs of one call stay below ~256 MiB in float32).
@@ -63,9 +64,11 @@ def eigvals_ascending(*stacks):
     ``(T, min(a, b))`` ascending; NaN for a matrix that holds a NaN or Inf.
 
     The path is chosen by the platform the computation is compiled for (the device
-    the arrays are on), not by the default backend.
+    the arrays are on), not by the default backend; the CPU takes the accelerators' path
+    too under ``JAXWW_DEVICE_PATH=1`` (:data:`jaxww.placement.DEVICE_PATH`).
     """
-    return jax.lax.platform_dependent(*stacks, cpu=_eigvals_cpu, default=_eigvals_buckets)
+    cpu = _eigvals_buckets if _placement.DEVICE_PATH else _eigvals_cpu
+    return jax.lax.platform_dependent(*stacks, cpu=cpu, default=_eigvals_buckets)
 
 
 def _eigvals_cpu(*stacks):

@@ -29,7 +29,7 @@ import numpy as np
 from jaxww import spectra as _spectra
 from jaxww.reading.checkpoints import LazyTensor
 from jaxww.progress import human_bytes
-from jaxww.placement import cost
+from jaxww.placement import cost, on_device
 
 #: Bounds of the default budget (a quarter of the available memory): below the lower
 #: one groups get too small to keep the cores busy, above the upper one nothing is faster.
@@ -90,7 +90,7 @@ def parse_budget(budget) -> int:
 def device_budget(device, budget: int) -> int:
     """``budget``, capped on an accelerator at a quarter of its free memory (its
     ``memory_stats()``: ``bytes_limit - bytes_in_use``) where it reports them."""
-    if device.platform == "cpu":
+    if not on_device(device):
         return budget
     try:
         stats = device.memory_stats() or {}
@@ -148,7 +148,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
     Args:
       kerns, leaves: from :func:`jaxww.reading.read_layers`.
       device: a CPU device computes with LAPACK on the host, others with
-        :func:`jaxww.batched_spectra` on the device.
+        :func:`jaxww.batched_spectra` on the device (:func:`jaxww.placement.on_device`).
       precision: ``"float32"`` or ``"float64"``.
       budget: bytes (:func:`parse_budget`).
       tracker: a :class:`jaxww.progress.Tracker`.
@@ -167,7 +167,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
         used = list(dict.fromkeys(k.leaf for k in sub))
         try:
             values = {j: read(leaves[j]) for j in used}
-            if device.platform == "cpu":
+            if not on_device(device):
                 out = _spectra.host_spectra([k.matrices(np.asarray(values[k.leaf])) for k in sub],
                                             precision=precision)
             else:   # one program per group structure; dispatch stays asynchronous
@@ -195,7 +195,7 @@ def _device_spectra(values, specs, precision):
 
 def _out_of_memory(sub: Sequence, n: int, budget: int, device) -> MemoryError:
     names = ", ".join(k.name for k in sub[:3]) + (f" and {len(sub) - 3} more" if len(sub) > 3 else "")
-    where = "host" if device.platform == "cpu" else f"device {device}"
+    where = f"device {device}" if on_device(device) else "host"
     return MemoryError(f"out of {where} memory computing the spectra of {names}: they need about "
                        f"{human_bytes(n)} (memory budget {human_bytes(budget)}); pass a smaller "
                        "memory_budget= (command line: --memory-budget) or fewer layers (layers=)")

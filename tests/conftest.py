@@ -331,6 +331,35 @@ def flat_top_tol(hess, f_terms, eps=EPS64, k=8):
     return 2.0 * np.sqrt(2.0 * 2.0 * df * np.diag(h))
 
 
+def assert_float32_paths_agree(rows, esd, ref_rows, ref_esd):
+    """Two float32 analyses of the same weights by two eigensolver paths (LAPACK on the host;
+    the accelerators' Gram, tridiagonal reduction and bisection, run on the CPU by
+    ``JAXWW_DEVICE_PATH=1``): the same layers, statuses and reasons; every eigenvalue within
+    ``eig_err`` (float32); the same ``num_pl_spikes`` (the same xmin candidate), and every fit
+    field and metric within what that error and float32 rounding allow (``pl_fit_tols``,
+    ``metric_tols``); the same matrix rank.
+
+    ``rows``, ``ref_rows``: row dicts holding ``name``, ``status``, ``reason``, ``N`` and any of
+    the fit and metric columns (NaN or None where a layer failed); ``esd``, ``ref_esd``:
+    ``{name: eigenvalues}`` (any order).
+    """
+    assert [r["name"] for r in rows] == [r["name"] for r in ref_rows]
+    for r, ref in zip(rows, ref_rows, strict=True):
+        name = ref["name"]
+        assert (r["status"], r["reason"]) == (ref["status"], ref["reason"]), name
+        if ref["status"] != "success":
+            continue
+        ev_ref = np.sort(np.asarray(ref_esd[name], np.float64))
+        ev = np.sort(np.asarray(esd[name], np.float64))
+        x_err = eig_err(ev_ref, ref["N"], EPS32)
+        assert np.max(np.abs(ev - ev_ref)) <= x_err, name
+        assert r.get("num_pl_spikes") == ref.get("num_pl_spikes") and r.get("matrix_rank") == ref.get("matrix_rank")
+        fit = pl_fit_tols(ev_ref[ev_ref > 1e-5], ref["xmin"], x_err, EPS32)
+        tols = {**fit, **metric_tols(ev_ref, ref["alpha"], fit["alpha"], x_err, EPS32)}
+        for c in tols.keys() & r.keys() & ref.keys():
+            assert abs(r[c] - ref[c]) <= tols[c], (name, c, r[c], ref[c], tols[c])
+
+
 @pytest.fixture
 def x64():
     """Run the test with float64 enabled in JAX (restored afterwards)."""
@@ -363,6 +392,7 @@ class Helpers:
     flat_top_tol = staticmethod(flat_top_tol)
     pl_fit_tols = staticmethod(pl_fit_tols)
     metric_tols = staticmethod(metric_tols)
+    assert_float32_paths_agree = staticmethod(assert_float32_paths_agree)
     torch = staticmethod(_torch)
 
 

@@ -6,15 +6,37 @@ import os
 import subprocess
 import sys
 
+import jax
 import ml_dtypes
 import numpy as np
 import pytest
 
 import jaxww
-from jaxww import cli, progress, streaming
+from jaxww import cli, placement, progress, spectra, streaming
 from jaxww.reading import checkpoints as jio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _use_device_path(on: bool) -> None:
+    """Send CPU devices through the accelerators' code or not (``JAXWW_DEVICE_PATH``, read at
+    import into ``placement.DEVICE_PATH``). The flag is read when a program is traced, so
+    the compiled programs are dropped when it changes: none may serve the other path."""
+    if placement.DEVICE_PATH != on:
+        jax.clear_caches()
+        placement.DEVICE_PATH = on
+
+
+@pytest.fixture(params=["host", "device"])
+def path(request):
+    """Both branches of ``streaming.compute`` on the CPU: LAPACK on the host, and the code an
+    accelerator runs (``device_put``, the jitted spectra, the device's out-of-memory)."""
+    before = placement.DEVICE_PATH
+    _use_device_path(request.param == "device")
+    try:
+        yield request.param
+    finally:
+        _use_device_path(before)
 
 
 def _write_sharded(folder, tensors: dict, shards: int):
@@ -157,19 +179,101 @@ def test_unreadable_tensor_mid_stream_names_file_and_tensor(tmp_path, monkeypatc
         jaxww.analyze(folder, memory_budget="1MiB")
 
 
-def test_out_of_memory_names_layer_bytes_and_budget(tmp_path, monkeypatch, capsys):
+def test_out_of_memory_names_layer_bytes_and_budget(tmp_path, monkeypatch, capsys, path):
+    """Out of memory on either path (the host's MemoryError; the device's RESOURCE_EXHAUSTED,
+    synchronous) is the MemoryError naming the layers, the bytes and the budget, and the
+    command line's exit 2; any other runtime error of the device is left as it is."""
     folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=1)
+    error = [MemoryError()]
 
-    def oom(*a, **k):
-        raise MemoryError()
+    def fail(*a, **k):
+        raise error[0]
 
-    monkeypatch.setattr(jaxww.spectra, "host_spectra", oom)
-    with pytest.raises(MemoryError, match=r"out of host memory computing the spectra of model.layers.0.self_attn.q_proj"
+    if path == "host":
+        monkeypatch.setattr(jaxww.spectra, "host_spectra", fail)
+        where = "host"
+    else:
+        monkeypatch.setattr(streaming, "_device_spectra", fail)
+        error[0] = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2.0MiB.")
+        where = f"device {jax.devices('cpu')[0]}"
+    with pytest.raises(MemoryError, match=rf"out of {where} memory computing the spectra of model.layers.0.self_attn.q_proj"
                                           r".*memory budget 1.0 MiB\); pass a smaller memory_budget="):
         jaxww.analyze(folder, memory_budget="1MiB")
     assert cli.main(["analyze", folder, "--quiet", "--memory-budget", "1MiB"]) == 2
     err = capsys.readouterr().err
-    assert "out of host memory" in err and "--memory-budget" in err and "reads a .npz" not in err
+    assert f"out of {where} memory" in err and "--memory-budget" in err and "reads a .npz" not in err
+    if path == "device":
+        error[0] = jax.errors.JaxRuntimeError("INTERNAL: an XLA bug")
+        with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL: an XLA bug"):
+            jaxww.analyze(folder, memory_budget="1MiB")
+
+
+def test_device_path_streams_like_the_host_path(tmp_path, monkeypatch, h):
+    """``JAXWW_DEVICE_PATH=1``: a bf16 checkpoint streamed a group at a time through the
+    accelerators' code on the CPU (``device_put``, one jitted program for the groups of the
+    same structure, padded buckets, tridiagonal reduction and bisection, the jitted fit)
+    gives the host's report to float32 error (conftest ``assert_float32_paths_agree``); a
+    NaN layer fails alike. Shapes are chosen for one program: 4 leaves of 208 KiB per group."""
+    rng = np.random.default_rng(5)
+    tensors = {}
+    for i in range(4):   # (out, in) = (192, 128) and (128, 192): one bucket, (192, 128)
+        for name, shape in (("mlp.up_proj", (192, 128)), ("mlp.down_proj", (128, 192))):
+            tensors[f"model.layers.{i}.{name}.weight"] = rng.standard_t(3, shape).astype(ml_dtypes.bfloat16)
+    tensors["model.layers.2.mlp.up_proj.weight"][3, 7] = np.nan
+    folder = _write_sharded(str(tmp_path / "hf"), tensors, shards=2)
+    before = placement.DEVICE_PATH
+    try:
+        _use_device_path(False)
+        host = jaxww.analyze(folder, memory_budget="1MiB")
+        _use_device_path(True)
+        structures, buckets, real = [], [0], streaming._device_spectra
+        bucketed = spectra._eigvals_buckets
+
+        def dispatch(values, specs, precision):
+            structures.append(specs)
+            return real(values, specs, precision)
+
+        def traced(*stacks):
+            buckets[0] += 1
+            return bucketed(*stacks)
+
+        monkeypatch.setattr(streaming, "_device_spectra", dispatch)
+        monkeypatch.setattr(spectra, "_eigvals_buckets", traced)
+        monkeypatch.setattr(spectra, "host_spectra", None)   # the host's LAPACK is not called
+        events = []
+        device = jaxww.analyze(folder, memory_budget="1MiB", progress=events.append)
+    finally:
+        _use_device_path(before)
+    assert len(structures) == 2 and len(set(structures)) == 1 and buckets[0] == 1   # one program, traced once
+    assert events[-1].layers_done == events[-1].layers_total == 8
+    assert [r["status"] for r in device.rows].count("failed") == 1
+    h.assert_float32_paths_agree(device.rows, device.evals, host.rows, host.evals)
+
+
+def test_device_path_flag_and_device_budget(monkeypatch):
+    """``JAXWW_DEVICE_PATH`` is 0 or 1, anything else refused by name; an accelerator's budget
+    is capped at a quarter of its free memory where it reports it; a CPU device on the
+    device path (no memory statistics) keeps the budget."""
+    assert [placement._device_path_flag(v) for v in (None, "", "0", "1")] == [False, False, False, True]
+    with pytest.raises(ValueError, match="JAXWW_DEVICE_PATH must be 0 or 1"):
+        placement._device_path_flag("yes")
+
+    class Accelerator:
+        platform = "gpu"
+
+        def __init__(self, stats):
+            self.stats = stats
+
+        def memory_stats(self):
+            return self.stats
+
+    assert streaming.device_budget(Accelerator({"bytes_limit": 16 << 30, "bytes_in_use": 8 << 30}), 4 << 30) == 2 << 30
+    assert streaming.device_budget(Accelerator(None), 4 << 30) == 4 << 30
+    cpu = jax.devices("cpu")[0]
+    monkeypatch.setattr(placement, "DEVICE_PATH", False)
+    assert not placement.on_device(cpu)
+    monkeypatch.setattr(placement, "DEVICE_PATH", True)
+    assert placement.on_device(cpu) and streaming.device_budget(cpu, 4 << 30) == 4 << 30
 
 
 def test_progress_argument_and_text_bar():
