@@ -25,7 +25,7 @@ from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading import quant as _quant
 from jaxww.reading.checkpoints import from_torch
 from jaxww.reading.layouts import (  # noqa: F401  (Reading, LAYOUTS, infer_layout: part of this module's API)
-    CONV2D_NORM, LAYOUTS, SCAN_HINT, Ambiguous, LayoutOverride, Reading, ScanAxis, Skip, infer_layout,
+    CONV2D_NORM, LAYOUTS, SCAN_HINT, Ambiguous, LayoutOverride, exact_pattern, Reading, ScanAxis, Skip, infer_layout,
     layer_axis, layout_reading, name_rule, override, reading_fits, scan_hint, split_sizes_fit,
 )
 
@@ -295,7 +295,7 @@ def model_layouts(model) -> dict:
       >>> r = jaxww.analyze(nnx.state(conv), layouts=jaxww.model_layouts(conv))  # per group
     """
     names, _, _ = flatten_params(model)
-    return {"^" + re.escape(n) + "$": r for n, r in zip(names, model_readings(model) or ()) if r is not None}
+    return {exact_pattern(n): r for n, r in zip(names, model_readings(model) or ()) if r is not None}
 
 
 def model_readings(params) -> list | None:

@@ -213,10 +213,15 @@ class Ambiguous(NamedTuple):
     stacked: Reading
 
 
-def ambiguous_kernel(name: str, shape: tuple) -> Ambiguous:
+def exact_pattern(name: str) -> str:
+    """The ``layouts=`` / ``scan_axis=`` pattern that matches ``name`` alone."""
+    return "^" + re.escape(name) + "$"
+
+
+def _ambiguous_kernel(name: str, shape: tuple) -> Ambiguous:
     """A 3-D ``kernel`` that nothing names a convolution or a stack: ``nnx.vmap`` /
     ``nn.scan`` of dense layers under any module name reads the same as a 1-D convolution."""
-    exact = "^" + re.escape(name) + "$"
+    exact = exact_pattern(name)
     return Ambiguous(
         f"3-D kernel {shape}: a stack of {shape[0]} dense layers (nnx.vmap / nn.scan) or a 1-D "
         "convolution; nothing in the tree says which. For a stack pass "
@@ -271,9 +276,9 @@ def name_rule(name: str, shape: tuple):
     elif last == "kernel" and stacked and not _CONV_HINT.search(module):
         base = "dense"
     elif last == "kernel" and ndim == 3 and not _CONV_HINT.search(module):
-        return ambiguous_kernel(name, shape)
+        return _ambiguous_kernel(name, shape)
     elif last == "kernel" and ndim <= 5 and shape[-2] == 1:
-        exact = "^" + re.escape(name) + "$"
+        exact = exact_pattern(name)
         return Skip(f"{shape} kernel of one input channel per group: a depthwise convolution "
                     "(feature_group_count = its channels: per-channel filters, not weight matrices) "
                     "or a convolution of one input channel; nothing in the tree says which. Pass "
