@@ -261,7 +261,7 @@ class Tracker:
 
     def finish(self) -> None:
         """Everything is done: the ``"done"`` event."""
-        self.close()
+        self._stop_ticker()
         with self._lock:
             for name, done in self._done.items():
                 done[:] = self._totals[name]
@@ -270,13 +270,16 @@ class Tracker:
             self._send()
 
     def close(self) -> None:
-        """Stop the ticker; end an open line of the bar."""
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join()
+        """Stop the ticker; end a line of the bar left open (an error, an interrupt)."""
+        self._stop_ticker()
         if isinstance(self._report, TextBar) and self._stage != "done":
             with self._lock:
                 self._report.close()
+
+    def _stop_ticker(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK):

@@ -132,7 +132,10 @@ def host_spectra(key, kerns, leaves, precision: str, budget: int, tracker) -> li
         tracker.reading()
         values = {j: np.asarray(_streaming.read(leaves[j])) for j in used}
         tracker.begin("randomize")
-        stacks = [permuted_host(keys[i], kerns[i].matrices(values[kerns[i].leaf])) for i in members]
+        stacks = []
+        for i in members:
+            stacks.append(permuted_host(keys[i], kerns[i].matrices(values[kerns[i].leaf])))
+            tracker.add_work(work(kerns[i]) - _placement.cost(kerns[i]))   # the permutation's share
         del values
         for i, ev in zip(members, _spectra.host_spectra(stacks, precision=precision)):
             out[i] = ev
