@@ -18,6 +18,10 @@ so they pay for the eigenvalues-only solver plus thin work proportional to the t
 
 All LAPACK routines are SciPy's Cython LAPACK called through ctypes, without the GIL
 (:func:`_lapack`), so each host call spreads its matrices over the cores (:func:`_run`).
+A call stops between two matrices: an interrupt (``KeyboardInterrupt`` in the waiting
+thread) cancels the matrices not started and returns once the cores have finished the
+ones they hold (no LAPACK call is cut), the pool's threads ended; a thread running its
+jobs itself (:func:`on_this_thread`) stops when its ``stop`` event is set.
 float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
 enabled only by a context manager (the callback runs on another thread).
 """
@@ -57,36 +61,93 @@ _LOCAL = threading.local()
 
 
 @contextlib.contextmanager
-def on_this_thread():
-    """Within the block, this thread runs its own host jobs one after the other.
+def on_this_thread(stop=None):
+    """Within the block, this thread runs its own host jobs one after the other, and
+    stops between two of them once ``stop`` is set.
 
     A background analysis at idle priority (:class:`jaxww.Tracker`) uses it so that its
     LAPACK work keeps that priority: the pool's threads run at normal priority and would
     take the cores from the training it must not slow down. The results are the same
     (one BLAS thread per job either way).
+
+    Args:
+      stop: an event (``threading.Event``, ``multiprocessing.Event``) or None; once set,
+        the next job raises ``concurrent.futures.CancelledError`` instead of running.
     """
-    before, _LOCAL.serial = getattr(_LOCAL, "serial", False), True
+    before = getattr(_LOCAL, "serial", False), getattr(_LOCAL, "stop", None)
+    _LOCAL.serial, _LOCAL.stop = True, stop
     try:
         yield
     finally:
-        _LOCAL.serial = before
+        _LOCAL.serial, _LOCAL.stop = before
 
 
-def _run(jobs):
+@contextlib.contextmanager
+def reporting(done):
+    """Within the block, this thread's host calls report their work: ``done(0.0)`` as a
+    call starts, then ``done(work)`` as each matrix of work ``(n + m) m^2`` (``n x m``,
+    ``n >= m``) is done, from this thread (:class:`jaxww.progress.Tracker` counts it)."""
+    before, _LOCAL.done = getattr(_LOCAL, "done", None), done
+    try:
+        yield
+    finally:
+        _LOCAL.done = before
+
+
+@contextlib.contextmanager
+def pool_ended_on_error():
+    """An exception (an interrupt) leaving the block ends the pool's threads, idle ones
+    included, before it propagates: nothing of jaxww is left running."""
+    try:
+        yield
+    except BaseException:
+        with _POOL_LOCK:
+            while _POOL:
+                _POOL.pop().shutdown(wait=True, cancel_futures=True)
+        raise
+
+
+def _run(jobs, costs=None):
     """Run independent jobs (callables that release the GIL) on one thread per core,
     each with one BLAS thread, largest first (the jobs come sorted); in the calling
-    thread under :func:`on_this_thread`.
+    thread under :func:`on_this_thread`. ``costs``: the work of each job, reported as
+    each is done (:func:`reporting`).
 
     One BLAS thread per job keeps every result independent of the number of cores and
     of what else runs in the same call (threaded BLAS rounds differently). The device
     waits for the host call, so the cores are otherwise idle.
+
+    An exception in the waiting thread (an interrupt) or in a job cancels the jobs not
+    started, waits for the running ones and ends the pool's threads before it propagates.
     """
+    done = getattr(_LOCAL, "done", None) or (lambda work: None)
+    costs = [0.0] * len(jobs) if costs is None else costs
+    done(0.0)
     with _POOL_LOCK, _blas_threads().limit(limits=1, user_api="blas"):
         if len(jobs) <= 1 or _workers() == 1 or getattr(_LOCAL, "serial", False):
-            return [fn() for fn in jobs]
+            return [_serial(fn, cost, done) for fn, cost in zip(jobs, costs)]
         if not _POOL:
             _POOL.append(concurrent.futures.ThreadPoolExecutor(_workers(), "jaxww-lapack"))
-        return [f.result() for f in [_POOL[0].submit(fn) for fn in jobs]]
+        futures = [_POOL[0].submit(fn) for fn in jobs]
+        try:
+            work = dict(zip(futures, costs))
+            for f in concurrent.futures.as_completed(futures):
+                f.result()
+                done(work[f])
+            return [f.result() for f in futures]
+        except BaseException:
+            _POOL.pop().shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _serial(fn, cost, done):
+    """One job in the calling thread, unless its :func:`on_this_thread` event is set."""
+    stop = getattr(_LOCAL, "stop", None)
+    if stop is not None and stop.is_set():
+        raise concurrent.futures.CancelledError("stopped between two matrices")
+    out = fn()
+    done(cost)
+    return out
 
 
 def _gram(V, out=None):
@@ -192,10 +253,18 @@ def eigvals(stacks) -> list:
     mats.sort(key=lambda m: -m[0].shape[0] * m[0].shape[1] ** 2)
     for V, out in mats:
         if V.shape[0] >= 2 * _GRAM_ROWS:   # its eigenvalues with one BLAS thread too
-            _run([functools.partial(_eigvalsh, _tall_gram(V), out)])
-    _run([functools.partial(lambda V, out: _eigvalsh(_gram(V), out), V, out)
-          for V, out in mats if V.shape[0] < 2 * _GRAM_ROWS])
+            _run([functools.partial(_eigvalsh, _tall_gram(V), out)], [_work(V)])
+    short = [(V, out) for V, out in mats if V.shape[0] < 2 * _GRAM_ROWS]
+    _run([functools.partial(lambda V, out: _eigvalsh(_gram(V), out), V, out) for V, out in short],
+         [_work(V) for V, _ in short])
     return outs
+
+
+def _work(V) -> float:
+    """The work of the spectrum of ``V`` (``n x m``, ``n >= m``): ``(n + m) m^2``, as
+    :func:`jaxww.placement.cost` counts a layer."""
+    n, m = V.shape
+    return float((n + m) * m * m)
 
 
 # float64 across a host callback: when x64 is on only through a context manager, the

@@ -10,8 +10,9 @@ A user's mistake (a missing or unreadable checkpoint, an unknown kind, nothing t
 analyse, a bad option, an output path that cannot be written, a missing optional
 package, too little memory) ends with a one-paragraph message on stderr and exit code
 2, before any work where it can be known then; ``--debug`` shows the traceback instead.
-Ctrl-C ends a run with one line and exit code 130. JAX is imported only once the
-arguments are read (``jaxww --help`` starts at once).
+Ctrl-C stops a run between two matrices (nothing of jaxww left running) and ends it with
+one line and exit code 130. JAX is imported only once the arguments are read
+(``jaxww --help`` starts at once).
 """
 
 from __future__ import annotations
@@ -270,8 +271,8 @@ def main(argv=None) -> int:
     _quiet_libraries()
     try:
         return {"describe": _describe, "analyze": _analyze, "demo": _demo}[args.command](args)
-    except KeyboardInterrupt:
-        print("\njaxww: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:   # the work stopped, its threads ended, the bar's line closed
+        print("jaxww: interrupted", file=sys.stderr)
         return 130
     except (OSError, ValueError, TypeError, ImportError, MemoryError) as err:
         if args.debug:

@@ -115,7 +115,7 @@ def save_all(report, directory: str) -> list:
     return draw_all(report, directory, show=False)
 
 
-def draw_all(report, savefig: str | None = None, show: bool | None = None) -> list:
+def draw_all(report, savefig: str | None = None, show: bool | None = None, done=None) -> list:
     """One figure of :func:`plot_esd` per layer, shown inline and/or saved as PNG.
 
     Args:
@@ -123,6 +123,7 @@ def draw_all(report, savefig: str | None = None, show: bool | None = None) -> li
       savefig: directory of the PNG files (created); None: ``"ww-img"`` unless shown.
       show: display the figures (IPython's ``display``); None: when in a notebook
         (:func:`in_notebook`).
+      done: called after each figure (the progress of ``analyze(plot=True)``), or None.
 
     Returns:
       The paths of the files written (none when only shown).
@@ -146,6 +147,8 @@ def draw_all(report, savefig: str | None = None, show: bool | None = None) -> li
             path = os.path.join(directory, f"layer{r['layer_id']}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', r['name'])}.png")
             fig.savefig(path, dpi=80)
             paths.append(path)
+        if done is not None:
+            done()
     return paths
 
 

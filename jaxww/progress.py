@@ -1,31 +1,60 @@
 """Progress of :func:`jaxww.analyze`: events, and the text bar of ``progress=True``.
 
-``analyze`` computes the spectra a group of layers at a time (as many as its memory
-budget holds) and reports after each group, then once more when the fits are done.
-Each report is a :class:`ProgressEvent`; ``progress=`` takes ``True`` (a bar on
-stderr: redrawn in place on a terminal or in a notebook, a line every
-``interval`` seconds otherwise) or any callable receiving the events.
+An analysis runs in phases, in this order, each counted in layers:
+
+* ``"spectra"``: a group of layers at a time (as many as the memory budget holds), their
+  weights read (stage ``"reading"``) then their eigenvalues computed;
+* ``"randomize"`` (``randomize=True``): the weights read again, permuted, and the
+  eigenvalues of the permuted matrices;
+* ``"fits"`` (``"bootstrap"`` with ``bootstrap=B``: each fit with its ``B`` replicas), the
+  power-law fits and the metrics;
+* ``"plots"`` (``plot=True``): one figure per layer;
+
+then ``"done"``, once, when all of it is. Each :class:`ProgressEvent` says which stage
+runs and how far it is; ``progress=`` takes ``True`` (a bar on stderr: redrawn in place
+on a terminal or in a notebook, its elapsed time ticking every half second; a line at
+each new phase and every ``interval`` seconds otherwise) or any callable receiving the
+events (at each new stage, after each group and at the end; from the analysing thread).
+
+The estimated time left is the elapsed time times the work left over the work done, the
+work of every phase in the units of the spectra's, ``rf (N + M) M^2`` a layer (the host
+reports each matrix as it is done): the randomisation adds :data:`PERMUTE_WORK` an entry
+to it, a fit of ``n`` eigenvalues is :data:`FIT_WORK` ``n^2`` (and
+:data:`BOOTSTRAP_WORK` ``n^2`` a replica), a figure :data:`PLOT_WORK`: their costs
+relative to the spectra, as measured on a 2-core CPU (``bench/progress.py``). A run whose
+phases cost otherwise on another machine sees its estimate corrected as they run.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Callable, NamedTuple, TextIO, Union
+
+#: Work, in units of the spectra's ``rf (N + M) M^2``, of permuting one entry
+#: (``randomize``), of a fit and of a bootstrap replica per squared eigenvalue count, and
+#: of one figure (module docstring).
+PERMUTE_WORK, FIT_WORK, BOOTSTRAP_WORK, PLOT_WORK = 4000.0, 150.0, 80.0, 7e9
+
+#: Seconds between two redraws of a live bar when nothing else happens.
+TICK = 0.5
 
 
 class ProgressEvent(NamedTuple):
     """Where an analysis stands.
 
     Attributes:
-      stage: ``"spectra"`` (a group of layers done) or ``"done"`` (every spectrum computed;
-        the fits and metrics that follow take a small part of the time).
-      layers_done, layers_total: weight matrices (rows of the report) whose spectra are done.
+      stage: what runs now: ``"reading"``, ``"spectra"``, ``"randomize"``, ``"fits"`` or
+        ``"bootstrap"``, ``"plots"`` (module docstring), then ``"done"`` once everything
+        is done.
+      layers_done, layers_total: weight matrices (rows of the report) done by the current
+        phase (``"reading"``: the spectra's; ``"done"``: the spectra's, all of them).
       bytes_done, bytes_total: bytes of the weights read, as stored (a bf16 checkpoint
-        counts 2 bytes a value).
+        counts 2 bytes a value; ``randomize`` reads them a second time).
       elapsed: seconds since the analysis started.
-      eta: estimated seconds left (from the compute work done, ``rf (N + M) M^2`` per
-        layer), or None before the first group.
+      eta: estimated seconds left, every phase included (module docstring); None before
+        any work is done, 0 at ``"done"``.
     """
 
     stage: str
@@ -64,45 +93,76 @@ def _clock(seconds: float | None) -> str:
 
 
 def format_event(e: ProgressEvent, width: int = 24) -> str:
-    """One line: layers and bytes done of total, a bar, elapsed time and ETA.
+    """One line: a bar and the layers of the current phase, bytes read of total, the stage,
+    elapsed time and ETA (``done`` at the end).
 
     Example:
       >>> print(format_event(ProgressEvent("spectra", 39, 156, 2**29, 2**31, 30.0, 90.0), width=8))
-      jaxww [##......]  39/156 layers  512.0 MiB/2.0 GiB  elapsed 0:30  ETA 1:30
+      jaxww [##......]  39/156 layers  512.0 MiB/2.0 GiB  spectra  elapsed 0:30  ETA 1:30
+      >>> print(format_event(ProgressEvent("done", 156, 156, 2**31, 2**31, 125.0, 0.0), width=8))
+      jaxww [########] 156/156 layers  2.0 GiB/2.0 GiB  elapsed 2:05  done
     """
     frac = e.layers_done / e.layers_total if e.layers_total else 1.0
     bar = "#" * int(round(frac * width))
-    eta = "done" if e.stage == "done" else f"ETA {_clock(e.eta)}"
+    end = "done" if e.stage == "done" else f"ETA {_clock(e.eta)}"
+    stage = "" if e.stage == "done" else f"{e.stage}  "
     return (f"jaxww [{bar:.<{width}}] {e.layers_done:>{len(str(e.layers_total))}}/{e.layers_total} layers  "
-            f"{human_bytes(e.bytes_done)}/{human_bytes(e.bytes_total)}  elapsed {_clock(e.elapsed)}  {eta}")
+            f"{human_bytes(e.bytes_done)}/{human_bytes(e.bytes_total)}  {stage}elapsed {_clock(e.elapsed)}  {end}")
 
 
 class TextBar:
     """The bar of ``progress=True``: a callable receiving :class:`ProgressEvent`.
 
+    On a terminal each redraw returns to the start of the line and clears it (``"\\r"``,
+    then ``ESC [K``); in a notebook it pads the line over the previous one.
+
     Args:
       stream: where to write (default ``sys.stderr`` at call time).
       interval: on a stream that is not a terminal nor a notebook, seconds between lines
-        (the first and the last event are always written).
+        within a phase (a new phase and the last event are always written).
     """
 
     def __init__(self, stream: TextIO | None = None, interval: float = 10.0):
         self._stream, self._interval, self._last = stream, interval, -float("inf")
+        self._phase, self._width, self._open = None, 0, False
+
+    @property
+    def live(self) -> bool:
+        """Whether the bar is redrawn in place (a terminal or a notebook)."""
+        return _live(self._out())
+
+    def _out(self) -> TextIO:
+        return self._stream or sys.stderr
 
     def __call__(self, e: ProgressEvent) -> None:
-        out = self._stream or sys.stderr
+        out, line = self._out(), format_event(e)
+        phase = self._phase if e.stage == "reading" else e.stage
         if _live(out):
-            out.write("\r" + format_event(e) + ("\n" if e.stage == "done" else ""))
-        elif e.stage == "done" or e.layers_done == 0 or time.monotonic() - self._last >= self._interval:
-            out.write(format_event(e) + "\n")
+            clear = "\x1b[K" if _isatty(out) else " " * max(self._width - len(line), 0)
+            out.write("\r" + line + clear + ("\n" if e.stage == "done" else ""))
+            self._width, self._open = len(line), e.stage != "done"
+        elif phase != self._phase or e.stage == "done" or time.monotonic() - self._last >= self._interval:
+            out.write(line + "\n")
             self._last = time.monotonic()
+        self._phase = phase
         out.flush()
+
+    def close(self) -> None:
+        """End a line left open by an interrupted run (the next output starts on a new line)."""
+        if self._open:
+            self._out().write("\n")
+            self._out().flush()
+            self._open = False
+
+
+def _isatty(out) -> bool:
+    return bool(getattr(out, "isatty", lambda: False)())
 
 
 def _live(out) -> bool:
     """Whether ``out`` redraws a line on ``"\\r"``: a terminal, or the standard streams of a
     Jupyter kernel (not merely a process that has imported ipykernel)."""
-    if getattr(out, "isatty", lambda: False)():
+    if _isatty(out):
         return True
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
@@ -126,34 +186,114 @@ def reporter(progress: ProgressArg) -> Callable[[ProgressEvent], None] | None:
 
 
 class Tracker:
-    """Counts what is done and sends :class:`ProgressEvent` to a reporter (no-op without one).
+    """Counts what each phase has done and sends :class:`ProgressEvent` to a reporter
+    (a no-op without one). A context manager: its end stops the ticker of a live bar
+    (also on an error or an interrupt) and ends the bar's line.
 
     Args:
       report: the callable from :func:`reporter`, or None.
-      layers, nbytes, work: totals (matrices, stored bytes, compute work).
+      phases: ``[(name, layers, work)]`` in the order they run (the first runs at once).
+      nbytes: bytes the whole run reads.
+
+    Example:
+      >>> with Tracker(print, [("spectra", 2, 10.0), ("fits", 2, 1.0)], 0) as t:   # doctest: +ELLIPSIS
+      ...     t.advance(2, 0, 10.0); t.begin("fits"); t.advance(2, 0, 1.0); t.finish()
+      ProgressEvent(stage='spectra', layers_done=0, layers_total=2, ...)
+      ProgressEvent(stage='spectra', layers_done=2, layers_total=2, ...)
+      ProgressEvent(stage='fits', layers_done=0, layers_total=2, ...)
+      ProgressEvent(stage='fits', layers_done=2, layers_total=2, ...)
+      ProgressEvent(stage='done', layers_done=2, layers_total=2, ..., eta=0.0)
     """
 
-    def __init__(self, report, layers: int, nbytes: int, work: float):
+    def __init__(self, report, phases, nbytes: int):
         self._report, self._start = report, time.monotonic()
-        self._totals = (layers, nbytes, work)
-        self._done = [0, 0, 0.0]
-        self._send("spectra")
+        self._totals = {name: (layers, float(work)) for name, layers, work in phases}
+        self._done = {name: [0, 0.0] for name in self._totals}
+        self._bytes, self._nbytes, self._partial = 0, nbytes, 0.0
+        self._phase = self._stage = phases[0][0]
+        self._lock, self._stop = threading.RLock(), threading.Event()
+        self._ticker = None
+        with self._lock:
+            self._send()
+        if isinstance(report, TextBar):   # elapsed ticks; a log gets its line every interval
+            self._ticker = threading.Thread(target=self._tick, name="jaxww-progress", daemon=True)
+            self._ticker.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def begin(self, phase: str) -> None:
+        """The phase ``phase`` runs now (an event if it was not running)."""
+        with self._lock:
+            if (self._phase, self._stage) != (phase, phase):
+                self._phase = self._stage = phase
+                self._send()
+
+    def reading(self) -> None:
+        """The current phase reads a group of weights now."""
+        with self._lock:
+            if self._stage != "reading":
+                self._stage = "reading"
+                self._send()
+
+    def add_work(self, work: float) -> None:
+        """Work done within the current group (the host's report as each matrix is done);
+        counted in the estimate until the group's :meth:`advance`."""
+        with self._lock:
+            self._partial += work
+            if self._stage == "reading":
+                self._stage = self._phase
+                self._send()
 
     def advance(self, layers: int, nbytes: int, work: float) -> None:
-        """Record a group whose spectra are done."""
-        for i, v in enumerate((layers, nbytes, work)):
-            self._done[i] += v
-        self._send("spectra")
+        """Record a group of the current phase done: its layers, the bytes it read, its work."""
+        with self._lock:
+            done = self._done[self._phase]
+            done[0] += layers
+            done[1] += work
+            self._bytes += nbytes
+            self._partial = 0.0
+            self._stage = self._phase
+            self._send()
 
     def finish(self) -> None:
-        self._done = [*self._totals[:2], self._totals[2]]
-        self._send("done")
+        """Everything is done: the ``"done"`` event."""
+        self._stop_ticker()
+        with self._lock:
+            for name, done in self._done.items():
+                done[:] = self._totals[name]
+            self._bytes, self._partial, self._phase = self._nbytes, 0.0, next(iter(self._totals))
+            self._stage = "done"
+            self._send()
 
-    def _send(self, stage: str) -> None:
-        if self._report is None:
+    def close(self) -> None:
+        """Stop the ticker; end a line of the bar left open (an error, an interrupt)."""
+        self._stop_ticker()
+        if isinstance(self._report, TextBar) and self._stage != "done":
+            with self._lock:
+                self._report.close()
+
+    def _stop_ticker(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK):
+            with self._lock:
+                self._send()
+
+    def _send(self) -> None:
+        """The event of now, to the reporter (the caller holds the lock); none once closed
+        before the end."""
+        if self._report is None or (self._stop.is_set() and self._stage != "done"):
             return
         elapsed = time.monotonic() - self._start
-        work_done, work = self._done[2], self._totals[2]
-        eta = elapsed * (work - work_done) / work_done if work_done > 0 else None
-        self._report(ProgressEvent(stage, self._done[0], self._totals[0], self._done[1],
-                                   self._totals[1], elapsed, 0.0 if stage == "done" else eta))
+        work = sum(w for _, w in self._totals.values())
+        done = sum(w for _, w in self._done.values()) + self._partial
+        eta = 0.0 if self._stage == "done" else elapsed * max(work - done, 0.0) / done if done > 0 else None
+        layers = self._done[self._phase][0], self._totals[self._phase][0]
+        self._report(ProgressEvent(self._stage, *layers, self._bytes, self._nbytes, elapsed, eta))

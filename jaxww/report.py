@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -15,11 +16,13 @@ import numpy as np
 from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading.layers import LayerSelection, read_layers
 from jaxww.reading import kernels as _kernels
+from jaxww import _host_eigh
 from jaxww import metrics as _metrics
 from jaxww import options as _options
 from jaxww import placement as _placement
 from jaxww import powerlaw as _powerlaw
 from jaxww import progress as _progress
+from jaxww import randomize as _randomize
 from jaxww import spectra as _spectra
 from jaxww import streaming as _streaming
 from jaxww._plan import group_indices
@@ -349,7 +352,10 @@ def analyze(
         and released a group at a time; a leaf needing more is computed alone, its row
         says so. Default: a quarter of the available host memory, within 256 MiB..1 GiB.
       progress: ``True`` for a progress bar on stderr, or a callable receiving
-        :class:`jaxww.progress.ProgressEvent` after each group (:mod:`jaxww.progress`).
+        :class:`jaxww.progress.ProgressEvent` as each phase (reading, spectra, randomize,
+        fits, plots) begins, after each group and at the end (:mod:`jaxww.progress`).
+        An interrupt (Ctrl-C) stops the work between two matrices: no thread of jaxww
+        runs on once the ``KeyboardInterrupt`` is raised.
 
     Returns:
       A :class:`Report` (``details``, ``summary``, ``skipped``, ``esd(name)``, ``tree()``).
@@ -384,18 +390,22 @@ def analyze(
     if not kerns:
         raise _nothing_to_analyze(len(leaves), skipped, Report((), (), {}, limited, limits).limits_note())
     devices = _placement.local_devices(devices)
-    with _spectra.precision_scope(precision):
-        evals, needs = _spectra_of(kerns, leaves, devices, precision, budget, report_progress)
-        results = _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key)
-    notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
-                f"{_progress.human_bytes(b)}" for i, (n, b) in needs.items()}
-    rows, evals_by_name, rand_by_name = _assemble(kerns, ids, results, opts, notes)
-    report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits, _treedef=treedef,
-                    columns=COLUMNS + opts.columns, rand_evals=rand_by_name,
-                    _kerns=tuple(kerns), options=given)
-    if plot:
-        from jaxww import plots
-        plots.draw_all(report, savefig)
+    with _running(report_progress, kerns, leaves, opts, plot) as tracker:
+        with _spectra.precision_scope(precision):
+            evals, needs = _spectra_of(kerns, leaves, devices, precision, budget, tracker)
+            results = _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key,
+                                     budget, tracker)
+        notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
+                    f"{_progress.human_bytes(b)}" for i, (n, b) in needs.items()}
+        rows, evals_by_name, rand_by_name = _assemble(kerns, ids, results, opts, notes)
+        report = Report(tuple(rows), tuple(skipped), evals_by_name, limited, limits, _treedef=treedef,
+                        columns=COLUMNS + opts.columns, rand_evals=rand_by_name,
+                        _kerns=tuple(kerns), options=given)
+        if plot:
+            from jaxww import plots
+            tracker.begin("plots")
+            plots.draw_all(report, savefig, done=lambda: tracker.advance(1, 0, _progress.PLOT_WORK))
+        tracker.finish()
     return report
 
 
@@ -453,16 +463,42 @@ def _nothing_to_analyze(num_leaves, skipped, note) -> ValueError:
                       + (f". {note}" if note else ""))
 
 
-def _spectra_of(kerns, leaves, devices, precision, budget, report_progress):
+@contextlib.contextmanager
+def _running(report_progress, kerns, leaves, opts, plot):
+    """The :class:`jaxww.progress.Tracker` of an analysis, its phases and their work (this
+    process's share of the spectra; the randomisation, fits and figures of every kernel),
+    with the host reporting each matrix to it (:func:`jaxww._host_eigh.reporting`); on an
+    error or an interrupt, the host's threads ended before it propagates."""
+    mine = [kerns[i] for i in _placement.host_share(kerns)]
+    phases = [("spectra", len(mine), sum(map(_placement.cost, mine)))]
+    nbytes = sum(_streaming.stored_bytes(leaves[j]) for j in {k.leaf for k in mine})
+    if opts.randomize:
+        phases.append(("randomize", len(kerns), sum(map(_randomize.work, kerns))))
+        nbytes += sum(_streaming.stored_bytes(leaves[j]) for j in {k.leaf for k in kerns})
+    phases.append((_fit_stage(opts), len(kerns), sum(_fit_work(k, opts.bootstrap) for k in kerns)))
+    if plot:
+        phases.append(("plots", len(kerns), len(kerns) * _progress.PLOT_WORK))
+    with _progress.Tracker(report_progress, phases, nbytes) as tracker, \
+            _host_eigh.reporting(tracker.add_work), _host_eigh.pool_ended_on_error():
+        yield tracker
+
+
+def _fit_stage(opts) -> str:
+    return "bootstrap" if opts.bootstrap else "fits"
+
+
+def _fit_work(k, bootstrap: int = 0) -> float:
+    """The work of a layer's fit (and its ``bootstrap`` replicas) in the units of the progress bar."""
+    return (_progress.FIT_WORK + bootstrap * _progress.BOOTSTRAP_WORK) * k.num_evals ** 2
+
+
+def _spectra_of(kerns, leaves, devices, precision, budget, tracker):
     """Every kernel's descending spectrum ``(rf, M)`` (host arrays, kernel order) and the
     ``{index: (bytes needed, budget)}`` of those computed alone: this process's share of
     the kernels split over its devices, read and computed a group at a time
     (:mod:`jaxww.streaming`), then gathered from every process (:mod:`jaxww.placement`)."""
     share = _placement.host_share(kerns)
     mine = [kerns[i] for i in share]
-    tracker = _progress.Tracker(report_progress, len(mine),
-                                sum(_streaming.stored_bytes(leaves[j]) for j in {k.leaf for k in mine}),
-                                sum(map(_placement.cost, mine)))
     evals: list = [None] * len(kerns)
     needs: dict = {}
     # Dispatch is asynchronous on accelerators: the parts run on their devices concurrently.
@@ -472,27 +508,34 @@ def _spectra_of(kerns, leaves, devices, precision, budget, report_progress):
         for i, e in zip(idx, ev):
             evals[i] = e
         needs.update({idx[i]: v for i, v in need.items()})
-    out = _placement.gather(kerns, share, evals, needs, precision)
-    tracker.finish()
-    return out
+    return _placement.gather(kerns, share, evals, needs, precision)
 
 
-def _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key) -> list:
+def _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key, budget, tracker) -> list:
     """:func:`_analyze_part` of one part of the kernels per device (of about equal work),
-    on the host: ``[(kernel indices, fit, metrics, E, extra, R)]``."""
+    on the host: ``[(kernel indices, fit, metrics, E, extra, R)]``. The default analysis
+    on a CPU is fitted on the host (:func:`_host_fit`); the others are dispatched to
+    their devices, then each group is counted as its results are ready."""
     bound = np.asarray(np.inf if xmin_max is None else xmin_max, precision)
-    results = []
+    results, dispatched = [], []
     for part, dev in zip(_placement.split(kerns, len(devices)), devices):
-        out = _analyze_part([kerns[i] for i in part], [evals[i] for i in part], leaves, dev, precision,
-                            bound, opts, key, part)
+        sub, ev = [kerns[i] for i in part], [evals[i] for i in part]
+        if not _placement.on_device(dev) and opts == _options.Options():   # the default analysis on the host:
+            out = _host_fit(ev, sub, bound, tracker)                  # NumPy, nothing compiled
+        else:
+            out = _analyze_part(sub, ev, leaves, dev, precision, bound, opts, key, part, budget, tracker)
+            dispatched += [(group, sum(_fit_work(sub[i], opts.bootstrap) for i in group[0])) for group in out]
         results += [([part[i] for i in members], *rest) for members, *rest in out]
+    for (members, *arrays), work in dispatched:
+        jax.block_until_ready(arrays)
+        tracker.advance(len(members), 0, work)
     return jax.device_get(results)
 
 
-def _analyze_part(kerns, evals, leaves, device, precision, bound, opts, key, ids):
+def _analyze_part(kerns, evals, leaves, device, precision, bound, opts, key, ids, budget, tracker):
     """Fit, metrics and the optional analyses of some layers on one device, from their
     spectra ``evals``: ``[(members, fit, metrics, E, extra, R)]`` (``R``: randomised
-    spectra or None).
+    spectra or None), dispatched.
 
     ``ids``: the global index of each kernel (the bootstrap key of a layer is
     ``fold_in(key, index)``, whatever the split over devices).
@@ -504,11 +547,10 @@ def _analyze_part(kerns, evals, leaves, device, precision, bound, opts, key, ids
     used = list(dict.fromkeys(k.leaf for k in kerns))
     specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
     groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
-    if not _placement.on_device(device) and opts == _options.Options():   # the default analysis on the host:
-        return _host_fit(evals, kerns, bound)                        # NumPy, nothing compiled
     spectra = _pooled(jax.device_put(evals, device), specs, groups)
-    rand = [None] * len(groups) if not opts.randomize else _options.random_spectra(
-        key, _put(leaves, used, device), kerns, specs, groups, precision)
+    rand = [None] * len(groups) if not opts.randomize else _random_spectra(
+        key, kerns, specs, groups, leaves, used, device, precision, budget, tracker)
+    tracker.begin(_fit_stage(opts))
     out = []
     for (_, members), E, R in zip(groups, spectra, rand):
         counts = np.asarray([kerns[i].num_evals for i in members])
@@ -519,13 +561,30 @@ def _analyze_part(kerns, evals, leaves, device, precision, bound, opts, key, ids
     return out
 
 
-def _host_fit(evals, kerns, bound):
+def _random_spectra(key, kerns, specs, groups, leaves, used, device, precision, budget, tracker):
+    """The padded randomised spectra of each fit group (``randomize``): on a CPU computed on
+    the host a group of leaves at a time (:func:`jaxww.randomize.host_spectra`: stopped
+    between matrices, counted as it goes); elsewhere one program on the device, counted
+    as it is dispatched."""
+    tracker.begin("randomize")
+    if not _placement.on_device(device):
+        evals = _randomize.host_spectra(key, kerns, leaves, precision, budget, tracker)
+        return _pooled(jax.device_put(evals, device), specs, groups)
+    out = _options.random_spectra(key, _put(leaves, used, device), kerns, specs, groups, precision)
+    tracker.advance(len(kerns), sum(_streaming.stored_bytes(leaves[j]) for j in used),
+                    sum(map(_randomize.work, kerns)))
+    return out
+
+
+def _host_fit(evals, kerns, bound, tracker):
     """The default fit and metrics of host spectra in NumPy, nothing compiled (on the CPU the
     first call then costs what the second does; XLA would compile one fit and one metrics
     program per padded length). ``evals``: the descending ``(rf, m)`` spectrum of each
-    kernel; layers of the same pooled length are fitted as one batch, unpadded.
+    kernel; layers of the same pooled length are fitted as one batch, unpadded, and
+    counted by ``tracker``.
     Returns what :func:`_analyze_part` does: ``[(members, fit, metrics, E, {}, None)]``.
     """
+    tracker.begin("fits")
     out = []
     for n, members in group_indices([k.num_evals for k in kerns]).items():
         E = np.stack([np.asarray(evals[i]).reshape(-1) * kerns[i].esd_scale for i in members])
@@ -533,6 +592,7 @@ def _host_fit(evals, kerns, bound):
         Ns = np.asarray([kerns[i].N for i in members], E.dtype)
         out.append((members, fit, _metrics.host_metrics(E, np.full(len(members), n), Ns, fit.alpha),
                     E, {}, None))
+        tracker.advance(len(members), 0, sum(_fit_work(kerns[i]) for i in members))
     return out
 
 

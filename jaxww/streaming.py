@@ -151,7 +151,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
         :func:`jaxww.batched_spectra` on the device (:func:`jaxww.placement.on_device`).
       precision: ``"float32"`` or ``"float64"``.
       budget: bytes (:func:`parse_budget`).
-      tracker: a :class:`jaxww.progress.Tracker`.
+      tracker: a :class:`jaxww.progress.Tracker` in its ``"spectra"`` phase.
 
     Raises:
       MemoryError: the host or the device ran out of memory; the message names the
@@ -165,6 +165,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
             needs.update({i: (n, budget) for i in members})
         sub = [kerns[i] for i in members]
         used = list(dict.fromkeys(k.leaf for k in sub))
+        tracker.reading()
         try:
             values = {j: read(leaves[j]) for j in used}
             if not on_device(device):

@@ -11,6 +11,10 @@ training step wait.
   ``metric_writers``' ``write_scalars``, a TensorBoard or wandb logging function).
   An error of the analysis or of the writer is raised at the next call
   (:class:`TrackingError`, the cause chained), never dropped; what was computed stays.
+  An interrupt (or any error) that ends a ``with`` block, or a ``KeyboardInterrupt`` while
+  a call waits, stops the worker: the analyses not started are dropped, the running one
+  stops between two matrices, the thread or process ends. At the interpreter's exit a
+  tracker left open is stopped so.
 * :class:`History`: step x layer, as :class:`jaxww.Report` is layer: ``rows``,
   ``details`` (DataFrame: ``step`` then :data:`jaxww.COLUMNS`), ``summary`` (per-step
   means of :data:`jaxww.SUMMARY_METRICS`), ``scalars(step)``, ``plot()``.
@@ -36,9 +40,12 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import multiprocessing
 import os
+import signal
 import threading
+import weakref
 from typing import Callable, Mapping
 
 import jax
@@ -171,12 +178,15 @@ class Tracker:
             raise ValueError(f"background must be 'thread' or 'process', got {background!r}")
         if background == "thread":
             analyze_options.setdefault("devices", _cpu())
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, "jaxww-tracker", initializer=_lower_priority,
-                                                               initargs=(nice, True))
+            self._stop = threading.Event()
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, "jaxww-tracker", initializer=_start_worker,
+                                                               initargs=(nice, True, self._stop))
         else:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority,
-                initargs=(nice, False))
+            spawn = multiprocessing.get_context("spawn")
+            self._stop = spawn.Event()
+            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn, initializer=_start_worker,
+                                                                initargs=(nice, False, self._stop))
+        _stop_at_exit(self)
         self.every, self.writer, self.metrics, self.options = every, writer, tuple(metrics), analyze_options
         self.max_pending = max_pending
         self._pending = collections.deque()    # (step, future), submission order
@@ -243,9 +253,16 @@ class Tracker:
     def __exit__(self, kind, err, tb):
         if kind is None:
             self.close()
-        else:   # an error already on its way: stop without masking it
-            self._closed = True
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        else:   # an error or an interrupt on its way: stop without masking it
+            self._stop_work()
+
+    def _stop_work(self):
+        """Drop the analyses not started, stop the running one between two matrices and end
+        the worker (thread or process); what was collected stays."""
+        self._closed = True
+        self._stop.set()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     @property
     def history(self) -> History:
@@ -262,6 +279,9 @@ class Tracker:
             step, future = self._pending.popleft()
             try:
                 rows, summary, columns = future.result()
+            except KeyboardInterrupt:
+                self._stop_work()
+                raise
             except Exception as err:
                 raise TrackingError(f"the analysis of step {step} failed: {type(err).__name__}: {err}") from err
             with self._lock:
@@ -281,11 +301,46 @@ def _cpu() -> list:
     return jax.devices("cpu")[:1]
 
 
-def _lower_priority(nice: int, thread: bool):
-    """Add ``nice`` to the worker's niceness (a thread's own on Linux, where a thread id is
-    a ``PRIO_PROCESS`` target); a worker process computes on the CPU only."""
+_WORKER = threading.local()   # the stop event of a tracker's worker, in its thread
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+def _stop_at_exit(tracker: Tracker) -> None:
+    """Stop ``tracker`` at the interpreter's exit if it is still open, before the worker
+    threads are joined: ``threading._register_atexit`` (CPython 3.9+, what
+    ``concurrent.futures`` itself uses; ``atexit`` runs after the joins, which would
+    first run every queued analysis)."""
+    _register_stop_open()
+    _OPEN.add(tracker)
+
+
+@functools.cache
+def _register_stop_open() -> None:
+    threading._register_atexit(_stop_open)
+
+
+def _stop_open() -> None:
+    for tracker in list(_OPEN):
+        if not tracker._closed:
+            tracker._stop_work()
+    _OPEN.clear()
+
+
+def _start_worker(nice: int, thread: bool, stop) -> None:
+    """The worker's start: its stop event (:meth:`Tracker._stop_work` sets it) and its
+    priority (:func:`_lower_priority`). A worker process computes on the CPU only and
+    ignores SIGINT: a Ctrl-C in a terminal reaches the whole process group, and the
+    tracker, in the parent, decides what stops."""
+    _WORKER.stop = stop
     if not thread:
         os.environ["JAX_PLATFORMS"] = "cpu"   # before the worker's first JAX computation
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _lower_priority(nice, thread)
+
+
+def _lower_priority(nice: int, thread: bool):
+    """Add ``nice`` to the worker's niceness (a thread's own on Linux, where a thread id is
+    a ``PRIO_PROCESS`` target)."""
     who = threading.get_native_id() if thread else 0
     try:
         if nice is None and hasattr(os, "SCHED_IDLE"):   # runs only on a CPU nothing else wants
@@ -323,7 +378,8 @@ def _copy_arrays(xs: list) -> list:
 def _analyze(params, options) -> tuple:
     """The background work: ``(report.rows, report.summary, report.columns)`` of
     ``jaxww.analyze(jax.device_get(params))`` (the wait for the step's copy is the worker's)."""
-    with _host_eigh.on_this_thread():   # the LAPACK work at this worker's (idle) priority
+    # the LAPACK work at this worker's (idle) priority, stopped by its tracker
+    with _host_eigh.on_this_thread(getattr(_WORKER, "stop", None)):
         report = _report.analyze(jax.device_get(params), **options)
     return list(report.rows), report.summary, tuple(report.columns)
 
