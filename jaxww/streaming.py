@@ -116,23 +116,65 @@ def need(leaf, kerns, precision: str) -> int:
 
 
 def groups(kerns, leaves, budget: int, precision: str) -> list[tuple[list[int], int]]:
-    """Kernel indices in consecutive groups whose leaves need at most ``budget`` together
-    (all kernels of a leaf in the same group), with the bytes each group needs; a leaf
-    needing more than the budget is a group of its own."""
+    """Kernel indices in groups whose leaves need at most ``budget`` together (all kernels
+    of a leaf in the same group), with the bytes each group needs; a leaf needing more
+    than the budget is a group of its own.
+
+    Shaped for an accelerator, which compiles one program per group structure (the
+    signatures of its leaves, :func:`_signature`): of two plans, the one with fewer
+    structures (then fewer groups). The first takes the leaves in model order; the
+    second by shape across the whole model (same shape, dtype and reading together, in
+    order of first appearance), a shape whose leaves fill several groups getting groups
+    of its own, all of one size where a divisor of its count holds at least half of what
+    fits (:func:`_run_size`). The spectra do not depend on the plan.
+    """
     by_leaf: dict[int, list[int]] = {}
     for i, k in enumerate(kerns):
         by_leaf.setdefault(k.leaf, []).append(i)
-    out: list[tuple[list[int], int]] = []
+    sig = {leaf: _signature(leaves[leaf], [kerns[i] for i in m]) for leaf, m in by_leaf.items()}
+    n = {leaf: need(leaves[leaf], [kerns[i] for i in m], precision) for leaf, m in by_leaf.items()}
+    by_shape: dict[tuple, list[int]] = {}
+    for leaf in by_leaf:
+        by_shape.setdefault(sig[leaf], []).append(leaf)
+    runs = [(same, _run_size(len(same), budget // n[same[0]]) if n[same[0]] * len(same) > budget else 0)
+            for same in by_shape.values()]
+    plans = [_pack([(list(by_leaf), 0)], n, budget), _pack(runs, n, budget)]
+    best = min(plans, key=lambda p: (len({tuple(sig[leaf] for leaf in g) for g in p}), len(p)))
+    return [([i for leaf in g for i in by_leaf[leaf]], sum(n[leaf] for leaf in g)) for g in best]
+
+
+def _pack(runs, need_of: dict, budget: int) -> list[list[int]]:
+    """Leaves in groups of at most ``budget`` bytes, in order; ``runs``: ``(leaves, size)``,
+    a run of ``size`` > 0 cut into groups of its own of ``size`` leaves (0: packed with
+    its neighbours)."""
+    out: list[list[int]] = []
     current, used = [], 0
-    for leaf, members in by_leaf.items():
-        n = need(leaves[leaf], [kerns[i] for i in members], precision)
-        if current and used + n > budget:
-            out.append((current, used))
+    for same, size in runs:
+        for j, leaf in enumerate(same):
+            if current and (used + need_of[leaf] > budget or (size and j % size == 0)):
+                out.append(current)
+                current, used = [], 0
+            current, used = current + [leaf], used + need_of[leaf]
+        if size:
+            out.append(current)
             current, used = [], 0
-        current, used = current + members, used + n
     if current:
-        out.append((current, used))
+        out.append(current)
     return out
+
+
+def _run_size(count: int, fits: int) -> int:
+    """Leaves per group for ``count`` leaves of one shape, ``fits`` of which fit the budget:
+    the largest divisor of ``count`` in ``[fits / 2, fits]`` (every group the same program),
+    else ``fits`` (and a smaller last group); at least 1."""
+    fits = max(fits, 1)
+    return next((d for d in range(fits, (fits + 1) // 2 - 1, -1) if d and count % d == 0), fits)
+
+
+def _signature(leaf, kerns) -> tuple:
+    """What the program of a leaf depends on: its shape, dtype and kernels less their names."""
+    return (tuple(leaf.shape), str(np.dtype(leaf.dtype)),
+            tuple(dataclasses.replace(k, name="", leaf=0) for k in kerns))
 
 
 def read(leaf):

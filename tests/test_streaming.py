@@ -387,3 +387,34 @@ def test_describe_a_70b_checkpoint_from_its_headers(tmp_path, capsys):
     assert cli.main(["describe", folder]) == 0
     out = capsys.readouterr().out
     assert "562 layers to analyse, 161 leaves skipped" in out and "N=28672" in out
+
+
+def _structures(kerns, leaves, plan):
+    """The distinct group structures of a plan: what an accelerator compiles one program for."""
+    sig = {k.leaf: streaming._signature(leaves[k.leaf], [j for j in kerns if j.leaf == k.leaf]) for k in kerns}
+    return {tuple(dict.fromkeys(sig[kerns[i].leaf] for i in members)) for members, _ in plan}
+
+
+def test_groups_by_shape_across_the_model():
+    """A Llama-shaped layer set (sorted names: down, gate, up, k, o, q, v of each layer) whose
+    groups hold less than a layer: grouped by shape, one structure (one compiled program on
+    an accelerator) per distinct leaf signature, where checkpoint order gives more; every
+    kernel in exactly one group, each group within the budget."""
+    from jaxww.reading.layers import read_layers
+
+    d, F = 64, 176
+    tree = {f"model.layers.{i}": {"mlp": {n: np.zeros(s, np.float32) for n, s in
+                                          (("down_proj", (d, F)), ("gate_proj", (F, d)), ("up_proj", (F, d)))},
+                                  "self_attn": {n: np.zeros((d, d), np.float32) for n in "qkvo"}}
+            for i in range(12)}
+    kerns, _, leaves, *_ = read_layers(tree, max_evals=None, max_N=None, min_evals=8)
+    budget = 5 * d * d * 4      # five attention Grams (in-memory float32: the Gram only)
+    plan = streaming.groups(kerns, leaves, budget, "float32")
+    in_order = streaming._pack([(list(dict.fromkeys(k.leaf for k in kerns)), 0)],
+                               {k.leaf: streaming.need(leaves[k.leaf], [k], "float32") for k in kerns}, budget)
+    assert sorted(i for m, _ in plan for i in m) == list(range(len(kerns)))
+    assert all(n <= budget for _, n in plan)
+    assert len(_structures(kerns, leaves, plan)) == 3    # (d, F), (F, d), (d, d)
+    assert len({tuple(streaming._signature(leaves[j], [k for k in kerns if k.leaf == j]) for j in g)
+                for g in in_order}) > 3
+    assert [streaming._run_size(c, f) for c, f in ((64, 3), (128, 6), (160, 19), (7, 3), (5, 0))] == [2, 4, 16, 3, 1]
