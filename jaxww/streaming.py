@@ -17,10 +17,14 @@ bytes, ``rf M^2`` the Gram matrices of its kernels):
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import functools
 import os
+import queue
 import re
+import threading
 from typing import Sequence
 
 import jax
@@ -29,7 +33,7 @@ import numpy as np
 from jaxww import spectra as _spectra
 from jaxww.reading.checkpoints import LazyTensor
 from jaxww.progress import human_bytes
-from jaxww.placement import cost, on_device
+from jaxww.placement import check_precision, cost, on_device
 
 #: Bounds of the default budget (a quarter of the available memory): below the lower
 #: one groups get too small to keep the cores busy, above the upper one nothing is faster.
@@ -182,10 +186,20 @@ def read(leaf):
     return leaf.read() if isinstance(leaf, LazyTensor) else leaf
 
 
+#: Groups in flight on an accelerator at most: before dispatching group ``i + IN_FLIGHT``
+#: the host waits for group ``i``'s spectra (on the host a group is done when computed).
+IN_FLIGHT = 2
+
+
 def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tuple[list, dict]:
     """Descending spectra ``(rf, M)`` of every kernel (arrays on ``device``, kernel order), a group
     at a time (:func:`groups`), and ``{kernel index: (bytes needed, budget)}`` of the
     kernels computed alone above the budget.
+
+    The next group's tensors are read from disk on a thread while the current one is
+    computed, where both fit the budget (:class:`_Reader`); on an accelerator at most
+    :data:`IN_FLIGHT` groups are in flight, and a group counts as done for ``tracker``
+    when its spectra are ready, not when it is dispatched.
 
     Args:
       kerns, leaves: from :func:`jaxww.reading.read_layers`.
@@ -196,36 +210,130 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
       tracker: a :class:`jaxww.progress.Tracker`.
 
     Raises:
-      MemoryError: the host or the device ran out of memory; the message names the
-        layers, the bytes they need and the budget.
+      MemoryError: the host or the device ran out of memory, when the group was dispatched
+        or while it ran; the message names the layers, the bytes they need and the budget.
+      ValueError: ``precision="float64"`` on a TPU (:func:`jaxww.placement.check_precision`).
     """
+    check_precision(device, precision)
     evals: list = [None] * len(kerns)
     needs: dict[int, tuple[int, int]] = {}
     budget = device_budget(device, budget)
-    for members, n in groups(kerns, leaves, budget, precision):
-        if n > budget:
-            needs.update({i: (n, budget) for i in members})
-        sub = [kerns[i] for i in members]
-        used = list(dict.fromkeys(k.leaf for k in sub))
-        try:
-            values = {j: read(leaves[j]) for j in used}
-            if not on_device(device):
-                out = _spectra.host_spectra([k.matrices(np.asarray(values[k.leaf])) for k in sub],
-                                            precision=precision)
-            else:   # one program per group structure; dispatch stays asynchronous
-                specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in sub)
-                out = _device_spectra(jax.device_put(tuple(values[j] for j in used), device), specs, precision)
-        except MemoryError as err:
-            raise _out_of_memory(sub, n, budget, device) from err
-        except jax.errors.JaxRuntimeError as err:
-            if "RESOURCE_EXHAUSTED" not in str(err):
-                raise
-            raise _out_of_memory(sub, n, budget, device) from err
-        del values
-        for i, ev in zip(members, out):
-            evals[i] = ev
-        tracker.advance(len(members), sum(stored_bytes(leaves[j]) for j in used), sum(map(cost, sub)))
+    plan = groups(kerns, leaves, budget, precision)
+    used = [list(dict.fromkeys(kerns[i].leaf for i in members)) for members, _ in plan]
+    pending: collections.deque = collections.deque()
+    reader = _Reader(leaves, used, _ahead(plan, used, leaves, budget, on_device(device)))
+    try:
+        for g, (members, n) in enumerate(plan):
+            if n > budget:
+                needs.update({i: (n, budget) for i in members})
+            sub = [kerns[i] for i in members]
+            with _memory(sub, n, budget, device):
+                out = _dispatch(reader.take(g), used[g], sub, device, precision)
+            reader.release(g)
+            pending.append((members, sub, n, out))
+            while len(pending) > (IN_FLIGHT - 1 if on_device(device) else 0):
+                _finish(pending.popleft(), evals, leaves, budget, device, tracker)
+        while pending:
+            _finish(pending.popleft(), evals, leaves, budget, device, tracker)
+    finally:
+        reader.close()
     return evals, needs
+
+
+def _dispatch(values: dict, used: list[int], sub, device, precision: str):
+    """A group's spectra: computed on the host, or dispatched to the device (asynchronous)."""
+    if not on_device(device):
+        return _spectra.host_spectra([k.matrices(np.asarray(values[k.leaf])) for k in sub], precision=precision)
+    specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in sub)
+    return _device_spectra(jax.device_put(tuple(values[j] for j in used), device), specs, precision)
+
+
+def _finish(group, evals: list, leaves, budget: int, device, tracker) -> None:
+    """Wait for a dispatched group's spectra (a device's out of memory surfaces here when
+    it happened while the group ran), store them and count the group done."""
+    members, sub, n, out = group
+    with _memory(sub, n, budget, device):
+        out = _ready(out)
+    for i, ev in zip(members, out):
+        evals[i] = ev
+    used = {k.leaf for k in sub}
+    tracker.advance(len(members), sum(stored_bytes(leaves[j]) for j in used), sum(map(cost, sub)))
+
+
+def _ready(out):
+    """``out`` once computed (:func:`jax.block_until_ready`)."""
+    return jax.block_until_ready(out)
+
+
+def _ahead(plan, used, leaves, budget: int, device: bool) -> list[bool]:
+    """Per group, whether the next group's tensors may be read while it is computed: what it
+    holds in host memory (its need on the host, its stored bytes when sent to a device) and
+    what the next one reads fit the budget together."""
+    read = [sum(stored_bytes(leaves[j]) for j in u if isinstance(leaves[j], LazyTensor)) for u in used]
+    held = [sum(stored_bytes(leaves[j]) for j in u) if device else n for u, (_, n) in zip(used, plan)]
+    return [h + r <= budget for h, r in zip(held, read[1:])] + [False]
+
+
+class _Reader:
+    """Reads each group's leaves in order on a daemon thread, at most one group ahead of the
+    group being computed: group ``g + 1`` once group ``g`` is taken where ``ahead[g]``, else
+    once group ``g`` is released. An error of a read is raised by :meth:`take`."""
+
+    def __init__(self, leaves, used: list[list[int]], ahead: list[bool]):
+        self._ahead, self._granted, self._stop = ahead, 0, threading.Event()
+        self._permits, self._done = threading.Semaphore(1), queue.Queue()
+        self._thread = threading.Thread(target=self._run, args=(leaves, used), daemon=True, name="jaxww-reader")
+        self._thread.start()
+
+    def _run(self, leaves, used) -> None:
+        for u in used:
+            while not self._permits.acquire(timeout=0.1):
+                if self._stop.is_set():
+                    return
+            if self._stop.is_set():
+                return
+            try:
+                self._done.put(({j: read(leaves[j]) for j in u}, None))
+            except BaseException as err:   # raised where the group is taken
+                self._done.put((None, err))
+                return
+
+    def take(self, g: int) -> dict:
+        """Group ``g``'s ``{leaf: value}`` (groups are taken in order)."""
+        values, err = self._done.get()
+        if err is not None:
+            raise err
+        if self._ahead[g]:
+            self._grant(g + 1)
+        return values
+
+    def release(self, g: int) -> None:
+        """Group ``g``'s values are no longer held: the next group may be read."""
+        self._grant(g + 1)
+
+    def _grant(self, g: int) -> None:
+        if self._granted < g:
+            self._granted = g
+            self._permits.release()
+
+    def close(self) -> None:
+        """Stop reading and join the thread (a read under way is finished first)."""
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def _memory(sub: Sequence, n: int, budget: int, device):
+    """Out of host or device memory (``MemoryError``, ``RESOURCE_EXHAUSTED``) in the block is
+    the :class:`MemoryError` naming the layers ``sub``, the bytes ``n`` and the budget."""
+    try:
+        yield
+    except MemoryError as err:
+        raise _out_of_memory(sub, n, budget, device) from err
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        raise _out_of_memory(sub, n, budget, device) from err
 
 
 @functools.partial(jax.jit, static_argnames=("specs", "precision"))
