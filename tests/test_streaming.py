@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
@@ -563,3 +564,14 @@ def test_float64_refused_on_tpu():
         jaxww.analyze(params, devices=[TPU()], precision="float64")
     placement.check_precision(TPU(), "float32")
     placement.check_precision(jax.devices("cpu")[0], "float64")
+
+
+def test_device_gram_has_no_padded_rows():
+    """The accelerators' Gram matrices are formed at each matrix's own number of rows (44
+    here, whose bucket is 48: padded rows would add flops and no eigenvalue); only the
+    ``M x M`` Gram matrices are padded, to their bucket, to share one eigensolver call."""
+    stacks = [jnp.ones((1, 44, 30), jnp.float32), jnp.ones((2, 30, 50), jnp.float32)]
+    jaxpr = jax.make_jaxpr(spectra._eigvals_buckets)(*stacks).jaxpr
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert sorted(tuple(e.invars[0].aval.shape) for e in dots) == [(1, 44, 30), (2, 50, 30)]
+    assert spectra.bucket(44) == 48 and spectra.bucket(30) == 32
