@@ -2,8 +2,10 @@
 
 The weights are read (from a checkpoint on disk, :class:`jaxww.reading.LazyTensor`, or
 from memory), cast to the compute dtype and turned into eigenvalues one group at a
-time; a group is as many leaves, in model order, as the budget holds, and is
-released once its spectra are taken. Only the eigenvalues are kept, so the peak
+time; a group is as many leaves as the budget holds (by shape across the model
+where that compiles fewer programs, :func:`groups`), and is released once its spectra
+are taken. The next group is read on a thread while the current one is computed, where
+both fit the budget. Only the eigenvalues are kept, so the peak
 memory of an analysis is about the budget plus the process itself, whatever the
 size of the model. A leaf that alone needs more than the budget is computed alone
 (its rows say so).
