@@ -50,6 +50,18 @@ def on_device(device) -> bool:
     return device.platform != "cpu" or DEVICE_PATH
 
 
+def check_precision(device, precision: str) -> None:
+    """Refuse what ``device`` cannot compute, before anything is read.
+
+    Raises:
+      ValueError: ``precision="float64"`` on a TPU: XLA has no float64 eigensolver there.
+    """
+    if precision == "float64" and device.platform == "tpu":
+        raise ValueError(f'precision="float64" cannot be computed on {device}: XLA has no float64 '
+                         'eigensolver on TPU. Pass precision="float32", or analyse on the CPU with '
+                         'devices=jax.devices("cpu")')
+
+
 def cost(k) -> int:
     """Work of one layer's spectrum: Gram matrix and eigenvalues, ``rf (N M^2 + M^3)``."""
     return k.rf * (k.N + k.M) * k.M ** 2

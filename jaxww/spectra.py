@@ -16,10 +16,11 @@ The exact eigenvalue-only path, per backend (measured in ``bench/spectra.py``):
   ``jax.scipy.linalg.eigh_tridiagonal(..., eigvals_only=True)``.
 * TPU (no tridiagonal reduction there): ``jnp.linalg.eigvalsh``.
 
-On accelerators, zero-padding ``W`` only adds zero eigenvalues, so matrices are
-padded to a few *bucket* sizes (four per octave) and every bucket is one batched
-call: the number of eigensolver calls is bounded by the number of buckets, not of
-layers.
+On accelerators, zero-padding the Gram matrix only adds zero eigenvalues, so each
+``M x M`` Gram matrix (computed at its own shape: padding the rows of ``W`` would add
+flops and nothing else) is padded to one of a few *bucket* sizes (four per octave) and
+every bucket is one batched call: the number of eigensolver calls is bounded by the
+number of buckets, not of layers.
 
 Eigenvalues below the numerical floor of the solver, ``max(lambda) * N * eps``, are
 set to exactly zero: forming ``W^T W`` squares the condition number, so such values
@@ -90,28 +91,43 @@ def _eigvals_cpu(*stacks):
 
 
 def _eigvals_buckets(*stacks):
-    """Accelerators: matrices zero-padded to bucket shapes, one batched call per bucket
-    (and per chunk of ``_BATCH_ELEMENTS``), so a model compiles a few shapes only."""
+    """Accelerators: each stack's Gram matrices at their own shape (no padded rows: they
+    would add flops and no eigenvalue), zero-padded to a bucket size and solved in one
+    batched call per bucket (and per chunk of ``_BATCH_ELEMENTS``), so a model compiles a
+    few eigensolver shapes only."""
     oriented = [jnp.swapaxes(st, 1, 2) if st.shape[1] < st.shape[2] else st for st in stacks]
-    groups = group_indices([(bucket(st.shape[1]), bucket(st.shape[2])) for st in oriented])
+    grams = [_gram(W) for W in oriented]
+    groups = group_indices([bucket(W.shape[2]) for W in oriented])
     evals: list = [None] * len(stacks)
-    for (nb, mb), members in groups.items():
-        W = jnp.concatenate([jnp.pad(oriented[i], ((0, 0), (0, nb - oriented[i].shape[1]),
+    for mb, members in groups.items():
+        X = jnp.concatenate([jnp.pad(grams[i][0], ((0, 0), (0, mb - oriented[i].shape[2]),
                                                    (0, mb - oriented[i].shape[2]))) for i in members])
+        finite = jnp.concatenate([grams[i][1] for i in members])
+        ev = jnp.concatenate([_eigvals_gram(X[a:b]) for a, b in _chunks(X.shape[0], mb * mb)])
+        ev = jnp.where(finite[:, None], ev, jnp.nan)
         counts = [oriented[i].shape[0] for i in members]
-        ev = jnp.concatenate([_eigvals_device(W[a:b]) for a, b in _chunks(W.shape[0], nb * mb)])
         for i, a, b in zip(members, np.cumsum([0] + counts[:-1]), np.cumsum(counts)):
             # padding adds zero eigenvalues, the smallest: drop them from the front
             evals[i] = ev[a:b, mb - oriented[i].shape[2]:]
     return evals
 
 
-def _eigvals_device(W):
+def _gram(W):
+    """``(W^T W, finite)`` of a stack ``(T, N, M)``: the Gram matrices at HIGHEST precision (of
+    zeros for a matrix holding a NaN or Inf) and which matrices are finite."""
     finite = jnp.isfinite(W).all(axis=(1, 2))
     W = jnp.where(finite[:, None, None], W, 0)
-    X = jnp.einsum("bnm,bnk->bmk", W, W, precision=jax.lax.Precision.HIGHEST)
-    ev = jax.lax.platform_dependent(X, tpu=jnp.linalg.eigvalsh, default=_eigvals_tridiagonal)
-    return jnp.where(finite[:, None], ev, jnp.nan)
+    return jnp.einsum("bnm,bnk->bmk", W, W, precision=jax.lax.Precision.HIGHEST), finite
+
+
+def _eigvals_device(W):
+    """Ascending eigenvalues of the Gram matrices of a stack ``(T, N, M)`` (NaN where not finite)."""
+    X, finite = _gram(W)
+    return jnp.where(finite[:, None], _eigvals_gram(X), jnp.nan)
+
+
+def _eigvals_gram(X):
+    return jax.lax.platform_dependent(X, tpu=jnp.linalg.eigvalsh, default=_eigvals_tridiagonal)
 
 
 def _eigvals_tridiagonal(X):

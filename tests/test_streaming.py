@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
@@ -387,3 +388,190 @@ def test_describe_a_70b_checkpoint_from_its_headers(tmp_path, capsys):
     assert cli.main(["describe", folder]) == 0
     out = capsys.readouterr().out
     assert "562 layers to analyse, 161 leaves skipped" in out and "N=28672" in out
+
+
+def _structures(kerns, leaves, plan):
+    """The distinct group structures of a plan: what an accelerator compiles one program for."""
+    sig = {k.leaf: streaming._signature(leaves[k.leaf], [j for j in kerns if j.leaf == k.leaf]) for k in kerns}
+    return {tuple(dict.fromkeys(sig[kerns[i].leaf] for i in members)) for members, _ in plan}
+
+
+def test_groups_by_shape_across_the_model():
+    """A Llama-shaped layer set (sorted names: down, gate, up, k, o, q, v of each layer) whose
+    groups hold less than a layer: grouped by shape, one structure (one compiled program on
+    an accelerator) per distinct leaf signature, where checkpoint order gives more; every
+    kernel in exactly one group, each group within the budget."""
+    from jaxww.reading.layers import read_layers
+
+    d, F = 64, 176
+    tree = {f"model.layers.{i}": {"mlp": {n: np.zeros(s, np.float32) for n, s in
+                                          (("down_proj", (d, F)), ("gate_proj", (F, d)), ("up_proj", (F, d)))},
+                                  "self_attn": {n: np.zeros((d, d), np.float32) for n in "qkvo"}}
+            for i in range(12)}
+    kerns, _, leaves, *_ = read_layers(tree, max_evals=None, max_N=None, min_evals=8)
+    budget = 5 * d * d * 4      # five attention Grams (in-memory float32: the Gram only)
+    plan = streaming.groups(kerns, leaves, budget, "float32")
+    in_order = streaming._pack([(list(dict.fromkeys(k.leaf for k in kerns)), 0)],
+                               {k.leaf: streaming.need(leaves[k.leaf], [k], "float32") for k in kerns}, budget)
+    assert sorted(i for m, _ in plan for i in m) == list(range(len(kerns)))
+    assert all(n <= budget for _, n in plan)
+    assert len(_structures(kerns, leaves, plan)) == 3    # (d, F), (F, d), (d, d)
+    assert len({tuple(streaming._signature(leaves[j], [k for k in kerns if k.leaf == j]) for j in g)
+                for g in in_order}) > 3
+    assert [streaming._run_size(c, f) for c, f in ((64, 3), (128, 6), (160, 19), (7, 3), (5, 0))] == [2, 4, 16, 3, 1]
+
+
+class _Exhausted:
+    """A device result whose computation ran out of memory: the error surfaces when it is
+    waited for or fetched, as an asynchronous ``RESOURCE_EXHAUSTED`` of PJRT does."""
+
+    def _raise(self, *a, **k):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 3.0MiB.")
+
+    block_until_ready = __array__ = _raise
+
+
+def test_device_out_of_memory_while_running_is_the_memory_error(tmp_path, monkeypatch, capsys):
+    """A device's out of memory that surfaces when the results are fetched, not when the group
+    is dispatched, is the same MemoryError naming the layers, the bytes and the budget (and
+    the command line's exit 2), not a raw JaxRuntimeError."""
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=1)
+    monkeypatch.setattr(placement, "DEVICE_PATH", True)   # nothing is compiled: no cache to clear
+    monkeypatch.setattr(streaming, "_device_spectra", lambda values, specs, precision: [_Exhausted()] * len(specs))
+    where = f"device {jax.devices('cpu')[0]}"
+    with pytest.raises(MemoryError, match=rf"out of {where} memory computing the spectra of model.layers.0"
+                                          r".*: they need about .*memory budget 1.0 MiB\); pass a smaller memory_budget="):
+        jaxww.analyze(folder, memory_budget="1MiB")
+    assert cli.main(["analyze", folder, "--quiet", "--memory-budget", "1MiB"]) == 2
+    assert f"out of {where} memory" in capsys.readouterr().err
+
+
+def test_back_pressure_and_progress_count_completed_groups(tmp_path, monkeypatch, h):
+    """On the device path at most ``IN_FLIGHT`` groups are dispatched and not yet waited for,
+    the progress counts the layers of the groups whose spectra are ready (not those merely
+    dispatched), and the report equals the host's to float32 error."""
+    rng = np.random.default_rng(3)
+    tensors = {f"model.layers.{i}.mlp.up_proj.weight": rng.standard_t(3, (512, 384)).astype(np.float32)
+               for i in range(8)}   # read 768 KiB + Gram 576 KiB: one layer a group within 2 MiB
+    folder = _write_sharded(str(tmp_path / "hf"), tensors, shards=1)
+    before = placement.DEVICE_PATH
+    state = {"dispatched": 0, "ready": 0, "max": 0, "done_layers": 0}
+    real, ready = streaming._device_spectra, streaming._ready
+    checks = []
+
+    def dispatch(values, specs, precision):
+        state["dispatched"] += 1
+        state["max"] = max(state["max"], state["dispatched"] - state["ready"])
+        state.setdefault("layers", []).append(len(specs))
+        return real(values, specs, precision)
+
+    def waited(out):
+        state["ready"] += 1
+        state["done_layers"] += state["layers"][state["ready"] - 1]
+        return ready(out)
+
+    def progress(e):
+        if e.stage == "spectra":
+            checks.append((e.layers_done, state["done_layers"]))
+
+    try:
+        _use_device_path(False)
+        host = jaxww.analyze(folder, memory_budget="2MiB")
+        _use_device_path(True)
+        monkeypatch.setattr(streaming, "_device_spectra", dispatch)
+        monkeypatch.setattr(streaming, "_ready", waited)
+        device = jaxww.analyze(folder, memory_budget="2MiB", progress=progress)
+    finally:
+        _use_device_path(before)
+    assert state["dispatched"] == state["ready"] == 8
+    assert state["max"] == streaming.IN_FLIGHT == 2
+    assert len(checks) == 9 and all(done == ready for done, ready in checks), checks   # the first: 0 done
+    h.assert_float32_paths_agree(device.rows, device.evals, host.rows, host.evals)
+
+
+def _reader_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "jaxww-reader"]
+
+
+def test_reader_prefetches_one_group_ahead_and_stops(tmp_path, monkeypatch):
+    """The next group's tensors are read on a thread while the current group is computed (the
+    compute of group g waits until group g + 1 is being read), never two groups ahead; the
+    report is the same bits; the thread is gone after the analysis, after an error and after
+    a KeyboardInterrupt."""
+    import threading
+
+    rng = np.random.default_rng(4)
+    # float32 (320, 256) from disk: read 320 KiB + Gram 256 KiB; one a group within 1 MiB,
+    # and the next group's read (320 KiB) fits beside it
+    np.savez(tmp_path / "w.npz", **{f"layer{i}": rng.standard_normal((320, 256), np.float32) for i in range(5)})
+    path = str(tmp_path / "w.npz")
+    reads, lock, started = [], threading.Lock(), threading.Condition()
+    real_read, real_spectra = jio.LazyTensor.read, spectra.host_spectra
+    calls = []
+
+    def read(self):
+        with started:
+            reads.append(self.name)
+            started.notify_all()
+        return real_read(self)
+
+    def compute(stacks, precision):
+        g = len(calls)
+        calls.append(len(reads))
+        if g < 4:   # the next group is read while this one computes
+            with started:
+                assert started.wait_for(lambda: len(reads) >= g + 2, timeout=30), (g, reads)
+        assert len(reads) <= g + 2, (g, reads)   # never two groups ahead
+        return real_spectra(stacks, precision=precision)
+
+    monkeypatch.setattr(jio.LazyTensor, "read", read)
+    monkeypatch.setattr(spectra, "host_spectra", compute)
+    streamed = jaxww.analyze(path, memory_budget="1MiB")
+    assert len(calls) == 5 and _reader_threads() == []
+    whole = jaxww.analyze(dict(np.load(path)))
+    assert [(r["name"], r["alpha"], r["D"]) for r in streamed.rows] == [(r["name"], r["alpha"], r["D"]) for r in whole.rows]
+
+    for error in (RuntimeError("boom"), KeyboardInterrupt()):
+        def fail(stacks, precision, error=error):
+            if len(calls) == 6:
+                raise error
+            calls.append(None)
+            return real_spectra(stacks, precision=precision)
+
+        calls[:] = [None] * 5
+        monkeypatch.setattr(spectra, "host_spectra", fail)
+        with pytest.raises(type(error)):
+            jaxww.analyze(path, memory_budget="1MiB")
+        assert _reader_threads() == []
+
+
+def test_float64_refused_on_tpu():
+    """``precision="float64"`` on a TPU is refused before anything is read, saying why and what
+    to do; float32 on a TPU and float64 on a CPU are not."""
+
+    class TPU:
+        platform, id, process_index = "tpu", 0, 0
+
+        def __str__(self):
+            return "TPU_0"
+
+    params = {"w": np.eye(16, dtype=np.float32)}
+    with pytest.raises(ValueError, match=r'precision="float64" cannot be computed on TPU_0: XLA has no float64 '
+                                         r'eigensolver on TPU. Pass precision="float32", or analyse on the CPU '
+                                         r'with devices=jax.devices\("cpu"\)'):
+        jaxww.analyze(params, devices=[TPU()], precision="float64")
+    placement.check_precision(TPU(), "float32")
+    placement.check_precision(jax.devices("cpu")[0], "float64")
+
+
+def test_device_gram_has_no_padded_rows():
+    """The accelerators' Gram matrices are formed at each matrix's own number of rows (44
+    here, whose bucket is 48: padded rows would add flops and no eigenvalue); only the
+    ``M x M`` Gram matrices are padded, to their bucket, to share one eigensolver call."""
+    stacks = [jnp.ones((1, 44, 30), jnp.float32), jnp.ones((2, 30, 50), jnp.float32)]
+    jaxpr = jax.make_jaxpr(spectra._eigvals_buckets)(*stacks).jaxpr
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert sorted(tuple(e.invars[0].aval.shape) for e in dots) == [(1, 44, 30), (2, 50, 30)]
+    assert spectra.bucket(44) == 48 and spectra.bucket(30) == 32
