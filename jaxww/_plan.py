@@ -120,7 +120,7 @@ def make_plan(params, mask: Mask = None, layouts: LayoutOverride = None, *, min_
     flags = resolve_mask(mask, params)
     names = flatten_params(params)[0]
     left_out = {n for n, f in zip(names, flags) if not f}
-    read = read_layers(params, layouts=layouts, min_evals=min_evals, where=where,
+    read = read_layers(params, layouts=layouts, min_evals=min_evals, where=where, concrete=False,
                        layers=(lambda name: name not in left_out) if left_out else None)
     if not read.kernels:
         why = "; ".join(f"{s.name}: {s.reason}" for s in read.skipped[:8]) or "no leaves selected"

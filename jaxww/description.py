@@ -51,7 +51,8 @@ def describe(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = MAX_
              lora_scale: float | dict | None = None) -> Description:
     """The layers ``analyze`` would analyse, with their shapes, and no eigenvalue computed.
 
-    Same selection arguments as :func:`jaxww.analyze` (``base=`` changes no shape).
+    Same selection arguments as :func:`jaxww.analyze` (``base=`` changes no shape), and
+    the same ``TypeError`` under a JAX transformation (it reads what ``analyze`` reads).
 
     Example:
       >>> import numpy as np, jaxww
@@ -75,6 +76,7 @@ def get_esd(params, name: str, *, precision: str = "float32",
 
     Raises:
       KeyError: no analysable layer has that name (the message lists them).
+      TypeError: called under a JAX transformation (a traced leaf), as :func:`jaxww.analyze`.
 
     Example:
       >>> import numpy as np, jaxww

@@ -57,7 +57,7 @@ from jaxww.reading import kernels as _kernels
 from jaxww import report as _report
 from jaxww import spectra as _spectra
 from jaxww import streaming as _streaming
-from jaxww.reading.layers import read_layers
+from jaxww.reading.layers import check_concrete, read_layers
 from jaxww._plan import group_indices
 
 #: Report columns that describe a layer rather than measure it (not compared).
@@ -135,6 +135,7 @@ def diff_models(params_a, params_b, *, k: int = 10, **analyze_options) -> ModelD
 
     Raises:
       ValueError: ``k < 1``, or what :func:`jaxww.analyze` raises for either tree.
+      TypeError: called under a JAX transformation (a traced leaf).
 
     Example:
       >>> import numpy as np, jaxww
@@ -145,6 +146,7 @@ def diff_models(params_a, params_b, *, k: int = 10, **analyze_options) -> ModelD
       >>> row["k"], bool(row["overlap_right"] < 0.5)
       (4, True)
     """
+    check_concrete((params_a, params_b), "diff_models")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     rep_a = _report.analyze(params_a, **analyze_options)

@@ -366,6 +366,9 @@ def analyze(
         message names the first mismatched path); ``base`` with ``lora``.
       MemoryError: the host or a device ran out of memory (the message names the
         layers, the bytes they need and the budget).
+      TypeError: called under ``jax.jit``, ``jax.vmap``, ``jax.grad`` or ``nnx.jit`` (a
+        traced leaf): ``analyze`` reads concrete weights; the message names the
+        jit-safe functions (``jaxww.tree_alpha``, ``jaxww.alpha_penalty``...).
 
     Example:
       >>> import jax, jaxww

@@ -41,7 +41,7 @@ import numpy as np
 from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww import _host_eigh
 from jaxww.reading import kernels as _kernels
-from jaxww.reading.layers import LayerSelection
+from jaxww.reading.layers import LayerSelection, check_concrete
 from jaxww import report as _report
 from jaxww import spectra as _spectra
 from jaxww._plan import group_indices
@@ -78,6 +78,7 @@ def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str
     Raises:
       ValueError: an unknown ``method`` or a ``percent`` outside ``[0, 1]``; the errors
         of :func:`jaxww.analyze`.
+      TypeError: called under a JAX transformation (a traced leaf).
 
     Example:
       >>> import numpy as np, jaxww
@@ -86,6 +87,7 @@ def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str
       >>> int(np.linalg.matrix_rank(out["dense"]["kernel"]))
       8
     """
+    check_concrete(params, "smooth")
     if method not in METHODS:
         raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
     if method == "svd" and not 0 <= percent <= 1:

@@ -44,6 +44,7 @@ import functools
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import weakref
 from typing import Callable, Mapping
@@ -54,6 +55,7 @@ import numpy as np
 
 from jaxww import _host_eigh
 from jaxww import report as _report
+from jaxww.reading import layers as _layers
 
 #: Per-layer metrics handed to the writer by default.
 METRICS = ("alpha", "alpha_weighted")
@@ -194,6 +196,7 @@ class Tracker:
         self._lock = threading.Lock()
         self._closed = False
         self._last = None
+        self._checked = False   # the first update checks what it is given (_check_params)
 
     def update(self, step: int, params) -> bool:
         """Collect the finished analyses, then submit ``params`` if ``step % every == 0``.
@@ -211,11 +214,20 @@ class Tracker:
         Raises:
           TrackingError: an earlier analysis, or the writer, failed.
           ValueError: ``step`` is tracked and not above the last tracked step.
+          TypeError: called under ``jax.jit`` / ``nnx.jit`` (a traced ``step``, or traced
+            params at the first call or a tracked step), or given an optimizer or its
+            state rather than the params or the model (checked at the first call).
         """
         if self._closed:
             raise RuntimeError("this Tracker is closed")
+        try:
+            step = int(step)
+        except jax.errors.ConcretizationTypeError:
+            raise _layers.traced_error("Tracker.update") from None
+        if not self._checked:   # the first call, tracked or not: under jit it may be the only one
+            _check_params(params)
+            self._checked = True
         self._collect(wait=False)
-        step = int(step)
         if step % self.every:
             return False
         if self._last is not None and step <= self._last:
@@ -225,7 +237,11 @@ class Tracker:
             self._collect(wait=True, limit=1)
         # Copies on the device: nothing here waits for them. The worker thread reads them to
         # the host; for a worker process, the pool's feeding thread does as it pickles them.
-        self._pending.append((step, self._pool.submit(_analyze, _snapshot(params), self.options)))
+        try:
+            copy = _snapshot(params)
+        except jax.errors.ConcretizationTypeError:   # traced params after the first call (x.devices())
+            raise _layers.traced_error("Tracker.update") from None
+        self._pending.append((step, self._pool.submit(_analyze, copy, self.options)))
         return True
 
     def wait(self) -> History:
@@ -293,6 +309,23 @@ class Tracker:
                     self.writer(step, scalars(rows, summary, self.metrics))
                 except Exception as err:
                     raise TrackingError(f"the writer failed at step {step}: {type(err).__name__}: {err}") from err
+
+
+def _check_params(params) -> None:
+    """``TypeError`` unless ``params`` can be what :meth:`Tracker.update` analyses: not
+    traced (:func:`jaxww.reading.layers.check_concrete`), not an ``nnx.Optimizer`` (flax
+    >= 0.11 keeps no model in it) nor an optax state (an object of optax's, or a tuple of
+    them: ``optax.chain``'s)."""
+    nnx = sys.modules.get("flax.nnx")   # an nnx.Optimizer can only exist once flax.nnx is imported
+    if nnx is not None and isinstance(params, nnx.Optimizer) and getattr(params, "model", None) is None:
+        raise TypeError("Tracker.update: got an nnx.Optimizer, which holds the optimizer state, not the "
+                        "weights: pass the model, tracker.update(step, model)")
+    parts = params if type(params) in (tuple, list) else (params,)
+    state = next((p for p in parts if type(p).__module__.split(".")[0] == "optax"), None)
+    if state is not None:
+        raise TypeError(f"Tracker.update: got optax optimizer state ({type(state).__name__}), not the "
+                        "weights: pass the params, tracker.update(step, params)")
+    _layers.check_concrete(params, "Tracker.update")
 
 
 def _cpu() -> list:

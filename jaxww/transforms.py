@@ -25,6 +25,16 @@ included), ``tail`` and ``min_evals`` when they are numbers, ``mask`` and ``layo
 callables (optax takes any callable for a schedule). A traced ``every`` or ``tail``
 raises a ``TypeError`` that says so.
 
+``update`` raises a ``ValueError`` naming the first difference when its params are not
+those ``init`` saw (another layer; for the regulariser, another shape) or its updates have
+another structure; and when the first update (``count == 0``) got the params and the
+updates swapped: every weight-matrix leaf of ``updates`` has the norm ``init`` recorded
+(``state.sq_norms``, to 1%) and some leaf of ``params`` has not. That is a fact of
+values, checked at the refresh: it is raised from the host and surfaces as a
+``JaxRuntimeError`` ending with the ``ValueError`` (jax 0.10.2; under ``jit`` or not), from
+the call or from the first use of its results. Params replaced after ``init`` (loaded weights) match neither
+side, and a state restored at ``count > 0`` is not checked: no error.
+
 References:
   Y. Zhou, T. Pang, K. Liu, C. H. Martin, M. W. Mahoney, Y. Yang, "Temperature
   balancing, layer-wise weight analysis, and neural network training" (TempBalance),
@@ -35,6 +45,8 @@ References:
 
 from __future__ import annotations
 
+import functools
+import itertools
 from typing import Callable, NamedTuple, Union
 
 import jax
@@ -46,7 +58,7 @@ from jaxww import _host_eigh, _tail
 from jaxww import regularizers as _reg
 from jaxww._plan import Mask, make_plan
 from jaxww.defaults import MIN_VERDICT_EVALS
-from jaxww.reading.kernels import LayoutOverride
+from jaxww.reading.kernels import LayoutOverride, flatten_params
 from jaxww.spectra import eigvals_ascending, numerical_floor
 
 ScalarOrSchedule = Union[float, Callable[[jax.Array], jax.Array]]
@@ -196,6 +208,91 @@ def _alpha_and_grad(fn, lam):
     return est, ok, g
 
 
+# ------------------------------------------------------------------------ misuse
+# ``update`` checks, while tracing, that it got the tree ``init`` saw (its layers, in the
+# state's keys) and updates of the params' structure; and, when it runs, that the first
+# update did not get the params and the updates swapped (a value fact: it can only be
+# raised from the host, see :func:`_unless_swapped`).
+_SWAPPED = ("{}: the first update got the params as `updates`: their norms are those init saw, "
+            "and those of `params` are not. Call update(updates, state, params), optax's order "
+            "(the gradients first)")
+
+
+def _check_layers(where: str, names: list, plan, shapes=None) -> None:
+    """``ValueError`` naming the first layer where ``plan`` (of the params given to
+    ``update``) differs from the layers ``init`` saw: their ``names`` (the state's keys)
+    and, if given, the ``shapes`` of the leaves holding them (in leaf order)."""
+    for i, (then, now) in enumerate(itertools.zip_longest(names, plan.names)):
+        if then != now:
+            raise ValueError(f"{where}: the params are not those init saw: layer {i} is {now!r}, init saw "
+                             f"{then!r} ({len(names)} layers at init, {len(plan.names)} now). Initialise the "
+                             "transform with the params it updates: state = tx.init(params)")
+    owner = {k.leaf: k.name for k in reversed(plan.kernels)}
+    for i, then in zip(_kernel_leaves(plan), shapes or ()):
+        if tuple(then) != tuple(plan.leaves[i].shape):
+            raise ValueError(f"{where}: the params are not those init saw: {owner[i]!r} has shape "
+                             f"{tuple(plan.leaves[i].shape)}, init saw {tuple(then)}. Initialise the "
+                             "transform with the params it updates: state = tx.init(params)")
+
+
+def _check_updates(where: str, updates, params) -> None:
+    """``ValueError`` naming the first leaf where ``updates`` and ``params`` differ in
+    path or shape (they must have the same structure)."""
+    u_names, u_leaves, _ = flatten_params(updates)
+    p_names, p_leaves, _ = flatten_params(params)
+    for i, (u, p) in enumerate(itertools.zip_longest(u_names, p_names)):
+        if u != p:
+            raise ValueError(f"{where}: updates and params differ at leaf {i}: {u!r} in updates, {p!r} in "
+                             f"params ({len(u_names)} and {len(p_names)} leaves); they must have the same "
+                             "tree structure")
+        if jnp.shape(u_leaves[i]) != jnp.shape(p_leaves[i]):
+            raise ValueError(f"{where}: updates and params differ at {u!r}: shape {jnp.shape(u_leaves[i])} "
+                             f"in updates, {jnp.shape(p_leaves[i])} in params")
+
+
+def _sq_norms(leaves, positions) -> tuple:
+    """The float32 sum of squares of each of ``leaves[i]``, ``i`` in ``positions``."""
+    return tuple(jnp.sum(jnp.square(jnp.asarray(leaves[i], jnp.float32))) for i in positions)
+
+
+def _unless_swapped(where: str, count, sq_norms, update_leaves, plan, alpha):
+    """``alpha`` (the refresh's), once a host check has raised if the first update got the
+    params and the updates swapped (the rule: the module docstring).
+
+    To ``1e-2`` relative: far above the float32 rounding of the same sums computed in
+    another order (eager at ``init``, jitted here). In optax's order the params of the
+    first update are those ``init`` saw and match, so nothing is raised whatever the
+    gradients; only params replaced after ``init`` together with gradients matching every
+    layer's norm to 1% would be refused. Leaves that were zero at ``init`` are not
+    counted, and at least one must be.
+
+    Under ``jit`` the values are traced: the ``ValueError`` is raised from the host, by a
+    ``jax.pure_callback`` whose result ``alpha`` depends on (so that it runs; a
+    ``jax.debug.callback``'s effect would take every call of the update off JAX's fast
+    dispatch path: +0.5 ms a step, 0.65 -> 1.15 ms a held step of ``scale_by_alpha`` on a
+    4x512 MLP, measured).
+    """
+    positions = _kernel_leaves(plan)
+    ref = jnp.stack(sq_norms)
+    counted = ref > 0
+
+    def as_at_init(leaves):
+        x = jnp.stack(_sq_norms(leaves, positions))
+        return jnp.all((jnp.abs(x - ref) <= 1e-2 * ref) | ~counted) & jnp.any(counted)
+
+    swapped = (count == 0) & as_at_init(update_leaves) & ~as_at_init(plan.leaves)
+    checked = jax.pure_callback(functools.partial(_refuse_if, _SWAPPED.format(where)),
+                                jax.ShapeDtypeStruct((), jnp.bool_), swapped)
+    return jnp.where(checked, alpha, jnp.nan)
+
+
+def _refuse_if(message: str, flag) -> np.ndarray:
+    """The host side of :func:`_unless_swapped`: ``ValueError(message)`` if ``flag``, else True."""
+    if flag:
+        raise ValueError(message)
+    return np.asarray(True)
+
+
 # --------------------------------------------------------- the alpha regulariser
 def _refresh(spec, thresh, plan, penalty):
     """Exact alpha of every kernel and ``grad_W penalty(alpha)`` in the layout of the leaves.
@@ -233,12 +330,15 @@ class AlphaRegularizationState(NamedTuple):
       ok: ``{layer: bool}`` whether the layer's penalty is applied (False: no tail, flat
         tail, or NaN/Inf weights at the last refresh; its gradient is dropped).
       grad: ``d P / dW`` at the last refresh, one array per regularised leaf (leaf order).
+      sq_norms: the float32 sum of squares of each regularised leaf given to ``init``
+        (leaf order): the first update checks that it got the params as ``params``.
     """
 
     count: jax.Array
     alpha: dict
     ok: dict
     grad: tuple
+    sq_norms: tuple
 
 
 def add_alpha_regularization(
@@ -350,22 +450,30 @@ def add_alpha_regularization(
             count=jnp.zeros([], jnp.int32),
             alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names},
             ok={n: jnp.asarray(False) for n in plan.names},
-            grad=tuple(jnp.zeros_like(plan.leaves[i]) for i in _kernel_leaves(plan)))
+            grad=tuple(jnp.zeros_like(plan.leaves[i]) for i in _kernel_leaves(plan)),
+            sq_norms=_sq_norms(plan.leaves, _kernel_leaves(plan)))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format("add_alpha_regularization"))
-        plan = make_plan(params, None, layouts, min_evals=min_evals, where="add_alpha_regularization.update")
+        where = "add_alpha_regularization.update"
+        plan = make_plan(params, None, layouts, min_evals=min_evals, where=where)
+        _check_layers(where, list(state.alpha), plan, [g.shape for g in state.grad])
+        _check_updates(where, updates, params)
         leaves, treedef = plan.check_updates(updates)
         held = (state.grad, jnp.stack(list(state.alpha.values())), jnp.stack(list(state.ok.values())))
-        grad, alpha_v, ok = _every(every, state.count, lambda _: _refresh(spec, thresh, plan, penalty),
-                                   lambda _: held, None)
+
+        def refresh(_):
+            grad, alpha_v, ok = _refresh(spec, thresh, plan, penalty)
+            return grad, _unless_swapped(where, state.count, state.sq_norms, leaves, plan, alpha_v), ok
+
+        grad, alpha_v, ok = _every(every, state.count, refresh, lambda _: held, None)
         s = _value(strength, state.count)
         for i, g in zip(_kernel_leaves(plan), grad):
             leaves[i] = leaves[i] + (s * g).astype(leaves[i].dtype)
         return jax.tree_util.tree_unflatten(treedef, leaves), AlphaRegularizationState(
             count=optax.safe_increment(state.count), alpha=dict(zip(plan.names, alpha_v)),
-            ok=dict(zip(plan.names, ok)), grad=grad)
+            ok=dict(zip(plan.names, ok)), grad=grad, sq_norms=state.sq_norms)
 
     return _masked(optax.GradientTransformation(init_fn, update_fn), mask)
 
@@ -380,11 +488,14 @@ class AlphaScaleState(NamedTuple):
       scale: ``{layer: factor}`` applied at the last update: the held alpha mapped with
         that update's ``min_scale`` and ``max_scale`` (which can change between
         refreshes under :func:`optax.inject_hyperparams`).
+      sq_norms: the float32 sum of squares of each leaf holding a layer given to
+        ``init`` (leaf order): the first update checks that it got the params as ``params``.
     """
 
     count: jax.Array
     alpha: dict
     scale: dict
+    sq_norms: tuple
 
 
 def _alpha_snapshot(plan, spec, thresh):
@@ -427,25 +538,33 @@ def _alpha_driven(name, every, tail, temperature, min_scale, max_scale, layouts,
     thresh = _thresh(thresh)
 
     def init_fn(params):
-        names = make_plan(params, None, layouts, min_evals=min_evals, where=f"{name}.init").names
+        plan = make_plan(params, None, layouts, min_evals=min_evals, where=f"{name}.init")
         return AlphaScaleState(count=jnp.zeros([], jnp.int32),
-                               alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in names},
-                               scale={n: jnp.asarray(1.0, jnp.float32) for n in names})
+                               alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names},
+                               scale={n: jnp.asarray(1.0, jnp.float32) for n in plan.names},
+                               sq_norms=_sq_norms(plan.leaves, _kernel_leaves(plan)))
 
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(_NEEDS_PARAMS.format(name))
-        plan = make_plan(params, None, layouts, min_evals=min_evals, where=f"{name}.update")
-        held = jnp.stack([state.alpha[n] for n in plan.names])
-        a = _every(every, state.count, lambda _: _alpha_snapshot(plan, spec, thresh).astype(jnp.float32),
-                   lambda _: held, None)
-        s = alpha_scales(a, min_scale, max_scale).astype(jnp.float32)   # current min/max_scale
+        where = f"{name}.update"
+        plan = make_plan(params, None, layouts, min_evals=min_evals, where=where)
+        _check_layers(where, list(state.alpha), plan)
+        _check_updates(where, updates, params)
         leaves, treedef = plan.check_updates(updates)
+        held = jnp.stack([state.alpha[n] for n in plan.names])
+
+        def refresh(_):
+            a = _alpha_snapshot(plan, spec, thresh).astype(jnp.float32)
+            return _unless_swapped(where, state.count, state.sq_norms, leaves, plan, a)
+
+        a = _every(every, state.count, refresh, lambda _: held, None)
+        s = alpha_scales(a, min_scale, max_scale).astype(jnp.float32)   # current min/max_scale
         for i, f in plan.per_leaf(s, 1.0).items():
             leaves[i] = apply(leaves[i], plan.leaves[i], f, state.count)
         return jax.tree_util.tree_unflatten(treedef, leaves), AlphaScaleState(
             count=optax.safe_increment(state.count), alpha=dict(zip(plan.names, a)),
-            scale=dict(zip(plan.names, s)))
+            scale=dict(zip(plan.names, s)), sq_norms=state.sq_norms)
 
     return init_fn, update_fn
 

@@ -9,6 +9,8 @@ import os
 import re
 from typing import Any, Callable, NamedTuple, Sequence, Union
 
+import jax
+
 from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading import checkpoints as _checkpoints
 from jaxww.reading import deltas as _deltas
@@ -39,6 +41,33 @@ class Layers(NamedTuple):
     treedef: Any
     limited: tuple
     ids: tuple
+
+
+#: What runs under ``jax.jit``, ``jax.vmap``, ``jax.grad`` (named by :func:`traced_error`).
+JIT_SAFE = ("jaxww.tree_alpha, jaxww.alpha, jaxww.alpha_penalty, jaxww.weighted_alpha_penalty, "
+            "jaxww.spectral_norm_penalty, or the optax transforms jaxww.add_alpha_regularization, "
+            "jaxww.scale_by_alpha and jaxww.add_alpha_decayed_weights")
+
+
+def traced_error(where: str) -> TypeError:
+    """The ``TypeError`` of a function that reads concrete weights (``analyze``,
+    ``describe``, ``Tracker.update``...) given a traced array: it was called under a JAX
+    transformation; the message says to call it outside and names :data:`JIT_SAFE`."""
+    return TypeError(f"{where}: got a traced array, so it was called under a JAX transformation (jax.jit, "
+                     f"jax.vmap, jax.grad, nnx.jit...). {where} reads concrete weights on the host: call it "
+                     f"outside the transformed function, on the params it returns. Inside one, use {JIT_SAFE}.")
+
+
+def check_concrete(params, where: str) -> None:
+    """:func:`traced_error` if a leaf of ``params`` is a ``jax.core.Tracer``.
+
+    Example:
+      >>> jax.jit(lambda p: check_concrete(p, "analyze"))({"w": jax.numpy.ones((4, 4))})
+      Traceback (most recent call last):
+      TypeError: analyze: got a traced array, so it was called under a JAX transformation ...
+    """
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(params)):
+        raise traced_error(where)
 
 
 def check_limits(where: str, *, min_evals, max_evals, max_N) -> None:
@@ -86,7 +115,7 @@ def selection(layers, where: str = "analyze"):
 def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,
                 layers: LayerSelection = None, layouts: _kernels.LayoutOverride = None,
                 scan_axis: _kernels.ScanAxis = None, base=None, lora: str | None = None,
-                lora_scale: float | dict | None = None, where: str = "analyze"):
+                lora_scale: float | dict | None = None, where: str = "analyze", concrete: bool = True):
     """The weight matrices of ``params`` as :func:`jaxww.analyze` reads them, and the
     leaves they are read from: the one place that decides, for ``analyze``, ``describe``,
     ``get_esd`` and ``diff_models``.
@@ -99,14 +128,20 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
     :func:`jaxww.open_checkpoint` (its tensors stay on disk), or read whole by
     :func:`jaxww.load_params` when ``base`` or ``lora`` combine tensors.
 
+    ``concrete=False`` lets traced params through: training's plan
+    (:func:`jaxww._plan.make_plan`, under ``jax.jit``) reads their names and shapes only.
+
     Returns:
       :class:`Layers`.
 
     Raises:
+      TypeError: a traced leaf (:func:`check_concrete`: called under ``jax.jit``...).
       ValueError, TypeError: a bad size limit or ``layers`` (:func:`check_limits`,
         :func:`selection`), ids or names that no layer has, ``base`` and ``lora`` both
         given, or a ``base`` of another structure.
     """
+    if concrete:
+        check_concrete((params, base), where)
     check_limits(where, min_evals=min_evals, max_evals=max_evals, max_N=max_N)
     leaf_filter, ids, wanted = selection(layers, where)
     whole = base is not None or lora is not None
