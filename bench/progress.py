@@ -14,7 +14,6 @@ fit, 54-107 n^2 a replica, 6e9-8e9 a figure; jaxww uses 4000, 150, 80 and 7e9.
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 
@@ -35,8 +34,11 @@ def best(fn, rounds: int = 3) -> float:
 
 
 class _Null:
+    """A progress tracker that counts nothing."""
+
     def reading(self): pass
     def begin(self, phase): pass
+    def add_work(self, work): pass
     def advance(self, *args): pass
 
 
@@ -59,7 +61,7 @@ def main():
     boot = dict(bootstrap=50, key=key)
     jaxww.analyze(params, **boot)
     t_boot = best(lambda: jaxww.analyze(params, **boot)) - best(lambda: jaxww.analyze(params, mp_fit=True))
-    with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(None):
+    with tempfile.TemporaryDirectory() as d:
         t_plot = best(lambda: plots.draw_all(rep, d, show=False), 1) / len(kerns)
     print(f"spectra: {rate:.3g} s per unit")
     print(f"PERMUTE_WORK  {(t_rand / rate - units) / entries:10.3g} units an entry")
