@@ -7,21 +7,21 @@
 warm (best of 3), on one tree (8 Student-t layers of 1024 x 512): the spectra, the
 randomised spectra, the host fit, a bootstrap of 50 replicas and the figures, and prints
 each phase's cost in those units, the numbers of ``PERMUTE_WORK``, ``FIT_WORK``,
-``BOOTSTRAP_WORK`` and ``PLOT_WORK``. On the shared 2-core CPU, three runs at a load of
-7-14 (so each ratio is good to about 2x): 3600-4700 an entry permuted, 55-290 n^2 a
-fit, 54-107 n^2 a replica, 6e9-8e9 a figure; jaxww uses 4000, 150, 80 and 7e9.
+``BOOTSTRAP_WORK`` and ``PLOT_WORK``, per core (the spectra spread over the cores, the
+rest runs on one). On the shared 2-core CPU at a load of 3, per core: 4600 an entry
+permuted, 120-190 n^2 a fit, 18-90 n^2 a replica, 6e9 a figure (at a load of 7-14 the
+ratios came out 1.5-4x lower: the spectra slow down most); jaxww uses 4500, 150, 50, 6e9.
 """
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 
 import jax
 import numpy as np
 
-from jaxww import placement, plots, powerlaw, randomize, spectra
+from jaxww import _host_eigh, placement, plots, powerlaw, randomize, spectra
 import jaxww
 
 
@@ -35,8 +35,11 @@ def best(fn, rounds: int = 3) -> float:
 
 
 class _Null:
+    """A progress tracker that counts nothing."""
+
     def reading(self): pass
     def begin(self, phase): pass
+    def add_work(self, work): pass
     def advance(self, *args): pass
 
 
@@ -59,13 +62,14 @@ def main():
     boot = dict(bootstrap=50, key=key)
     jaxww.analyze(params, **boot)
     t_boot = best(lambda: jaxww.analyze(params, **boot)) - best(lambda: jaxww.analyze(params, mp_fit=True))
-    with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(None):
+    with tempfile.TemporaryDirectory() as d:
         t_plot = best(lambda: plots.draw_all(rep, d, show=False), 1) / len(kerns)
-    print(f"spectra: {rate:.3g} s per unit")
-    print(f"PERMUTE_WORK  {(t_rand / rate - units) / entries:10.3g} units an entry")
-    print(f"FIT_WORK      {t_fit / rate / n2:10.3g} units per n^2")
-    print(f"BOOTSTRAP_WORK{t_boot / rate / n2 / 50:10.3g} units per n^2 a replica")
-    print(f"PLOT_WORK     {t_plot / rate:10.3g} units a figure")
+    cores = _host_eigh._workers()   # the spectra run on all of them, the rest on one
+    print(f"spectra: {rate:.3g} s per unit on {cores} cores; per core:")
+    print(f"PERMUTE_WORK  {(t_rand / rate - units) / entries / cores:10.3g} units an entry")
+    print(f"FIT_WORK      {t_fit / rate / n2 / cores:10.3g} units per n^2")
+    print(f"BOOTSTRAP_WORK{t_boot / rate / n2 / 50 / cores:10.3g} units per n^2 a replica")
+    print(f"PLOT_WORK     {t_plot / rate / cores:10.3g} units a figure")
 
 
 if __name__ == "__main__":

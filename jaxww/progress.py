@@ -20,7 +20,8 @@ The estimated time left is the elapsed time times the work left over the work do
 work of every phase in the units of the spectra's, ``rf (N + M) M^2`` a layer (the host
 reports each matrix as it is done): the randomisation adds :data:`PERMUTE_WORK` an entry
 to it, a fit of ``n`` eigenvalues is :data:`FIT_WORK` ``n^2`` (and
-:data:`BOOTSTRAP_WORK` ``n^2`` a replica), a figure :data:`PLOT_WORK`: their costs
+:data:`BOOTSTRAP_WORK` ``n^2`` a replica), a figure :data:`PLOT_WORK`, each times the
+number of cores (the spectra spread over the cores, these run on one): their costs
 relative to the spectra, as measured on a 2-core CPU (``bench/progress.py``). A run whose
 phases cost otherwise on another machine sees its estimate corrected as they run.
 """
@@ -32,10 +33,10 @@ import threading
 import time
 from typing import Callable, NamedTuple, TextIO, Union
 
-#: Work, in units of the spectra's ``rf (N + M) M^2``, of permuting one entry
+#: Work, in units of the spectra's ``rf (N + M) M^2`` per core, of permuting one entry
 #: (``randomize``), of a fit and of a bootstrap replica per squared eigenvalue count, and
 #: of one figure (module docstring).
-PERMUTE_WORK, FIT_WORK, BOOTSTRAP_WORK, PLOT_WORK = 4000.0, 150.0, 80.0, 7e9
+PERMUTE_WORK, FIT_WORK, BOOTSTRAP_WORK, PLOT_WORK = 4500.0, 150.0, 50.0, 6e9
 
 #: Seconds between two redraws of a live bar when nothing else happens.
 TICK = 0.5

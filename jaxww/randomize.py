@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww import _host_eigh
 from jaxww import mp as _mp
 from jaxww import placement as _placement
 from jaxww import progress as _progress
@@ -107,8 +108,9 @@ def permuted_host(key, stack: np.ndarray) -> np.ndarray:
 
 def work(k) -> float:
     """The work of a layer's randomised spectrum in the units of the progress bar: its
-    spectrum's (:func:`jaxww.placement.cost`) and the permutation of its entries."""
-    return _placement.cost(k) + _progress.PERMUTE_WORK * k.rf * k.N * k.M
+    spectrum's (:func:`jaxww.placement.cost`) and the permutation of its entries (on one
+    core while the spectra use them all)."""
+    return _placement.cost(k) + _progress.PERMUTE_WORK * _host_eigh._workers() * k.rf * k.N * k.M
 
 
 def host_spectra(key, kerns, leaves, precision: str, budget: int, tracker) -> list:

@@ -407,7 +407,7 @@ def analyze(
         if plot:
             from jaxww import plots
             tracker.begin("plots")
-            plots.draw_all(report, savefig, done=lambda: tracker.advance(1, 0, _progress.PLOT_WORK))
+            plots.draw_all(report, savefig, done=lambda: tracker.advance(1, 0, _plot_work()))
         tracker.finish()
     return report
 
@@ -480,7 +480,7 @@ def _running(report_progress, kerns, leaves, opts, plot):
         nbytes += sum(_streaming.stored_bytes(leaves[j]) for j in {k.leaf for k in kerns})
     phases.append((_fit_stage(opts), len(kerns), sum(_fit_work(k, opts.bootstrap) for k in kerns)))
     if plot:
-        phases.append(("plots", len(kerns), len(kerns) * _progress.PLOT_WORK))
+        phases.append(("plots", len(kerns), len(kerns) * _plot_work()))
     with _progress.Tracker(report_progress, phases, nbytes) as tracker, \
             _host_eigh.reporting(tracker.add_work), _host_eigh.pool_ended_on_error():
         yield tracker
@@ -491,8 +491,14 @@ def _fit_stage(opts) -> str:
 
 
 def _fit_work(k, bootstrap: int = 0) -> float:
-    """The work of a layer's fit (and its ``bootstrap`` replicas) in the units of the progress bar."""
-    return (_progress.FIT_WORK + bootstrap * _progress.BOOTSTRAP_WORK) * k.num_evals ** 2
+    """The work of a layer's fit (and its ``bootstrap`` replicas) in the units of the
+    progress bar (on one core while the spectra use them all)."""
+    return (_progress.FIT_WORK + bootstrap * _progress.BOOTSTRAP_WORK) * _host_eigh._workers() * k.num_evals ** 2
+
+
+def _plot_work() -> float:
+    """The work of a figure in the units of the progress bar."""
+    return _progress.PLOT_WORK * _host_eigh._workers()
 
 
 def _spectra_of(kerns, leaves, devices, precision, budget, tracker):

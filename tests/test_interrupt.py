@@ -27,6 +27,8 @@ from jaxww import _host_eigh
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Seconds from the signal to the end of the process (or to the KeyboardInterrupt).
 BOUND = 5.0
+#: Half the layers of ``big``: a randomisation lasts as long as their spectra again.
+HALF = r"layer([0-9]|1[01])/"
 
 
 def _env():
@@ -83,14 +85,14 @@ class _Run:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("marker, flags", [("jaxww [", []), ("384.0 MiB/", ["--randomize"])])
+@pytest.mark.parametrize("marker, flags", [("jaxww [", []), ("192.0 MiB/", ["--randomize", "--layers", HALF])])
 def test_cli_ctrl_c_stops_at_once_with_130(big, marker, flags):
     """Ctrl-C mid-spectra (the whole model is one group: the old code ran the group's
     queued matrices to the end after printing ``interrupted``) and mid-randomisation (the
     old code could crash with a segmentation fault, the interpreter ending while a host
     callback still ran)."""
     run = _Run(["-m", "jaxww", "analyze", big, *flags])
-    run.wait_for(marker)   # the bar's first line; every weight read once: the randomisation next
+    run.wait_for(marker)   # the bar's first line; the weights read once: the randomisation next
     time.sleep(3.0)
     seconds = run.interrupt()
     assert run.proc.returncode == 130, run.lines[-10:]
@@ -108,7 +110,9 @@ def progress(event):   # SIGINT 2 s into the spectra, or into what follows them
         sent.append(None)
         threading.Timer(2.0, lambda: sent.append(time.monotonic()) or os.kill(os.getpid(), signal.SIGINT)).start()
 try:
-    jaxww.analyze(sys.argv[1], progress=progress, randomize=sys.argv[2] == "randomize", key=jax.random.key(0))
+    randomize = sys.argv[2] == "randomize"
+    jaxww.analyze(sys.argv[1], progress=progress, randomize=randomize, key=jax.random.key(0),
+                  layers=sys.argv[3] if randomize else None)
     print(json.dumps({"finished": True}))
 except KeyboardInterrupt:
     caught, alive = time.monotonic(), [t.name for t in threading.enumerate() if t.name.startswith("jaxww")]
@@ -125,7 +129,7 @@ def test_python_keyboard_interrupt_leaves_nothing_running(big, stage):
     the main thread): it raises within the bound, no jaxww thread is alive when it does,
     and the process uses no CPU in the second after (the old code's ``jaxww-lapack``
     threads went on for over a minute)."""
-    proc = subprocess.run([sys.executable, "-c", _PYTHON, big, stage], cwd=ROOT, env=_env(),
+    proc = subprocess.run([sys.executable, "-c", _PYTHON, big, stage, HALF], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
