@@ -135,10 +135,11 @@ def test_tracker_refuses_an_optimizer_at_once_and_still_tracks():
 
 
 # ------------------------------------------------------------------- optax transforms
+# min_evals=8: the 10-class head (10 eigenvalues) is one of the layers checked here.
 MAKERS = {
-    "add_alpha_regularization": lambda every: jaxww.add_alpha_regularization(1e-3, 3.0, every=every),
-    "scale_by_alpha": lambda every: jaxww.scale_by_alpha(every=every),
-    "add_alpha_decayed_weights": lambda every: jaxww.add_alpha_decayed_weights(1e-3, every=every),
+    "add_alpha_regularization": lambda every: jaxww.add_alpha_regularization(1e-3, 3.0, every=every, min_evals=8),
+    "scale_by_alpha": lambda every: jaxww.scale_by_alpha(every=every, min_evals=8),
+    "add_alpha_decayed_weights": lambda every: jaxww.add_alpha_decayed_weights(1e-3, every=every, min_evals=8),
 }
 
 
@@ -234,7 +235,7 @@ def test_updates_of_another_structure_name_the_first_differing_leaf(name):
 def test_nnx_optimizer_with_a_transform_passes_the_checks():
     """nnx.Optimizer hands ``nnx.State`` grads and params to ``update``: the same paths."""
     model = Net(nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.chain(jaxww.scale_by_alpha(every=1), optax.sgd(0.1)), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, optax.chain(jaxww.scale_by_alpha(every=1, min_evals=8), optax.sgd(0.1)), wrt=nnx.Param)
 
     @nnx.jit
     def step(model, optimizer, x):
