@@ -99,14 +99,6 @@ class Plan(NamedTuple):
             out[k.leaf] = out[k.leaf].at[tuple(at.get(a, 0) for a in range(len(shape)))].set(values[i])
         return out
 
-    def check_updates(self, updates):
-        """The flat leaves and treedef of ``updates``, which must match the params."""
-        leaves, treedef = jax.tree_util.tree_flatten(updates)
-        if len(leaves) != len(self.leaves):
-            raise ValueError(f"updates have {len(leaves)} leaves but params have {len(self.leaves)}: "
-                             "they must have the same tree structure")
-        return leaves, treedef
-
 
 def make_plan(params, mask: Mask = None, layouts: LayoutOverride = None, *, min_evals: int = MIN_EVALS,
               where: str = "jaxww") -> Plan:

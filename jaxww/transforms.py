@@ -460,7 +460,7 @@ def add_alpha_regularization(
         plan = make_plan(params, None, layouts, min_evals=min_evals, where=where)
         _check_layers(where, list(state.alpha), plan, [g.shape for g in state.grad])
         _check_updates(where, updates, params)
-        leaves, treedef = plan.check_updates(updates)
+        leaves, treedef = jax.tree_util.tree_flatten(updates)   # structure checked above
         held = (state.grad, jnp.stack(list(state.alpha.values())), jnp.stack(list(state.ok.values())))
 
         def refresh(_):
@@ -551,7 +551,7 @@ def _alpha_driven(name, every, tail, temperature, min_scale, max_scale, layouts,
         plan = make_plan(params, None, layouts, min_evals=min_evals, where=where)
         _check_layers(where, list(state.alpha), plan)
         _check_updates(where, updates, params)
-        leaves, treedef = plan.check_updates(updates)
+        leaves, treedef = jax.tree_util.tree_flatten(updates)   # structure checked above
         held = jnp.stack([state.alpha[n] for n in plan.names])
 
         def refresh(_):
