@@ -1,7 +1,7 @@
 """How much ``analyze`` moves across CPUs: run it on fixed matrices, compare the dumps.
 
     python bench/cross_cpu.py dump /tmp/xcpu-{profile}.json       # analyze, float32 and float64
-    ../shared/tools/other-cpu python bench/cross_cpu.py dump /tmp/xcpu-{profile}.json
+    tools/other-cpu python bench/cross_cpu.py dump /tmp/xcpu-{profile}.json
     python bench/cross_cpu.py compare /tmp/xcpu-*.json            # max relative difference per column
     python bench/cross_cpu.py dump-alone /tmp/alone.json          # each layer in a call of its own
 
