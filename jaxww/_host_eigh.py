@@ -22,8 +22,14 @@ A call stops between two matrices: an interrupt (``KeyboardInterrupt`` in the wa
 thread) cancels the matrices not started and returns once the cores have finished the
 ones they hold (no LAPACK call is cut), the pool's threads ended; a thread running its
 jobs itself (:func:`on_this_thread`) stops when its ``stop`` event is set.
-float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
-enabled only by a context manager (the callback runs on another thread).
+A host call inside a traced program is :func:`host_call`: on the CPU the callback reads
+and writes XLA's own buffers (no JAX inside it, so it cannot stall the devices of a
+multi-device program); elsewhere ``jax.pure_callback``, where float64 arrays cross as
+uint32 words (they would be cast to float32 when x64 is enabled only by a context
+manager: the callback runs on another thread).
+
+For the regularisers, :func:`eigh` (eigenpairs of symmetric matrices, LAPACK ``?syevd``
+on the host on the CPU, ``jnp.linalg.eigh`` elsewhere).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import threadpoolctl
+from jax.experimental.buffer_callback import buffer_callback
 from scipy.linalg import cython_lapack
 
 
@@ -200,18 +207,21 @@ def _query(dtype, name: str, *args) -> int:
     return max(int(work[0]), 1)
 
 
-def _call_syevd(a, w, work, iwork, lwork: int, liwork: int) -> int:
-    """Eigenvalues only (``jobz='N'``) of the C-contiguous symmetric ``a`` into ``w``; LAPACK's ``info``."""
+def _call_syevd(a, w, work, iwork, lwork: int, liwork: int, jobz: bytes = b"N") -> int:
+    """Eigenvalues (``jobz='N'``), or eigenpairs (``'V'``: the vectors overwrite ``a`` in
+    Fortran order, so ``a`` holds them as rows), of the C-contiguous symmetric ``a``, into
+    ``w``; LAPACK's ``info``."""
     n = a.shape[0]
-    return _lapack(a.dtype, "syevd", b"N", b"L", n, a, n, w, work, lwork, iwork, liwork)
+    return _lapack(a.dtype, "syevd", jobz, b"L", n, a, n, w, work, lwork, iwork, liwork)
 
 
 @functools.cache
-def _syevd_work(dtype, m: int) -> tuple:
+def _syevd_work(dtype, m: int, jobz: bytes = b"N") -> tuple:
     """The optimal ``(lwork, liwork)`` of ``?syevd`` of order ``m`` (LAPACK's own query)."""
     work, iwork = np.zeros(1, dtype), np.zeros(1, np.intc)
-    _call_syevd(np.zeros((m, m), dtype), np.zeros(m, dtype), work, iwork, -1, -1)
-    return max(int(work[0]), 2 * m + 1), max(int(iwork[0]), 1)
+    _call_syevd(np.zeros((m, m), dtype), np.zeros(m, dtype), work, iwork, -1, -1, jobz)
+    least = 2 * m + 1 if jobz == b"N" else 1 + 6 * m + 2 * m * m
+    return max(int(work[0]), least), max(int(iwork[0]), 1 if jobz == b"N" else 3 + 5 * m)
 
 
 def _tall_gram(V):
@@ -267,7 +277,61 @@ def _work(V) -> float:
     return float((n + m) * m * m)
 
 
-# float64 across a host callback: when x64 is on only through a context manager, the
+
+# --- host calls inside a traced program
+def host_call(fn, shapes, *args, vmap_method=None) -> tuple:
+    """``fn(*args)`` on the host, inside a traced program: NumPy arrays in, NumPy arrays of
+    ``shapes`` (``jax.ShapeDtypeStruct``) out, as a tuple of arrays.
+
+    On the CPU :func:`on_cpu`; elsewhere ``jax.pure_callback`` (the operands and results
+    copied between the device and the host; float64 crosses as uint32 words, see
+    :func:`words`). ``vmap_method`` as in ``jax.pure_callback``.
+    """
+    return jax.lax.platform_dependent(*args, cpu=lambda *a: on_cpu(fn, shapes, *a, vmap_method=vmap_method),
+                                      default=lambda *a: _pure_call(fn, shapes, a, vmap_method))
+
+
+def on_cpu(fn, shapes, *args, vmap_method=None) -> tuple:
+    """:func:`host_call` on a CPU device: ``fn`` reads the operands' buffers in place
+    (read-only NumPy views), its results are copied into XLA's, and nothing inside the
+    callback calls JAX (``jax.experimental.buffer_callback``).
+
+    Workaround (jax 0.10.2): ``jax.pure_callback`` ``device_put``s its operands onto a
+    CPU device inside the callback, and that copy waits for a thread of the CPU client's
+    pool. In a program on several CPU devices every thread of the pool (one per device
+    where there are more devices than cores) runs a device, the other devices waiting
+    in the rendezvous of a collective for the one in the callback, so the copy never
+    runs: the program hangs, then aborts ("Expected 8 threads to join the rendezvous,
+    but only 7 of them arrived"). In such a program a callback whose operands are
+    replicated runs on every device (each computes the same); :mod:`jaxww._mesh` splits
+    the work of params sharded over a mesh between the devices instead.
+    """
+    def callback(ctx, outs, *ins):
+        views = []
+        for b in ins:
+            view = np.asarray(b)
+            view.flags.writeable = False
+            views.append(view)
+        for out, r in zip(outs, fn(*views)):
+            np.asarray(out)[...] = r
+
+    return tuple(buffer_callback(callback, tuple(shapes), vmap_method=vmap_method)(*args))
+
+
+def _pure_call(fn, shapes, args, vmap_method) -> tuple:
+    """:func:`host_call` through ``jax.pure_callback``, float64 as words both ways."""
+    dtypes = [np.dtype(a.dtype) for a in args]
+
+    def host(*xs):
+        out = fn(*[np_unwords(x, dt) for x, dt in zip(xs, dtypes)])
+        return tuple(np_words(np.ascontiguousarray(r)) for r in out)
+
+    out = jax.pure_callback(host, tuple(shape_struct(s.shape, s.dtype) for s in shapes),
+                            *[words(a) for a in args], vmap_method=vmap_method)
+    return tuple(unwords(o, s.dtype) for o, s in zip(out, shapes))
+
+
+# float64 across jax.pure_callback: when x64 is on only through a context manager, the
 # callback (another thread) would see float64 arrays cast to float32, so they cross as
 # pairs of uint32 words. ``words``/``unwords`` on the JAX side, ``np_*`` on the host side.
 def words(x):
@@ -298,6 +362,63 @@ def shape_struct(shape, dtype):
     return jax.ShapeDtypeStruct(tuple(shape), dtype)
 
 
+# --- eigenpairs and eigenvalues of symmetric matrices (the regularisers, the mesh path)
+def eigh(X) -> tuple:
+    """``(lambda, V)`` of symmetric matrices ``(..., M, M)``: eigenvalues ascending,
+    eigenvectors as columns; traceable, without gradient (stop it on ``X``).
+
+    On the CPU LAPACK ``?syevd`` on the host (:func:`on_cpu`: never XLA's own LAPACK,
+    whose batched calls wait for tasks on the CPU client's pool, which hangs a program
+    on several CPU devices as :func:`on_cpu` describes), the matrices spread over the
+    cores; elsewhere ``jnp.linalg.eigh``. NaN for a matrix with NaN/Inf or where LAPACK
+    fails.
+    """
+    return jax.lax.platform_dependent(X, cpu=_eigh_cpu, default=lambda x: tuple(jnp.linalg.eigh(x)))
+
+
+def _eigh_cpu(X):
+    shapes = (jax.ShapeDtypeStruct(X.shape[:-1], X.dtype), jax.ShapeDtypeStruct(X.shape, X.dtype))
+    return on_cpu(functools.partial(_symmetric_host, vectors=True), shapes, X, vmap_method="broadcast_all")
+
+
+def eigvalsh_cpu(X):
+    """Ascending eigenvalues of symmetric matrices ``(..., M, M)`` on a CPU device: LAPACK
+    ``?syevd`` without vectors on the host (:func:`on_cpu`); NaN as :func:`eigh`."""
+    return on_cpu(functools.partial(_symmetric_host, vectors=False),
+                  (jax.ShapeDtypeStruct(X.shape[:-1], X.dtype),), X, vmap_method="broadcast_all")[0]
+
+
+def _symmetric_host(X, vectors: bool):
+    """Host side of :func:`eigh` (``vectors``) and :func:`eigvalsh_cpu`: one job per matrix
+    on the pool (:func:`_run`)."""
+    M = X.shape[-1]
+    flat = X.reshape(-1, M, M)
+    lam = np.full(flat.shape[:2], np.nan, X.dtype)
+    V = np.full(flat.shape, np.nan, X.dtype) if vectors else None
+    _run([functools.partial(_symmetric_one, flat[b], lam[b], V if V is None else V[b])
+          for b in range(flat.shape[0]) if np.isfinite(flat[b]).all()])
+    lam = lam.reshape(X.shape[:-1])
+    return (lam,) if V is None else (lam, V.reshape(X.shape))
+
+
+def _symmetric_one(X, lam, V):
+    """Eigenvalues of the symmetric ``X`` into ``lam`` and, unless ``V`` is None, its
+    eigenvectors into the columns of ``V`` (LAPACK ``?syevd`` on a copy); both left as
+    they are if LAPACK fails. A zero matrix (the padding of :mod:`jaxww._mesh`) costs nothing."""
+    M, dt, jobz = X.shape[0], X.dtype, b"N" if V is None else b"V"
+    if not X.any():
+        lam[:] = 0
+        if V is not None:
+            V[:] = np.eye(M, dtype=dt)
+        return
+    a, w = np.array(X, order="C"), np.empty(M, dt)   # LAPACK overwrites its matrix
+    lwork, liwork = _syevd_work(dt, M, jobz)
+    if _call_syevd(a, w, np.empty(lwork, dt), np.empty(liwork, np.intc), lwork, liwork, jobz) == 0:
+        lam[:] = w
+        if V is not None:
+            V[:] = a.T   # Fortran-order vectors: the rows of ``a``
+
+
 def _factor(W, lam, c, tau, d, e):
     """``W^T W = Q T Q^T`` (``?syrk``, ``?sytrd``) into ``c`` (the reflectors), ``tau``,
     ``d``, ``e``, and the eigenvalues of ``T`` (``?sterf``) into ``lam``, ascending; on a
@@ -318,11 +439,10 @@ def _sytrd_work(dtype, m: int) -> int:
                   np.zeros(m, dtype), np.zeros(m, dtype))
 
 
-def _eigvals_host(dtypes, *stacks):
+def _eigvals_host(*stacks):
     jobs, out = [], []
-    for dt, W in zip(dtypes, stacks):
-        W = np_unwords(W, dt)
-        lead, (N, M) = W.shape[:-2], W.shape[-2:]
+    for W in stacks:
+        lead, (N, M), dt = W.shape[:-2], W.shape[-2:], W.dtype
         flat = W.reshape(-1, N, M)
         res = [np.full((flat.shape[0], M), np.nan, dt), np.zeros((flat.shape[0], M, M), dt),
                np.zeros((flat.shape[0], max(M - 1, 1)), dt), np.zeros((flat.shape[0], M), dt),
@@ -331,7 +451,7 @@ def _eigvals_host(dtypes, *stacks):
                  for b in range(flat.shape[0]) if np.isfinite(flat[b]).all()]
         out += [r.reshape(lead + r.shape[1:]) for r in res]
     _run([fn for _, fn in sorted(jobs, key=lambda j: -j[0])])
-    return tuple(np_words(r) for r in out)
+    return out
 
 
 def eigvals_factored(stacks):
@@ -343,17 +463,15 @@ def eigvals_factored(stacks):
     Returns:
       ``[(lam, factors)]``: ``lam (..., M)`` ascending (NaN for a matrix with NaN/Inf
       or a LAPACK failure) and the ``?sytrd`` factorization that :func:`tail_gradient`
-      reuses. No gradient.
+      reuses. No gradient. One host call (:func:`host_call`).
     """
     stacks = [jax.lax.stop_gradient(W) for W in stacks]
-    dtypes = tuple(np.dtype(W.dtype) for W in stacks)
     shapes = []
-    for W, dt in zip(stacks, dtypes):
+    for W in stacks:
         lead, M = W.shape[:-2], W.shape[-1]
-        shapes += [shape_struct(lead + s, dt) for s in ((M,), (M, M), (max(M - 1, 1),), (M,), (max(M - 1, 1),))]
-    flat = jax.pure_callback(lambda *xs: _eigvals_host(dtypes, *xs), tuple(shapes),
-                             *[words(W) for W in stacks])
-    flat = [unwords(f, W.dtype) for f, W in zip(flat, [W for W in stacks for _ in range(5)])]
+        shapes += [jax.ShapeDtypeStruct(lead + s, W.dtype)
+                   for s in ((M,), (M, M), (max(M - 1, 1),), (M,), (max(M - 1, 1),))]
+    flat = host_call(_eigvals_host, shapes, *stacks)
     return [(flat[5 * i], tuple(flat[5 * i + 1: 5 * i + 5]) + (flat[5 * i],)) for i in range(len(stacks))]
 
 
@@ -386,19 +504,19 @@ def _tridiagonal_vectors(d, e, lam, lo, hi):
     return np.asfortranarray(eigh_tridiagonal(d, e, select="i", select_range=(lo, hi), lapack_driver="stemr")[1])
 
 
-def _tail_gradient_host(dtypes, *args):
-    n, jobs, out = len(dtypes), [], []
-    for i, dt in enumerate(dtypes):
-        arrays = [np_unwords(a, dt) for a in args[i::n]]      # W, g, c, tau, d, e, lam
-        lead, (N, M) = arrays[0].shape[:-2], arrays[0].shape[-2:]
+def _tail_gradient_host(*args):
+    n, jobs, out = len(args) // 7, [], []
+    for i in range(n):
+        arrays = args[i::n]      # W, g, c, tau, d, e, lam
+        lead, (N, M), dt = arrays[0].shape[:-2], arrays[0].shape[-2:], arrays[0].dtype
         flat = [a.reshape((-1,) + a.shape[len(lead):]) for a in arrays]
         res = np.zeros((flat[0].shape[0], N, M), dt)
         jobs += [(N * M * np.count_nonzero(flat[1][b]),
                   functools.partial(_tail_gradient_one, *(a[b] for a in flat), res[b]))
                  for b in range(res.shape[0]) if flat[1][b].any() and np.isfinite(flat[0][b]).all()]
-        out.append(np_words(res.reshape(lead + (N, M))))
+        out.append(res.reshape(lead + (N, M)))
     _run([fn for _, fn in sorted(jobs, key=lambda j: -j[0])])
-    return tuple(out)
+    return out
 
 
 def tail_gradient(stacks, dlam, factors):
@@ -407,7 +525,7 @@ def tail_gradient(stacks, dlam, factors):
     Only the eigenvectors of the index range where ``dlam != 0`` (the tail) are
     computed, from the factorization of :func:`eigvals_factored` (``?stein`` on the
     tridiagonal matrix, ``?ormtr`` back-transform), then two thin ``?gemm``. A matrix
-    with NaN/Inf gets zeros.
+    with NaN/Inf gets zeros. One host call (:func:`host_call`).
 
     Args:
       stacks: arrays ``(..., N, M)``, ``N >= M``.
@@ -419,12 +537,8 @@ def tail_gradient(stacks, dlam, factors):
     """
     stacks = [jax.lax.stop_gradient(W) for W in stacks]
     dlam = [jax.lax.stop_gradient(g).astype(W.dtype) for W, g in zip(stacks, dlam)]
-    dtypes = tuple(np.dtype(W.dtype) for W in stacks)
-    shapes = tuple(shape_struct(W.shape, dt) for W, dt in zip(stacks, dtypes))
     args = stacks + dlam + [f[j] for j in range(5) for f in factors]
-    out = jax.pure_callback(lambda *xs: _tail_gradient_host(dtypes, *xs), shapes,
-                            *[words(x) for x in args])
-    return [unwords(o, W.dtype) for o, W in zip(out, stacks)]
+    return list(host_call(_tail_gradient_host, [jax.ShapeDtypeStruct(W.shape, W.dtype) for W in stacks], *args))
 
 
 def svd(W):
@@ -442,13 +556,6 @@ def svd(W):
 
 
 def _svd_cpu(W):
-    dt, (a, b) = np.dtype(W.dtype), W.shape[-2:]
-    k, lead = min(a, b), W.shape[:-2]
-    shapes = [shape_struct(lead + s, dt) for s in ((a, k), (k,), (k, b))]
-
-    def host(x):
-        return tuple(np_words(np.ascontiguousarray(o)) for o in np.linalg.svd(np_unwords(x, dt), full_matrices=False))
-
-    return tuple(unwords(o, W.dtype) for o in jax.pure_callback(host, tuple(shapes), words(W),
-                                                                 vmap_method="broadcast_all"))
-
+    (a, b), k = W.shape[-2:], min(W.shape[-2:])
+    shapes = [jax.ShapeDtypeStruct(W.shape[:-2] + s, W.dtype) for s in ((a, k), (k,), (k, b))]
+    return on_cpu(lambda x: np.linalg.svd(x, full_matrices=False), shapes, W, vmap_method="broadcast_all")

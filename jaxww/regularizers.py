@@ -30,8 +30,9 @@ an ``int k``   the top ``k`` values                                          ind
 eigenvalues (``1 + (n_t - 1) / sum ln``); ``"fraction"`` and counts use the plain
 maximum-likelihood estimator ``1 + n_t / sum ln`` of the papers that use them.
 
-Eigenvalues and their gradient. ``W^T W = V diag(lambda) V^T`` is diagonalised with
-``jnp.linalg.eigh`` and the eigenvalues are re-evaluated as Rayleigh quotients
+Eigenvalues and their gradient. ``W^T W = V diag(lambda) V^T`` is diagonalised
+(:func:`jaxww._host_eigh.eigh`: LAPACK on the host on CPU devices, ``jnp.linalg.eigh``
+elsewhere; for weights sharded over a mesh see :mod:`jaxww._mesh`) and the eigenvalues are re-evaluated as Rayleigh quotients
 ``lambda_i = ||W v_i||^2`` with ``v_i`` held fixed (``stop_gradient``). This is the
 exact eigenvalue derivative ``d lambda_i / d W = 2 W v_i v_i^T`` (Hellmann-Feynman)
 without the ``1 / (lambda_i - lambda_j)`` terms of the ``eigh`` JVP, so repeated
@@ -64,7 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww import _tail
+from jaxww import _mesh, _tail
 from jaxww import powerlaw as _pl
 from jaxww._plan import Mask, as_float, make_plan, oriented
 from jaxww.defaults import MIN_EVALS, MIN_VERDICT_EVALS
@@ -125,14 +126,17 @@ def _gram_eigh(W):
     value is the eigenvalue, the gradient the exact eigenvalue gradient. A matrix with
     NaN/Inf is replaced by zeros (``finite`` False) so nothing non-finite reaches LAPACK
     or the gradient. Values below the numerical floor ``max(lambda) * N * eps`` are 0,
-    as in :func:`jaxww.eigenvalues`.
+    as in :func:`jaxww.eigenvalues`. Weights sharded over a mesh stay where they are:
+    the Gram matrix is summed over the devices and the eigendecompositions are split
+    between them (:mod:`jaxww._mesh`).
     """
     hi = jax.lax.Precision.HIGHEST
     finite = jnp.isfinite(W).all(axis=(-2, -1))
     W0 = jnp.where(finite[..., None, None], W, jnp.zeros((), W.dtype))
-    Ws = jax.lax.stop_gradient(W0)
-    X = jnp.einsum("...nm,...nk->...mk", Ws, Ws, precision=hi)
-    _, V = jnp.linalg.eigh(X)
+    mesh = _mesh.mesh_of(W0)
+    if mesh is not None:
+        W0 = _mesh.spread_rows(W0, mesh)
+    _, V = _mesh.eigh(_mesh.gram(jax.lax.stop_gradient(W0)))
     V = jax.lax.stop_gradient(V)
     Z = jnp.einsum("...nm,...mk->...nk", W0, V, precision=hi)
     lam = jnp.sum(Z * Z, axis=-2)
@@ -234,9 +238,15 @@ def _group_estimates(mats, spec, thresh, scale):
 def _tree_estimates(params, spec, mask, layouts, thresh, min_evals, where):
     """Per-kernel TailAlpha (concatenated in kernel order), pooled spectra and the plan."""
     plan = make_plan(params, mask, layouts, min_evals=min_evals, where=where)
-    out = [_group_estimates(W, spec, thresh, g.scale) for g, W in zip(plan.groups, plan.stacks())]
+    return (plan,) + plan_estimates(plan, plan.stacks(), spec, thresh)
+
+
+def plan_estimates(plan, stacks, spec, thresh):
+    """``(TailAlpha, largest pooled eigenvalue)`` per kernel (kernel order) of the plan's
+    group ``stacks`` (:meth:`jaxww._plan.Plan.stacks`); differentiable in ``stacks``."""
+    out = [_group_estimates(W, spec, thresh, g.scale) for g, W in zip(plan.groups, stacks)]
     est = jax.tree.map(lambda *a: plan.scatter(a), *[e for e, _ in out])
-    return plan, est, plan.scatter([t for _, t in out])
+    return est, plan.scatter([t for _, t in out])
 
 
 def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
@@ -466,13 +476,16 @@ def spectral_norm_penalty(params, *, reduce: str = "sum", mask: Mask = None, lay
     """
     check_choice(reduce, REDUCTIONS, "reduce")
     plan = make_plan(params, mask, layouts, where="spectral_norm_penalty")
-    tops = []
-    for g, W in zip(plan.groups, plan.stacks()):
-        lam, _, finite = _gram_eigh(W)
-        tops.append(jnp.where(finite.all(axis=-1), jnp.max(g.pooled(lam), axis=-1), jnp.nan))
-    top = plan.scatter(tops)
+    top = plan.scatter([_group_top(W, g.scale) for g, W in zip(plan.groups, plan.stacks())])
     ok = jnp.isfinite(top)
     per = jnp.where(ok, top, 0.0)
     value = reduce_layers(per, ok, reduce)
     nan = jnp.full_like(per, jnp.nan)
     return (value, _aux(plan, nan, per, ok)) if has_aux else value
+
+
+@functools.partial(jax.jit, static_argnames="scale")
+def _group_top(mats, scale):
+    """Largest pooled eigenvalue of each kernel of a ``(G, rf, N, M)`` group (NaN: non-finite)."""
+    lam, _, finite = _gram_eigh(mats)
+    return jnp.where(finite.all(axis=-1), jnp.max(lam.reshape(lam.shape[0], -1) * scale, axis=-1), jnp.nan)

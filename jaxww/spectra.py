@@ -73,21 +73,11 @@ def eigvals_ascending(*stacks):
 
 
 def _eigvals_cpu(*stacks):
-    """One host call for all stacks (:func:`jaxww._host_eigh.eigvals`), exact shapes.
-
-    float64 arrays cross as uint32 words: they would be cast to float32 when x64 is
-    enabled only by a context manager (the callback runs on another thread).
-    """
-    dtypes = [np.dtype(W.dtype) for W in stacks]
-
-    def host(*xs):
-        return tuple(_host_eigh.np_words(o) for o in _host_eigh.eigvals(
-            [_host_eigh.np_unwords(x, dt) for x, dt in zip(xs, dtypes)]))
-
-    out = [_host_eigh.shape_struct(W.shape[:-2] + (min(W.shape[-2:]),), dt) for W, dt in zip(stacks, dtypes)]
-    ev = jax.pure_callback(host, tuple(out), *[_host_eigh.words(W) for W in stacks],
-                           vmap_method="broadcast_all")
-    return [_host_eigh.unwords(e, W.dtype) for e, W in zip(ev, stacks)]
+    """One host call for all stacks (:func:`jaxww._host_eigh.eigvals`), exact shapes
+    (:func:`jaxww._host_eigh.on_cpu`: safe in a program on several CPU devices)."""
+    out = [jax.ShapeDtypeStruct(W.shape[:-2] + (min(W.shape[-2:]),), W.dtype) for W in stacks]
+    return list(_host_eigh.on_cpu(lambda *xs: _host_eigh.eigvals(list(xs)), out, *stacks,
+                                  vmap_method="broadcast_all"))
 
 
 def _eigvals_buckets(*stacks):

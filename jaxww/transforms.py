@@ -45,7 +45,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 import itertools
 from typing import Callable, NamedTuple, Union
 
@@ -54,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxww import _host_eigh, _tail
+from jaxww import _host_eigh, _mesh, _tail
 from jaxww import regularizers as _reg
 from jaxww._plan import Mask, make_plan
 from jaxww.defaults import MIN_VERDICT_EVALS
@@ -267,7 +266,8 @@ def _unless_swapped(where: str, count, sq_norms, update_leaves, plan, alpha):
     counted, and at least one must be.
 
     Under ``jit`` the values are traced: the ``ValueError`` is raised from the host, by a
-    ``jax.pure_callback`` whose result ``alpha`` depends on (so that it runs; a
+    host call (:func:`jaxww._host_eigh.host_call`, safe in a program on a mesh) whose
+    result ``alpha`` depends on (so that it runs; a
     ``jax.debug.callback``'s effect would take every call of the update off JAX's fast
     dispatch path: +0.5 ms a step, 0.65 -> 1.15 ms a held step of ``scale_by_alpha`` on a
     4x512 MLP, measured).
@@ -281,8 +281,9 @@ def _unless_swapped(where: str, count, sq_norms, update_leaves, plan, alpha):
         return jnp.all((jnp.abs(x - ref) <= 1e-2 * ref) | ~counted) & jnp.any(counted)
 
     swapped = (count == 0) & as_at_init(update_leaves) & ~as_at_init(plan.leaves)
-    checked = jax.pure_callback(functools.partial(_refuse_if, _SWAPPED.format(where)),
-                                jax.ShapeDtypeStruct((), jnp.bool_), swapped)
+    message = _SWAPPED.format(where)
+    (checked,) = _host_eigh.host_call(lambda flag: (_refuse_if(message, flag),),
+                                      (jax.ShapeDtypeStruct((), jnp.bool_),), swapped)
     return jnp.where(checked, alpha, jnp.nan)
 
 
@@ -299,13 +300,16 @@ def _refresh(spec, thresh, plan, penalty):
 
     All eigenvalues (one host call), the tail estimate and ``d alpha / d lambda`` in
     JAX, the penalty's weights ``d P / d alpha``, then ``sum_j w_j d lambda_j / dW`` from
-    the tail's eigenvectors only (a second host call).
+    the tail's eigenvectors only (a second host call). Params on a mesh of several
+    devices: :func:`_refresh_on_mesh`.
 
     Returns:
       ``(grads, alpha, ok)``: ``d P / dW`` per kernel leaf (in ``plan`` leaf order),
       and per kernel alpha and whether its term was applied.
     """
     mats, pullback = _stacks_and_pullback(plan)
+    if _mesh.mesh_of(*mats) is not None:
+        return _refresh_on_mesh(spec, thresh, plan, penalty, mats, pullback)
     fits = []
     for g, (lam, factors) in zip(plan.groups, _host_eigh.eigvals_factored(mats)):
         lam = numerical_floor(lam, g.N)
@@ -318,6 +322,24 @@ def _refresh(spec, thresh, plan, penalty):
     dlam = [f[2] * w[np.asarray(g.members)].astype(f[2].dtype)[:, None, None]
             for g, f in zip(plan.groups, fits)]
     grads = pullback(_host_eigh.tail_gradient(mats, dlam, [f[3] for f in fits]))
+    return tuple(grads.values()), jnp.where(ok, alpha, jnp.nan).astype(jnp.float32), ok
+
+
+def _refresh_on_mesh(spec, thresh, plan, penalty, mats, pullback):
+    """:func:`_refresh` of params on a mesh of several devices: ``jax.grad`` of the
+    penalty through :func:`jaxww.regularizers.plan_estimates`, i.e. the gradient of
+    :func:`jaxww.alpha_penalty`, which the host refresh equals. The Gram matrices are
+    summed over the devices and their eigendecompositions split between them; the
+    weights are never gathered (:mod:`jaxww._mesh`). Every eigenvector is computed (no
+    device solver computes only the tail's), about 2-3x the work of the eigenvalues.
+    """
+    def value(mats):
+        est, _ = _reg.plan_estimates(plan, mats, spec, thresh)
+        ok = est.status == _tail.FIT_OK
+        return penalty(est.alpha, ok), (est.alpha, ok)
+
+    grads, (alpha, ok) = jax.grad(value, has_aux=True)(mats)
+    grads = pullback(grads)
     return tuple(grads.values()), jnp.where(ok, alpha, jnp.nan).astype(jnp.float32), ok
 
 
@@ -500,9 +522,13 @@ class AlphaScaleState(NamedTuple):
 
 def _alpha_snapshot(plan, spec, thresh):
     """Per-kernel alpha (NaN where it cannot be fitted), from exact eigenvalues only
-    (:mod:`jaxww.spectra`'s path: LAPACK ``?syevd`` on the CPU, the device's elsewhere)."""
+    (:mod:`jaxww.spectra`'s path: LAPACK ``?syevd`` on the CPU, the device's elsewhere;
+    params on a mesh of several devices: the Gram matrices summed over the devices and
+    their eigenvalues split between them, :func:`jaxww._mesh.eigvals`)."""
     out, stacks = [], [jax.lax.stop_gradient(W.reshape((-1,) + W.shape[-2:])) for W in plan.stacks()]
-    for g, W, lam in zip(plan.groups, stacks, eigvals_ascending(*stacks)):
+    spectra = ([_mesh.eigvals(W) for W in stacks] if _mesh.mesh_of(*stacks) is not None
+               else eigvals_ascending(*stacks))
+    for g, W, lam in zip(plan.groups, stacks, spectra):
         lam = lam.reshape(W.shape[0] // g.rf, g.rf, g.M)
         est = _estimates(spec, thresh)(g.pooled(numerical_floor(lam, g.N)))
         out.append(jnp.where(est.status == _tail.FIT_OK, est.alpha, jnp.nan))
