@@ -99,10 +99,48 @@ def _eigvalsh(X):
                                        default=_eigvals_tridiagonal),)
 
 
+def by_chunks(fn, W):
+    """``fn(W)`` of a stack ``(..., N, M)``, ``fn`` mapping ``(B, N, M)`` to ``(B, ...)``; on a
+    mesh of ``D`` devices ``D`` matrices at a time (``lax.map``, each chunk recomputed in
+    a backward pass), so that a device holds the Gram-sized arrays of ``D`` matrices at
+    most, whatever the number of layers. Without a mesh, ``fn(W)``."""
+    mesh = mesh_of(W)
+    lead, core = W.shape[:-2], W.shape[-2:]
+    flat = W.reshape((-1,) + core)
+    count = flat.shape[0]
+    if mesh is None or count <= mesh.size:
+        out = fn(flat)
+    else:
+        whole = count - count % mesh.size
+        out = jax.lax.map(jax.checkpoint(fn), flat[:whole].reshape((-1, mesh.size) + core))
+        out = out.reshape((whole,) + out.shape[2:])
+        if whole < count:
+            out = jnp.concatenate([out, fn(flat[whole:])])
+    return out.reshape(lead + out.shape[1:])
+
+
+def rayleigh(W):
+    """Ascending eigenvalues of ``W^T W`` for a stack ``(..., N, M)``, ``N >= M``, of finite
+    matrices, as Rayleigh quotients ``||W v_i||^2`` with the eigenvectors ``v_i`` held fixed:
+    the value is the eigenvalue, the gradient the exact eigenvalue gradient
+    ``2 W v_i v_i^T``. On a mesh the weights stay where they are (module docstring), a
+    chunk of matrices at a time (:func:`by_chunks`)."""
+    mesh = mesh_of(W)
+    if mesh is not None:
+        W = spread_rows(W, mesh)
+    return by_chunks(_rayleigh, W)
+
+
+def _rayleigh(W):
+    _, V = eigh(gram(jax.lax.stop_gradient(W)))
+    Z = jnp.einsum("...nm,...mk->...nk", W, jax.lax.stop_gradient(V), precision=jax.lax.Precision.HIGHEST)
+    return jnp.sum(Z * Z, axis=-2)
+
+
 def eigvals(W):
     """Ascending eigenvalues of the Gram matrix of every matrix of a stack ``(..., N, M)``,
     ``N >= M``, computed on the mesh (module docstring); NaN for a matrix with NaN/Inf."""
     finite = jnp.isfinite(W).all(axis=(-2, -1))
-    X = gram(jnp.where(finite[..., None, None], W, jnp.zeros((), W.dtype)))
-    (lam,) = over_batch(_eigvalsh, X)
+    W = jnp.where(finite[..., None, None], W, jnp.zeros((), W.dtype))
+    lam = by_chunks(lambda w: over_batch(_eigvalsh, gram(w))[0], W)
     return jnp.where(finite[..., None], lam, jnp.nan)
