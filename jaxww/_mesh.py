@@ -24,19 +24,24 @@ Which arrays take this path: those placed on a mesh of several devices, sharded 
 replicated (their abstract mesh, ``jax.typeof(x).sharding.mesh``, as in a jitted
 training step). Arrays that are not (an uncommitted array that ``jit`` replicates
 next to a sharded batch) take the one-device path, which on CPU devices every device
-then computes (:func:`jaxww._host_eigh.on_cpu`).
+then computes (:func:`jaxww._host_eigh.on_cpu`). :func:`jaxww.analyze` computes the
+spectra of a ``jax.Array`` placed on several devices here too (:func:`kernel_spectrum`):
+only its eigenvalues leave the devices.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from jaxww import _host_eigh
-from jaxww.spectra import _eigvals_tridiagonal
+from jaxww._plan import oriented
+from jaxww.spectra import _eigvals_tridiagonal, numerical_floor
 
 
 def mesh_of(*arrays):
@@ -144,3 +149,24 @@ def eigvals(W):
     W = jnp.where(finite[..., None, None], W, jnp.zeros((), W.dtype))
     lam = by_chunks(lambda w: over_batch(_eigvalsh, gram(w))[0], W)
     return jnp.where(finite[..., None], lam, jnp.nan)
+
+
+def on_mesh(leaf) -> bool:
+    """Whether ``leaf`` is a ``jax.Array`` placed on several devices (sharded or replicated)."""
+    return isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1
+
+
+def kernel_spectrum(kernel, leaf, precision: str) -> np.ndarray:
+    """The descending spectrum ``(rf, M)`` of ``kernel`` read from ``leaf``, a ``jax.Array``
+    on several devices, computed where it is (:func:`eigvals`); the numbers of
+    :func:`jaxww.host_spectra`, as a host array. Under ``jax.distributed`` every process
+    calls it (one program over the devices of every process)."""
+    spec = dataclasses.replace(kernel, name="", leaf=0)   # one program per kernel structure
+    return np.asarray(_kernel_spectrum(leaf, spec, precision).addressable_data(0))
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "precision"))
+def _kernel_spectrum(leaf, spec, precision):
+    W = oriented(spec.matrices(leaf)).astype(precision)
+    lam = numerical_floor(eigvals(W)[:, ::-1], W.shape[-2])
+    return jax.lax.with_sharding_constraint(lam, NamedSharding(mesh_of(leaf), PartitionSpec()))

@@ -102,6 +102,18 @@ def test_transforms_in_a_jitted_step_on_sharded_params(spec):
         _close(res["one"]["params"], res["sharded"]["params"], VALUES, name)
 
 
+@pytest.mark.parametrize("spec", ["rows", "cols"])
+def test_analyze_and_tracker_compute_sharded_params_where_they_are(spec):
+    """analyze and a Tracker of sharded params: the rows of the same params on one device,
+    computed on the mesh (the path that reads a whole leaf into one place refuses them)."""
+    out = _run("analyze", spec, 512, 256, 3)
+    for rows in (out["sharded"], out["tracker"]):
+        for a, b in zip(out["one"], rows, strict=True):
+            exact = ("name", "status", "matrix_rank", "reason")
+            assert {c: a[c] for c in exact} == {c: b[c] for c in exact}
+            _close({c: a[c] for c in a if c not in exact}, {c: b[c] for c in b if c not in exact}, VALUES, a["name"])
+
+
 @pytest.mark.slow
 def test_the_reported_case():
     """Issue 24 as reported: four 1024 x 512 kernels FSDP-sharded over 8 devices,
@@ -114,7 +126,8 @@ def test_the_reported_case():
 @pytest.mark.slow
 def test_regulariser_under_jax_distributed():
     """Two jax.distributed processes of two CPU devices each: params FSDP-sharded over the
-    four devices train with add_alpha_regularization, with the alphas of one device."""
+    four devices train with add_alpha_regularization, with the alphas of one device; then
+    tree_alpha and analyze of the trained params agree too."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -124,3 +137,4 @@ def test_regulariser_under_jax_distributed():
         assert out["processes"] == 2 and out["devices"] == 4
         _close(out["one"]["alpha"], out["sharded"]["alpha"], VALUES)
         _close(out["one"]["tree_alpha"], out["sharded"]["tree_alpha"], VALUES)
+        _close(out["one"]["analyze"], out["sharded"]["analyze"], VALUES)
