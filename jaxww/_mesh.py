@@ -24,19 +24,24 @@ Which arrays take this path: those placed on a mesh of several devices, sharded 
 replicated (their abstract mesh, ``jax.typeof(x).sharding.mesh``, as in a jitted
 training step). Arrays that are not (an uncommitted array that ``jit`` replicates
 next to a sharded batch) take the one-device path, which on CPU devices every device
-then computes (:func:`jaxww._host_eigh.on_cpu`).
+then computes (:func:`jaxww._host_eigh.on_cpu`). :func:`jaxww.analyze` computes the
+spectra of a ``jax.Array`` placed on several devices here too (:func:`kernel_spectrum`):
+only its eigenvalues leave the devices.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from jaxww import _host_eigh
-from jaxww.spectra import _eigvals_tridiagonal
+from jaxww._plan import oriented
+from jaxww.spectra import _eigvals_tridiagonal, numerical_floor
 
 
 def mesh_of(*arrays):
@@ -99,10 +104,69 @@ def _eigvalsh(X):
                                        default=_eigvals_tridiagonal),)
 
 
+def by_chunks(fn, W):
+    """``fn(W)`` of a stack ``(..., N, M)``, ``fn`` mapping ``(B, N, M)`` to ``(B, ...)``; on a
+    mesh of ``D`` devices ``D`` matrices at a time (``lax.map``, each chunk recomputed in
+    a backward pass), so that a device holds the Gram-sized arrays of ``D`` matrices at
+    most, whatever the number of layers. Without a mesh, ``fn(W)``."""
+    mesh = mesh_of(W)
+    lead, core = W.shape[:-2], W.shape[-2:]
+    flat = W.reshape((-1,) + core)
+    count = flat.shape[0]
+    if mesh is None or count <= mesh.size:
+        out = fn(flat)
+    else:
+        whole = count - count % mesh.size
+        out = jax.lax.map(jax.checkpoint(fn), flat[:whole].reshape((-1, mesh.size) + core))
+        out = out.reshape((whole,) + out.shape[2:])
+        if whole < count:
+            out = jnp.concatenate([out, fn(flat[whole:])])
+    return out.reshape(lead + out.shape[1:])
+
+
+def rayleigh(W):
+    """Ascending eigenvalues of ``W^T W`` for a stack ``(..., N, M)``, ``N >= M``, of finite
+    matrices, as Rayleigh quotients ``||W v_i||^2`` with the eigenvectors ``v_i`` held fixed:
+    the value is the eigenvalue, the gradient the exact eigenvalue gradient
+    ``2 W v_i v_i^T``. On a mesh the weights stay where they are (module docstring), a
+    chunk of matrices at a time (:func:`by_chunks`)."""
+    mesh = mesh_of(W)
+    if mesh is not None:
+        W = spread_rows(W, mesh)
+    return by_chunks(_rayleigh, W)
+
+
+def _rayleigh(W):
+    _, V = eigh(gram(jax.lax.stop_gradient(W)))
+    Z = jnp.einsum("...nm,...mk->...nk", W, jax.lax.stop_gradient(V), precision=jax.lax.Precision.HIGHEST)
+    return jnp.sum(Z * Z, axis=-2)
+
+
 def eigvals(W):
     """Ascending eigenvalues of the Gram matrix of every matrix of a stack ``(..., N, M)``,
     ``N >= M``, computed on the mesh (module docstring); NaN for a matrix with NaN/Inf."""
     finite = jnp.isfinite(W).all(axis=(-2, -1))
-    X = gram(jnp.where(finite[..., None, None], W, jnp.zeros((), W.dtype)))
-    (lam,) = over_batch(_eigvalsh, X)
+    W = jnp.where(finite[..., None, None], W, jnp.zeros((), W.dtype))
+    lam = by_chunks(lambda w: over_batch(_eigvalsh, gram(w))[0], W)
     return jnp.where(finite[..., None], lam, jnp.nan)
+
+
+def on_mesh(leaf) -> bool:
+    """Whether ``leaf`` is a ``jax.Array`` placed on several devices (sharded or replicated)."""
+    return isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1
+
+
+def kernel_spectrum(kernel, leaf, precision: str) -> np.ndarray:
+    """The descending spectrum ``(rf, M)`` of ``kernel`` read from ``leaf``, a ``jax.Array``
+    on several devices, computed where it is (:func:`eigvals`); the numbers of
+    :func:`jaxww.host_spectra`, as a host array. Under ``jax.distributed`` every process
+    calls it (one program over the devices of every process)."""
+    spec = dataclasses.replace(kernel, name="", leaf=0)   # one program per kernel structure
+    return np.asarray(_kernel_spectrum(leaf, spec, precision).addressable_data(0))
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "precision"))
+def _kernel_spectrum(leaf, spec, precision):
+    W = oriented(spec.matrices(leaf)).astype(precision)
+    lam = numerical_floor(eigvals(W)[:, ::-1], W.shape[-2])
+    return jax.lax.with_sharding_constraint(lam, NamedSharding(mesh_of(leaf), PartitionSpec()))

@@ -119,29 +119,19 @@ def _tail_alpha_batch(flat, spec, thresh):
 
 
 # --------------------------------------------------------------------- eigenvalues
-def _gram_eigh(W):
-    """``(lambda, V, finite)`` of a batch ``(..., N, M)``, ``N >= M``; lambda ascending.
+def _gram_eigvals(W):
+    """``(lambda, finite)`` of a batch ``(..., N, M)``, ``N >= M``; lambda ascending.
 
-    ``lambda_i = ||W v_i||^2`` with the eigenvectors ``V`` of ``W^T W`` held fixed: the
-    value is the eigenvalue, the gradient the exact eigenvalue gradient. A matrix with
-    NaN/Inf is replaced by zeros (``finite`` False) so nothing non-finite reaches LAPACK
-    or the gradient. Values below the numerical floor ``max(lambda) * N * eps`` are 0,
-    as in :func:`jaxww.eigenvalues`. Weights sharded over a mesh stay where they are:
-    the Gram matrix is summed over the devices and the eigendecompositions are split
-    between them (:mod:`jaxww._mesh`).
+    ``lambda_i = ||W v_i||^2`` with the eigenvectors ``v_i`` of ``W^T W`` held fixed
+    (:func:`jaxww._mesh.rayleigh`): the value is the eigenvalue, the gradient the exact
+    eigenvalue gradient. A matrix with NaN/Inf is replaced by zeros (``finite`` False)
+    so nothing non-finite reaches LAPACK or the gradient. Values below the numerical
+    floor ``max(lambda) * N * eps`` are 0, as in :func:`jaxww.eigenvalues`. Weights
+    sharded over a mesh stay where they are (:mod:`jaxww._mesh`).
     """
-    hi = jax.lax.Precision.HIGHEST
     finite = jnp.isfinite(W).all(axis=(-2, -1))
-    W0 = jnp.where(finite[..., None, None], W, jnp.zeros((), W.dtype))
-    mesh = _mesh.mesh_of(W0)
-    if mesh is not None:
-        W0 = _mesh.spread_rows(W0, mesh)
-    _, V = _mesh.eigh(_mesh.gram(jax.lax.stop_gradient(W0)))
-    V = jax.lax.stop_gradient(V)
-    Z = jnp.einsum("...nm,...mk->...nk", W0, V, precision=hi)
-    lam = jnp.sum(Z * Z, axis=-2)
-    lam = numerical_floor(lam, W.shape[-2])
-    return lam, V, finite
+    lam = _mesh.rayleigh(jnp.where(finite[..., None, None], W, jnp.zeros((), W.dtype)))
+    return numerical_floor(lam, W.shape[-2]), finite
 
 
 def spectrum(W) -> jax.Array:
@@ -176,7 +166,7 @@ def spectrum(W) -> jax.Array:
 
 @jax.jit
 def _spectrum_jit(W):
-    lam, _, finite = _gram_eigh(oriented(W))
+    lam, finite = _gram_eigvals(oriented(W))
     lam = jnp.sort(lam, axis=-1)[..., ::-1]
     return jnp.where(finite[..., None], lam, jnp.nan)
 
@@ -215,7 +205,7 @@ def alpha(W, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPE
 
 @functools.partial(jax.jit, static_argnames=("spec", "thresh"))
 def _alpha_jit(W, spec, thresh):
-    lam, _, finite = _gram_eigh(oriented(W))
+    lam, finite = _gram_eigvals(oriented(W))
     lam = jnp.where(finite[..., None], lam, jnp.nan)
     flat = lam.reshape(-1, lam.shape[-1])
     out = jax.vmap(lambda e: estimate(e, spec, thresh))(flat).alpha
@@ -226,7 +216,7 @@ def _alpha_jit(W, spec, thresh):
 @functools.partial(jax.jit, static_argnames=("spec", "thresh", "scale"))
 def _group_estimates(mats, spec, thresh, scale):
     """TailAlpha and largest pooled eigenvalue of a ``(G, rf, N, M)`` group (NaN: non-finite)."""
-    lam, _, finite = _gram_eigh(mats)
+    lam, finite = _gram_eigvals(mats)
     pooled = lam.reshape(lam.shape[0], -1) * scale
     fin = finite.all(axis=-1)
     pooled = jnp.where(fin[:, None], pooled, jnp.nan)
@@ -487,5 +477,5 @@ def spectral_norm_penalty(params, *, reduce: str = "sum", mask: Mask = None, lay
 @functools.partial(jax.jit, static_argnames="scale")
 def _group_top(mats, scale):
     """Largest pooled eigenvalue of each kernel of a ``(G, rf, N, M)`` group (NaN: non-finite)."""
-    lam, _, finite = _gram_eigh(mats)
+    lam, finite = _gram_eigvals(mats)
     return jnp.where(finite.all(axis=-1), jnp.max(lam.reshape(lam.shape[0], -1) * scale, axis=-1), jnp.nan)

@@ -17,6 +17,7 @@ from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading.layers import LayerSelection, read_layers
 from jaxww.reading import kernels as _kernels
 from jaxww import _host_eigh
+from jaxww import _mesh
 from jaxww import metrics as _metrics
 from jaxww import options as _options
 from jaxww import placement as _placement
@@ -505,7 +506,11 @@ def _spectra_of(kerns, leaves, devices, precision, budget, tracker):
     """Every kernel's descending spectrum ``(rf, M)`` (host arrays, kernel order) and the
     ``{index: (bytes needed, budget)}`` of those computed alone: this process's share of
     the kernels split over its devices, read and computed a group at a time
-    (:mod:`jaxww.streaming`), then gathered from every process (:mod:`jaxww.placement`)."""
+    (:mod:`jaxww.streaming`), then gathered from every process (:mod:`jaxww.placement`).
+    Kernels of arrays placed on several devices first (:func:`_placed_spectra`)."""
+    placed = [i for i, k in enumerate(kerns) if _mesh.on_mesh(leaves[k.leaf])]
+    if placed:
+        return _placed_spectra(placed, kerns, leaves, devices, precision, budget, tracker)
     share = _placement.host_share(kerns)
     mine = [kerns[i] for i in share]
     evals: list = [None] * len(kerns)
@@ -518,6 +523,28 @@ def _spectra_of(kerns, leaves, devices, precision, budget, tracker):
             evals[i] = e
         needs.update({idx[i]: v for i, v in need.items()})
     return _placement.gather(kerns, share, evals, needs, precision)
+
+
+def _placed_spectra(placed, kerns, leaves, devices, precision, budget, tracker):
+    """:func:`_spectra_of` when the kernels ``placed`` are read from ``jax.Array``s on several
+    devices (params sharded over a mesh): those are computed where they are, by every
+    process, and only their eigenvalues leave the devices (:func:`jaxww._mesh.kernel_spectrum`);
+    the others as usual."""
+    evals: list = [None] * len(kerns)
+    needs: dict = {}
+    rest = [i for i in range(len(kerns)) if i not in set(placed)]
+    seen: set = set()
+    for i in placed:
+        evals[i] = _mesh.kernel_spectrum(kerns[i], leaves[kerns[i].leaf], precision)
+        new = kerns[i].leaf not in seen
+        seen.add(kerns[i].leaf)
+        tracker.advance(1, _streaming.stored_bytes(leaves[kerns[i].leaf]) if new else 0, _placement.cost(kerns[i]))
+    if rest:
+        sub, sub_needs = _spectra_of([kerns[i] for i in rest], leaves, devices, precision, budget, tracker)
+        for i, ev in zip(rest, sub):
+            evals[i] = ev
+        needs = {rest[j]: v for j, v in sub_needs.items()}
+    return evals, needs
 
 
 def _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key, budget, tracker) -> list:

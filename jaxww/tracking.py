@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww import _host_eigh
+from jaxww import _host_eigh, _mesh
 from jaxww import report as _report
 from jaxww.reading import layers as _layers
 
@@ -410,10 +410,14 @@ def _copy_arrays(xs: list) -> list:
 
 def _analyze(params, options) -> tuple:
     """The background work: ``(report.rows, report.summary, report.columns)`` of
-    ``jaxww.analyze(jax.device_get(params))`` (the wait for the step's copy is the worker's)."""
+    ``jaxww.analyze`` of the params brought to the host (the wait for the step's copy is
+    the worker's), except the arrays placed on several devices (params sharded over a
+    mesh): those are analysed where they are, only their eigenvalues leave the devices
+    (:func:`jaxww._mesh.kernel_spectrum`, on the devices and their threads)."""
+    params = jax.tree.map(lambda x: x if _mesh.on_mesh(x) else jax.device_get(x), params)
     # the LAPACK work at this worker's (idle) priority, stopped by its tracker
     with _host_eigh.on_this_thread(getattr(_WORKER, "stop", None)):
-        report = _report.analyze(jax.device_get(params), **options)
+        report = _report.analyze(params, **options)
     return list(report.rows), report.summary, tuple(report.columns)
 
 

@@ -131,9 +131,34 @@ def reported(spec, N, M, count):
     return out
 
 
+def analyze(spec, N, M, count):
+    """analyze and a Tracker (one tracked step) of sharded params (plus a replicated 2-D
+    convolution), and analyze of the same params on one device. The streaming path,
+    which reads a whole leaf into one place, must not see a sharded leaf: it raises."""
+    from jaxww import streaming
+
+    def refuse(kerns, leaves, *args, **kwargs):
+        raise AssertionError(f"streamed (gathered) instead of computed on the mesh: {[k.name for k in kerns]}")
+
+    params = make_params(N, M, count)
+    params["conv"] = {"kernel": (np.random.default_rng(1).standard_t(3.0, (3, 3, 16, 32)) / 12).astype(np.float32)}
+    cols = ("name", "status", "alpha", "D", "xmin", "log_norm", "stable_rank", "matrix_rank", "reason")
+    out = {"one": [{c: r[c] for c in cols} for r in jaxww.analyze(placed(params, None)).rows]}
+    compute, streaming.compute = streaming.compute, refuse
+    try:
+        out["sharded"] = [{c: r[c] for c in cols} for r in jaxww.analyze(placed(params, spec)).rows]
+        with jaxww.Tracker(every=1) as tracker:
+            tracker.update(0, placed(params, spec))
+        out["tracker"] = [{c: r[c] for c in cols} for r in tracker.history.rows]
+    finally:
+        streaming.compute = compute
+    return out
+
+
 def distributed(spec, N=256, M=128, count=2):
-    """One of two processes of ``jax.distributed`` (two CPU devices each): the regulariser
-    on params sharded over the four devices, and on this process's first device."""
+    """One of two processes of ``jax.distributed`` (two CPU devices each): the regulariser,
+    then tree_alpha and analyze, on params sharded over the four devices, and on this
+    process's first device."""
     out = {"processes": jax.process_count(), "devices": len(jax.devices())}
     for where in (None, spec):
         params = make_params(N, M, count)
@@ -141,7 +166,9 @@ def distributed(spec, N=256, M=128, count=2):
                   else placed(params, where))
         opt = optax.chain(jaxww.add_alpha_regularization(1e-2, target=2.0, every=2), optax.adam(1e-3))
         alphas, params = train(opt, params, 3)
-        out["sharded" if where else "one"] = host({"alpha": alphas, "tree_alpha": jax.jit(jaxww.tree_alpha)(params)})
+        out["sharded" if where else "one"] = host({
+            "alpha": alphas, "tree_alpha": jax.jit(jaxww.tree_alpha)(params),
+            "analyze": {r["name"]: r["alpha"] for r in jaxww.analyze(params).rows}})
     return out
 
 
@@ -155,5 +182,5 @@ if __name__ == "__main__":
     import jaxww
 
     cases = {"regularizers": regularizers, "transforms": transforms, "reported": reported,
-             "distributed": distributed}
+             "analyze": analyze, "distributed": distributed}
     print(json.dumps(cases[case](spec, *[int(a) for a in rest])))
