@@ -155,6 +155,27 @@ def analyze(spec, N, M, count):
     return out
 
 
+def lowering(spec, N, M, count):
+    """The custom calls of tree_alpha, a penalty's gradient and the two kinds of refresh on
+    sharded params, lowered for CPU, CUDA and TPU (from this CPU-only host)."""
+    params = placed(make_params(N, M, count), spec)
+    reg = optax.chain(jaxww.add_alpha_regularization(1e-3, 3.0, every=1), optax.adam(1e-3))
+    tb = optax.chain(optax.scale_by_adam(), jaxww.scale_by_alpha(every=1), optax.scale(-1e-3))
+    reg_state, tb_state = reg.init(params), tb.init(params)
+    fns = {"tree_alpha": jaxww.tree_alpha,
+           "alpha_penalty/grad": jax.grad(lambda p: jaxww.alpha_penalty(p, 3.0)),
+           "add_alpha_regularization": lambda p: reg.update(p, reg_state, p),
+           "scale_by_alpha": lambda p: tb.update(p, tb_state, p)}
+    out = {}
+    for name, f in fns.items():
+        for platform in ("cpu", "cuda", "tpu"):
+            text = jax.jit(f).trace(params).lower(lowering_platforms=(platform,)).as_text()
+            calls = set(re.findall(r"custom_call @(\w+)", text)) | set(re.findall(r'call_target_name = "(\w+)"', text))
+            out[f"{name}/{platform}"] = sorted(c for c in calls if c not in ("Sharding", "SPMDFullToShardShape",
+                                                                             "SPMDShardToFullShape"))
+    return out
+
+
 def distributed(spec, N=256, M=128, count=2):
     """One of two processes of ``jax.distributed`` (two CPU devices each): the regulariser,
     then tree_alpha and analyze, on params sharded over the four devices, and on this
@@ -182,5 +203,5 @@ if __name__ == "__main__":
     import jaxww
 
     cases = {"regularizers": regularizers, "transforms": transforms, "reported": reported,
-             "analyze": analyze, "distributed": distributed}
+             "analyze": analyze, "lowering": lowering, "distributed": distributed}
     print(json.dumps(cases[case](spec, *[int(a) for a in rest])))

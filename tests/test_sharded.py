@@ -114,6 +114,20 @@ def test_analyze_and_tracker_compute_sharded_params_where_they_are(spec):
             _close({c: a[c] for c in a if c not in exact}, {c: b[c] for c in b if c not in exact}, VALUES, a["name"])
 
 
+def test_device_solvers_on_gpu_and_tpu_host_lapack_on_cpu():
+    """Lowered from this host for each platform, sharded params: on CPU devices the host
+    LAPACK callback that reads XLA's buffers (no XLA LAPACK, whose batched calls hang a
+    multi-device CPU program); on CUDA and TPU the devices' own solvers and no callback."""
+    out = _run("lowering", "rows", 256, 128, 2)
+    for name, calls in out.items():
+        platform = name.rsplit("/", 1)[1]
+        if platform == "cpu":
+            assert calls == ["xla_buffer_python_cpu_callback"], name
+        else:
+            assert calls and not any("callback" in c for c in calls), (name, calls)
+            assert all(c.startswith("cusolver") for c in calls) if platform == "cuda" else calls == ["Eigh"], (name, calls)
+
+
 @pytest.mark.slow
 def test_the_reported_case():
     """Issue 24 as reported: four 1024 x 512 kernels FSDP-sharded over 8 devices,
