@@ -33,7 +33,8 @@ updates swapped: every weight-matrix leaf of ``updates`` has the norm ``init`` r
 values, checked at the refresh: it is raised from the host and surfaces as a
 ``JaxRuntimeError`` ending with the ``ValueError`` (jax 0.10.2; under ``jit`` or not), from
 the call or from the first use of its results. Params replaced after ``init`` (loaded weights) match neither
-side, and a state restored at ``count > 0`` is not checked: no error.
+side, and a state restored at ``count > 0`` is not checked: no error. The swap is checked
+on CPU devices only: on a GPU or TPU the host call would take the refresh off the device.
 
 References:
   Y. Zhou, T. Pang, K. Liu, C. H. Martin, M. W. Mahoney, Y. Yang, "Temperature
@@ -266,11 +267,11 @@ def _unless_swapped(where: str, count, sq_norms, update_leaves, plan, alpha):
     counted, and at least one must be.
 
     Under ``jit`` the values are traced: the ``ValueError`` is raised from the host, by a
-    host call (:func:`jaxww._host_eigh.host_call`, safe in a program on a mesh) whose
-    result ``alpha`` depends on (so that it runs; a
-    ``jax.debug.callback``'s effect would take every call of the update off JAX's fast
-    dispatch path: +0.5 ms a step, 0.65 -> 1.15 ms a held step of ``scale_by_alpha`` on a
-    4x512 MLP, measured).
+    host call (:func:`jaxww._host_eigh.on_cpu`, safe in a program on a mesh) whose result
+    ``alpha`` depends on, so that it runs (a ``jax.debug.callback``'s effect would take
+    every call of the update off JAX's fast dispatch path: +0.5 ms a step, 0.65 -> 1.15 ms
+    a held step of ``scale_by_alpha`` on a 4x512 MLP, measured). On CPU devices only: on a
+    GPU or TPU a host call would take the refresh off the device, and the check is not made.
     """
     positions = _kernel_leaves(plan)
     ref = jnp.stack(sq_norms)
@@ -282,8 +283,12 @@ def _unless_swapped(where: str, count, sq_norms, update_leaves, plan, alpha):
 
     swapped = (count == 0) & as_at_init(update_leaves) & ~as_at_init(plan.leaves)
     message = _SWAPPED.format(where)
-    (checked,) = _host_eigh.host_call(lambda flag: (_refuse_if(message, flag),),
-                                      (jax.ShapeDtypeStruct((), jnp.bool_),), swapped)
+
+    def check(flag):
+        return _host_eigh.on_cpu(lambda f: (_refuse_if(message, f),), (jax.ShapeDtypeStruct((), jnp.bool_),), flag)[0]
+
+    # On accelerators no host call enters the step (the refresh stays on the device): not checked there.
+    checked = jax.lax.platform_dependent(swapped, cpu=check, default=lambda flag: jnp.asarray(True))
     return jnp.where(checked, alpha, jnp.nan)
 
 
