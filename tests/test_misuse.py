@@ -164,6 +164,7 @@ def quiet_jax_callback_log(caplog):
 SWAPPED = "the first update got the params as `updates`"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [1, 5])
 @pytest.mark.parametrize("name", list(MAKERS))
 def test_swapped_params_and_updates_raise(name, every):

@@ -100,6 +100,7 @@ def _hint(report, name) -> dict:
     return eval(re.search(r"layouts=(\{[^}]*\})", reason).group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_module_state_checkpoint_and_tracker_read_one_set_of_rows(kind, tmp_path):
     ocp = pytest.importorskip("orbax.checkpoint")
@@ -188,6 +189,7 @@ def test_a_3d_kernel_is_a_convolution_only_where_something_says_so():
     assert jaxww.infer_layout("encoder/Dense_0/kernel", w.shape) == "stacked_dense"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["trunk", "cnn"])
 def test_tree_alpha_and_the_transforms_read_the_modules_rows(kind):
     """``tree_alpha`` and the transforms see a tree (the state); with the module's layouts
@@ -218,6 +220,7 @@ class MnistCNN(nnx.Module):
         self.linear2 = nnx.Linear(256, 10, rngs=rngs)
 
 
+@pytest.mark.slow
 def test_training_acts_on_the_layers_analyze_judges():
     """The transforms and penalties act only where analyze can give a verdict (>= 32
     eigenvalues): not on the 10-class head (10) nor on conv1 (9); ``tree_alpha`` has

@@ -109,6 +109,7 @@ def test_notebook_redraw_pads_over_the_longer_line(monkeypatch):
     assert len(last.rstrip("\n")) == len(first) and re.search(r"done {10,}$", last.rstrip("\n"))
 
 
+@pytest.mark.slow
 def test_elapsed_ticks_and_the_ticker_stops_on_an_interrupt():
     """On a terminal the bar is redrawn at least once a second with the elapsed time, the
     estimate from the work done within a group; an interrupt stops the ticker and ends
