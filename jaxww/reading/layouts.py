@@ -230,6 +230,17 @@ def _ambiguous_kernel(name: str, shape: tuple) -> Ambiguous:
         "layouts=jaxww.model_layouts(module) reads it as the module does", layout_reading("dense", 2))
 
 
+def _one_channel_kernel(name: str, shape: tuple) -> Skip:
+    """A Flax convolution kernel of one input channel, ``(3, 3, 1, 64)``: depthwise, or a
+    convolution of a one-channel input; a tree does not say which."""
+    exact = exact_pattern(name)
+    return Skip(f"{shape} kernel of one input channel per group: a depthwise convolution "
+                "(feature_group_count = its channels: per-channel filters, not weight matrices) "
+                "or a convolution of one input channel; nothing in the tree says which. Pass "
+                f"layouts={{{exact!r}: 'conv'}} for a convolution; from a live nnx.Module, "
+                "layouts=jaxww.model_layouts(module) reads it as the module does")
+
+
 def name_rule(name: str, shape: tuple):
     """``(reading, stacked)`` from the leaf's name and shape, a :class:`Skip` or an
     :class:`Ambiguous`.
@@ -278,12 +289,7 @@ def name_rule(name: str, shape: tuple):
     elif last == "kernel" and ndim == 3 and not _CONV_HINT.search(module):
         return _ambiguous_kernel(name, shape)
     elif last == "kernel" and ndim <= 5 and shape[-2] == 1:
-        exact = exact_pattern(name)
-        return Skip(f"{shape} kernel of one input channel per group: a depthwise convolution "
-                    "(feature_group_count = its channels: per-channel filters, not weight matrices) "
-                    "or a convolution of one input channel; nothing in the tree says which. Pass "
-                    f"layouts={{{exact!r}: 'conv'}} for a convolution; from a live nnx.Module, "
-                    "layouts=jaxww.model_layouts(module) reads it as the module does")
+        return _one_channel_kernel(name, shape)
     elif last == "kernel" and ndim <= 5:
         base, stacked = "conv", False
     elif last == "weight" and ndim <= 5:
