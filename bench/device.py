@@ -70,7 +70,7 @@ Sections, in order:
 
 ``--dry-run``: every section at a tiny size (one block of width 64) with ``JAX_PLATFORMS=cpu``;
 the CPU stands in for the accelerator through ``JAXWW_DEVICE_PATH=1``, the code an
-accelerator runs (docs/scale.md). The suite runs it (tests/test_device_bench.py).
+accelerator runs (docs/scale.md). The suite runs it (tests/integration/test_device_bench.py).
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ class Section:
         import jax
 
         if self.args.dry_run:
-            from jaxww import placement
+            from jaxww.linalg import placement
             assert placement.DEVICE_PATH, "the dry run's accelerator sections run with JAXWW_DEVICE_PATH=1"
             return jax.devices("cpu")[0]
         acc = [d for d in jax.devices() if d.platform != "cpu"]
@@ -307,7 +307,7 @@ def section_env(s: Section) -> None:
     ww = importlib.util.find_spec("weightwatcher")
     s.emit("weightwatcher", "ok" if ww else "skipped", version=_version("weightwatcher") or "missing",
            path=os.path.dirname(ww.origin) if ww else "")
-    from jaxww.streaming import available_memory
+    from jaxww.analysis.streaming import available_memory
     s.emit("host", cores=os.cpu_count(), memory_gib=round((available_memory() or 0) / 2**30, 1),
            work_fs=_file_system(s.work))
     if s.args.dry_run:

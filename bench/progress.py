@@ -2,7 +2,7 @@
 
     python bench/progress.py
 
-``jaxww.progress`` counts the work of every phase in the units of the spectra,
+``jaxww.analysis.progress`` counts the work of every phase in the units of the spectra,
 ``rf (N + M) M^2`` a layer, so that one elapsed-time rate gives the estimate. This times,
 warm (best of 3), on one tree (8 Student-t layers of 1024 x 512): the spectra, the
 randomised spectra, the host fit, a bootstrap of 50 replicas and the figures, and prints
@@ -21,7 +21,17 @@ import time
 import jax
 import numpy as np
 
-from jaxww import _host_eigh, placement, plots, powerlaw, randomize, spectra
+from jaxww.linalg import host as _host_eigh
+
+from jaxww.linalg import placement
+
+from jaxww.report import plots
+
+from jaxww.fit import powerlaw
+
+from jaxww.analysis import randomize
+
+from jaxww.linalg import spectra
 import jaxww
 
 
@@ -47,7 +57,7 @@ def main():
     rng = np.random.default_rng(0)
     params = {f"l{i}": {"kernel": (rng.standard_t(3, (1024, 512)) / 32).astype(np.float32)} for i in range(8)}
     rep = jaxww.analyze(params)
-    kerns = rep._kerns
+    kerns = rep.kernels
     units = sum(map(placement.cost, kerns))
     mats = [params[f"l{i}"]["kernel"][None] for i in range(8)]
     rate = best(lambda: spectra.host_spectra(mats)) / units            # seconds per unit

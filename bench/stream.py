@@ -92,7 +92,8 @@ def write_checkpoint(folder: str, cfg: dict, seed: int = 0) -> int:
 
 _CHILD = """
 import resource, sys, time
-from jaxww import cli, progress
+from jaxww import cli
+from jaxww.analysis import progress
 spent, calls, bar = [0.0], [0], progress.TextBar.__call__
 def timed(self, event):   # the time the progress bar itself takes
     t = time.perf_counter(); bar(self, event); spent[0] += time.perf_counter() - t; calls[0] += 1

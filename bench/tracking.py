@@ -59,7 +59,8 @@ import numpy as np
 import optax
 
 import jaxww
-from jaxww import _host_eigh, tracking
+from jaxww.linalg import host as _host_eigh
+from jaxww.training import tracking
 from train_step import MLP   # the step-time bench's MLP (bench/ is on sys.path when run)
 
 

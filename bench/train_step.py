@@ -51,7 +51,7 @@ import optax
 import threadpoolctl
 
 import jaxww
-from jaxww import _host_eigh
+from jaxww.linalg import host as _host_eigh
 
 
 class MLP(nn.Module):

@@ -16,7 +16,7 @@ one matrix of ``M`` eigenvalues gets the other verdict, by ``M``:
 Matrices are ``Q M x M`` with ``Q`` = 1 and 4 (weightwatcher's ``Q = N / M``), fitted
 exactly as ``jaxww.analyze`` does (``jaxww.fit_power_law`` of the eigenvalues of
 ``W^T W``). The table prints, per ``M``, the share of false verdicts and the 5-95%
-range of alpha. ``jaxww.metrics.MIN_VERDICT_EVALS`` is the smallest ``M`` whose false
+range of alpha. ``jaxww.fit.metrics.MIN_VERDICT_EVALS`` is the smallest ``M`` whose false
 verdicts stay at or below 5% for both laws and both ``Q`` (docs/conventions.md, section 8).
 """
 

@@ -15,43 +15,46 @@ __version__ = "0.1.0"
 
 #: Where each public name lives.
 _EXPORTS = {
-    "jaxww._tail": ('FIT_DEGENERATE', 'FIT_NONFINITE', 'FIT_OK', 'FIT_REASONS', 'FIT_TOO_FEW'),
-    "jaxww.bootstrap": ('PowerLawTest', 'bootstrap_power_law'),
-    "jaxww.compare": ('Comparison', 'compare_distributions'),
-    "jaxww.description": ('Description', 'describe', 'get_esd'),
-    "jaxww.diff": ('ModelDiff', 'diff_models'),
-    "jaxww.fingers": ('FingerFit', 'fit_fingers'),
+    "jaxww.fit.tail": ('FIT_DEGENERATE', 'FIT_NONFINITE', 'FIT_OK', 'FIT_REASONS', 'FIT_TOO_FEW'),
+    "jaxww.fit.bootstrap": ('PowerLawTest', 'bootstrap_power_law'),
+    "jaxww.fit.distributions": ('Comparison', 'compare_distributions'),
+    "jaxww.analysis.describe": ('Description', 'describe', 'get_esd'),
+    "jaxww.analysis.diff": ('ModelDiff', 'diff_models'),
+    "jaxww.fit.fingers": ('FingerFit', 'fit_fingers'),
     "jaxww.reading.checkpoints": ('CheckpointError', 'LazyTensor', 'load_params', 'open_checkpoint'),
     "jaxww.reading.kernels": ('Kernel', 'LAYOUTS', 'Reading', 'Skipped', 'find_kernels', 'flatten_params', 'infer_layout', 'model_layouts'),
-    "jaxww.metrics": ('SpectralMetrics', 'spectral_metrics', 'warning'),
-    "jaxww.powerlaw": ('PowerLawFit',),
-    "jaxww.fit": ('fit_power_law',),
-    "jaxww.progress": ('ProgressEvent',),
-    "jaxww.regularizers": ('LayerPenalties', 'TailAlpha', 'TailSpec', 'alpha', 'alpha_penalty', 'spectral_norm_penalty', 'spectrum', 'tail_alpha', 'tail_spec', 'tree_alpha', 'weighted_alpha_penalty'),
-    "jaxww.report": ('COLUMNS', 'Report', 'SUMMARY_METRICS', 'analyze'),
-    "jaxww.smoothing": ('smooth',),
-    "jaxww.spectra": ('batched_spectra', 'eigenvalues'),
-    "jaxww.tracking": ('History', 'Tracker', 'TrackingError', 'from_checkpoints', 'plot_history'),
-    "jaxww.tpl": ('TPLFit', 'fit_truncated_power_law'),
-    "jaxww.transforms": ('AlphaRegularizationState', 'AlphaScaleState', 'add_alpha_decayed_weights', 'add_alpha_regularization', 'scale_by_alpha'),
+    "jaxww.fit.metrics": ('SpectralMetrics', 'spectral_metrics', 'warning'),
+    "jaxww.fit.powerlaw": ('PowerLawFit',),
+    "jaxww.fit.entry": ('fit_power_law',),
+    "jaxww.analysis.progress": ('ProgressEvent',),
+    "jaxww.training.penalties": ('LayerPenalties', 'TailAlpha', 'TailSpec', 'alpha', 'alpha_penalty', 'spectral_norm_penalty', 'spectrum', 'tail_alpha', 'tail_spec', 'tree_alpha', 'weighted_alpha_penalty'),
+    "jaxww.analysis.analyze": ('analyze',),
+    "jaxww.report.report": ('COLUMNS', 'Report', 'SUMMARY_METRICS'),
+    "jaxww.analysis.smoothing": ('smooth',),
+    "jaxww.linalg.spectra": ('batched_spectra', 'eigenvalues'),
+    "jaxww.training.tracking": ('History', 'Tracker', 'TrackingError', 'from_checkpoints', 'plot_history'),
+    "jaxww.fit.tpl": ('TPLFit', 'fit_truncated_power_law'),
+    "jaxww.training.transforms": ('AlphaRegularizationState', 'AlphaScaleState', 'add_alpha_decayed_weights', 'add_alpha_regularization', 'scale_by_alpha'),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_WHERE)
 
 
+#: The stage folders, public subpackages (``jaxww.fit.tail``, ...); no other module is an
+#: attribute of the package.
+_SUBPACKAGES = ("analysis", "fit", "linalg", "reading", "report", "training")
+
+
 def __getattr__(name: str):
-    """A public name (imported from its module on first use) or a submodule."""
+    """A public name (imported from its module on first use) or a stage subpackage."""
     if name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name]), name)
         globals()[name] = value
         return value
-    try:
+    if name in _SUBPACKAGES:
         return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"{__name__}.{name}":
-            raise
-        raise AttributeError(f"module 'jaxww' has no attribute {name!r}") from None
+    raise AttributeError(f"module 'jaxww' has no attribute {name!r}")
 
 
 def __dir__():

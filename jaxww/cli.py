@@ -81,7 +81,7 @@ def _layout(value: str) -> str:
 
 
 def _budget(text: str) -> int:
-    from jaxww.streaming import parse_budget
+    from jaxww.analysis.streaming import parse_budget
 
     try:
         return parse_budget(text)
@@ -171,7 +171,7 @@ def _render(report, args, options: dict) -> str:
                              checkpoint=getattr(args, "checkpoint", "demo"))
         return json.dumps(doc, indent=1) + "\n"
     if args.format == "csv":
-        from jaxww import export
+        from jaxww.report import export
         return export.csv_text(report.rows, report.columns)
     return _table(report)
 
@@ -192,7 +192,7 @@ def _table(report) -> str:
 
 
 def _describe(args) -> int:
-    from jaxww.description import describe
+    from jaxww.analysis.describe import describe
 
     d = describe(args.checkpoint, **_selection(args))
     for r in d.rows:
@@ -206,7 +206,7 @@ def _analyze(args) -> int:
     _check_outputs(args)
     import jax
 
-    from jaxww.report import analyze
+    from jaxww.analysis.analyze import analyze
 
     _persistent_cache(jax)
     params = args.checkpoint    # analyze plans from the headers and streams the tensors

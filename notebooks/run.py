@@ -8,7 +8,7 @@ This script executes notebooks with nbclient (``pip install ".[all]"`` installs 
 ``SIZE`` set by a cell injected after that one (as papermill does), each in a fresh
 temporary directory (nothing is written next to the notebooks), and writes the executed
 copies, outputs and figures included, to ``--out``. The test suite runs every notebook
-through :func:`execute` at the small size (``tests/test_notebooks.py``).
+through :func:`execute` at the small size (``tests/integration/test_notebooks.py``).
 
 Run::
 

@@ -129,7 +129,7 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
     :func:`jaxww.load_params` when ``base`` or ``lora`` combine tensors.
 
     ``concrete=False`` lets traced params through: training's plan
-    (:func:`jaxww._plan.make_plan`, under ``jax.jit``) reads their names and shapes only.
+    (:func:`jaxww.training.plan.make_plan`, under ``jax.jit``) reads their names and shapes only.
 
     Returns:
       :class:`Layers`.

@@ -1,0 +1,51 @@
+"""``jaxww.fit_power_law``: the exact power-law scan (:mod:`jaxww.fit.powerlaw`), with its
+goodness-of-fit test on request (:mod:`jaxww.fit.bootstrap`)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxww.fit import bootstrap as _bootstrap
+from jaxww.fit import powerlaw as _pl
+
+
+def fit_power_law(evals, *, xmin_max=None, thresh=_pl.EVALS_THRESH, bootstrap: int = 0, key=None):
+    """Fit a power law ``p(x) ~ x**-alpha`` to the tail of each spectrum in ``evals``.
+
+    The exact Clauset-Shalizi-Newman scan: every kept eigenvalue but the largest is a
+    candidate ``xmin``; each gets its maximum-likelihood exponent and KS distance; the
+    candidate with the smallest distance wins (the first on a tie). Values ``<= thresh``
+    and non-finite values are left out, so zero padding is harmless.
+
+    Args:
+      evals: eigenvalues, shape ``(..., n)``, any order. Leading axes are a batch of
+        independent spectra fitted in one vectorised call.
+      xmin_max: only candidates ``xmin <= xmin_max`` are considered (None: all).
+      thresh: eigenvalues at or below this are dropped before the fit.
+      bootstrap: number of replicas of the Clauset-Shalizi-Newman goodness-of-fit
+        test (0: none); see :func:`jaxww.bootstrap_power_law`.
+      key: ``jax.random`` key of the replicas (required with ``bootstrap``).
+
+    Returns:
+      A :class:`PowerLawFit` whose fields have shape ``evals.shape[:-1]``. A failed
+      fit has ``status != FIT_OK`` and NaN in the float fields. With ``bootstrap``, a
+      :class:`jaxww.PowerLawTest`: this fit (``.fit``; its fields also read directly,
+      ``.alpha``) with ``p_value``, ``alpha_ci_low`` and ``alpha_ci_high``.
+
+    Example:
+      >>> import numpy as np, jaxww
+      >>> x = (1 - np.random.default_rng(0).random(2000)) ** (-1 / 2.5)  # Pareto, alpha=3.5
+      >>> round(float(jaxww.fit_power_law(x).alpha), 1)
+      3.5
+
+    References:
+      A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in
+      empirical data", SIAM Review 51 (2009).
+    """
+    if _bootstrap.check_bootstrap(bootstrap, key):
+        return _bootstrap.bootstrap_power_law(evals, bootstrap=bootstrap, key=key,
+                                              xmin_max=xmin_max, thresh=thresh)
+    evals = _pl.as_spectra(evals, "fit_power_law")
+    bound = np.inf if xmin_max is None else float(xmin_max)
+    return _pl.fit_jitted(evals, jnp.asarray(bound, evals.dtype), float(thresh))

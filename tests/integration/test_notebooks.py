@@ -1,0 +1,64 @@
+"""The notebooks run, at their small size, as a user would run them (``notebooks/run.py``).
+
+Each is executed by nbclient in a fresh kernel and a temporary directory, importing the
+``jaxww`` of this source tree. Also checked on the stored files: the ``SIZE`` knob comes
+first, no outputs are stored (figures are outputs of a run, never tracked files, so a
+stale figure or number cannot be committed), and the text states no measured number (a
+decimal fraction outside code): the code prints those, from the same run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("notebooks_run", ROOT / "notebooks" / "run.py")
+run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run)
+
+nbformat = pytest.importorskip("nbformat")
+NOTEBOOKS = run.notebooks()
+EXPECTED = ["01_quickstart", "02_alpha_in_training", "03_scale", "04_htsr_phenomena"]
+
+
+def _read(path):
+    return nbformat.read(str(path), as_version=4)
+
+
+def test_the_four_notebooks_are_there():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_notebook_is_clean(path):
+    nb = _read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = code[0]
+    assert "parameters" in first.metadata.get("tags", ()), "the first code cell is the SIZE knob"
+    assert re.match(r'SIZE = "small"', first.source), first.source
+    assert run.parameters_cell(nb) == nb.cells.index(first)
+    for cell in code:
+        assert cell.outputs == [] and cell.execution_count is None, f"stored outputs in: {cell.source[:60]!r}"
+        assert "sys.path" not in cell.source, "a notebook imports the installed jaxww, nothing by path"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            prose = re.sub(r"`[^`]*`|\$[^$]*\$|```.*?```", "", cell.source, flags=re.S)
+            assert not re.search(r"\d\.\d", prose), f"a measured number in the text: {cell.source[:200]!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_at_small_size(path):
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    before = sorted(p.name for p in path.parent.iterdir())
+    nb, seconds = run.execute(path, "small", pythonpath=ROOT)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure shown"
+    assert sorted(p.name for p in path.parent.iterdir()) == before, "the notebook wrote next to itself"
+    print(f"{path.stem}: {seconds:.1f} s")

@@ -1,0 +1,146 @@
+"""What a notebook shows of a report (short repr, ``_repr_html_``), ``print(report)``,
+``report.save`` and figures that are drawn once."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import jaxww
+from jaxww.report import html as display
+from jaxww.report import plots
+
+
+def _mixed():
+    """A fitted layer named with ``<``, a NaN layer, a warned (Gaussian) layer, a bias and
+    an embedding over ``max_N``."""
+    rng = np.random.default_rng(0)
+    nan = np.eye(64, dtype=np.float32)
+    nan[0, 0] = np.nan
+    return {"a<b": {"kernel": rng.standard_normal((128, 64)).astype(np.float32)},
+            "nan": {"kernel": nan},
+            "gauss": {"kernel": rng.standard_normal((512, 512)).astype(np.float32)},
+            "bias": np.zeros(5, np.float32),
+            "embed": {"embedding": np.ones((60000, 16), np.float32)}}
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    rep = jaxww.analyze(_mixed(), min_evals=4)
+    assert [r["status"] for r in rep.rows] == ["success", "failed", "success"]
+    assert rep.rows[2]["warning"] and len(rep.limited) == 1 and len(rep.skipped_rows) == 2
+    return rep
+
+
+def test_repr_is_short_for_twelve_big_layers():
+    rng = np.random.default_rng(1)
+    params = {f"l{i}": {"kernel": rng.standard_normal((512, 512)).astype(np.float32)} for i in range(12)}
+    rep = jaxww.analyze(params)
+    assert len(repr(rep)) < 500 and "12 layers" in repr(rep)
+    html = rep._repr_html_()
+    assert html.count("<tr") == 13 and len(html) < 20000
+
+
+def test_html_has_summary_rows_marks_skipped_and_limits(mixed):
+    html = mixed._repr_html_()
+    assert "3 layers analysed (2 successful fits)" in html and "alpha_weighted" in html
+    assert html.count("<tbody>") == 2           # the layers, then the folded skipped leaves
+    layer_rows = html.split("</tbody>")[0].count("<tr")
+    assert layer_rows == 1 + 3                  # header + one per layer
+    assert '<tr class="failed"' in html and "weights contain NaN or Inf" in html
+    assert '<tr class="warning"' in html and "under-trained" in html
+    assert "2 leaves skipped" in html and "left out by size limits" in html
+    assert "a&lt;b/kernel" in html and "a<b" not in html
+
+
+def test_print_names_failures_with_reasons_and_warnings(mixed):
+    text = str(mixed)
+    assert "3 layers analysed (2 successful fits)" in text
+    assert "1 failed:\n  nan/kernel: weights contain NaN or Inf" in text
+    assert "1 with warnings:\n  gauss/kernel: under-trained" in text
+    assert mixed.problems_text(limit=0).endswith("  ... and 1 more")
+
+
+def test_save_csv_json_html_round_trip(mixed, tmp_path):
+    mixed.save(tmp_path / "r.json")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["jaxww_version"] == jaxww.__version__ and doc["options"] == {"min_evals": 4}
+    assert [r["name"] for r in doc["rows"]] == [r["name"] for r in mixed.rows]
+    assert doc["rows"][1]["alpha"] is None and doc["summary"]["alpha"] == pytest.approx(mixed.summary["alpha"])
+    assert {s["name"] for s in doc["skipped"]} == {s.name for s in mixed.skipped_rows}
+    assert doc["limited"] == list(mixed.limited)
+    mixed.save(tmp_path / "r.csv")
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0] == ",".join(mixed.columns) and len(lines) == 4 and '"(128, 64)"' in lines[1]
+    assert mixed.save(str(tmp_path / "r.html")) == str(tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and mixed._repr_html_() in page
+    with pytest.raises(ValueError, match=r"\.csv, \.json, \.html"):
+        mixed.save(tmp_path / "r.txt")
+
+
+def test_csv_matches_pandas(mixed):
+    pd = pytest.importorskip("pandas")
+    import io
+
+    from jaxww.report import export
+
+    back = pd.read_csv(io.StringIO(export.csv_text(mixed.rows, mixed.columns)))
+    np.testing.assert_allclose(back["alpha"], mixed.details["alpha"])
+    assert list(back["name"]) == list(mixed.details["name"])
+
+
+def test_options_record_non_defaults_that_json_holds():
+    import jax
+
+    params = {"w": np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)}
+    rep = jaxww.analyze(params, min_evals=4, layers=lambda n: True, mp_fit=True, base=params,
+                        devices=jax.local_devices(), progress=False)
+    assert rep.options == {"min_evals": 4, "mp_fit": True, "base": True}
+    assert jaxww.analyze(params).options == {}
+
+
+def test_description_and_diff_reprs_are_short_with_html():
+    params = _mixed()
+    d = jaxww.describe(params, min_evals=4)
+    assert repr(d) == "<jaxww.Description: 3 layers to analyse, 2 leaves skipped>"
+    assert "a&lt;b/kernel" in d._repr_html_() and d._repr_html_().count("<tbody>") == 2
+    b = dict(params, gauss={"kernel": 2 * params["gauss"]["kernel"]})
+    diff = jaxww.diff_models(params, b, min_evals=4)
+    assert len(repr(diff)) < 200 and "1 failed" in repr(diff), repr(diff)
+    html = diff._repr_html_()
+    assert "overlap_left" in html and "alpha_delta" in html and '<tr class="failed"' in html
+    assert html.split("</tbody>")[0].count("<tr") == 1 + len(diff.rows)
+
+
+def test_figures_are_closed_and_shown_once(mixed, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    fig = mixed.plot_esd("a<b/kernel")
+    mixed.plot_alphas()
+    assert plt.get_fignums() == []
+    fig.savefig(tmp_path / "still.png")         # a closed figure is still a figure
+    monkeypatch.chdir(tmp_path)
+    w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    assert not plots.in_notebook()
+    jaxww.analyze({"w": w}, min_evals=4, plot=True)
+    assert os.listdir(tmp_path / "ww-img") == ["layer0_w.png"] and plt.get_fignums() == []
+
+
+def test_in_a_notebook_plot_shows_and_saves_only_with_savefig(mixed, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib")
+    pytest.importorskip("IPython")
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    monkeypatch.setattr(plots, "in_notebook", lambda: True)
+    monkeypatch.chdir(tmp_path)
+    assert plots.draw_all(mixed) == [] and len(shown) == 3 and not os.path.exists("ww-img")
+    assert len(plots.draw_all(mixed, "figs")) == 3 and len(shown) == 6
+    assert display.counts(["a", "b", "a"]) == "2 a, 1 b"
