@@ -41,6 +41,7 @@ import numpy as np
 from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.linalg import host as _host_eigh
 from jaxww.reading import kernels as _kernels
+from jaxww.reading import params as _params
 from jaxww.reading.layers import LayerSelection, check_concrete
 from jaxww.analysis import analyze as _report
 from jaxww.linalg import spectra as _spectra
@@ -99,7 +100,7 @@ def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str
     _warn(report.rows, ks, METHODS[method])
     kerns = [k for k, n in zip(report.kernels, ks) if n is not None]
     counts = np.asarray([n for n in ks if n is not None], np.int32)
-    _, leaves, treedef = _kernels.flatten_params(params)
+    _, leaves, treedef = _params.flatten_params(params)
     if kerns:
         used = list(dict.fromkeys(k.leaf for k in kerns))
         specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
@@ -113,7 +114,7 @@ def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str
 
 def _in_order_of(template, tree):
     """``tree`` with its dicts' keys in ``template``'s order (``tree_unflatten`` sorts them),
-    so the smoothed params keep the model's order (:func:`jaxww.reading.kernels.model_order`)."""
+    so the smoothed params keep the model's order (:func:`jaxww.reading.params.model_order`)."""
     if isinstance(template, dict) and isinstance(tree, dict) and template.keys() == tree.keys():
         return {k: _in_order_of(template[k], tree[k]) for k in template}
     return tree

@@ -25,11 +25,13 @@ leading batch axes. :func:`candidates` (``jax.lax.map`` over chunks) and
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxww.typing import Tail
 
 #: Eigenvalues at or below this value are left out of the fit (reference: EVALS_THRESH).
 EVALS_THRESH = 1e-5
@@ -57,8 +59,6 @@ ALPHA_MAX = 1000.0
 DEFAULT_TEMPERATURE = 0.01
 #: Candidate rows x eigenvalues evaluated at once in the training-time KS scan.
 _CHUNK_ELEMENTS = 1 << 22
-
-Tail = Union[str, int, float]
 
 
 def take_at(xp, a, i):

@@ -48,7 +48,7 @@ import re
 
 import jax.numpy as jnp
 
-from jaxww.reading import kernels as _kernels
+from jaxww.reading import params as _params
 from jaxww.reading.layouts import Skip
 
 #: The values of ``analyze(lora=...)`` besides None.
@@ -64,7 +64,7 @@ def base_leaves(names, leaves, base) -> list:
     Raises:
       ValueError: the paths differ (naming the first mismatched path) or a leaf's shape does.
     """
-    bnames, bleaves, _ = _kernels.flatten_params(base)
+    bnames, bleaves, _ = _params.flatten_params(base)
     for i, (n, b) in enumerate(zip(names, bnames)):
         if n != b:
             raise ValueError(f"base= has another tree structure: leaf {i} is {n!r} in params "
@@ -135,7 +135,7 @@ def read_lora(names, leaves, mode, lora_scale):
     """LoRA pairs of a flattened tree read as ``mode``.
 
     Args:
-      names, leaves: of :func:`jaxww.reading.kernels.flatten_params`.
+      names, leaves: of :func:`jaxww.reading.params.flatten_params`.
       mode: None, ``"delta"`` or ``"merged"`` (see the module docstring).
       lora_scale: None, a number or ``{regex: number}``.
 
@@ -195,7 +195,7 @@ _FACTOR_NAME = {"nnx": ("lora_a", "lora_b"), "peft": ("lora_A", "lora_B")}
 
 
 def readings(model_readings, skips: dict, n: int):
-    """Per leaf, the :class:`jaxww.reading.kernels.Reading` of the model (or None), with the LoRA
+    """Per leaf, the :class:`jaxww.reading.layouts.Reading` of the model (or None), with the LoRA
     ``skips`` as skip readings; None when there is neither."""
     if not skips:
         return model_readings

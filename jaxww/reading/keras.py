@@ -75,7 +75,7 @@ def einsum_reading(equation: str, ndim: int) -> Reading | Skip:
 
     Example:
       >>> einsum_reading("abc,cde->abde", 3)  # MultiHeadAttention query (d, H, D): d x H*D
-      Reading(layout='einsum', layer_type='dense', rows=(0,), cols=(1, 2), taps=(), splits=())
+      Reading(layout='einsum', layer_type='dense', rows=(0,), cols=(1, 2), taps=(), splits=(), view=None)
     """
     lhs, out = equation.replace("...", "").split("->")
     inp, ker = lhs.split(",")

@@ -7,7 +7,7 @@ import functools
 import numbers
 import os
 import re
-from typing import Any, Callable, NamedTuple, Sequence, Union
+from typing import Any, NamedTuple
 
 import jax
 
@@ -15,10 +15,8 @@ from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading import checkpoints as _checkpoints
 from jaxww.reading import deltas as _deltas
 from jaxww.reading import kernels as _kernels
-
-
-#: What ``layers=`` takes (:func:`selection`).
-LayerSelection = Union[str, Callable[[str], bool], int, Sequence[Union[int, str]], None]
+from jaxww.reading import params as _params
+from jaxww.typing import LayerSelection, LayoutOverride, ScanAxis
 
 
 class Layers(NamedTuple):
@@ -26,7 +24,7 @@ class Layers(NamedTuple):
 
     Attributes:
       kernels: the weight matrices to analyse, in the model's order
-        (:func:`jaxww.reading.kernels.model_order`).
+        (:func:`jaxww.reading.params.model_order`).
       skipped: :class:`jaxww.Skipped` of every leaf (or slice) left out.
       leaves: the leaves the kernels are read from (``kernel.leaf`` indexes them).
       treedef: the params' tree structure.
@@ -113,14 +111,14 @@ def selection(layers, where: str = "analyze"):
 
 
 def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,
-                layers: LayerSelection = None, layouts: _kernels.LayoutOverride = None,
-                scan_axis: _kernels.ScanAxis = None, base=None, lora: str | None = None,
+                layers: LayerSelection = None, layouts: LayoutOverride = None,
+                scan_axis: ScanAxis = None, base=None, lora: str | None = None,
                 lora_scale: float | dict | None = None, where: str = "analyze", concrete: bool = True):
     """The weight matrices of ``params`` as :func:`jaxww.analyze` reads them, and the
     leaves they are read from: the one place that decides, for ``analyze``, ``describe``,
     ``get_esd`` and ``diff_models``.
 
-    Quantised weights are dequantised (:func:`jaxww.reading.kernels.read_params`), a Keras
+    Quantised weights are dequantised (:func:`jaxww.reading.params.read_params`), a Keras
     model's layers read as its own code says, LoRA pairs as ``lora`` asks, and a leaf
     with a ``base`` is read as ``W - W_base``.
 
@@ -146,16 +144,16 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
     leaf_filter, ids, wanted = selection(layers, where)
     whole = base is not None or lora is not None
     params, base = (_checkpoint(x, whole) for x in (params, base))
-    names, leaves, treedef = _kernels.read_params(params)
+    names, leaves, treedef = _params.read_params(params)
     if base is not None and lora is not None:
         raise ValueError(f"{where}: pass base= or lora=, not both (a LoRA model's update is lora='delta')")
     bleaves = None if base is None else _deltas.base_leaves(names, leaves, base)
     names, leaves, skips = _deltas.read_lora(names, leaves, lora, lora_scale)
     find = functools.partial(_kernels.find_kernels, names, leaves, layouts=layouts,
                              min_evals=min_evals,
-                             readings=_deltas.readings(_kernels.model_readings(params), skips, len(leaves)),
+                             readings=_deltas.readings(_params.model_readings(params), skips, len(leaves)),
                              scan_axis=scan_axis)
-    rank = _kernels.model_order(params)
+    rank = _params.model_order(params)
     every, skipped = find(max_evals=max_evals, max_N=max_N)
     every = sorted(every, key=lambda k: rank[k.leaf])   # stable: a leaf's kernels stay in order
     number = {k.name: i for i, k in enumerate(every)}

@@ -88,7 +88,7 @@ def _plan(name: str, shape: tuple, shapes: dict):
     if last == "embeddings" and _sibling(name, "embeddings_scale") in shapes:
         return ("Keras embeddings with embeddings_scale: int8 (V, d) and packed int4 (V, ceil(d/2)) "
                 "cannot be told apart from shapes (analyse the Keras model object)")
-    return (f"no scale next to it (a Keras 'kernel_scale', a Gemma '_IntEinsum_*/scale'); "
+    return ("no scale next to it (a Keras 'kernel_scale', a Gemma '_IntEinsum_*/scale'); "
             "dequantise it with its scale first")
 
 
@@ -171,7 +171,7 @@ def skip_reason(name: str, leaf, names: list, leaves: list) -> tuple[str, str]:
     if isinstance(plan, str):
         return f"{leaf.dtype} leaf: {plan}", "dtype"
     return (f"{leaf.dtype} leaf with its scale '{plan[0][0]}': read the params with "
-            "jaxww.reading.kernels.read_params (as analyze does) to dequantise it"), "dtype"
+            "jaxww.reading.params.read_params (as analyze does) to dequantise it"), "dtype"
 
 
 def _shapes(names, leaves) -> dict:

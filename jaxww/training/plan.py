@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, NamedTuple, Sequence, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxww.defaults import MIN_EVALS
-from jaxww.reading.kernels import LayoutOverride, flatten_params, param_tree
+from jaxww.reading.kernels import LayoutOverride
+from jaxww.reading.params import flatten_params, param_tree
 from jaxww.linalg.batching import as_float, group_indices, oriented
 from jaxww.reading.layers import read_layers
-
-#: An optax-style mask: a tree of bools, a prefix of the params tree, or a callable
-#: returning one; None selects every leaf.
-Mask = Union[Any, Callable[[Any], Any], None]
-
+from jaxww.typing import Mask
 
 class Group(NamedTuple):
     """Kernels whose matrices have the same shape: one batched computation."""

@@ -62,7 +62,8 @@ from jaxww.fit import tail as _tail
 from jaxww.training import penalties as _reg
 from jaxww.training.plan import Mask, make_plan
 from jaxww.defaults import MIN_VERDICT_EVALS
-from jaxww.reading.kernels import LayoutOverride, flatten_params
+from jaxww.reading.kernels import LayoutOverride
+from jaxww.reading.params import flatten_params
 from jaxww.linalg.spectra import eigvals_ascending, numerical_floor
 
 ScalarOrSchedule = Union[float, Callable[[jax.Array], jax.Array]]

@@ -19,6 +19,7 @@ from jaxww.analysis import progress
 from jaxww.linalg import spectra
 from jaxww.analysis import streaming
 from jaxww.reading import checkpoints as jio
+from jaxww.reading.tensors import read_errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -174,7 +175,7 @@ def test_unreadable_tensor_mid_stream_names_file_and_tensor(tmp_path, monkeypatc
 
     def flaky(self):
         if self.name == "model.layers.2.mlp.up_proj.weight":
-            with jio._reading(f"{self.file}: tensor {self.name!r} cannot be read"):
+            with read_errors(f"{self.file}: tensor {self.name!r} cannot be read"):
                 raise OSError("Input/output error")
         return real(self)
 

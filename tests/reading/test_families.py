@@ -14,15 +14,9 @@ import numpy as np
 import pytest
 
 import jaxww
+from families_cases import D, E, F, H, KV, L, V, arr, gemma_tree, keras_layers_model, maxtext_tree
 from jaxww.reading import kernels as K
-
-R = np.random.default_rng(7)
-E, H, KV, D, F, V, L = 64, 4, 2, 16, 96, 160, 3  # embed, heads, kv heads, head dim, mlp, vocab, layers
-
-
-def arr(*shape):
-    return R.standard_normal(shape).astype(np.float32)
-
+from jaxww.reading import params as P
 
 def evals(mats, scale=1.0):
     """Pooled eigenvalues of a list of 2-D matrices, ascending, float64 (zeros kept)."""
@@ -45,35 +39,7 @@ def one(m):
     return ([m], 1.0)
 
 
-# --- Gemma (gm.nn) -----------------------------------------------------------------------
-# google-deepmind/gemma gemma/gm/nn/_modules.py: Embedder.input_embedding (vocab, d),
-# mm_input_projection Einsum (vision_proj_dim, d); Attention q_einsum (H, d, D),
-# kv_einsum (2, K, d, D), qkv_einsum (3, H, d, D) when K == H, attn_vec_einsum (H, D, d),
-# _query_norm/_key_norm RMSNorm scale; FeedForward gating_einsum (2, F, d) when
-# transpose_gating_einsum (Gemma 3) else (2, d, F) (Gemma 2), linear (F, d); Block norms
-# pre_attention_norm, post_attention_norm, pre_ffw_norm, post_ffw_norm; _transformer.py:
-# layer_{i}, final_norm. Gemma3_270M: 18 layers, d 640, F 2048, H 4, D 256, K 1, vocab 262144.
-
-def gemma_tree(n_layers=2, kv=KV, transpose_gating=True, vision=0):
-    tree = {"embedder": {"input_embedding": arr(V, E)}, "final_norm": {"scale": arr(E)}}
-    if vision:
-        tree["embedder"]["mm_input_projection"] = {"w": arr(vision, E)}
-        tree["embedder"]["mm_soft_embedding_norm"] = {"scale": arr(vision)}
-    for i in range(n_layers):
-        attn = {"attn_vec_einsum": {"w": arr(H, D, E)}, "_query_norm": {"scale": arr(D)},
-                "_key_norm": {"scale": arr(D)}}
-        if kv == H:
-            attn["qkv_einsum"] = {"w": arr(3, H, E, D)}
-        else:
-            attn["q_einsum"] = {"w": arr(H, E, D)}
-            attn["kv_einsum"] = {"w": arr(2, kv, E, D)}
-        gating = arr(2, F, E) if transpose_gating else arr(2, E, F)
-        tree[f"layer_{i}"] = {
-            "attn": attn, "mlp": {"gating_einsum": gating, "linear": arr(F, E)},
-            **{n: {"scale": arr(E)} for n in ("pre_attention_norm", "post_attention_norm",
-                                              "pre_ffw_norm", "post_ffw_norm")}}
-    return tree
-
+# --- Gemma (gm.nn): gemma_tree in families_cases.py cites the sources -----------------
 
 def gemma_expected(tree):
     exp = {"embedder/input_embedding": one(tree["embedder"]["input_embedding"])}
@@ -136,41 +102,7 @@ def test_gemma_einsum_of_the_wrong_shape_is_refused():
     assert [(k.name, k.layout) for k in ks] == [("attn/qkv_proj/kernel", "dense")]
 
 
-# --- MaxText scanned decoder ---------------------------------------------------------------
-# AI-Hypercomputer/maxtext src/MaxText/layers: decoders.py scans DecoderLayer as
-# decoder/layers with nn.scan(variable_axes={"params": param_scan_axis}) (default 1);
-# attentions.py query/key/value DenseGeneral kernel ("embed", heads, "kv") = (d, H, D),
-# out ("heads", "kv", "embed") = (H, D, d), fused qkv_proj ("embed", "qkv", "heads", "kv");
-# linears.py MlpBlock wi_0/wi_1 ("embed", "mlp"), wo ("mlp", "embed"); norms "scale" (d,);
-# embeddings.py token_embedder/embedding (vocab, d); decoder/logits_dense/kernel (d, vocab).
-
-def maxtext_layer():
-    """One unscanned layer: {path: array}."""
-    return {"self_attention/query/kernel": arr(E, H, D), "self_attention/key/kernel": arr(E, KV, D),
-            "self_attention/value/kernel": arr(E, KV, D), "self_attention/out/kernel": arr(H, D, E),
-            "mlp/wi_0/kernel": arr(E, F), "mlp/wi_1/kernel": arr(E, F), "mlp/wo/kernel": arr(F, E),
-            "pre_self_attention_norm/scale": arr(E), "post_self_attention_norm/scale": arr(E)}
-
-
-def nest(flat):
-    out = {}
-    for path, v in flat.items():
-        *parents, last = path.split("/")
-        d = out
-        for p in parents:
-            d = d.setdefault(p, {})
-        d[last] = v
-    return out
-
-
-def maxtext_tree(axis):
-    layers = [maxtext_layer() for _ in range(L)]
-    flat = {"params/token_embedder/embedding": arr(V, E), "params/decoder/decoder_norm/scale": arr(E),
-            "params/decoder/logits_dense/kernel": arr(E, V)}
-    for path in layers[0]:
-        flat[f"params/decoder/layers/{path}"] = np.stack([lay[path] for lay in layers], axis=axis)
-    return nest(flat), layers, flat
-
+# --- MaxText scanned decoder: maxtext_tree in families_cases.py cites the sources ------
 
 def maxtext_expected(layers, flat):
     exp = {n: one(flat[n]) for n in ("params/token_embedder/embedding", "params/decoder/logits_dense/kernel")}
@@ -271,19 +203,7 @@ def keras():
 
 @pytest.mark.slow
 def test_keras_layers(keras):
-    keras.utils.set_random_seed(0)
-    tokens = keras.Input((12,), dtype="int32")
-    x = keras.layers.Embedding(V, E, name="embed")(tokens)
-    x = keras.layers.MultiHeadAttention(num_heads=H, key_dim=D, name="mha")(x, x)
-    x = keras.layers.LayerNormalization(name="ln")(x)
-    x = keras.layers.EinsumDense("abc,cd->abd", output_shape=(12, F), name="up")(x)
-    x = keras.layers.EinsumDense("abc,bcd->abd", output_shape=(12, 24), name="per_pos")(x)  # one matrix per position
-    x = keras.layers.Dense(E, name="dense")(x)
-    x = keras.layers.Conv1D(32, 3, name="conv1")(x)
-    img = keras.Input((8, 8, 16))
-    y = keras.layers.Conv2D(32, 3, name="conv2")(img)
-    y = keras.layers.BatchNormalization(name="bn")(y)
-    model = keras.Model([tokens, img], [x, y])
+    model = keras_layers_model(keras)
 
     w = {v.path: np.asarray(v.value) for v in model.weights}
     exp = {"embed/embeddings": one(w["embed/embeddings"]), "up/kernel": one(w["up/kernel"]),
@@ -333,7 +253,7 @@ def test_keras_hub_gemma_backbone(keras):
 def test_keras_resnet50_reads_every_conv(keras):
     model = keras.applications.ResNet50(weights=None)  # no download
     names, leaves, _ = jaxww.flatten_params(model)
-    ks, sk = jaxww.find_kernels(names, leaves, readings=K.model_readings(model))
+    ks, sk = jaxww.find_kernels(names, leaves, readings=P.model_readings(model))
     convs = [v.path for v in model.weights if v.path.endswith("_conv/kernel")]
     assert len(convs) == 53
     assert sorted(k.name for k in ks) == sorted(convs + ["predictions/kernel"])
@@ -351,7 +271,7 @@ def test_numpy_and_jax_leaves_give_the_same_matrices(tree):
     read jax arrays: both readings of every kernel are the same matrices, bit for bit."""
     import jax.numpy as jnp
 
-    names, leaves, _ = K.flatten_params(tree)
+    names, leaves, _ = P.flatten_params(tree)
     kerns, _ = K.find_kernels(names, leaves, max_N=None, max_evals=None)
     assert kerns
     for k in kerns:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import jaxww
-from jaxww.reading import kernels as K
-from jaxww.reading import layouts
+from jaxww.reading import layouts, name_rules
+from jaxww.reading import params as P
 
 R = np.random.default_rng(0)
 
@@ -39,7 +39,7 @@ def arr(*shape, dtype=np.float32):
     ("params/layers/attn/out/kernel", (3, 4, 32, 128), "stacked_attention_out"),
 ])
 def test_infer_layout(name, shape, layout):
-    assert K.infer_layout(name, shape) == layout
+    assert name_rules.infer_layout(name, shape) == layout
 
 
 @pytest.mark.parametrize("name, shape, why", [
@@ -51,7 +51,7 @@ def test_infer_layout(name, shape, layout):
     ("params/x/kernel", (2, 3, 4, 5, 6, 7), "ambiguous"),
 ])
 def test_infer_layout_skips(name, shape, why):
-    out = K.infer_layout(name, shape)
+    out = name_rules.infer_layout(name, shape)
     assert isinstance(out, tuple) and out[0] == "skip"
     assert why in out[1]
 
@@ -270,7 +270,7 @@ def test_rows_in_natural_order_for_sorted_checkpoints():
     params = {n: rng.standard_normal((32, 16)).astype(np.float32) for n in names}
     rows = jaxww.describe(params).rows
     assert [r["name"] for r in rows] == [f"model._blocks.{i}.mlp.weight" for i in range(12)]
-    assert K.natural_key("Dense_2") < K.natural_key("Dense_10")
+    assert P.natural_key("Dense_2") < P.natural_key("Dense_10")
 
 
 def test_report_tree_unaffected_by_row_order():

@@ -20,65 +20,7 @@ import pytest
 from flax import nnx
 
 import jaxww
-
-
-class Block(nnx.Module):
-    def __init__(self, rngs):
-        self.up = nnx.Linear(64, 128, rngs=rngs)
-        self.down = nnx.Linear(128, 64, rngs=rngs)
-
-
-class Trunk(nnx.Module):
-    """The issue's case: an ``nnx.vmap`` stack of Linears under a name that is not
-    ``layers``/``blocks`` (kernels ``(4, 64, 128)`` and ``(4, 128, 64)``), and a head."""
-
-    def __init__(self, rngs):
-        @nnx.split_rngs(splits=4)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make(rngs):
-            return Block(rngs)
-
-        self.trunk = make(rngs)
-        self.head = nnx.Linear(64, 10, rngs=rngs)
-
-
-class TutorialCNN(nnx.Module):
-    """Flax's NNX MNIST tutorial CNN (flax docs, "MNIST tutorial"), 8x8 digits in, with a
-    grouped and a depthwise convolution added."""
-
-    def __init__(self, rngs):
-        self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), rngs=rngs)
-        self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), rngs=rngs)
-        self.grouped = nnx.Conv(64, 64, kernel_size=(3, 3), feature_group_count=4, rngs=rngs)
-        self.depthwise = nnx.Conv(64, 64, kernel_size=(3, 3), feature_group_count=64, rngs=rngs)
-        self.linear1 = nnx.Linear(64 * 2 * 2, 256, rngs=rngs)
-        self.linear2 = nnx.Linear(256, 10, rngs=rngs)
-
-
-class Scanned(nnx.Module):
-    """``nnx.scan``-style stack under ``layers`` (a name the tree rules know)."""
-
-    def __init__(self, rngs):
-        @nnx.split_rngs(splits=3)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make(rngs):
-            return nnx.Linear(48, 96, rngs=rngs)
-
-        self.layers = make(rngs)
-        self.embed = nnx.Embed(100, 48, rngs=rngs)
-
-
-MODELS = {"trunk": Trunk, "cnn": TutorialCNN, "scanned": Scanned}
-
-
-def _model(kind):
-    model = MODELS[kind](nnx.Rngs(0))
-    # Heavier tails than the initialisation, so that every fit has a tail to find.
-    rng = np.random.default_rng(1)
-    for path, var in nnx.iter_graph(model):
-        if isinstance(var, nnx.Param) and var[...].ndim >= 2:
-            var[...] = (rng.standard_t(3.0, var[...].shape) / np.sqrt(var[...].shape[-2])).astype(np.float32)
-    return model
+from families_cases import MODELS, nnx_model
 
 
 def _esds(report) -> dict:
@@ -104,7 +46,7 @@ def _hint(report, name) -> dict:
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_module_state_checkpoint_and_tracker_read_one_set_of_rows(kind, tmp_path):
     ocp = pytest.importorskip("orbax.checkpoint")
-    model = _model(kind)
+    model = nnx_model(kind)
     state = nnx.state(model, nnx.Param)
     layouts = jaxww.model_layouts(model)
     want = _esds(jaxww.analyze(model))
@@ -136,7 +78,7 @@ def test_module_state_checkpoint_and_tracker_read_one_set_of_rows(kind, tmp_path
 
 
 def test_the_trunk_state_is_refused_with_hints_that_work():
-    model = _model("trunk")
+    model = nnx_model("trunk")
     state = nnx.state(model, nnx.Param)
     want = _esds(jaxww.analyze(model))
     bare = jaxww.analyze(state)
@@ -152,7 +94,7 @@ def test_the_trunk_state_is_refused_with_hints_that_work():
 
 
 def test_grouped_and_depthwise_convolutions():
-    model = _model("cnn")
+    model = nnx_model("cnn")
     report = jaxww.analyze(model)
     rows = {r["name"]: r for r in report.rows}
     # Grouped: each 3x3 tap is block-diagonal, 4 blocks of 16 x 16: 36 pooled blocks.
@@ -195,7 +137,7 @@ def test_tree_alpha_and_the_transforms_read_the_modules_rows(kind):
     """``tree_alpha`` and the transforms see a tree (the state); with the module's layouts
     they analyse its rows, with the same alphas in float64 (to the rounding of two
     eigensolvers: ``h.pl_alpha_rtol``, as test_regularizers)."""
-    model = _model(kind)
+    model = nnx_model(kind)
     with jax.enable_x64(True):
         state = jax.tree.map(lambda x: np.asarray(x, np.float64), nnx.state(model, nnx.Param))
         layouts = jaxww.model_layouts(model)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxww
+from families_cases import abs_max, pack_last
 from jaxww.reading import quant as _quant
 
 IN, OUT = 96, 47          # OUT odd: int4 packing pads one nibble
@@ -33,24 +34,8 @@ def _check(report, name, W):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=ref.max() * n * EPS32 * 4, err_msg=name)
 
 
-def _abs_max(w, axis, qmax):
-    """keras.quantizers.abs_max_quantize: scale = qmax / max|w|, q = clip(round(w * scale))."""
-    scale = qmax / (np.max(np.abs(w), axis=axis, keepdims=True) + 1e-7)
-    q = np.clip(np.round(w * scale), -qmax - (qmax == 7), qmax)
-    return q.astype(np.int8), scale.astype(np.float32)
-
-
-def _pack_last(q):
-    """Signed int4 values packed two per byte along the last axis (element 2j low nibble,
-    2j + 1 high nibble, padded with 0 to an even length), as keras.quantizers.pack_int4."""
-    if q.shape[-1] % 2:
-        q = np.concatenate([q, np.zeros(q.shape[:-1] + (1,), q.dtype)], axis=-1)
-    lo, hi = q[..., 0::2].astype(np.uint8) & 0x0F, q[..., 1::2].astype(np.uint8) & 0x0F
-    return (lo | (hi << 4)).view(np.int8)
-
-
 def test_keras_dense_int8():
-    q, scale = _abs_max(_w(IN, OUT), axis=0, qmax=127)
+    q, scale = abs_max(_w(IN, OUT), axis=0, qmax=127)
     tree = {"dense": {"kernel": q, "kernel_scale": scale[0], "bias": np.zeros(OUT, np.float32)}}
     report = jaxww.analyze(tree)
     assert [r["name"] for r in report.rows] == ["dense/kernel"]
@@ -60,8 +45,8 @@ def test_keras_dense_int8():
 
 
 def test_keras_dense_int4_per_channel_packed():
-    q, scale = _abs_max(_w(IN, OUT), axis=0, qmax=7)
-    tree = {"dense": {"kernel": _pack_last(q), "kernel_scale": scale[0]}}
+    q, scale = abs_max(_w(IN, OUT), axis=0, qmax=7)
+    tree = {"dense": {"kernel": pack_last(q), "kernel_scale": scale[0]}}
     assert tree["dense"]["kernel"].shape == (IN, math.ceil(OUT / 2))
     report = jaxww.analyze(tree)
     assert report.rows[0]["shape"] == (IN, OUT)
@@ -75,7 +60,7 @@ def test_keras_dense_int4_sub_channel():
     scale = R.uniform(0.01, 0.1, (groups, OUT)).astype(np.float32)
     zero = R.integers(-3, 4, (groups, OUT)).astype(np.int8)
     g_idx = (np.arange(IN) // block).astype(np.float32)
-    tree = {"dense": {"kernel": _pack_last(q), "kernel_scale": scale, "kernel_zero": zero, "g_idx": g_idx}}
+    tree = {"dense": {"kernel": pack_last(q), "kernel_scale": scale, "kernel_zero": zero, "g_idx": g_idx}}
     report = jaxww.analyze(tree)
     g = g_idx.astype(int)
     _check(report, "dense/kernel", (q - zero[g].astype(np.float32)) * scale[g])
@@ -89,8 +74,8 @@ def test_gemma_int_einsum():
     ``q_einsum/w`` (H, d, D) -> d x H*D; ``mlp/_IntEinsum_linear`` as ``mlp/linear``."""
     jnp = pytest.importorskip("jax.numpy")
     H, d, D, F = 2, 64, 16, 96
-    wq, sq = _abs_max(_w(H, d, D), axis=(1,), qmax=127)         # int8, reduce d
-    wl, sl = _abs_max(_w(F, d), axis=(0,), qmax=7)              # int4, reduce F
+    wq, sq = abs_max(_w(H, d, D), axis=(1,), qmax=127)         # int8, reduce d
+    wl, sl = abs_max(_w(F, d), axis=(0,), qmax=7)              # int4, reduce F
     tree = {"layer_0": {"attn": {"q_einsum": {"_IntEinsum_0": {"kernel": wq, "scale": sq}}},
                         "mlp": {"_IntEinsum_linear": {"kernel": np.asarray(wl, jnp.int4), "scale": sl}}}}
     report = jaxww.analyze(tree)
@@ -104,7 +89,7 @@ def test_unpack_matches_keras():
     keras = pytest.importorskip("keras", reason="the packing oracle is Keras's own")
     q = R.integers(-8, 8, (5, 7)).astype(np.int8)
     packed, _, _ = keras.quantizers.pack_int4(q, axis=-1)
-    assert np.array_equal(np.asarray(packed), _pack_last(q))
+    assert np.array_equal(np.asarray(packed), pack_last(q))
     assert np.array_equal(np.asarray(_quant.unpack_int4_last(np.asarray(packed), 7)), q)
 
 
@@ -124,7 +109,7 @@ def test_unpack_matches_keras():
                 "kernel_zero": np.ones((3, OUT), np.int8)}}, "sub-channel int4"),
 ])
 def test_unreadable_quantised_leaf_is_skipped_with_the_reason(tree, says):
-    names, leaves, _ = jaxww.reading.kernels.read_params(tree)
+    names, leaves, _ = jaxww.reading.params.read_params(tree)
     ks, sk = jaxww.find_kernels(names, leaves)
     assert not ks
     reasons = [s.reason for s in sk if s.kind == "dtype"]
@@ -132,7 +117,7 @@ def test_unreadable_quantised_leaf_is_skipped_with_the_reason(tree, says):
 
 
 def test_raw_leaves_say_how_to_dequantise_and_input_is_not_modified():
-    q, scale = _abs_max(_w(IN, OUT), axis=0, qmax=127)
+    q, scale = abs_max(_w(IN, OUT), axis=0, qmax=127)
     tree = {"dense": {"kernel": q, "kernel_scale": scale[0]}}
     copy = q.copy()
     _, sk = jaxww.find_kernels(*jaxww.flatten_params(tree)[:2])
