@@ -25,8 +25,8 @@ import pytest
 from flax import nnx
 
 import jaxww
-from families_cases import (E, F, L, arr, gemma_int_tree, gemma_tree, keras_int8_tree, keras_layers_model, linen_params,
-                            maxtext_tree, nnx_model, torch_state_dict)
+from families_cases import (E, F, H, L, arr, gemma_int_tree, gemma_tree, keras_int8_tree, keras_layers_model,
+                            linen_params, maxtext_tree, nnx_model, torch_state_dict)
 from jaxww.reading.layers import read_layers
 from jaxww.training.plan import make_plan
 
@@ -62,7 +62,8 @@ def _nnx(kind, form):
     state = nnx.state(model, nnx.Param)
     if form == "state+model_layouts":
         return state, {"layouts": jaxww.model_layouts(model)}, ()
-    refused = {"trunk": ("trunk/up/kernel", "trunk/down/kernel"), "cnn": ("conv1/kernel", "depthwise/kernel"), "scanned": ()}
+    refused = {"trunk": ("trunk/up/kernel", "trunk/down/kernel"), "cnn": ("conv1/kernel", "depthwise/kernel"),
+               "scanned": ()}
     return state, {}, refused[kind]
 
 
@@ -71,7 +72,7 @@ CASES = {
     "linen-cnn": lambda: (linen_params(), {}, ()),
     "torch-state-dict-conv": lambda: (torch_state_dict(), {}, ()),
     "gemma3-gqa": lambda: (gemma_tree(vision=48), {}, ()),
-    "gemma2-fused-qkv": lambda: (gemma_tree(kv=4, transpose_gating=False), {}, ()),
+    "gemma2-fused-qkv": lambda: (gemma_tree(kv=H, transpose_gating=False), {}, ()),
     "maxtext-scan-axis-0": lambda: (maxtext_tree(0)[0], {}, ()),
     "maxtext-scan-axis-1": lambda: (maxtext_tree(1)[0], {}, ()),
     "maxtext-scan-axis-hint": lambda: ({"decoder": {"layers": {"mlp": {"wi_0": {"kernel": arr(E, L, F)}}}}},
