@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import inspect
 import math
@@ -369,7 +368,7 @@ def _analyze_part(kerns, evals, leaves, device, precision, bound, opts, key, ids
     the leaves actually used.
     """
     used = list(dict.fromkeys(k.leaf for k in kerns))
-    specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
+    specs = tuple(k.spec(used.index(k.leaf)) for k in kerns)
     groups = tuple((nb, tuple(m)) for nb, m in _fit_groups(kerns).items())
     spectra = _pooled(jax.device_put(evals, device), specs, groups)
     rand = [None] * len(groups) if not opts.randomize else _random_spectra(

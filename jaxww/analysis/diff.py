@@ -210,7 +210,7 @@ def _overlaps(kerns_a, kerns_b, leaves_a, leaves_b, k, precision):
         return np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros(0, bool)
     used_a = list(dict.fromkeys(kk.leaf for kk in kerns_a))
     used_b = list(dict.fromkeys(kk.leaf for kk in kerns_b))
-    spec = lambda kk, used: dataclasses.replace(kk, name="", leaf=used.index(kk.leaf))  # noqa: E731
+    spec = lambda kk, used: kk.spec(used.index(kk.leaf))  # noqa: E731
     groups = group_indices([_matrix_shape(kk, leaves_a) for kk in kerns_a])
     pairs = tuple(tuple((spec(kerns_a[i], used_a), spec(kerns_b[i], used_b)) for i in members)
                   for members in groups.values())

@@ -29,7 +29,6 @@ reference leaves it unchanged): both are listed in a ``UserWarning``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import warnings
@@ -103,7 +102,7 @@ def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str
     _, leaves, treedef = _params.flatten_params(params)
     if kerns:
         used = list(dict.fromkeys(k.leaf for k in kerns))
-        specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in kerns)
+        specs = tuple(k.spec(used.index(k.leaf)) for k in kerns)
         with _spectra.precision_scope(precision):
             new = _truncate(tuple(leaves[i] for i in used), specs, counts, precision)
         leaves = list(leaves)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import functools
 import os
 import queue
@@ -180,7 +179,7 @@ def _run_size(count: int, fits: int) -> int:
 def _signature(leaf, kerns) -> tuple:
     """What the program of a leaf depends on: its shape, dtype and kernels less their names."""
     return (tuple(leaf.shape), str(np.dtype(leaf.dtype)),
-            tuple(dataclasses.replace(k, name="", leaf=0) for k in kerns))
+            tuple(k.spec() for k in kerns))
 
 
 def read(leaf):
@@ -249,7 +248,7 @@ def _dispatch(values: dict, used: list[int], sub, device, precision: str):
     """A group's spectra: computed on the host, or dispatched to the device (asynchronous)."""
     if not on_device(device):
         return _spectra.host_spectra([k.matrices(np.asarray(values[k.leaf])) for k in sub], precision=precision)
-    specs = tuple(dataclasses.replace(k, name="", leaf=used.index(k.leaf)) for k in sub)
+    specs = tuple(k.spec(used.index(k.leaf)) for k in sub)
     return _device_spectra(jax.device_put(tuple(values[j] for j in used), device), specs, precision)
 
 

@@ -31,7 +31,6 @@ only its eigenvalues leave the devices.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -161,7 +160,7 @@ def kernel_spectrum(kernel, leaf, precision: str) -> np.ndarray:
     on several devices, computed where it is (:func:`eigvals`); the numbers of
     :func:`jaxww.host_spectra`, as a host array. Under ``jax.distributed`` every process
     calls it (one program over the devices of every process)."""
-    spec = dataclasses.replace(kernel, name="", leaf=0)   # one program per kernel structure
+    spec = kernel.spec()   # one program per kernel structure
     return np.asarray(_kernel_spectrum(leaf, spec, precision).addressable_data(0))
 
 

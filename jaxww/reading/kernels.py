@@ -22,7 +22,9 @@ import numpy as np
 
 from jaxww.defaults import LAYOUTS, MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading import quant as _quant
-from jaxww.reading.layouts import CONV2D_NORM, Ambiguous, Reading, Skip, layout_reading, override, reading_fits, split_sizes_fit
+from jaxww.reading.layouts import (
+    CONV2D_NORM, Ambiguous, Reading, Skip, layout_reading, override, reading_fits, split_sizes_fit,
+)
 from jaxww.reading.name_rules import SCAN_HINT, layer_axis, name_rule, scan_hint
 from jaxww.typing import LayoutOverride, ScanAxis  # noqa: F401  (re-exported: their old place)
 
@@ -90,6 +92,18 @@ class Kernel:
     def esd_scale(self) -> float:
         """Factor on the pooled eigenvalues: :data:`CONV2D_NORM` for 2-D convolutions, else 1."""
         return CONV2D_NORM if self.layer_type == "conv2d" else 1.0
+
+    def spec(self, leaf: int = 0) -> "Kernel":
+        """The kernel as a static argument of a compiled function: its name dropped (so the
+        kernels of one structure share one program) and its leaf index set to ``leaf`` (its
+        position among the leaves passed to that function).
+
+        Example:
+          >>> k = Kernel("a/kernel", 7, "dense", "dense", (64, 32), 64, 32, 1)
+          >>> k.spec() == Kernel("b/kernel", 3, "dense", "dense", (64, 32), 64, 32, 1).spec()
+          True
+        """
+        return dataclasses.replace(self, name="", leaf=leaf)
 
     def matrices(self, value) -> jax.Array:
         """The ``(rf, a, b)`` stack of matrices of this kernel, taken from the leaf value
