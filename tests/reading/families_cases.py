@@ -128,7 +128,22 @@ class Scanned(nnx.Module):
         self.embed = nnx.Embed(100, 48, rngs=rngs)
 
 
-MODELS = {"trunk": Trunk, "cnn": TutorialCNN, "scanned": Scanned}
+class ScanStack(nnx.Module):
+    """A stack of ``Block`` built by ``nnx.scan`` (kernels ``(3, 64, 128)`` and ``(3, 128, 64)``
+    under ``blocks``; applied with ``nnx.scan`` over ``nnx.Carry`` in flax's scan-over-layers
+    pattern), and a head."""
+
+    def __init__(self, rngs):
+        @nnx.split_rngs(splits=3)
+        @nnx.scan(in_axes=(0,), out_axes=0, length=3)
+        def make(rngs):
+            return Block(rngs)
+
+        self.blocks = make(rngs)
+        self.head = nnx.Linear(64, 10, rngs=rngs)
+
+
+MODELS = {"trunk": Trunk, "cnn": TutorialCNN, "scanned": Scanned, "scan": ScanStack}
 
 
 def nnx_model(kind):

@@ -63,7 +63,7 @@ def _nnx(kind, form):
     if form == "state+model_layouts":
         return state, {"layouts": jaxww.model_layouts(model)}, ()
     refused = {"trunk": ("trunk/up/kernel", "trunk/down/kernel"), "cnn": ("conv1/kernel", "depthwise/kernel"),
-               "scanned": ()}
+               "scanned": (), "scan": ()}
     return state, {}, refused[kind]
 
 
@@ -82,7 +82,7 @@ CASES = {
     "keras3-model": _keras_model,
     "keras3-quantized-model": _keras_quantized,
     **{f"nnx-{kind}-{form}": (lambda kind=kind, form=form: _nnx(kind, form))
-       for kind in ("trunk", "scanned", "cnn") for form in ("module", "state", "state+model_layouts")},
+       for kind in ("trunk", "scanned", "scan", "cnn") for form in ("module", "state", "state+model_layouts")},
 }
 
 
@@ -129,7 +129,7 @@ def _plan_matrices(params, refused, **kw):
 
 #: Cases that build a live model or run an init (seconds each): the slow lane.
 _BUILT = {"linen-cnn", "keras3-model", "keras3-quantized-model", "nnx-trunk-module", "nnx-scanned-module",
-          "nnx-cnn-module"}
+          "nnx-scan-module", "nnx-cnn-module"}
 #: A stack that only ``scan_axis=`` places (one leaf: every axis fits the subtree): analyze reads
 #: it, training's plan takes no ``scan_axis=`` (jaxww/training), and its refusal says to pass one.
 _GAP = pytest.mark.xfail(strict=True, raises=TypeError, reason="make_plan / tree_alpha take no scan_axis= (training/)")
