@@ -132,6 +132,7 @@ def reading_fits(reading: Reading, shape: tuple) -> bool:
 
 
 def split_sizes_fit(reading: Reading, shape: tuple) -> bool:
+    """Whether each labelled split axis of ``reading`` has as many indices as labels."""
     return all(lab is None or shape[a] == len(lab) for a, lab in reading.splits)
 
 
@@ -157,6 +158,8 @@ def exact_pattern(name: str) -> str:
 
 
 def override(layouts: LayoutOverride, name: str, shape: tuple):
+    """What ``layouts=`` says of the leaf ``name``: the callable's answer, or the layout of
+    the first pattern that matches (``re.search``); None where it says nothing."""
     if layouts is None:
         return None
     if callable(layouts):

@@ -3,9 +3,10 @@
 Every family the suite knows is read through training's plan
 (:func:`jaxww.training.plan.make_plan`, what ``tree_alpha``, the penalties and the optax
 transforms use; built under ``jax.jit`` for a tree, as there) and through analyze's
-reading (:func:`jaxww.reading.layers.read_layers`): the same layer names in the same
-order, the same :class:`~jaxww.reading.kernels.Kernel` (leaf, axes, split indices) and
-the same matrices. The slow test checks the public face the same way: ``tree_alpha``'s
+reading (:func:`jaxww.reading.layers.read_layers`): the same layer names (in the same
+order outside ``jax.jit``; under it a dict comes back with sorted keys, so the plan lists
+the layers in their natural order), the same :class:`~jaxww.reading.kernels.Kernel` (leaf,
+axes, split indices) and the same matrices. The slow test checks the public face the same way: ``tree_alpha``'s
 names are ``analyze``'s rows, and ``analyze``'s spectra are those of the plan's matrices.
 
 A layer a tree cannot place (an ``nnx.vmap`` stack under a name like ``trunk``, a
@@ -132,7 +133,8 @@ _BUILT = {"linen-cnn", "keras3-model", "keras3-quantized-model", "nnx-trunk-modu
           "nnx-scan-module", "nnx-cnn-module"}
 #: A stack that only ``scan_axis=`` places (one leaf: every axis fits the subtree): analyze reads
 #: it, training's plan takes no ``scan_axis=`` (jaxww/training), and its refusal says to pass one.
-_GAP = pytest.mark.xfail(strict=True, raises=TypeError, reason="make_plan / tree_alpha take no scan_axis= (training/)")
+_GAP = pytest.mark.xfail(strict=True, raises=TypeError,
+                         reason="make_plan / tree_alpha take no scan_axis= (jaxww/training)")
 
 
 def _cases(slow: bool) -> list:
