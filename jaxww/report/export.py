@@ -12,6 +12,8 @@ import json
 import math
 import os
 
+from jaxww.report import html
+
 #: The suffixes :func:`save` writes.
 SUFFIXES = (".csv", ".json", ".html")
 
@@ -112,8 +114,7 @@ def save(report, path) -> str:
     elif suffix == ".json":
         text = json.dumps(document(report), indent=1) + "\n"
     else:
-        from jaxww.report import html as display
-        text = display.page(display.report_html(report), "jaxww report")
+        text = html.page(html.report_html(report), "jaxww report")
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
     return path
