@@ -17,7 +17,7 @@ import jax
 from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading import kernels as _kernels
 from jaxww.reading.layers import LayerSelection, read_layers
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import pool as _pool
 from jaxww.linalg import placement as _placement
 from jaxww.linalg import spectra as _spectra
 from jaxww.report import plots
@@ -191,7 +191,7 @@ def _check_found(read, limits) -> None:
 def _running(report_progress, read, opts, plot):
     """The :class:`jaxww.analysis.progress.Progress` of an analysis, its phases and their work
     (this process's share of the spectra; the randomisation, fits and figures of every
-    kernel), with the host reporting each matrix to it (:func:`jaxww.linalg.host.reporting`);
+    kernel), with the host reporting each matrix to it (:func:`jaxww.linalg.pool.reporting`);
     on an error or an interrupt, the host's threads ended before it propagates."""
     kerns, leaves = read.kernels, read.leaves
     mine = [kerns[i] for i in _placement.host_share(kerns)]
@@ -204,10 +204,10 @@ def _running(report_progress, read, opts, plot):
     if plot:
         phases.append(("plots", len(kerns), len(kerns) * _plot_work()))
     with _progress.Progress(report_progress, phases, nbytes) as tracker, \
-            _host_eigh.reporting(tracker.add_work), _host_eigh.pool_ended_on_error():
+            _pool.reporting(tracker.add_work), _pool.pool_ended_on_error():
         yield tracker
 
 
 def _plot_work() -> float:
     """The work of a figure in the units of the progress bar."""
-    return _progress.PLOT_WORK * _host_eigh._workers()
+    return _progress.PLOT_WORK * _pool.workers()

@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxww.fit import metrics as _metrics
 from jaxww.fit import powerlaw as _powerlaw
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import pool as _pool
 from jaxww.linalg import placement as _placement
 from jaxww.linalg import spectra as _spectra
 from jaxww.linalg.batching import group_indices
@@ -83,7 +83,7 @@ def fit_stage(opts: _optional.Options) -> str:
 def fit_work(k, bootstrap: int = 0) -> float:
     """The work of a layer's fit (and its ``bootstrap`` replicas) in the units of the
     progress bar (on one core while the spectra use them all)."""
-    return (_progress.FIT_WORK + bootstrap * _progress.BOOTSTRAP_WORK) * _host_eigh._workers() * k.num_evals ** 2
+    return (_progress.FIT_WORK + bootstrap * _progress.BOOTSTRAP_WORK) * _pool.workers() * k.num_evals ** 2
 
 
 def fit_parts(kerns, evals, leaves, devices, xmin_max, run: Run) -> list[FitGroup]:
