@@ -12,6 +12,7 @@ import json
 import math
 import os
 
+from jaxww import __version__
 from jaxww.report import html
 
 #: The suffixes :func:`save` writes.
@@ -65,8 +66,6 @@ def document(report, options: dict | None = None, **extra) -> dict:
       >>> sorted(doc)
       ['jaxww_version', 'limited', 'options', 'rows', 'skipped', 'summary']
     """
-    from jaxww import __version__
-
     opts = report.options if options is None else options
     return {"jaxww_version": __version__, **extra,
             "options": jsonable({k: v for k, v in opts.items() if k != "progress"}),
