@@ -21,7 +21,8 @@ from jaxww.linalg import sharded as _mesh
 from jaxww.fit import metrics as _metrics
 from jaxww.analysis import options as _options
 from jaxww.linalg import placement as _placement
-from jaxww.fit import powerlaw as _powerlaw
+from jaxww.fit import scan as _scan
+from jaxww.fit import tail as _tail
 from jaxww.analysis import progress as _progress
 from jaxww.analysis import randomize as _randomize
 from jaxww.linalg import spectra as _spectra
@@ -412,7 +413,7 @@ def _host_fit(evals, kerns, bound, tracker):
     out = []
     for n, members in group_indices([k.num_evals for k in kerns]).items():
         E = np.stack([np.asarray(evals[i]).reshape(-1) * kerns[i].esd_scale for i in members])
-        fit = _powerlaw.fit_host(E, bound)
+        fit = _scan.fit_host(E, bound)
         Ns = np.asarray([kerns[i].N for i in members], E.dtype)
         out.append((members, fit, _metrics.host_metrics(E, np.full(len(members), n), Ns, fit.alpha),
                     E, {}, None))
@@ -428,8 +429,8 @@ def _row(k: _kernels.Kernel, layer_id: int, fit: dict, met: dict, finite: bool) 
     status, reason = "success", ""
     if not finite:
         status, reason = "failed", "weights contain NaN or Inf"
-    elif fit["status"] != _powerlaw.FIT_OK:
-        status, reason = "failed", _powerlaw.FIT_REASONS[int(fit["status"])]
+    elif fit["status"] != _tail.FIT_OK:
+        status, reason = "failed", _tail.FIT_REASONS[int(fit["status"])]
     nan = math.nan
     row = dict(layer_id=layer_id, name=k.name, layer_type=k.layer_type, shape=k.shape,
                N=k.N, M=k.M, Q=k.Q, rf=k.rf, num_evals=k.num_evals)
