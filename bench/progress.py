@@ -27,7 +27,7 @@ from jaxww.linalg import placement
 
 from jaxww.report import plots
 
-from jaxww.fit import powerlaw
+from jaxww.fit import scan
 
 from jaxww.analysis import randomize
 
@@ -68,7 +68,7 @@ def main():
     entries = sum(k.rf * k.N * k.M for k in kerns)
     n2 = sum(k.num_evals ** 2 for k in kerns)
     E = np.stack([rep.esd(k.name)[::-1] for k in kerns])
-    t_fit = best(lambda: powerlaw.fit_host(E, np.float32(np.inf)))
+    t_fit = best(lambda: scan.fit_host(E, np.float32(np.inf)))
     boot = dict(bootstrap=50, key=key)
     jaxww.analyze(params, **boot)
     t_boot = best(lambda: jaxww.analyze(params, **boot)) - best(lambda: jaxww.analyze(params, mp_fit=True))

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww.fit import metrics as _metrics
-from jaxww.fit import powerlaw as _powerlaw
+from jaxww.fit import scan as _scan
 from jaxww.linalg import pool as _pool
 from jaxww.linalg import placement as _placement
 from jaxww.linalg import spectra as _spectra
@@ -48,7 +48,7 @@ class FitGroup(NamedTuple):
     """
 
     members: list
-    fit: _powerlaw.PowerLawFit
+    fit: _scan.PowerLawFit
     metrics: _metrics.SpectralMetrics
     evals: Any
     extra: dict
@@ -178,7 +178,7 @@ def host_fit(evals, kerns, bound, tracker) -> list[FitGroup]:
     out = []
     for n, members in group_indices([k.num_evals for k in kerns]).items():
         E = np.stack([np.asarray(evals[i]).reshape(-1) * kerns[i].esd_scale for i in members])
-        fit = _powerlaw.fit_host(E, bound)
+        fit = _scan.fit_host(E, bound)
         Ns = np.asarray([kerns[i].N for i in members], E.dtype)
         out.append(FitGroup(members, fit, _metrics.host_metrics(E, np.full(len(members), n), Ns, fit.alpha), E, {}))
         tracker.advance(len(members), 0, sum(fit_work(kerns[i]) for i in members))

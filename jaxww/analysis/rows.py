@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxww.fit import metrics as _metrics
-from jaxww.fit import powerlaw as _powerlaw
+from jaxww.fit import tail as _tail
 from jaxww.reading.kernels import Kernel
 from jaxww.report.columns import COLUMNS
 from jaxww.analysis import optional as _optional
@@ -65,8 +65,8 @@ def _row(k: Kernel, layer_id: int, fit: dict, met: dict, finite: bool) -> dict:
     status, reason = "success", ""
     if not finite:
         status, reason = "failed", "weights contain NaN or Inf"
-    elif fit["status"] != _powerlaw.FIT_OK:
-        status, reason = "failed", _powerlaw.FIT_REASONS[int(fit["status"])]
+    elif fit["status"] != _tail.FIT_OK:
+        status, reason = "failed", _tail.FIT_REASONS[int(fit["status"])]
     nan = math.nan
     row = dict(layer_id=layer_id, name=k.name, layer_type=k.layer_type, shape=k.shape,
                N=k.N, M=k.M, Q=k.Q, rf=k.rf, num_evals=k.num_evals)
