@@ -27,8 +27,6 @@ import sys
 from jaxww import __version__
 from jaxww.defaults import BASE_LAYOUTS, LAYOUTS, MAX_EVALS, MAX_N, MIN_EVALS, SUPPORTED
 
-_SHOWN = ["layer_id", "name", "layer_type", "N", "M", "rf", "alpha", "D", "xmin", "alpha_weighted",
-          "log_spectral_norm", "stable_rank", "status", "warning"]
 #: How the command line includes the layers the size limits left out.
 _INCLUDE = "--max-N none --max-evals none"
 
@@ -173,32 +171,16 @@ def _render(report, args, options: dict) -> str:
     if args.format == "csv":
         from jaxww.report import export
         return export.csv_text(report.rows, report.columns)
-    return _table(report)
-
-
-def _table(report) -> str:
-    try:
-        import pandas as pd
-    except ImportError:   # a plain listing without pandas
-        lines = ["  ".join(f"{c}={row[c]}" for c in _SHOWN) for row in report.rows]
-    else:
-        with pd.option_context("display.width", 200, "display.max_columns", 30,
-                               "display.max_colwidth", 48, "display.float_format", "{:.3f}".format):
-            lines = [report.details[_SHOWN].to_string(index=False)]
-            if len(report.skipped_rows):
-                lines += [f"\nskipped {len(report.skipped_rows)} leaves:",
-                          report.skipped[["name", "shape", "dtype", "reason"]].to_string(index=False)]
-    return "\n".join(lines + ["", report.summary_text(include=_INCLUDE), ""])
+    from jaxww.report.table import table_text
+    return table_text(report, _INCLUDE)
 
 
 def _describe(args) -> int:
     from jaxww.analysis.describe import describe
 
-    d = describe(args.checkpoint, **_selection(args))
-    for r in d.rows:
-        print(f"{r['layer_id']:>5}  {r['name']:<56} {r['layer_type']:<10} {str(r['shape']):<18} "
-              f"N={r['N']:<7} M={r['M']:<7} rf={r['rf']:<3} num_evals={r['num_evals']}")
-    print(f"\n{len(d.rows)} layers to analyse, {len(d.skipped_rows)} leaves skipped")
+    from jaxww.report.table import describe_text
+
+    sys.stdout.write(describe_text(describe(args.checkpoint, **_selection(args))))
     return 0
 
 

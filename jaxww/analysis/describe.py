@@ -13,9 +13,9 @@ from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.linalg import spectra as _spectra
 from jaxww.reading import kernels as _kernels
 from jaxww.reading.layers import LayerSelection, read_layers
-
-#: Columns of ``Description.details``.
-DESCRIBE_COLUMNS = ("layer_id", "name", "layer_type", "shape", "N", "M", "Q", "rf", "num_evals")
+from jaxww.report import html
+from jaxww.report.columns import DESCRIBE_COLUMNS
+from jaxww.report.report import dataframe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,19 +29,16 @@ class Description:
         return f"<jaxww.Description: {len(self.rows)} layers to analyse, {len(self.skipped_rows)} leaves skipped>"
 
     def _repr_html_(self) -> str:
-        from jaxww.report import html as display
-        return display.description_html(self)
+        return html.description_html(self)
 
     @property
     def details(self):
         """pandas DataFrame, one row per layer that ``analyze`` would analyse."""
-        from jaxww.report.report import dataframe
         return dataframe(self.rows, DESCRIBE_COLUMNS)
 
     @property
     def skipped(self):
         """pandas DataFrame of the leaves that would not be analysed, and why."""
-        from jaxww.report.report import dataframe
         return dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields)
 
 
@@ -60,12 +57,11 @@ def describe(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = MAX_
       >>> d.rows[0]["name"], d.rows[0]["num_evals"], d.skipped_rows[0].name
       ('dense/kernel', 128, 'dense/bias')
     """
-    kerns, skipped, _, _, _, ids = read_layers(params, min_evals=min_evals, max_evals=max_evals, max_N=max_N,
-                                     layers=layers, layouts=layouts, scan_axis=scan_axis, lora=lora,
-                                     lora_scale=lora_scale, where="describe")
+    read = read_layers(params, min_evals=min_evals, max_evals=max_evals, max_N=max_N, layers=layers,
+                       layouts=layouts, scan_axis=scan_axis, lora=lora, lora_scale=lora_scale, where="describe")
     rows = tuple(dict(layer_id=i, name=k.name, layer_type=k.layer_type, shape=k.shape, N=k.N, M=k.M,
-                      Q=k.Q, rf=k.rf, num_evals=k.num_evals) for i, k in zip(ids, kerns))
-    return Description(rows, tuple(skipped))
+                      Q=k.Q, rf=k.rf, num_evals=k.num_evals) for i, k in zip(read.ids, read.kernels))
+    return Description(rows, tuple(read.skipped))
 
 
 def get_esd(params, name: str, *, precision: str = "float32",
@@ -83,10 +79,10 @@ def get_esd(params, name: str, *, precision: str = "float32",
       >>> jaxww.get_esd({"w": np.diag([3.0, 2.0, 1.0, 1, 1, 1, 1, 1])}, "w")[-2:]
       array([4., 9.], dtype=float32)
     """
-    kerns, _, leaves, *_ = read_layers(params, min_evals=1, max_evals=None, max_N=None, layouts=layouts,
-                                         scan_axis=scan_axis, where="get_esd")
-    k = next((k for k in kerns if k.name == name), None)
+    read = read_layers(params, min_evals=1, max_evals=None, max_N=None, layouts=layouts, scan_axis=scan_axis,
+                       where="get_esd")
+    k = next((k for k in read.kernels if k.name == name), None)
     if k is None:
-        raise KeyError(f"no weight matrix named {name!r}; layers: {[k.name for k in kerns]}")
-    ev = _spectra.batched_spectra([k.matrices(jnp.asarray(leaves[k.leaf]))], precision=precision)[0]
+        raise KeyError(f"no weight matrix named {name!r}; layers: {[k.name for k in read.kernels]}")
+    ev = _spectra.batched_spectra([k.matrices(jnp.asarray(read.leaves[k.leaf]))], precision=precision)[0]
     return np.sort(np.asarray(ev.reshape(-1) * k.esd_scale))

@@ -53,23 +53,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww.linalg import host as _host_eigh
-from jaxww.reading import kernels as _kernels
-from jaxww.analysis import analyze as _report
-from jaxww.report import report as _result
 from jaxww.linalg import spectra as _spectra
-from jaxww.analysis import streaming as _streaming
-from jaxww.reading.layers import check_concrete, read_layers
 from jaxww.linalg.batching import group_indices
+from jaxww.reading import kernels as _kernels
+from jaxww.reading.layers import check_concrete, read_layers
+from jaxww.report import html
+from jaxww.report.columns import DIFF_LAYER_COLUMNS, NOT_METRICS
+from jaxww.report.report import Report, dataframe
+from jaxww.analysis import arguments
+from jaxww.analysis import streaming as _streaming
+from jaxww.analysis.analyze import analyze
+from jaxww.analysis.specs import static_specs, used_leaves
 
-#: Report columns that describe a layer rather than measure it (not compared).
-_NOT_METRICS = ("layer_id", "name", "layer_type", "shape", "N", "M", "Q", "rf", "num_evals",
-                "status", "warning", "reason")
 #: Statuses of a :class:`ModelDiff` row.
 STATUSES = ("success", "failed", "only_a", "only_b", "shape_mismatch")
-
-
-#: The options of :func:`jaxww.analyze` that change which matrices are read.
-_READ_OPTIONS = ("min_evals", "max_evals", "max_N", "layers", "layouts", "scan_axis", "base", "lora", "lora_scale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,28 +86,25 @@ class ModelDiff:
 
     rows: tuple
     metrics: tuple
-    report_a: _result.Report
-    report_b: _result.Report
+    report_a: Report
+    report_b: Report
 
     def __repr__(self) -> str:
-        from jaxww.report import html as display
-        return (f"<jaxww.ModelDiff: {len(self.rows)} layers ({display.counts(r['status'] for r in self.rows)}), "
+        return (f"<jaxww.ModelDiff: {len(self.rows)} layers ({html.counts(r['status'] for r in self.rows)}), "
                 f"{len(self.metrics)} metrics compared>")
 
     def _repr_html_(self) -> str:
-        from jaxww.report import html as display
-        return display.diff_html(self)
+        return html.diff_html(self)
 
     @property
     def columns(self) -> tuple:
         per_metric = tuple(f"{m}_{s}" for m in self.metrics for s in ("a", "b", "delta"))
-        return (("name", "layer_type", "shape", "N", "M", "rf", "k", "overlap_left", "overlap_right")
-                + per_metric + ("status", "reason"))
+        return DIFF_LAYER_COLUMNS + ("k", "overlap_left", "overlap_right") + per_metric + ("status", "reason")
 
     @property
     def details(self):
         """pandas DataFrame of :attr:`rows` (needs the ``pandas`` extra)."""
-        return _result.dataframe(self.rows, self.columns)
+        return dataframe(self.rows, self.columns)
 
 
 def diff_models(params_a, params_b, *, k: int = 10, **analyze_options) -> ModelDiff:
@@ -150,16 +144,16 @@ def diff_models(params_a, params_b, *, k: int = 10, **analyze_options) -> ModelD
     check_concrete((params_a, params_b), "diff_models")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    rep_a = _report.analyze(params_a, **analyze_options)
-    rep_b = _report.analyze(params_b, **analyze_options)
+    rep_a = analyze(params_a, **analyze_options)
+    rep_b = analyze(params_b, **analyze_options)
     metrics = _metric_columns(rep_a, rep_b)
     by_a = dict(zip((r["name"] for r in rep_a.rows), zip(rep_a.rows, rep_a.kernels)))
     by_b = dict(zip((r["name"] for r in rep_b.rows), zip(rep_b.rows, rep_b.kernels)))
     # the matrices the rows describe: dequantised, LoRA products, W - W_base (as analyze)
-    read = {o: v for o, v in analyze_options.items() if o in _READ_OPTIONS}
-    leaves_a, leaves_b = (read_layers(p, **read, where="diff_models")[2] for p in (params_a, params_b))
+    read = arguments.reading(analyze_options)
+    leaves_a, leaves_b = (read_layers(p, **read, where="diff_models").leaves for p in (params_a, params_b))
     same = [n for n in by_a if n in by_b and _matrix_shape(by_a[n][1], leaves_a) == _matrix_shape(by_b[n][1], leaves_b)]
-    precision = analyze_options.get("precision", "float32")
+    precision = analyze_options.get("precision", arguments.defaults(analyze)["precision"])
     with _spectra.precision_scope(precision):
         ov = _overlaps([by_a[n][1] for n in same], [by_b[n][1] for n in same],
                        leaves_a, leaves_b, int(k), precision)
@@ -184,7 +178,7 @@ def _metric_columns(rep_a, rep_b) -> tuple:
     def numeric(rep, c):
         return all(isinstance(r[c], (int, float, np.integer, np.floating)) and not isinstance(r[c], bool)
                    for r in rep.rows)
-    return tuple(c for c in rep_a.columns if c in rep_b.columns and c not in _NOT_METRICS
+    return tuple(c for c in rep_a.columns if c in rep_b.columns and c not in NOT_METRICS
                  and numeric(rep_a, c) and numeric(rep_b, c))
 
 
@@ -208,12 +202,10 @@ def _overlaps(kerns_a, kerns_b, leaves_a, leaves_b, k, precision):
     n = len(kerns_a)
     if not n:
         return np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros(0, bool)
-    used_a = list(dict.fromkeys(kk.leaf for kk in kerns_a))
-    used_b = list(dict.fromkeys(kk.leaf for kk in kerns_b))
-    spec = lambda kk, used: kk.spec(used.index(kk.leaf))  # noqa: E731
+    used_a, used_b = used_leaves(kerns_a), used_leaves(kerns_b)
+    specs_a, specs_b = static_specs(kerns_a, used_a), static_specs(kerns_b, used_b)
     groups = group_indices([_matrix_shape(kk, leaves_a) for kk in kerns_a])
-    pairs = tuple(tuple((spec(kerns_a[i], used_a), spec(kerns_b[i], used_b)) for i in members)
-                  for members in groups.values())
+    pairs = tuple(tuple((specs_a[i], specs_b[i]) for i in members) for members in groups.values())
     out = _overlap_stage(tuple(_streaming.read(leaves_a[i]) for i in used_a),
                          tuple(_streaming.read(leaves_b[i]) for i in used_b), pairs, k, precision)
     order = np.argsort(np.concatenate([np.asarray(m) for m in groups.values()]))
@@ -275,7 +267,7 @@ def _rank(s, shape):
 
 def _layer(row_a, row_b) -> dict:
     r = row_a if row_a is not None else row_b
-    return {c: r[c] for c in ("name", "layer_type", "shape", "N", "M", "rf")}
+    return {c: r[c] for c in DIFF_LAYER_COLUMNS}
 
 
 def _pair_row(row_a, row_b, metrics, k_used, left, right, finite) -> dict:

@@ -186,7 +186,7 @@ def reporter(progress: ProgressArg) -> Callable[[ProgressEvent], None] | None:
                     f"got {type(progress).__name__}")
 
 
-class Tracker:
+class Progress:
     """Counts what each phase has done and sends :class:`ProgressEvent` to a reporter
     (a no-op without one). A context manager: its end stops the ticker of a live bar
     (also on an error or an interrupt) and ends the bar's line.
@@ -197,7 +197,7 @@ class Tracker:
       nbytes: bytes the whole run reads.
 
     Example:
-      >>> with Tracker(print, [("spectra", 2, 10.0), ("fits", 2, 1.0)], 0) as t:   # doctest: +ELLIPSIS
+      >>> with Progress(print, [("spectra", 2, 10.0), ("fits", 2, 1.0)], 0) as t:   # doctest: +ELLIPSIS
       ...     t.advance(2, 0, 10.0); t.begin("fits"); t.advance(2, 0, 1.0); t.finish()
       ProgressEvent(stage='spectra', layers_done=0, layers_total=2, ...)
       ProgressEvent(stage='spectra', layers_done=2, layers_total=2, ...)

@@ -42,7 +42,8 @@ from jaxww.linalg import host as _host_eigh
 from jaxww.reading import kernels as _kernels
 from jaxww.reading import params as _params
 from jaxww.reading.layers import LayerSelection, check_concrete
-from jaxww.analysis import analyze as _report
+from jaxww.analysis.analyze import analyze
+from jaxww.analysis.specs import static_specs, used_leaves
 from jaxww.linalg import spectra as _spectra
 from jaxww.linalg.batching import group_indices
 
@@ -92,17 +93,17 @@ def smooth(params, *, method: str = "detX", percent: float = 0.8, precision: str
         raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
     if method == "svd" and not 0 <= percent <= 1:
         raise ValueError(f"percent must be in [0, 1], got {percent!r}")
-    report = _report.analyze(params, precision=precision, min_evals=min_evals, max_evals=max_evals,
-                             max_N=max_N, layers=layers, layouts=layouts, scan_axis=scan_axis,
-                             mp_fit=method == "rmt", detX=method == "detX")
+    report = analyze(params, precision=precision, min_evals=min_evals, max_evals=max_evals,
+                     max_N=max_N, layers=layers, layouts=layouts, scan_axis=scan_axis,
+                     mp_fit=method == "rmt", detX=method == "detX")
     ks = [_rank(row, METHODS[method], percent) for row in report.rows]
     _warn(report.rows, ks, METHODS[method])
     kerns = [k for k, n in zip(report.kernels, ks) if n is not None]
     counts = np.asarray([n for n in ks if n is not None], np.int32)
     _, leaves, treedef = _params.flatten_params(params)
     if kerns:
-        used = list(dict.fromkeys(k.leaf for k in kerns))
-        specs = tuple(k.spec(used.index(k.leaf)) for k in kerns)
+        used = used_leaves(kerns)
+        specs = static_specs(kerns, used)
         with _spectra.precision_scope(precision):
             new = _truncate(tuple(leaves[i] for i in used), specs, counts, precision)
         leaves = list(leaves)

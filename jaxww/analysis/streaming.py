@@ -34,6 +34,7 @@ import numpy as np
 from jaxww.linalg import spectra as _spectra
 from jaxww.reading.checkpoints import LazyTensor
 from jaxww.analysis.progress import human_bytes
+from jaxww.analysis.specs import static_specs
 from jaxww.linalg.placement import check_precision, cost, on_device
 
 #: Bounds of the default budget (a quarter of the available memory): below the lower
@@ -179,7 +180,7 @@ def _run_size(count: int, fits: int) -> int:
 def _signature(leaf, kerns) -> tuple:
     """What the program of a leaf depends on: its shape, dtype and kernels less their names."""
     return (tuple(leaf.shape), str(np.dtype(leaf.dtype)),
-            tuple(k.spec() for k in kerns))
+            static_specs(kerns))
 
 
 def read(leaf):
@@ -208,7 +209,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
         :func:`jaxww.batched_spectra` on the device (:func:`jaxww.linalg.placement.on_device`).
       precision: ``"float32"`` or ``"float64"``.
       budget: bytes (:func:`parse_budget`).
-      tracker: a :class:`jaxww.analysis.progress.Tracker` in its ``"spectra"`` phase.
+      tracker: a :class:`jaxww.analysis.progress.Progress` in its ``"spectra"`` phase.
 
     Raises:
       MemoryError: the host or the device ran out of memory, when the group was dispatched
@@ -248,7 +249,7 @@ def _dispatch(values: dict, used: list[int], sub, device, precision: str):
     """A group's spectra: computed on the host, or dispatched to the device (asynchronous)."""
     if not on_device(device):
         return _spectra.host_spectra([k.matrices(np.asarray(values[k.leaf])) for k in sub], precision=precision)
-    specs = tuple(k.spec(used.index(k.leaf)) for k in sub)
+    specs = static_specs(sub, used)
     return _device_spectra(jax.device_put(tuple(values[j] for j in used), device), specs, precision)
 
 

@@ -9,7 +9,7 @@ values ``>= xmin``, each of ``B`` replicas holds ``n`` values, each independentl
   binomial), else
 * a value drawn uniformly, with replacement, from the eigenvalues below ``xmin``;
 
-every replica is refitted with the same exact scan (:mod:`jaxww.fit.powerlaw`), ``xmin``
+every replica is refitted with the same exact scan (:mod:`jaxww.fit.scan`), ``xmin``
 included, giving ``D_b`` and ``alpha_b``. Then
 
 .. math::
@@ -36,7 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.fit import powerlaw as _pl
+from jaxww.fit.batching import as_spectra, map_spectra
+from jaxww.fit.scan import PowerLawFit, fit_rows
+from jaxww.fit.tail import EVALS_THRESH, FIT_OK
 
 #: Two-sided level of the alpha interval.
 CI_LEVEL = 0.95
@@ -55,18 +57,18 @@ class PowerLawTest(NamedTuple):
       alpha_ci_low, alpha_ci_high: 95% bootstrap interval of alpha.
     """
 
-    fit: _pl.PowerLawFit
+    fit: PowerLawFit
     p_value: jax.Array
     alpha_ci_low: jax.Array
     alpha_ci_high: jax.Array
 
     def __getattr__(self, name):
-        if name in _pl.PowerLawFit._fields:
+        if name in PowerLawFit._fields:
             return getattr(self.fit, name)
         raise AttributeError(f"'PowerLawTest' object has no attribute {name!r}")
 
 
-def semi_parametric_replicas(key, x, xmin, alpha, num, thresh=_pl.EVALS_THRESH):
+def semi_parametric_replicas(key, x, xmin, alpha, num, thresh=EVALS_THRESH):
     """``num`` replicas of one spectrum under its fitted power law (see the module docstring).
 
     Args:
@@ -113,10 +115,10 @@ def _tail_bound(x, xmin_max, min_tail, thresh):
 
 def _fit(x, xmin_max, min_tail, thresh):
     bound = _tail_bound(x, xmin_max, min_tail, thresh)
-    return _pl.fit_rows(x, bound, jnp.full(x.shape[:-1], thresh, x.dtype))
+    return fit_rows(x, bound, jnp.full(x.shape[:-1], thresh, x.dtype))
 
 
-def bootstrap_batch(keys, evals, num, xmin_max, min_tail=None, thresh=_pl.EVALS_THRESH):
+def bootstrap_batch(keys, evals, num, xmin_max, min_tail=None, thresh=EVALS_THRESH):
     """Fit and bootstrap test of a ``(L, n)`` batch of spectra (traceable).
 
     Args:
@@ -132,13 +134,13 @@ def bootstrap_batch(keys, evals, num, xmin_max, min_tail=None, thresh=_pl.EVALS_
     """
     L, n = evals.shape
     fit = _fit(evals, xmin_max, min_tail, thresh)
-    ok = fit.status == _pl.FIT_OK
+    ok = fit.status == FIT_OK
     reps = jax.vmap(semi_parametric_replicas, in_axes=(0, 0, 0, 0, None, None))(
         keys, evals, jnp.where(ok, fit.xmin, 1.0), jnp.where(ok, fit.alpha, 2.0), num, thresh)
     rfit = _fit(reps.reshape(L * num, n), xmin_max, min_tail, thresh)
     rD = rfit.D.reshape(L, num)
     ralpha = rfit.alpha.reshape(L, num)
-    good = (rfit.status == _pl.FIT_OK).reshape(L, num)
+    good = (rfit.status == FIT_OK).reshape(L, num)
     count = good.sum(axis=1)
     p = jnp.sum(good & (rD >= fit.D[:, None]), axis=1) / jnp.maximum(count, 1)
     tails = 100.0 * (1.0 - CI_LEVEL) / 2.0
@@ -152,10 +154,11 @@ def bootstrap_batch(keys, evals, num, xmin_max, min_tail=None, thresh=_pl.EVALS_
 
 @functools.partial(jax.jit, static_argnames=("num", "min_tail", "thresh"))
 def _bootstrap(key, evals, num, xmin_max, min_tail, thresh):
-    flat = evals.reshape(-1, evals.shape[-1])
-    keys = jax.random.split(key, flat.shape[0])
-    out = bootstrap_batch(keys, flat, num, xmin_max, min_tail, thresh)
-    return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
+    def on_batch(flat):
+        keys = jax.random.split(key, flat.shape[0])
+        return bootstrap_batch(keys, flat, num, xmin_max, min_tail, thresh)
+
+    return map_spectra(on_batch, evals)
 
 
 def check_bootstrap(bootstrap, key) -> int:
@@ -169,7 +172,7 @@ def check_bootstrap(bootstrap, key) -> int:
 
 
 def bootstrap_power_law(evals, *, bootstrap: int, key, xmin_max=None, min_tail: int | None = None,
-                        thresh: float = _pl.EVALS_THRESH) -> PowerLawTest:
+                        thresh: float = EVALS_THRESH) -> PowerLawTest:
     """Power-law fit with its bootstrap p-value and alpha interval, per spectrum.
 
     Args:
@@ -200,6 +203,6 @@ def bootstrap_power_law(evals, *, bootstrap: int, key, xmin_max=None, min_tail: 
         raise ValueError("bootstrap_power_law needs bootstrap >= 1")
     if min_tail is not None and (not isinstance(min_tail, (int, np.integer)) or min_tail < 2):
         raise ValueError(f"min_tail must be None or an int >= 2, got {min_tail!r}")
-    evals = _pl.as_spectra(evals, "bootstrap_power_law")
+    evals = as_spectra(evals, "bootstrap_power_law")
     bound = jnp.asarray(np.inf if xmin_max is None else float(xmin_max), evals.dtype)
     return _bootstrap(key, evals, num, bound, None if min_tail is None else int(min_tail), float(thresh))

@@ -40,7 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erfc, log_ndtr
 
-from jaxww.fit import powerlaw as _pl
+from jaxww.fit.batching import as_spectra
+from jaxww.fit.scan import map_tails
+from jaxww.fit.tail import EVALS_THRESH
 from jaxww.fit import tpl as _tpl
 
 _ITERATIONS = 40
@@ -129,17 +131,17 @@ def _compare_one(x, xmin, thresh):
     return Comparison(*(jnp.where(ok, v, nan) for v in (R_e, p_e, R_l, p_l, R_t, p_t)))
 
 
-def compare_batch(evals, xmin, thresh=_pl.EVALS_THRESH) -> Comparison:
+def compare_batch(evals, xmin, thresh=EVALS_THRESH) -> Comparison:
     """:class:`Comparison` of a ``(B, n)`` batch on the tails ``x >= xmin`` (``(B,)``); traceable."""
     return jax.vmap(_compare_one, in_axes=(0, 0, None))(evals, xmin, thresh)
 
 
 @functools.partial(jax.jit, static_argnames=("thresh",))
 def _compare(evals, xmin, thresh):
-    return _pl.map_tails(compare_batch, evals, xmin, thresh)
+    return map_tails(compare_batch, evals, xmin, thresh)
 
 
-def compare_distributions(evals, xmin=None, *, thresh=_pl.EVALS_THRESH) -> Comparison:
+def compare_distributions(evals, xmin=None, *, thresh=EVALS_THRESH) -> Comparison:
     """Likelihood-ratio tests of the power-law tail against exponential, lognormal and TPL.
 
     Args:
@@ -154,6 +156,6 @@ def compare_distributions(evals, xmin=None, *, thresh=_pl.EVALS_THRESH) -> Compa
     Raises:
       ValueError: no eigenvalue.
     """
-    evals = _pl.as_spectra(evals, "compare_distributions")
+    evals = as_spectra(evals, "compare_distributions")
     xmin = None if xmin is None else jnp.asarray(xmin, evals.dtype)
     return _compare(evals, xmin, float(thresh))

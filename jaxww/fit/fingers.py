@@ -1,7 +1,7 @@
 """Fingers: fits that discount the few largest eigenvalues (weightwatcher's ``fix_fingers``).
 
 A "finger" is a handful of eigenvalues far above the rest of the tail, a finite-size
-effect that makes the exact scan of :mod:`jaxww.fit.powerlaw` report a spuriously large
+effect that makes the exact scan of :mod:`jaxww.fit.scan` report a spuriously large
 alpha. Two remedies, both batched over layers and jit-compiled:
 
 * ``"clip_xmax"`` (:func:`clip_xmax`), weightwatcher 0.7.7's ``fit_clipped_powerlaw``:
@@ -32,7 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.fit import powerlaw as _pl
+from jaxww.fit.batching import as_spectra, map_spectra
+from jaxww.fit.scan import PowerLawFit, fit_batch, fit_rows
+from jaxww.fit.tail import EVALS_THRESH, FIT_OK
 
 #: The ``fix_fingers=`` choices.
 METHODS = ("clip_xmax", "xmin_peak")
@@ -57,12 +59,12 @@ class FingerFit(NamedTuple):
       raw_alpha: alpha of the unclipped exact fit.
     """
 
-    fit: _pl.PowerLawFit
+    fit: PowerLawFit
     num_fingers: jax.Array
     raw_alpha: jax.Array
 
 
-def clip_xmax(evals, xmin_max, thresh=_pl.EVALS_THRESH) -> FingerFit:
+def clip_xmax(evals, xmin_max, thresh=EVALS_THRESH) -> FingerFit:
     """weightwatcher 0.7.7's ``fix_fingers="clip_xmax"`` for a ``(B, n)`` batch (traceable).
 
     Args:
@@ -80,7 +82,7 @@ def clip_xmax(evals, xmin_max, thresh=_pl.EVALS_THRESH) -> FingerFit:
     clipped = jnp.where(jnp.arange(n)[None, None, :] >= n - clips[:, None, None], 0.0, xs[None])
     flat = clipped.reshape(-1, n)
     ones = jnp.ones(flat.shape[0], evals.dtype)
-    fits = _pl.fit_rows(flat, ones * xmin_max, ones * thresh)
+    fits = fit_rows(flat, ones * xmin_max, ones * thresh)
     fits = jax.tree.map(lambda a: a.reshape(len(clips), batch), fits)
     raw = fits.alpha[0]
     finger = fits.alpha[1:] + FINGER_THRESH < raw[None]
@@ -89,11 +91,11 @@ def clip_xmax(evals, xmin_max, thresh=_pl.EVALS_THRESH) -> FingerFit:
     chosen = jnp.where(stop.any(axis=0) & finger[first, jnp.arange(batch)], first + 1, 0)
     pick = jax.tree.map(lambda a: a[chosen, jnp.arange(batch)], fits)
     spikes = (x >= pick.xmin[:, None]).sum(axis=1)
-    pick = pick._replace(num_pl_spikes=jnp.where(pick.status == _pl.FIT_OK, spikes, 0))
+    pick = pick._replace(num_pl_spikes=jnp.where(pick.status == FIT_OK, spikes, 0))
     return FingerFit(pick, jnp.where(chosen > 0, clips[chosen] - 1, 0), raw)
 
 
-def esd_peak(evals, thresh=_pl.EVALS_THRESH):
+def esd_peak(evals, thresh=EVALS_THRESH):
     """Peak of the ESD: left edge of the fullest of ``PEAK_BINS`` bins of ``log10(lambda)``.
 
     The bins span ``[min, max]`` of ``log10`` of the values ``> thresh`` (as
@@ -117,7 +119,7 @@ def esd_peak(evals, thresh=_pl.EVALS_THRESH):
     return jnp.where(keep.sum(axis=-1) >= 2, peak, jnp.nan)
 
 
-def xmin_peak(evals, xmin_max=jnp.inf, thresh=_pl.EVALS_THRESH) -> FingerFit:
+def xmin_peak(evals, xmin_max=jnp.inf, thresh=EVALS_THRESH) -> FingerFit:
     """``fix_fingers="xmin_peak"`` for a ``(B, n)`` batch (traceable).
 
     The exact scan on the values ``>= 0.95 p`` (``p`` from :func:`esd_peak`), with
@@ -136,17 +138,15 @@ def xmin_peak(evals, xmin_max=jnp.inf, thresh=_pl.EVALS_THRESH) -> FingerFit:
     peak = esd_peak(evals, thresh)
     low = jnp.maximum(jnp.nextafter(PEAK_LOW * peak, 0.0), thresh)
     high = jnp.where(jnp.isinf(xmin_max), PEAK_HIGH * peak, xmin_max)
-    fit = _pl.fit_rows(evals, jnp.where(jnp.isnan(peak), jnp.inf, high),
+    fit = fit_rows(evals, jnp.where(jnp.isnan(peak), jnp.inf, high),
                        jnp.where(jnp.isnan(peak), thresh, low))
-    raw = _pl.fit_batch(evals, jnp.inf, thresh).alpha
+    raw = fit_batch(evals, jnp.inf, thresh).alpha
     return FingerFit(fit, jnp.zeros(peak.shape, jnp.int32), raw)
 
 
 @functools.partial(jax.jit, static_argnames=("method",))
 def _fit_fingers(evals, method, xmin_max):
-    flat = evals.reshape(-1, evals.shape[-1])
-    out = (clip_xmax if method == "clip_xmax" else xmin_peak)(flat, xmin_max)
-    return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
+    return map_spectra(clip_xmax if method == "clip_xmax" else xmin_peak, evals, xmin_max)
 
 
 def check_method(method: str) -> str:
@@ -171,6 +171,6 @@ def fit_fingers(evals, method: str = "clip_xmax", *, xmin_max=None) -> FingerFit
       ValueError: unknown ``method`` or no eigenvalue.
     """
     check_method(method)
-    evals = _pl.as_spectra(evals, "fit_fingers")
+    evals = as_spectra(evals, "fit_fingers")
     bound = jnp.asarray(np.inf if xmin_max is None else float(xmin_max), evals.dtype)
     return _fit_fingers(evals, method, bound)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.defaults import MIN_VERDICT_EVALS  # noqa: F401  (part of this module's API)
+from jaxww.defaults import MIN_VERDICT_EVALS
 
 #: Added to ``p`` and to the rank in the entropy, as the reference does.
 ENTROPY_EPS = 1e-10

@@ -1,195 +1,65 @@
-"""Exact continuous power-law fit of an eigenvalue tail (Clauset, Shalizi, Newman 2009).
+"""``jaxww.fit_power_law``: the public power-law fit of spectra with any leading axes.
 
-The fit scans every candidate ``xmin`` (every sorted eigenvalue but the largest),
-fits the maximum-likelihood exponent of the tail above it and keeps the candidate
-whose Kolmogorov-Smirnov distance ``D`` is smallest. It is the scan that
-weightwatcher 0.7.7 runs in a Python loop (``WW_powerlaw.WWFit``), written here as
-one vectorised JAX function over candidates *and* layers:
-
-.. math::
-
-    \\alpha_i = 1 + \\frac{n_i}{\\sum_{j \\ge i} \\ln(x_j / x_i)}, \\qquad
-    D_i = \\max_{j \\ge i} \\Big| 1 - (x_j/x_i)^{1-\\alpha_i} - \\frac{j-i}{n_i} \\Big|
-
-with ``n_i = n - i`` the tail size. Spectra of fewer than ``SMALL_N = 20`` values use
-the bias-corrected exponent ``1 + (n_i - 1) / sum ln(x_j/x_i)`` and only tails of at
-least ``SMALL_N_MIN_TAIL = 8`` values, as the reference does.
-
-The candidate scan costs ``O(n^2)`` and is evaluated in chunks of candidates so that
-15000 eigenvalues fit in memory. The chosen index is piecewise constant in the
-eigenvalues; ``alpha`` is re-evaluated at that index with an ``O(n)`` formula so that
-it is differentiable with respect to the eigenvalues (the index held fixed).
+The exact scan of :mod:`jaxww.fit.scan`, jitted over the batch, with its goodness-of-fit
+test on request (:mod:`jaxww.fit.bootstrap`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.fit.tail import (  # noqa: F401  (the tail core; its names are part of this module's API)
-    EVALS_THRESH, FIT_DEGENERATE, FIT_NONFINITE, FIT_OK, FIT_REASONS, FIT_TOO_FEW, SMALL_N,
-    SMALL_N_MIN_TAIL, best_candidate, candidates, candidates_host, mle_alpha, prepare,
-)
-from jaxww.fit.tail import as_column, take_at
-
-#: Elements of the (layers x candidates x eigenvalues) work array evaluated at once.
-_CHUNK_ELEMENTS = 1 << 24
-
-
-class PowerLawFit(NamedTuple):
-    """Result of :func:`jaxww.fit_power_law`; every field has the batch shape of the input.
-
-    Attributes:
-      alpha: tail exponent of the best candidate (NaN when the fit failed).
-      xmin: smallest eigenvalue of the fitted tail.
-      xmax: largest eigenvalue.
-      D: Kolmogorov-Smirnov distance of the fit.
-      sigma: standard error of alpha, ``(alpha - 1) / sqrt(n_tail)``.
-      num_pl_spikes: number of eigenvalues ``>= xmin``.
-      num_fit: number of eigenvalues above the threshold that entered the fit.
-      status: ``FIT_OK``, ``FIT_TOO_FEW`` or ``FIT_DEGENERATE``.
-    """
-
-    alpha: jax.Array
-    xmin: jax.Array
-    xmax: jax.Array
-    D: jax.Array
-    sigma: jax.Array
-    num_pl_spikes: jax.Array
-    num_fit: jax.Array
-    status: jax.Array
-
-
-def _scan(xs, logx, k, xmin_max, chunk):
-    """Index of the best tail of one prepared spectrum (``k`` real values), and its D.
-
-    Everything here is under ``stop_gradient``: the choice of the tail carries no
-    gradient.
-    """
-    xs, logx = jax.lax.stop_gradient((xs, logx))
-    _, D, usable, valid = candidates(logx, k, chunk)
-    return _best(xs, D, usable, valid, xmin_max)
-
-
-def _best(xs, D, usable, valid, xmin_max, xp=jnp):
-    """The winning index of the scan's ``D`` under the bound ``xmin_max``, and its D."""
-    below = xs <= (xmin_max if xp is jnp else np.asarray(xmin_max)[..., None])
-    best = best_candidate(D, usable & below, valid & below, xp)
-    return best, take_at(xp, D, xp.maximum(best, 0))
-
-
-def _fit_one(x, xmin_max, thresh, chunk):
-    """Fit one spectrum (any order, zero-padded); see :func:`jaxww.fit_power_law`."""
-    xs, logx, k = prepare(x, thresh)
-    return _result(x, xs, logx, k, *_scan(xs, logx, k, xmin_max, chunk), thresh)
-
-
-def _result(x, xs, logx, k, best, D, thresh, xp=jnp) -> PowerLawFit:
-    """The fit's fields from the scan's winner ``best`` (and its ``D``)."""
-    i = xp.maximum(best, 0)
-    alpha, _ = mle_alpha(logx, k, i, k < SMALL_N, xp=xp)
-    xmin = take_at(xp, xs, i)
-    status = xp.where(k < 2, FIT_TOO_FEW, xp.where(best >= 0, FIT_OK, FIT_DEGENERATE))
-    nan = xp.nan
-    failed = status != FIT_OK
-    n_tail = (k - i).astype(x.dtype)
-    return PowerLawFit(
-        alpha=xp.where(failed, nan, alpha),
-        xmin=xp.where(failed, nan, xmin),
-        xmax=xp.where(k > 0, xs[..., -1], nan),
-        D=xp.where(failed, nan, D),
-        sigma=xp.where(failed, nan, (alpha - 1.0) / xp.sqrt(n_tail)),
-        num_pl_spikes=xp.where(failed, 0, (xp.isfinite(x) & (x > as_column(xp, thresh))
-                                           & (x >= xmin[..., None])).sum(-1)),
-        num_fit=k,
-        status=status,
-    )
-
-
-def fit_host(evals: np.ndarray, xmin_max=np.inf, thresh=EVALS_THRESH) -> PowerLawFit:
-    """:func:`fit_batch` in NumPy on the host, nothing compiled (same formulas, same results
-    to rounding): a ``(B, n)`` batch of spectra, any order, zero-padded; ``xmin_max`` a
-    scalar or ``(B,)``. Fields are NumPy arrays of shape ``(B,)``.
-    """
-    evals = np.asarray(evals)
-    with np.errstate(divide="ignore", invalid="ignore"):  # failed rows: masked by NaN
-        xs, logx, k = prepare(evals, thresh, np)
-        _, D, usable, valid = candidates_host(logx, k)
-        best, D = _best(xs, D, usable, valid, np.asarray(xmin_max, evals.dtype), np)
-        return _result(evals, xs, logx, k, best, D, thresh, np)
-
-
-def fit_batch(evals, xmin_max, thresh=EVALS_THRESH) -> PowerLawFit:
-    """Traceable core of :func:`jaxww.fit_power_law` for a ``(B, n)`` batch of spectra.
-
-    Candidates are scanned in chunks so that the ``B x chunk x n`` work array holds
-    at most ``_CHUNK_ELEMENTS`` values (15000 eigenvalues fit in memory).
-    """
-    batch, n = evals.shape
-    chunk = max(1, min(n, _CHUNK_ELEMENTS // (batch * n)))
-    return jax.vmap(_fit_one, in_axes=(0, None, None, None))(evals, xmin_max, thresh, chunk)
-
-
-def fit_rows(evals, xmin_max, thresh) -> PowerLawFit:
-    """:func:`fit_batch` with its own bound and threshold per spectrum (traceable).
-
-    Args:
-      evals: ``(B, n)`` spectra, any order, zero-padded.
-      xmin_max: ``(B,)`` upper bounds on the candidate ``xmin`` (``inf``: none).
-      thresh: ``(B,)`` thresholds: values ``<= thresh`` are left out of each fit.
-
-    Returns:
-      A :class:`PowerLawFit` of ``(B,)`` fields.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> x = jnp.stack([jnp.arange(1.0, 41.0)] * 2)
-      >>> fit = fit_rows(x, jnp.array([jnp.inf, 5.0]), jnp.array([1e-5, 1e-5]))
-      >>> bool(fit.xmin[1] <= 5.0)
-      True
-    """
-    batch, n = evals.shape
-    chunk = max(1, min(n, _CHUNK_ELEMENTS // (batch * n)))
-    return jax.vmap(_fit_one, in_axes=(0, 0, 0, None))(evals, xmin_max, thresh, chunk)
-
-
-def as_spectra(evals, where: str) -> jax.Array:
-    """``evals`` as a floating-point array of spectra along its last axis (ints become float32).
-
-    Raises:
-      ValueError: no eigenvalue (a 0-D array or an empty last axis), naming ``where``.
-    """
-    evals = jnp.asarray(evals)
-    if not jnp.issubdtype(evals.dtype, jnp.floating):
-        evals = evals.astype(jnp.float32)
-    if evals.ndim == 0 or evals.shape[-1] == 0:
-        raise ValueError(f"{where} needs at least one eigenvalue, got shape {evals.shape}")
-    return evals
-
-
-def map_tails(batch_fn, evals, xmin, thresh):
-    """``batch_fn(flat, xmin, thresh)`` on the tails of ``evals`` (any leading axes); traceable.
-
-    ``flat`` is ``evals`` as a ``(B, n)`` batch and ``xmin`` a ``(B,)`` start of each
-    tail: the given scalar or ``evals.shape[:-1]`` array broadcast, or, for None, the
-    exact scan's ``xmin`` (:func:`fit_batch`). The result is reshaped back to
-    ``evals.shape[:-1]``. Used by the fits that take a power-law tail as given
-    (truncated power law, likelihood-ratio comparisons).
-    """
-    flat = evals.reshape(-1, evals.shape[-1])
-    if xmin is None:
-        xmin = fit_batch(flat, jnp.inf, thresh).xmin
-    else:
-        xmin = jnp.broadcast_to(xmin, evals.shape[:-1]).reshape(-1)
-    return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), batch_fn(flat, xmin, thresh))
+from jaxww.fit import bootstrap as _bootstrap
+from jaxww.fit.batching import as_spectra, map_spectra
+from jaxww.fit.scan import PowerLawFit, fit_batch
+from jaxww.fit.tail import EVALS_THRESH
 
 
 @functools.partial(jax.jit, static_argnames=("thresh",))
-def fit_jitted(evals, xmin_max, thresh):
-    """:func:`fit_batch` of spectra with any leading batch shape, jitted (``jaxww.fit_power_law``)."""
-    out = fit_batch(evals.reshape(-1, evals.shape[-1]), xmin_max, thresh)
-    return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
+def _fit(evals, xmin_max, thresh):
+    return map_spectra(fit_batch, evals, xmin_max, thresh)
+
+
+def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int = 0, key=None
+                  ) -> PowerLawFit | _bootstrap.PowerLawTest:
+    """Fit a power law ``p(x) ~ x**-alpha`` to the tail of each spectrum in ``evals``.
+
+    The exact Clauset-Shalizi-Newman scan: every kept eigenvalue but the largest is a
+    candidate ``xmin``; each gets its maximum-likelihood exponent and KS distance; the
+    candidate with the smallest distance wins (the first on a tie). Values ``<= thresh``
+    and non-finite values are left out, so zero padding is harmless.
+
+    Args:
+      evals: eigenvalues, shape ``(..., n)``, any order. Leading axes are a batch of
+        independent spectra fitted in one vectorised call.
+      xmin_max: only candidates ``xmin <= xmin_max`` are considered (None: all).
+      thresh: eigenvalues at or below this are dropped before the fit.
+      bootstrap: number of replicas of the Clauset-Shalizi-Newman goodness-of-fit
+        test (0: none); see :func:`jaxww.bootstrap_power_law`.
+      key: ``jax.random`` key of the replicas (required with ``bootstrap``).
+
+    Returns:
+      A :class:`PowerLawFit` whose fields have shape ``evals.shape[:-1]``. A failed
+      fit has ``status != FIT_OK`` and NaN in the float fields. With ``bootstrap``, a
+      :class:`jaxww.PowerLawTest`: this fit (``.fit``; its fields also read directly,
+      ``.alpha``) with ``p_value``, ``alpha_ci_low`` and ``alpha_ci_high``.
+
+    Example:
+      >>> import numpy as np, jaxww
+      >>> x = (1 - np.random.default_rng(0).random(2000)) ** (-1 / 2.5)  # Pareto, alpha=3.5
+      >>> round(float(jaxww.fit_power_law(x).alpha), 1)
+      3.5
+
+    References:
+      A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in
+      empirical data", SIAM Review 51 (2009).
+    """
+    if _bootstrap.check_bootstrap(bootstrap, key):
+        return _bootstrap.bootstrap_power_law(evals, bootstrap=bootstrap, key=key,
+                                              xmin_max=xmin_max, thresh=thresh)
+    evals = as_spectra(evals, "fit_power_law")
+    bound = np.inf if xmin_max is None else float(xmin_max)
+    return _fit(evals, jnp.asarray(bound, evals.dtype), float(thresh))

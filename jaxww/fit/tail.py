@@ -1,4 +1,8 @@
-"""The power-law tail core shared by the fit, the differentiable alpha and the transforms.
+"""The Clauset-Shalizi-Newman tail core: one spectrum's candidate tails, exponents and choice.
+
+Shared by the fit (:mod:`jaxww.fit.scan`) and the differentiable training-time
+estimates at the end of this module (:class:`TailSpec`, :func:`estimate`, used by
+:mod:`jaxww.training`).
 
 One spectrum at a time (callers ``vmap``): keep the eigenvalues above a threshold and
 sort them (:func:`prepare`), score every candidate ``xmin`` (:func:`candidates`: the
@@ -16,7 +20,7 @@ result is missing.
 
 The functions that take ``xp`` are written once for ``jax.numpy`` (the default: the
 jitted, vmapped, differentiable fit) and ``numpy`` (the host fit of ``analyze`` on the
-CPU, :func:`jaxww.fit.powerlaw.fit_host`, which compiles nothing); with ``numpy`` they take
+CPU, :func:`jaxww.fit.scan.fit_host`, which compiles nothing); with ``numpy`` they take
 leading batch axes. :func:`candidates` (``jax.lax.map`` over chunks) and
 :func:`candidates_host` (a loop over chunks of the triangle) drive the same
 :func:`_candidate_chunk`.
@@ -53,8 +57,9 @@ FIT_REASONS = {
     FIT_NONFINITE: "weights or eigenvalues contain NaN or Inf",
 }
 
-#: Estimates above this are numerically flat tails (mean log-spread < 1e-3): flagged.
-ALPHA_MAX = 1000.0
+#: The training-time estimates (:func:`estimate`) flag an exponent at or above this as a
+#: numerically flat tail (mean log-spread < 1e-3), never a number; the fit keeps every one.
+FLAT_TAIL_ALPHA = 1000.0
 #: Default temperature of the ``"soft"`` tail, in units of the KS distance ``D``.
 DEFAULT_TEMPERATURE = 0.01
 #: Candidate rows x eigenvalues evaluated at once in the training-time KS scan.
@@ -79,7 +84,7 @@ def prepare(x, thresh, xp=jnp):
     ``ln xs`` on the kept values and 0 on the padding, so nothing is inf or NaN.
 
     Like every function of this core that takes ``xp`` (``jax.numpy``, or ``numpy``
-    for the host fit, :func:`jaxww.fit.powerlaw.fit_host`), it also takes leading batch axes
+    for the host fit, :func:`jaxww.fit.scan.fit_host`), it also takes leading batch axes
     (``x`` of shape ``(..., n)``, ``thresh`` a scalar or of the leading shape).
     """
     n = x.shape[-1]
@@ -302,9 +307,9 @@ def _ks_index(logx, kc):
 
 
 def _candidates(logx, kc):
-    """The exact KS scan, numerically flat tails (``alpha >= ALPHA_MAX``) unusable."""
+    """The exact KS scan, numerically flat tails (``alpha >= FLAT_TAIL_ALPHA``) unusable."""
     n = logx.shape[0]
-    return candidates(logx, kc, max(1, min(n, _CHUNK_ELEMENTS // max(n, 1))), ALPHA_MAX)
+    return candidates(logx, kc, max(1, min(n, _CHUNK_ELEMENTS // max(n, 1))), FLAT_TAIL_ALPHA)
 
 
 def estimate(x, spec: TailSpec, thresh: float) -> TailAlpha:
@@ -327,7 +332,7 @@ def estimate(x, spec: TailSpec, thresh: float) -> TailAlpha:
         a_all, D, usable, valid = _candidates(logx, kc)
         best = best_candidate(jax.lax.stop_gradient(D), usable, valid)
     i = jnp.maximum(best, 0)
-    alpha, ok = mle_alpha(logx, kc, i, small, ALPHA_MAX)
+    alpha, ok = mle_alpha(logx, kc, i, small, FLAT_TAIL_ALPHA)
     xmin = xs[jnp.clip(i, 0, n - 1)]
     if spec.kind == "soft":
         any_valid = valid.any()
@@ -346,22 +351,3 @@ def estimate(x, spec: TailSpec, thresh: float) -> TailAlpha:
         num_fit=kc.astype(jnp.int32),
         status=status_code(finite, kc, ok).astype(jnp.int32),
     )
-
-
-
-
-def held_estimate(x, spec: TailSpec, n_t, thresh: float) -> TailAlpha:
-    """:func:`estimate` of one spectrum, with the ``"ks"`` tail size held at ``n_t``.
-
-    The transforms' steps between two exact refreshes keep the KS choice of the last
-    one (the other tails are chosen afresh). Differentiable with respect to ``x``.
-    """
-    if spec.kind != "ks":
-        return estimate(x, spec, thresh)
-    xs, logx, k = prepare(x, thresh)
-    i = jnp.maximum(k - n_t, 0)
-    alpha, ok = mle_alpha(logx, k, i, k < SMALL_N, ALPHA_MAX)
-    ok &= (n_t >= 2) & (k >= 2) & jnp.isfinite(x).all()
-    return TailAlpha(jnp.where(ok, alpha, jnp.nan), jnp.where(ok, xs[jnp.clip(i, 0, x.shape[0] - 1)], jnp.nan),
-                     jnp.where(ok, k - i, 0).astype(jnp.int32), k.astype(jnp.int32),
-                     status_code(jnp.isfinite(x).all(), k, ok).astype(jnp.int32))

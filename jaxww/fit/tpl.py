@@ -41,7 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.fit import powerlaw as _pl
+from jaxww.fit.batching import as_spectra
+from jaxww.fit.scan import map_tails
+from jaxww.fit.tail import EVALS_THRESH
 
 _PANELS, _NODES = 32, 8
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(_NODES)
@@ -49,8 +51,8 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(_NODES)
 ITERATIONS = 60
 #: Line-search step sizes tried at every iteration (the best one is taken; 0 keeps).
 _STEPS = 2.0 ** -np.arange(0, 12)
-#: Largest alpha the fit reports (the search box; a wall, not a prior).
-ALPHA_MAX = 50.0
+#: Largest alpha the truncated power-law fit reports: the wall of its search box (not a prior).
+TPL_ALPHA_MAX = 50.0
 
 TPL_OK = 0
 TPL_TOO_FEW = 1
@@ -146,7 +148,7 @@ def _loglik_t(theta, s1, s2, n):
 
 
 def _project(theta):
-    return jnp.stack([jnp.clip(theta[0], 0.0, ALPHA_MAX), jnp.maximum(theta[1], 0.0)])
+    return jnp.stack([jnp.clip(theta[0], 0.0, TPL_ALPHA_MAX), jnp.maximum(theta[1], 0.0)])
 
 
 def _maximise(s1, s2, n, alpha0):
@@ -194,17 +196,17 @@ def fit_one(x, xmin, thresh):
                   status=jnp.where(ok, TPL_OK, TPL_TOO_FEW))
 
 
-def fit_batch(evals, xmin, thresh=_pl.EVALS_THRESH) -> TPLFit:
+def fit_batch(evals, xmin, thresh=EVALS_THRESH) -> TPLFit:
     """Truncated power law of a ``(B, n)`` batch on the tails ``x >= xmin`` (``(B,)``); traceable."""
     return jax.vmap(fit_one, in_axes=(0, 0, None))(evals, xmin, thresh)
 
 
 @functools.partial(jax.jit, static_argnames=("thresh",))
 def _fit(evals, xmin, thresh):
-    return _pl.map_tails(fit_batch, evals, xmin, thresh)
+    return map_tails(fit_batch, evals, xmin, thresh)
 
 
-def fit_truncated_power_law(evals, xmin=None, *, thresh=_pl.EVALS_THRESH) -> TPLFit:
+def fit_truncated_power_law(evals, xmin=None, *, thresh=EVALS_THRESH) -> TPLFit:
     """Maximum-likelihood truncated power law of the tail of each spectrum.
 
     Args:
@@ -219,6 +221,6 @@ def fit_truncated_power_law(evals, xmin=None, *, thresh=_pl.EVALS_THRESH) -> TPL
     Raises:
       ValueError: no eigenvalue.
     """
-    evals = _pl.as_spectra(evals, "fit_truncated_power_law")
+    evals = as_spectra(evals, "fit_truncated_power_law")
     xmin = None if xmin is None else jnp.asarray(xmin, evals.dtype)
     return _fit(evals, xmin, float(thresh))

@@ -12,6 +12,9 @@ import json
 import math
 import os
 
+from jaxww import __version__
+from jaxww.report import html
+
 #: The suffixes :func:`save` writes.
 SUFFIXES = (".csv", ".json", ".html")
 
@@ -63,8 +66,6 @@ def document(report, options: dict | None = None, **extra) -> dict:
       >>> sorted(doc)
       ['jaxww_version', 'limited', 'options', 'rows', 'skipped', 'summary']
     """
-    from jaxww import __version__
-
     opts = report.options if options is None else options
     return {"jaxww_version": __version__, **extra,
             "options": jsonable({k: v for k, v in opts.items() if k != "progress"}),
@@ -112,8 +113,7 @@ def save(report, path) -> str:
     elif suffix == ".json":
         text = json.dumps(document(report), indent=1) + "\n"
     else:
-        from jaxww.report import html as display
-        text = display.page(display.report_html(report), "jaxww report")
+        text = html.page(html.report_html(report), "jaxww report")
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
     return path

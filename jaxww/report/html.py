@@ -11,11 +11,8 @@ from __future__ import annotations
 import html
 import math
 
-#: Columns of the compact report table (those present in the report).
-REPORT_COLUMNS = ("layer_id", "name", "layer_type", "shape", "num_evals", "alpha", "alpha_weighted",
-                  "log_norm", "log_spectral_norm", "stable_rank", "status", "warning", "reason")
-#: Columns of the compact diff table, before the metric deltas.
-DIFF_COLUMNS = ("name", "shape", "k", "overlap_left", "overlap_right")
+from jaxww.report.columns import DESCRIBE_COLUMNS, DIFF_COLUMNS, REPORT_COLUMNS
+
 _STYLE = {"failed": "background:#fdd", "warning": "background:#fff1cc"}
 
 
@@ -85,8 +82,6 @@ def _skipped(skipped_rows) -> str:
 
 def description_html(desc) -> str:
     """HTML of a :class:`jaxww.Description`: the count line and its table."""
-    from jaxww.analysis.describe import DESCRIBE_COLUMNS
-
     return (f"<div class=\"jaxww-describe\"><p><b>{html.escape(repr(desc))}</b></p>"
             + table(desc.rows, DESCRIBE_COLUMNS) + _skipped(desc.skipped_rows) + "</div>")
 

@@ -1,4 +1,5 @@
-"""The result of :func:`jaxww.analyze`: :class:`Report`, its columns and its DataFrames."""
+"""The result of :func:`jaxww.analyze`: :class:`Report` and its DataFrames (its columns:
+:mod:`jaxww.report.columns`)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,7 @@ import numpy as np
 
 from jaxww.reading import kernels as _kernels
 from jaxww.report import export, html, plots
-
-
-#: Columns of ``Report.details``, in order.
-COLUMNS = (
-    "layer_id", "name", "layer_type", "shape", "N", "M", "Q", "rf", "num_evals",
-    "alpha", "D", "xmin", "xmax", "sigma", "num_pl_spikes",
-    "log_norm", "log_spectral_norm", "spectral_norm", "norm", "alpha_weighted",
-    "log_alpha_norm", "stable_rank", "matrix_rank", "entropy",
-    "status", "warning", "reason",
-)
-#: Layer-averaged metrics of ``Report.summary`` (means over successful fits).
-SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm",
-                   "log_spectral_norm", "stable_rank")
+from jaxww.report.columns import COLUMNS, NOT_NUMERIC, SUMMARY_METRICS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +189,7 @@ class Report:
         stack of ``L`` layers; else a scalar); every other leaf holds NaN. Use it with
         ``jax.tree.map`` next to the params.
         """
-        if column not in self.columns or column in ("name", "layer_type", "shape", "status", "warning",
-                                                    "reason", "trap_indices"):
+        if column not in self.columns or column in NOT_NUMERIC:
             raise ValueError(f"column must be a numeric column of {self.columns}, got {column!r}")
         values: dict[int, list] = {}
         for r, k in zip(self.rows, self.kernels):   # rows in kernel order

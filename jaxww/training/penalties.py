@@ -68,7 +68,7 @@ import numpy as np
 from jaxww.linalg import sharded as _mesh
 
 from jaxww.fit import tail as _tail
-from jaxww.fit import powerlaw as _pl
+from jaxww.fit.batching import as_spectra
 from jaxww.linalg.batching import as_float, oriented
 from jaxww.training.plan import Mask, make_plan
 from jaxww.defaults import MIN_EVALS, MIN_VERDICT_EVALS
@@ -76,7 +76,7 @@ from jaxww.reading.kernels import LayoutOverride
 from jaxww.linalg.spectra import numerical_floor
 
 from jaxww.fit.tail import (  # noqa: F401  (part of this module's API)
-    ALPHA_MAX, DEFAULT_TEMPERATURE, EVALS_THRESH, SMALL_N, Tail, TailAlpha, TailSpec, estimate,
+    FLAT_TAIL_ALPHA, DEFAULT_TEMPERATURE, EVALS_THRESH, SMALL_N, Tail, TailAlpha, TailSpec, estimate,
     tail_spec,
 )
 
@@ -111,7 +111,7 @@ def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFA
       3.5
     """
     spec = tail_spec(tail, temperature)
-    evals = _pl.as_spectra(evals, "tail_alpha")
+    evals = as_spectra(evals, "tail_alpha")
     out = _tail_alpha_batch(evals.reshape(-1, evals.shape[-1]), spec, float(thresh))
     return jax.tree.map(lambda a: a.reshape(evals.shape[:-1]), out)
 

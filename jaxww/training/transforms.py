@@ -13,7 +13,7 @@ state, a ``mask`` like optax's (through :func:`optax.masked`) and composable wit
   affine function of its alpha (AlphaDecay).
 
 All three take exact spectra every ``every`` steps, with LAPACK on the host
-(:mod:`jaxww.linalg.host`): eigenvalues only, plus for the regulariser the
+(:mod:`jaxww.linalg.factored`): eigenvalues only, plus for the regulariser the
 eigenvectors of the tail. ``docs/training.md`` has the measured cost.
 
 All three work under :func:`optax.inject_hyperparams`: their numeric
@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import callbacks as _callbacks, factored as _factored
 
 from jaxww.linalg import sharded as _mesh
 
@@ -272,7 +272,7 @@ def _unless_swapped(where: str, count, sq_norms, update_leaves, plan, alpha):
     counted, and at least one must be.
 
     Under ``jit`` the values are traced: the ``ValueError`` is raised from the host, by a
-    host call (:func:`jaxww.linalg.host.on_cpu`, safe in a program on a mesh) whose result
+    host call (:func:`jaxww.linalg.callbacks.on_cpu`, safe in a program on a mesh) whose result
     ``alpha`` depends on, so that it runs (a ``jax.debug.callback``'s effect would take
     every call of the update off JAX's fast dispatch path: +0.5 ms a step, 0.65 -> 1.15 ms
     a held step of ``scale_by_alpha`` on a 4x512 MLP, measured). On CPU devices only: on a
@@ -290,7 +290,7 @@ def _unless_swapped(where: str, count, sq_norms, update_leaves, plan, alpha):
     message = _SWAPPED.format(where)
 
     def check(flag):
-        return _host_eigh.on_cpu(lambda f: (_refuse_if(message, f),), (jax.ShapeDtypeStruct((), jnp.bool_),), flag)[0]
+        return _callbacks.on_cpu(lambda f: (_refuse_if(message, f),), (jax.ShapeDtypeStruct((), jnp.bool_),), flag)[0]
 
     # On accelerators no host call enters the step (the refresh stays on the device): not checked there.
     checked = jax.lax.platform_dependent(swapped, cpu=check, default=lambda flag: jnp.asarray(True))
@@ -321,7 +321,7 @@ def _refresh(spec, thresh, plan, penalty):
     if _mesh.mesh_of(*mats) is not None:
         return _refresh_on_mesh(spec, thresh, plan, penalty, mats, pullback)
     fits = []
-    for g, (lam, factors) in zip(plan.groups, _host_eigh.eigvals_factored(mats)):
+    for g, (lam, factors) in zip(plan.groups, _factored.eigvals_factored(mats)):
         lam = numerical_floor(lam, g.N)
         est, fitted, dlam = _alpha_and_grad(_estimates(spec, thresh), g.pooled(lam))
         fits.append((est.alpha, fitted, dlam.reshape(lam.shape) * g.scale, factors))
@@ -331,7 +331,7 @@ def _refresh(spec, thresh, plan, penalty):
     w = jnp.where(ok & jnp.isfinite(w), w, 0.0)
     dlam = [f[2] * w[np.asarray(g.members)].astype(f[2].dtype)[:, None, None]
             for g, f in zip(plan.groups, fits)]
-    grads = pullback(_host_eigh.tail_gradient(mats, dlam, [f[3] for f in fits]))
+    grads = pullback(_factored.tail_gradient(mats, dlam, [f[3] for f in fits]))
     return tuple(grads.values()), jnp.where(ok, alpha, jnp.nan).astype(jnp.float32), ok
 
 

@@ -228,3 +228,34 @@ def test_base_and_lora_overlaps_are_of_the_deltas():
     want = _np_overlaps(*(x[None] for x in (np.asarray(la["blk"]["lora_a"], np.float64) @ la["blk"]["lora_b"],
                                             np.asarray(lb["blk"]["lora_a"], np.float64) @ lb["blk"]["lora_b"])), k)
     assert abs(row["overlap_left"] - want[0]) <= want[2] and abs(row["overlap_right"] - want[1]) <= want[2]
+
+
+def test_reading_options_are_read_layers_keywords_taken_by_analyze():
+    """The reading options come from ``read_layers``' signature (no hand-kept copy), and
+    ``analyze`` takes each of them with the same default."""
+    import inspect
+
+    from jaxww.analysis import arguments
+    from jaxww.reading.layers import read_layers
+
+    reader = inspect.signature(read_layers).parameters
+    assert set(arguments.READING) == {n for n, p in reader.items() if p.kind is p.KEYWORD_ONLY} - {"where", "concrete"}
+    analyze = inspect.signature(jaxww.analyze).parameters
+    assert {n: analyze[n].default for n in arguments.READING} == {n: reader[n].default for n in arguments.READING}
+
+
+def test_diff_models_reads_with_every_reading_option_it_is_given(monkeypatch):
+    """Every reading option given to ``diff_models`` reaches ``read_layers``; the others do not."""
+    from jaxww.analysis import arguments, diff
+
+    seen = []
+    real = diff.read_layers
+    monkeypatch.setattr(diff, "read_layers", lambda p, **kw: seen.append(kw) or real(p, **kw))
+    tree = {"dense": {"kernel": gaussian(0, DENSE)}, "conv": {"kernel": gaussian(1, CONV)}}
+    given = dict(min_evals=4, max_evals=10 ** 6, max_N=10 ** 6, layers="dense", layouts={"nothing": "dense"},
+                 scan_axis=0, base={n: {"kernel": np.zeros_like(v["kernel"])} for n, v in tree.items()},
+                 lora_scale=2.0)
+    assert set(given) | {"lora"} == set(arguments.READING)
+    d = jaxww.diff_models(tree, tree, mp_fit=True, **given)
+    assert [r["name"] for r in d.rows] == ["dense/kernel"]
+    assert len(seen) == 2 and all(kw == {**given, "where": "diff_models"} for kw in seen)

@@ -117,7 +117,7 @@ def test_elapsed_ticks_and_the_ticker_stops_on_an_interrupt():
     the line."""
     out = Terminal()
     with pytest.raises(KeyboardInterrupt):
-        with progress.Tracker(progress.TextBar(out), [("spectra", 2, 10.0), ("fits", 2, 10.0)], 0) as t:
+        with progress.Progress(progress.TextBar(out), [("spectra", 2, 10.0), ("fits", 2, 10.0)], 0) as t:
             t.add_work(5.0)    # half the spectra's work done, no layer yet
             time.sleep(2.2)
             raise KeyboardInterrupt
@@ -135,7 +135,7 @@ def test_log_lines_each_phase_and_every_interval():
     """Not a terminal: a line at each phase (reading is part of its phase) and every
     ``interval`` seconds while nothing else comes."""
     out = io.StringIO()
-    with progress.Tracker(progress.TextBar(out, interval=0.4), [("spectra", 1, 1.0), ("fits", 1, 1.0)], 0) as t:
+    with progress.Progress(progress.TextBar(out, interval=0.4), [("spectra", 1, 1.0), ("fits", 1, 1.0)], 0) as t:
         t.reading()
         time.sleep(1.1)
         t.advance(1, 0, 1.0)

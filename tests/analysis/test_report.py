@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 import jaxww
 from conftest import eig_err, metric_tols, pl_fit_tols, svd_evals, ulps
-from jaxww.fit import powerlaw as pl
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +266,7 @@ def test_xmin_max_option(h):
     fit = jaxww.fit_power_law(r.esd("dense/kernel"), xmin_max=bound)
     assert row["alpha"] == pytest.approx(float(fit.alpha), rel=1e-6)
     assert row["alpha"] != pytest.approx(free["alpha"], rel=1e-3)
-    assert int(fit.status) == pl.FIT_OK
+    assert int(fit.status) == jaxww.FIT_OK
 
 
 # ------------------------------------------------------------------ several devices
@@ -365,3 +364,25 @@ def test_all_optional_analyses_at_once_equal_each_alone(h):
             for c in cols:
                 a, b = mine[c], theirs[c]
                 assert (a == b) or (isinstance(a, float) and np.isnan(a) and np.isnan(b)), (c, a, b)
+
+
+@pytest.mark.parametrize("options", [{}, {"mp_fit": True}], ids=["host fit", "jitted fit"])
+def test_fit_stage_hands_named_groups_covering_every_layer_once(h, monkeypatch, options):
+    """The fit stage returns :class:`FitGroup` values (named fields, host arrays), whose
+    members cover every kernel once, with the batch's arrays one row per member."""
+    from jaxww.analysis import fitting
+
+    seen = []
+    real = fitting.fit_parts
+    monkeypatch.setattr(fitting, "fit_parts", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    params = {"a": {"kernel": h.student_t(1)}, "b": {"kernel": h.student_t(2, (96, 64))},
+              "c": {"kernel": h.student_t(3, (256, 64))}}
+    report = jaxww.analyze(params, **options)
+    (groups,) = seen
+    assert all(isinstance(g, fitting.FitGroup) for g in groups)
+    assert sorted(i for g in groups for i in g.members) == list(range(len(report.rows)))
+    for g in groups:
+        assert g.fit.alpha.shape == (len(g.members),) and len(g.evals) == len(g.members)
+        assert isinstance(g.evals, np.ndarray) and (g.rand is None) and ("sigma_mp" in g.extra) == bool(options)
+        for r, i in enumerate(g.members):
+            assert report.rows[i]["alpha"] == pytest.approx(float(g.fit.alpha[r]), nan_ok=True)

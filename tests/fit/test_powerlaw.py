@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import jaxww
 from conftest import EPS32, log_sum_rtol, pl_alpha_rtol, pl_fit_tols, ulps
 from jaxww.fit import tail as _tail
-from jaxww.fit import powerlaw as pl
+from jaxww.fit import scan
 
 PAD = 48  # every hypothesis spectrum is zero-padded to this length: one compilation
 
@@ -51,7 +51,7 @@ def reference_scan(values, xmin_max=math.inf):
         alphas.append(alpha)
         Ds.append(D)
         usable.append(ok)
-        valid.append(ok and (not small or ni >= pl.SMALL_N_MIN_TAIL))
+        valid.append(ok and (not small or ni >= _tail.SMALL_N_MIN_TAIL))
     valid = np.array(valid)
     return dict(x=x, alpha=np.array(alphas), D=np.where(valid, Ds, np.inf), D_all=np.array(Ds),
                 valid=valid, fallback=small and not valid.any() and usable[0])
@@ -68,21 +68,21 @@ def _tols(ref, i):
 def assert_matches_reference(fit, values, xmin_max=math.inf):
     ref = reference_scan(values, xmin_max)
     if ref is None:
-        assert int(fit.status) == pl.FIT_TOO_FEW
+        assert int(fit.status) == jaxww.FIT_TOO_FEW
         assert np.isnan(float(fit.alpha))
         return
     if ref["fallback"]:
-        assert int(fit.status) == pl.FIT_OK
+        assert int(fit.status) == jaxww.FIT_OK
         assert float(fit.xmin) == ref["x"][0]   # an input value: the same bits
         tols = _tols(ref, 0)
         np.testing.assert_allclose(float(fit.alpha), ref["alpha"][0], rtol=0, atol=tols["alpha"])
         np.testing.assert_allclose(float(fit.D), ref["D_all"][0], rtol=0, atol=tols["D"])
         return
     if not ref["valid"].any():
-        assert int(fit.status) == pl.FIT_DEGENERATE
+        assert int(fit.status) == jaxww.FIT_DEGENERATE
         assert np.isnan(float(fit.alpha)) and np.isnan(float(fit.xmin)) and np.isnan(float(fit.D))
         return
-    assert int(fit.status) == pl.FIT_OK
+    assert int(fit.status) == jaxww.FIT_OK
     b = int(np.argmin(ref["D"]))
     best = float(ref["D"][b])
     # The chosen candidate has the minimum D up to rounding: a candidate whose D is within
@@ -121,7 +121,7 @@ def pareto_fits():
 def test_pareto_recovers_alpha(pareto_fits):
     _, fit = pareto_fits
     assert fit.alpha.shape == ALPHAS.shape
-    assert (np.asarray(fit.status) == pl.FIT_OK).all()
+    assert (np.asarray(fit.status) == jaxww.FIT_OK).all()
     err = np.abs(np.asarray(fit.alpha) - ALPHAS)
     # sigma = (alpha - 1) / sqrt(n_tail) is the standard error: 3 sigma.
     assert (err < 3 * np.asarray(fit.sigma)).all(), (np.asarray(fit.alpha), np.asarray(fit.sigma))
@@ -156,7 +156,7 @@ def test_powerlaw_2_trap_thin_tail_not_clipped_at_3(pareto_fits):
 @given(alpha=st.floats(1.5, 5.0), seed=st.integers(0, 2**31 - 1))
 def test_pareto_recovers_alpha_property(alpha, seed):
     fit = jaxww.fit_power_law(pareto(alpha, 2000, seed).astype(np.float32))
-    assert int(fit.status) == pl.FIT_OK
+    assert int(fit.status) == jaxww.FIT_OK
     assert abs(float(fit.alpha) - alpha) < 4 * float(fit.sigma)
 
 
@@ -165,7 +165,7 @@ def test_hand_computed_two_point_tail():
     # sample: alpha = 1 + (2 - 1) / s = 2; the tail is shorter than 8, so no candidate is
     # valid and the reference's fallback takes the whole spectrum.
     fit = jaxww.fit_power_law(np.array([1.0, math.e], np.float32))
-    assert int(fit.status) == pl.FIT_OK
+    assert int(fit.status) == jaxww.FIT_OK
     # float32: e rounds by half an ulp, then a log, a division and an addition
     np.testing.assert_allclose(float(fit.alpha), 2.0, rtol=ulps(4, eps=EPS32))
     assert float(fit.xmin) == 1.0
@@ -223,17 +223,17 @@ def test_xmin_max_matches_reference(values, q):
         padded[: len(values)] = values
         fit = jaxww.fit_power_law(jnp.asarray(padded), xmin_max=xmin_max)
         assert_matches_reference(fit, values, xmin_max)
-        if int(fit.status) == pl.FIT_OK:
+        if int(fit.status) == jaxww.FIT_OK:
             assert float(fit.xmin) <= xmin_max
 
 
 # --- the host fit (NumPy, what analyze runs on the CPU): the same scan ------------------
 
-_fit_rows = jax.jit(pl.fit_rows)
+_fit_rows = jax.jit(scan.fit_rows)
 
 
 def assert_same_fit(host, ref, rtol):
-    for field in pl.PowerLawFit._fields:
+    for field in jaxww.PowerLawFit._fields:
         np.testing.assert_allclose(np.asarray(getattr(host, field), float),
                                    np.asarray(getattr(ref, field), float), rtol=rtol, err_msg=field)
 
@@ -247,8 +247,8 @@ def test_host_fit_equals_the_jax_fit(values, q):
     padded[:, : len(values)] = values
     bound = np.array([math.inf, float(np.quantile(values, q))])
     with jax.enable_x64(True):
-        ref = _fit_rows(jnp.asarray(padded), jnp.asarray(bound), jnp.full(2, pl.EVALS_THRESH))
-        assert_same_fit(pl.fit_host(padded, bound), ref, 1e-12)
+        ref = _fit_rows(jnp.asarray(padded), jnp.asarray(bound), jnp.full(2, _tail.EVALS_THRESH))
+        assert_same_fit(scan.fit_host(padded, bound), ref, 1e-12)
 
 
 @pytest.mark.parametrize("n", [3, 12, 19, 20, 21, 300])
@@ -256,21 +256,21 @@ def test_host_fit_equals_the_jax_fit_float32(n):
     rng = np.random.default_rng(n)
     x = np.concatenate([pareto(2.5, n, seed=n), np.zeros(310 - n)]).astype(np.float32)  # one shape
     batch = np.stack([x, rng.permutation(x), np.full_like(x, 3.0), np.where(x > 2, x, 0)])
-    assert_same_fit(pl.fit_host(batch), jaxww.fit_power_law(batch), 1e-5)
+    assert_same_fit(scan.fit_host(batch), jaxww.fit_power_law(batch), 1e-5)
 
 
 @pytest.mark.parametrize("values, status", [
-    (np.zeros(10), pl.FIT_TOO_FEW), (np.full(30, 3.0), pl.FIT_DEGENERATE),
-    (np.full(12, 3.0), pl.FIT_DEGENERATE), (np.full(30, np.nan), pl.FIT_TOO_FEW),
+    (np.zeros(10), jaxww.FIT_TOO_FEW), (np.full(30, 3.0), jaxww.FIT_DEGENERATE),
+    (np.full(12, 3.0), jaxww.FIT_DEGENERATE), (np.full(30, np.nan), jaxww.FIT_TOO_FEW),
 ])
 def test_host_fit_failures(values, status):
-    fit = pl.fit_host(values[None].astype(np.float32))
+    fit = scan.fit_host(values[None].astype(np.float32))
     assert int(fit.status[0]) == status and np.isnan(fit.alpha[0]) and fit.num_pl_spikes[0] == 0
 
 
 def test_host_scan_chunks_do_not_change_the_result():
     x = np.stack([pareto(2.0, 90, seed=1), np.concatenate([pareto(3.0, 40, seed=2), np.zeros(50)])])
-    _, logx, k = pl.prepare(x, pl.EVALS_THRESH, np)
+    _, logx, k = _tail.prepare(x, _tail.EVALS_THRESH, np)
     whole = _tail.candidates_host(logx, k, chunk_elements=1 << 30)
     for c in (1, 7, 500):
         for a, b in zip(_tail.candidates_host(logx, k, chunk_elements=c), whole):
@@ -293,7 +293,7 @@ def test_xmin_max_changes_the_fit():
 
 def test_xmin_max_below_every_value_fails():
     fit = jaxww.fit_power_law(pareto(2.5, 300, seed=11).astype(np.float32), xmin_max=0.5)
-    assert int(fit.status) == pl.FIT_DEGENERATE
+    assert int(fit.status) == jaxww.FIT_DEGENERATE
     assert np.isnan(float(fit.alpha))
 
 
@@ -308,7 +308,7 @@ def test_small_sample_variant(n):
             padded[:n] = x
             fit = jaxww.fit_power_law(jnp.asarray(padded))
             assert_matches_reference(fit, x)
-            assert int(fit.status) == pl.FIT_OK
+            assert int(fit.status) == jaxww.FIT_OK
             if 8 <= n < 20:
                 assert int(fit.num_pl_spikes) >= 8
 
@@ -378,22 +378,22 @@ def test_integer_input_is_accepted():
     a = jaxww.fit_power_law(x)
     b = jaxww.fit_power_law(x.astype(np.float32))
     # small integers are exact in float32: the same input, the same bits
-    assert float(a.alpha) == float(b.alpha) and int(a.status) == pl.FIT_OK
+    assert float(a.alpha) == float(b.alpha) and int(a.status) == jaxww.FIT_OK
 
 
 # --- failures ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("values, status", [
-    (np.zeros(10), pl.FIT_TOO_FEW),
-    (np.array([0.0, 0.0, 5.0]), pl.FIT_TOO_FEW),
-    (np.full(30, 1e-6), pl.FIT_TOO_FEW),
-    (np.full(30, 3.0), pl.FIT_DEGENERATE),  # a constant spectrum: every tail constant
-    (np.full(12, 3.0), pl.FIT_DEGENERATE),  # same, small-sample variant
+    (np.zeros(10), jaxww.FIT_TOO_FEW),
+    (np.array([0.0, 0.0, 5.0]), jaxww.FIT_TOO_FEW),
+    (np.full(30, 1e-6), jaxww.FIT_TOO_FEW),
+    (np.full(30, 3.0), jaxww.FIT_DEGENERATE),  # a constant spectrum: every tail constant
+    (np.full(12, 3.0), jaxww.FIT_DEGENERATE),  # same, small-sample variant
 ])
 def test_failed_fit_is_nan_with_status(values, status):
     fit = jaxww.fit_power_law(values.astype(np.float32))
     assert int(fit.status) == status
-    assert pl.FIT_REASONS[int(fit.status)]
+    assert jaxww.FIT_REASONS[int(fit.status)]
     for field in ("alpha", "xmin", "D", "sigma"):
         assert np.isnan(float(getattr(fit, field))), field
     assert int(fit.num_pl_spikes) == 0
@@ -405,7 +405,7 @@ def test_constant_top_tail_is_never_chosen():
     x = np.concatenate([pareto(2.5, 30, seed=2), np.full(6, 1e3)])
     with jax.enable_x64(True):
         fit = jaxww.fit_power_law(jnp.asarray(x))
-        assert int(fit.status) == pl.FIT_OK
+        assert int(fit.status) == jaxww.FIT_OK
         assert float(fit.xmin) < 1e3 and np.isfinite(float(fit.alpha))
         assert_matches_reference(fit, x)
 

@@ -150,14 +150,14 @@ def test_pure_jax_path_matches_host_lapack():
 
 @pytest.mark.slow
 def test_merged_and_per_bucket_fit_groups_agree(monkeypatch):
-    from jaxww.analysis import analyze as report_mod
+    from jaxww.analysis import fitting
 
     rng = np.random.default_rng(3)
     params = {"a": {"kernel": rng.standard_t(3, size=(120, 40)).astype(np.float32)},
               "b": {"kernel": rng.standard_t(3, size=(300, 200)).astype(np.float32)}}
     merged = jaxww.analyze(params)
-    monkeypatch.setattr(report_mod, "_FIT_MERGE_ELEMENTS", 0)
-    assert len(report_mod._fit_groups(jaxww.find_kernels(*jaxww.flatten_params(params)[:2])[0])) == 2
+    monkeypatch.setattr(fitting, "FIT_MERGE_ELEMENTS", 0)
+    assert len(fitting.fit_groups(jaxww.find_kernels(*jaxww.flatten_params(params)[:2])[0])) == 2
     split = jaxww.analyze(params)
     for r, s in zip(merged.rows, split.rows):
         for col in ("alpha", "xmin", "D", "log_alpha_norm", "entropy"):

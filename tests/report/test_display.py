@@ -144,3 +144,36 @@ def test_in_a_notebook_plot_shows_and_saves_only_with_savefig(mixed, tmp_path, m
     assert plots.draw_all(mixed) == [] and len(shown) == 3 and not os.path.exists("ww-img")
     assert len(plots.draw_all(mixed, "figs")) == 3 and len(shown) == 6
     assert display.counts(["a", "b", "a"]) == "2 a, 1 b"
+
+
+_REPORT_ALONE = """
+import sys
+from jaxww.report import columns, export, html, report, table
+from jaxww.reading.kernels import Skipped
+
+class Desc:   # what describe returns, without importing analysis
+    rows = ({c: 0 for c in columns.DESCRIBE_COLUMNS},)
+    skipped_rows = (Skipped("b", (3,), "float32", "ndim < 2", "ndim"),)
+
+class Diff:
+    rows = ({**{c: 0 for c in columns.DIFF_COLUMNS}, "alpha_delta": 0.5, "status": "success", "reason": ""},)
+    metrics = ("alpha",)
+
+assert "<table" in html.description_html(Desc()) and "<table" in html.diff_html(Diff())
+rep = report.Report(({c: 0.0 for c in columns.COLUMNS} | {"status": "success", "warning": "", "reason": ""},), (), {})
+assert "<table" in html.report_html(rep) and export.document(rep)["rows"] and table.table_text(rep, "")
+print(sorted(m for m in sys.modules if m.startswith("jaxww.analysis")))
+"""
+
+
+def test_report_stage_imports_no_analysis_module():
+    """The report stage (columns, HTML of every result, export, the terminal table) works
+    without the analysis stage above it: rendering imports no ``jaxww.analysis`` module."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", _REPORT_ALONE], env=dict(os.environ, PYTHONPATH=root),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxww
+from jaxww.report.columns import DESCRIBE_COLUMNS
 
 
 @pytest.mark.slow
@@ -69,7 +70,7 @@ def test_describe_lists_layers_without_spectra(h):
                                        N=32, M=16, Q=2.0, rf=9, num_evals=144)
     assert rows["dense/kernel"]["num_evals"] == 128
     assert list(d.skipped["name"]) == ["conv/bias"]
-    assert list(d.details.columns) == list(jaxww.describe.__globals__["DESCRIBE_COLUMNS"])
+    assert list(d.details.columns) == list(DESCRIBE_COLUMNS)
 
 
 @pytest.mark.slow

@@ -98,7 +98,7 @@ def test_fixed_tails_match_the_numpy_formula(seed, n, a, fraction, count):
     x = padded(pareto(np.random.default_rng(seed), n, a))
 
     def check(got, want, nt):
-        if want >= R.ALPHA_MAX:   # a numerically flat tail: flagged, never a number
+        if want >= R.FLAT_TAIL_ALPHA:   # a numerically flat tail: flagged, never a number
             assert np.isnan(float(got.alpha)) and int(got.status) == jaxww.FIT_DEGENERATE
             return
         assert int(got.num_tail) == nt
@@ -113,7 +113,7 @@ def test_a_flat_fixed_tail_is_flagged():
     """Found by hypothesis: two nearly equal top values give alpha > 1000 by the formula."""
     x = padded(pareto(np.random.default_rng(2166), 4, 2.0))
     want, _ = numpy_fixed_tail(x, count=2)
-    assert want > R.ALPHA_MAX
+    assert want > R.FLAT_TAIL_ALPHA
     got = jaxww.tail_alpha(x, 2)
     assert np.isnan(float(got.alpha)) and int(got.status) == jaxww.FIT_DEGENERATE
 
@@ -267,7 +267,7 @@ def numpy_tail_alphas(lam, tail, temperature=R.DEFAULT_TEMPERATURE, d_tol=1e-5):
     def mle(i):
         s = np.log(x[i:] / x[i]).sum()
         a = 1.0 + (k - i - c) / s if s > 0 else np.inf
-        return a if (k - i >= 2 and 1.0 < a < R.ALPHA_MAX) else None
+        return a if (k - i >= 2 and 1.0 < a < R.FLAT_TAIL_ALPHA) else None
 
     if tail == "fraction":
         a = mle(max(k - max(math.ceil(k / 2), 2), 0))

@@ -43,7 +43,7 @@ from jaxww.fit import bootstrap as _bootstrap
 from jaxww.fit import detx as _detx
 from jaxww.fit import fingers as _fingers
 from jaxww.fit import mp as _mp
-from jaxww.fit import powerlaw as _pl
+from jaxww.fit import scan as _scan
 from jaxww.analysis import randomize as _randomize
 from jaxww.fit import tpl as _tpl
 
@@ -151,7 +151,7 @@ def _tail_fit(E, xmin_max, keys, fix_fingers, fit, bootstrap):
     elif fix_fingers == "xmin_peak":
         pl = _fingers.xmin_peak(E, xmin_max).fit
     else:
-        pl = _pl.fit_batch(E, xmin_max)
+        pl = _scan.fit_batch(E, xmin_max)
     if fit != "PL":
         t = _tpl.fit_batch(E, pl.xmin)
         out.update(Lambda=t.Lambda, tpl_loglik=t.loglik, pl_loglik=t.pl_loglik)
@@ -164,8 +164,8 @@ def _tail_fit(E, xmin_max, keys, fix_fingers, fit, bootstrap):
 
 def at_bound(opts: Options, alpha: float) -> str:
     """Why a truncated power-law fit carries no verdict (its alpha at a bound of its range,
-    0 or :data:`jaxww.fit.tpl.ALPHA_MAX`: the optimum was not found inside), else ``""``."""
-    if opts.fit == "PL" or 0.0 < alpha < _tpl.ALPHA_MAX:
+    0 or :data:`jaxww.fit.tpl.TPL_ALPHA_MAX`: the optimum was not found inside), else ``""``."""
+    if opts.fit == "PL" or 0.0 < alpha < _tpl.TPL_ALPHA_MAX:
         return ""
     return f"no verdict: the truncated power law's alpha is at its bound ({alpha:g})"
 
