@@ -128,9 +128,10 @@ def _plan_matrices(params, refused, **kw):
     return seen["kernels"], mats
 
 
-#: Cases that build a live model or run an init (seconds each): the slow lane.
+#: Cases that build a live model, run an init or compile convolution initialisers (seconds
+#: each): the slow lane.
 _BUILT = {"linen-cnn", "keras3-model", "keras3-quantized-model", "nnx-trunk-module", "nnx-scanned-module",
-          "nnx-scan-module", "nnx-cnn-module"}
+          "nnx-scan-module", "nnx-cnn-module", "nnx-cnn-state", "nnx-cnn-state+model_layouts"}
 #: A stack that only ``scan_axis=`` places (one leaf: every axis fits the subtree): analyze reads
 #: it, training's plan takes no ``scan_axis=`` (jaxww/training), and its refusal says to pass one.
 _GAP = pytest.mark.xfail(strict=True, raises=TypeError,
