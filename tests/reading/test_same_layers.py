@@ -17,6 +17,7 @@ in a ``UserWarning`` (docs/training.md, "A tree is read as a tree").
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import warnings
 
@@ -56,8 +57,14 @@ def _keras_quantized():
     return model, {}, ()
 
 
+@functools.lru_cache(maxsize=None)
+def _built(kind):
+    """One module of each kind for its three forms (read only, never modified)."""
+    return nnx_model(kind)
+
+
 def _nnx(kind, form):
-    model = nnx_model(kind)
+    model = _built(kind)
     if form == "module":
         return model, {}, ()
     state = nnx.state(model, nnx.Param)
@@ -129,9 +136,10 @@ def _plan_matrices(params, refused, **kw):
 
 
 #: Cases that build a live model, run an init or compile convolution initialisers (seconds
-#: each): the slow lane.
-_BUILT = {"linen-cnn", "keras3-model", "keras3-quantized-model", "nnx-trunk-module", "nnx-scanned-module",
-          "nnx-scan-module", "nnx-cnn-module", "nnx-cnn-state", "nnx-cnn-state+model_layouts"}
+#: each), and the vmap stack under ``layers`` (the fast lane has the nnx.scan one): the slow lane.
+_BUILT = {"linen-cnn", "keras3-model", "keras3-quantized-model", "nnx-trunk-module", "nnx-scan-module",
+          "nnx-cnn-module", "nnx-cnn-state", "nnx-cnn-state+model_layouts", "nnx-scanned-module",
+          "nnx-scanned-state", "nnx-scanned-state+model_layouts"}
 #: A stack that only ``scan_axis=`` places (one leaf: every axis fits the subtree): analyze reads
 #: it, training's plan takes no ``scan_axis=`` (jaxww/training), and its refusal says to pass one.
 _GAP = pytest.mark.xfail(strict=True, raises=TypeError,
