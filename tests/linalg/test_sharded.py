@@ -29,7 +29,7 @@ import pytest
 pytestmark = pytest.mark.slow   # subprocesses on forced host devices: 3-17 s each
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CASES = os.path.join(ROOT, "tests", "sharded_cases.py")
+CASES = os.path.join(ROOT, "tests", "linalg", "sharded_cases.py")
 VALUES, GRADS = 1e-4, 1e-3
 
 
