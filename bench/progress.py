@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import pool as _pool
 
 from jaxww.linalg import placement
 
@@ -74,7 +74,7 @@ def main():
     t_boot = best(lambda: jaxww.analyze(params, **boot)) - best(lambda: jaxww.analyze(params, mp_fit=True))
     with tempfile.TemporaryDirectory() as d:
         t_plot = best(lambda: plots.draw_all(rep, d, show=False), 1) / len(kerns)
-    cores = _host_eigh._workers()   # the spectra run on all of them, the rest on one
+    cores = _pool.workers()   # the spectra run on all of them, the rest on one
     print(f"spectra: {rate:.3g} s per unit on {cores} cores; per core:")
     print(f"PERMUTE_WORK  {(t_rand / rate - units) / entries / cores:10.3g} units an entry")
     print(f"FIT_WORK      {t_fit / rate / n2 / cores:10.3g} units per n^2")

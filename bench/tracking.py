@@ -60,6 +60,7 @@ import optax
 
 import jaxww
 from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import pool as _pool
 from jaxww.training import tracking
 from train_step import MLP   # the step-time bench's MLP (bench/ is on sys.path when run)
 
@@ -108,7 +109,7 @@ class EigvalsOnly:
 
     @staticmethod
     def _eigvals(params):
-        with _host_eigh.on_this_thread():
+        with _pool.on_this_thread():
             return _host_eigh.eigvals([np.asarray(x) for x in jax.tree.leaves(jax.device_get(params))
                                        if np.ndim(x) == 2])
 
@@ -158,7 +159,7 @@ def main():   # (under __main__: background="process" spawns a worker that impor
     history = trackers["tracked"].close()
     close_s = time.perf_counter() - t0
     trackers["eigvals only"].close()
-    with _host_eigh.on_this_thread():   # as the tracker runs it
+    with _pool.on_this_thread():   # as the tracker runs it
         for _ in range(6):
             t0 = time.perf_counter()
             jaxww.analyze(jax.device_get(runs["tracked"][0]))

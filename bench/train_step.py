@@ -51,7 +51,7 @@ import optax
 import threadpoolctl
 
 import jaxww
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import lapack as _lapack
 
 
 class MLP(nn.Module):
@@ -123,7 +123,7 @@ def floor_eigenvalues(mats):
     one BLAS thread, one matrix after the other (jaxww's CPU eigenvalue routine, unthreaded)."""
     with threadpoolctl.threadpool_limits(1, "blas"):
         for W in mats:
-            _host_eigh._eigvalsh(_host_eigh._gram(W), np.empty(W.shape[1], W.dtype))
+            _lapack.eigvalsh(_lapack.gram(W), np.empty(W.shape[1], W.dtype))
 
 
 def make_step(opt, loss):

@@ -16,7 +16,7 @@ import numpy as np
 from jaxww.defaults import MAX_EVALS, MAX_N, MIN_EVALS
 from jaxww.reading.layers import LayerSelection, read_layers
 from jaxww.reading import kernels as _kernels
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import pool as _pool
 from jaxww.linalg import sharded as _mesh
 from jaxww.fit import metrics as _metrics
 from jaxww.analysis import options as _options
@@ -260,7 +260,7 @@ def _nothing_to_analyze(num_leaves, skipped, note) -> ValueError:
 def _running(report_progress, kerns, leaves, opts, plot):
     """The :class:`jaxww.analysis.progress.Tracker` of an analysis, its phases and their work (this
     process's share of the spectra; the randomisation, fits and figures of every kernel),
-    with the host reporting each matrix to it (:func:`jaxww.linalg.host.reporting`); on an
+    with the host reporting each matrix to it (:func:`jaxww.linalg.pool.reporting`); on an
     error or an interrupt, the host's threads ended before it propagates."""
     mine = [kerns[i] for i in _placement.host_share(kerns)]
     phases = [("spectra", len(mine), sum(map(_placement.cost, mine)))]
@@ -272,7 +272,7 @@ def _running(report_progress, kerns, leaves, opts, plot):
     if plot:
         phases.append(("plots", len(kerns), len(kerns) * _plot_work()))
     with _progress.Tracker(report_progress, phases, nbytes) as tracker, \
-            _host_eigh.reporting(tracker.add_work), _host_eigh.pool_ended_on_error():
+            _pool.reporting(tracker.add_work), _pool.pool_ended_on_error():
         yield tracker
 
 
@@ -283,12 +283,12 @@ def _fit_stage(opts) -> str:
 def _fit_work(k, bootstrap: int = 0) -> float:
     """The work of a layer's fit (and its ``bootstrap`` replicas) in the units of the
     progress bar (on one core while the spectra use them all)."""
-    return (_progress.FIT_WORK + bootstrap * _progress.BOOTSTRAP_WORK) * _host_eigh._workers() * k.num_evals ** 2
+    return (_progress.FIT_WORK + bootstrap * _progress.BOOTSTRAP_WORK) * _pool.workers() * k.num_evals ** 2
 
 
 def _plot_work() -> float:
     """The work of a figure in the units of the progress bar."""
-    return _progress.PLOT_WORK * _host_eigh._workers()
+    return _progress.PLOT_WORK * _pool.workers()
 
 
 def _spectra_of(kerns, leaves, devices, precision, budget, tracker):

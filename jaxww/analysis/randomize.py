@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import pool as _pool
 from jaxww.fit import mp as _mp
 from jaxww.linalg import placement as _placement
 from jaxww.analysis import progress as _progress
@@ -110,7 +110,7 @@ def work(k) -> float:
     """The work of a layer's randomised spectrum in the units of the progress bar: its
     spectrum's (:func:`jaxww.linalg.placement.cost`) and the permutation of its entries (on one
     core while the spectra use them all)."""
-    return _placement.cost(k) + _progress.PERMUTE_WORK * _host_eigh._workers() * k.rf * k.N * k.M
+    return _placement.cost(k) + _progress.PERMUTE_WORK * _pool.workers() * k.rf * k.N * k.M
 
 
 def host_spectra(key, kerns, leaves, precision: str, budget: int, tracker) -> list:

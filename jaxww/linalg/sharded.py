@@ -14,7 +14,7 @@ of :mod:`jaxww.training.penalties`) runs on the sharded weights again. No device
 than its shard of the weights plus Gram matrices: no whole weight matrix is gathered.
 
 Where the eigenvalues are computed: on CPU devices LAPACK on the host, never inside
-XLA (:func:`jaxww.linalg.host.eigh`, :func:`jaxww.linalg.host.on_cpu`; XLA:CPU's own
+XLA (:func:`jaxww.linalg.host.eigh`, :func:`jaxww.linalg.callbacks.on_cpu`; XLA:CPU's own
 ``eigh`` there hangs batched and, unbatched, runs 8 concurrent multi-threaded OpenBLAS
 calls on the cores, measured 20-50 s instead of 0.3-1.5 s for four 512 x 512 matrices on
 8 host devices); on GPUs ``eigh`` on the devices and the tridiagonal path of
@@ -24,7 +24,7 @@ Which arrays take this path: those placed on a mesh of several devices, sharded 
 replicated (their abstract mesh, ``jax.typeof(x).sharding.mesh``, as in a jitted
 training step). Arrays that are not (an uncommitted array that ``jit`` replicates
 next to a sharded batch) take the one-device path, which on CPU devices every device
-then computes (:func:`jaxww.linalg.host.on_cpu`). :func:`jaxww.analyze` computes the
+then computes (:func:`jaxww.linalg.callbacks.on_cpu`). :func:`jaxww.analyze` computes the
 spectra of a ``jax.Array`` placed on several devices here too (:func:`kernel_spectrum`):
 only its eigenvalues leave the devices.
 """
@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import host as _host
 from jaxww.linalg.batching import oriented
-from jaxww.linalg.spectra import _eigvals_tridiagonal, numerical_floor
+from jaxww.linalg.spectra import tridiagonal_eigvals, numerical_floor
 
 
 def mesh_of(*arrays):
@@ -96,12 +96,12 @@ def over_batch(fn, X):
 def eigh(X):
     """``(lambda, V)`` of symmetric matrices ``(..., M, M)`` (:func:`jaxww.linalg.host.eigh`),
     split over the devices of their mesh."""
-    return over_batch(_host_eigh.eigh, X)
+    return over_batch(_host.eigh, X)
 
 
 def _eigvalsh(X):
-    return (jax.lax.platform_dependent(X, cpu=_host_eigh.eigvalsh_cpu, tpu=jnp.linalg.eigvalsh,
-                                       default=_eigvals_tridiagonal),)
+    return (jax.lax.platform_dependent(X, cpu=_host.eigvalsh_cpu, tpu=jnp.linalg.eigvalsh,
+                                       default=tridiagonal_eigvals),)
 
 
 def by_chunks(fn, W):

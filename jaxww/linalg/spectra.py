@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import callbacks as _callbacks
+from jaxww.linalg import host as _host
 from jaxww.linalg import placement as _placement
 from jaxww.linalg.batching import group_indices
 
@@ -74,10 +75,10 @@ def eigvals_ascending(*stacks):
 
 def _eigvals_cpu(*stacks):
     """One host call for all stacks (:func:`jaxww.linalg.host.eigvals`), exact shapes
-    (:func:`jaxww.linalg.host.on_cpu`: safe in a program on several CPU devices)."""
+    (:func:`jaxww.linalg.callbacks.on_cpu`: safe in a program on several CPU devices)."""
     out = [jax.ShapeDtypeStruct(W.shape[:-2] + (min(W.shape[-2:]),), W.dtype) for W in stacks]
-    return list(_host_eigh.on_cpu(lambda *xs: _host_eigh.eigvals(list(xs)), out, *stacks,
-                                  vmap_method="broadcast_all"))
+    return list(_callbacks.on_cpu(lambda *xs: _host.eigvals(list(xs)), out, *stacks,
+                                 vmap_method="broadcast_all"))
 
 
 def _eigvals_buckets(*stacks):
@@ -117,10 +118,10 @@ def _eigvals_device(W):
 
 
 def _eigvals_gram(X):
-    return jax.lax.platform_dependent(X, tpu=jnp.linalg.eigvalsh, default=_eigvals_tridiagonal)
+    return jax.lax.platform_dependent(X, tpu=jnp.linalg.eigvalsh, default=tridiagonal_eigvals)
 
 
-def _eigvals_tridiagonal(X):
+def tridiagonal_eigvals(X):
     _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)   # no tridiagonal reduction on TPU
     return jax.vmap(lambda a, b: jax.scipy.linalg.eigh_tridiagonal(a, b, eigvals_only=True))(d, e)
 
@@ -217,7 +218,7 @@ def host_spectra(stacks: Sequence[np.ndarray], *, precision: str = "float32") ->
     :func:`batched_spectra` on the CPU, as NumPy arrays: nothing is compiled.
     """
     dtype = _dtype(precision)
-    asc = _host_eigh.eigvals([np.asarray(st, dtype) for st in stacks])
+    asc = _host.eigvals([np.asarray(st, dtype) for st in stacks])
     return [numerical_floor(ev[:, ::-1], max(st.shape[1:]), np) for ev, st in zip(asc, stacks)]
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import callbacks as _callbacks
 from jaxww.reading.kernels import flatten_params
 from jaxww.training.plan import make_plan
 from jaxww.training.refresh import kernel_leaves, sq_norms
@@ -91,7 +91,7 @@ def unless_swapped(where: str, count, init_norms, update_leaves, plan, alpha):
     counted, and at least one must be.
 
     Under ``jit`` the values are traced: the ``ValueError`` is raised from the host, by a
-    host call (:func:`jaxww.linalg.host.on_cpu`, safe in a program on a mesh) whose result
+    host call (:func:`jaxww.linalg.callbacks.on_cpu`, safe in a program on a mesh) whose result
     ``alpha`` depends on, so that it runs (a ``jax.debug.callback``'s effect would take
     every call of the update off JAX's fast dispatch path: +0.5 ms a step, 0.65 -> 1.15 ms
     a held step of ``scale_by_alpha`` on a 4x512 MLP, measured). On CPU devices only: on a
@@ -109,7 +109,7 @@ def unless_swapped(where: str, count, init_norms, update_leaves, plan, alpha):
     message = _SWAPPED.format(where)
 
     def check(flag):
-        return _host_eigh.on_cpu(lambda f: (_refuse_if(message, f),), (jax.ShapeDtypeStruct((), jnp.bool_),), flag)[0]
+        return _callbacks.on_cpu(lambda f: (_refuse_if(message, f),), (jax.ShapeDtypeStruct((), jnp.bool_),), flag)[0]
 
     # On accelerators no host call enters the step (the refresh stays on the device): not checked there.
     checked = jax.lax.platform_dependent(swapped, cpu=check, default=lambda flag: jnp.asarray(True))

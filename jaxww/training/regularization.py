@@ -14,7 +14,7 @@ import optax
 
 from jaxww import checks
 from jaxww.fit import tail as _tail
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import factored as _factored
 from jaxww.linalg import sharded as _mesh
 from jaxww.linalg.spectra import numerical_floor
 from jaxww.reading.kernels import LayoutOverride
@@ -41,7 +41,7 @@ def _refresh(spec, thresh, plan, penalty):
     if _mesh.mesh_of(*mats) is not None:
         return _refresh_on_mesh(spec, thresh, plan, penalty, mats, pullback)
     fits = []
-    for g, (lam, factors) in zip(plan.groups, _host_eigh.eigvals_factored(mats)):
+    for g, (lam, factors) in zip(plan.groups, _factored.eigvals_factored(mats)):
         lam = numerical_floor(lam, g.N)
         est, fitted, dlam = _r.alpha_and_grad(lambda x: tail_rows(x, spec, thresh), g.pooled(lam))
         fits.append((est.alpha, fitted, dlam.reshape(lam.shape) * g.scale, factors))
@@ -51,7 +51,7 @@ def _refresh(spec, thresh, plan, penalty):
     w = jnp.where(ok & jnp.isfinite(w), w, 0.0)
     dlam = [f[2] * w[np.asarray(g.members)].astype(f[2].dtype)[:, None, None]
             for g, f in zip(plan.groups, fits)]
-    grads = pullback(_host_eigh.tail_gradient(mats, dlam, [f[3] for f in fits]))
+    grads = pullback(_factored.tail_gradient(mats, dlam, [f[3] for f in fits]))
     return tuple(grads.values()), jnp.where(ok, alpha, jnp.nan).astype(jnp.float32), ok
 
 

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import pool as _pool
 
 from jaxww.linalg import sharded as _mesh
 from jaxww.analysis import analyze as _report
@@ -419,7 +419,7 @@ def _analyze(params, options) -> tuple:
     (:func:`jaxww.linalg.sharded.kernel_spectrum`, on the devices and their threads)."""
     params = jax.tree.map(lambda x: x if _mesh.on_mesh(x) else jax.device_get(x), params)
     # the LAPACK work at this worker's (idle) priority, stopped by its tracker
-    with _host_eigh.on_this_thread(getattr(_WORKER, "stop", None)):
+    with _pool.on_this_thread(getattr(_WORKER, "stop", None)):
         report = _report.analyze(params, **options)
     return list(report.rows), report.summary, tuple(report.columns)
 

@@ -16,7 +16,7 @@ state, a ``mask`` like optax's (through :func:`optax.masked`) and composable wit
   affine function of its alpha (AlphaDecay).
 
 All three take exact spectra every ``every`` steps, with LAPACK on the host
-(:mod:`jaxww.linalg.host`): eigenvalues only, plus for the regulariser the
+(:mod:`jaxww.linalg.factored`): eigenvalues only, plus for the regulariser the
 eigenvectors of the tail. ``docs/training.md`` has the measured cost.
 
 All three work under :func:`optax.inject_hyperparams`: their numeric

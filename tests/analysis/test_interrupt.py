@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import jaxww
-from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import pool as _pool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: Seconds from the signal to the end of the process (or to the KeyboardInterrupt).
@@ -235,11 +235,11 @@ def test_failed_job_cancels_the_rest_and_ends_the_pool():
         return run
 
     with pytest.raises(KeyboardInterrupt):
-        _host_eigh._run([job(i) for i in range(40)])
+        _pool.run([job(i) for i in range(40)])
     assert len(ran) < 10 and "jaxww-lapack" not in " ".join(_jaxww_threads())
     time.sleep(0.2)
     assert len(ran) < 10   # nothing ran on after the return
-    assert _host_eigh._run([lambda: 1, lambda: 2]) == [1, 2]   # a new pool on the next call
+    assert _pool.run([lambda: 1, lambda: 2]) == [1, 2]   # a new pool on the next call
 
 
 def test_on_this_thread_stops_between_jobs():
@@ -252,8 +252,8 @@ def test_on_this_thread_stops_between_jobs():
                 stop.set()
         return run
 
-    with _host_eigh.on_this_thread(stop), pytest.raises(concurrent.futures.CancelledError):
-        _host_eigh._run([job(i) for i in range(5)])
+    with _pool.on_this_thread(stop), pytest.raises(concurrent.futures.CancelledError):
+        _pool.run([job(i) for i in range(5)])
     assert ran == [0, 1]
 
 
@@ -263,6 +263,6 @@ def test_reporting_counts_each_matrix():
     rng = np.random.default_rng(2)
     mats = [rng.standard_normal((3, 40, 30)).astype(np.float32), rng.standard_normal((1, 20, 50)).astype(np.float32)]
     work = []
-    with _host_eigh.reporting(work.append):
+    with _pool.reporting(work.append):
         jaxww.linalg.spectra.host_spectra(mats)
     assert sorted(w for w in work if w) == sorted([70.0 * 900] * 3 + [70.0 * 400])

@@ -1,4 +1,4 @@
-"""Host LAPACK eigenpairs of the transforms (``jaxww.linalg.host``) and the spectra path choice.
+"""Host LAPACK eigenpairs of the transforms (``jaxww.linalg.factored``, ``jaxww.linalg.host``) and the spectra path choice.
 
 References: NumPy ``eigh`` of ``W^T W`` in float64 (values, and the tail gradient
 ``2 W V diag(g) V^T`` from its eigenvectors). Tolerances are float32 rounding of a
@@ -14,7 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxww.linalg import factored as _factored
 from jaxww.linalg import host as _host_eigh
+from jaxww.linalg import lapack as _lapack
+from jaxww.linalg import pool as _pool
 
 from jaxww.linalg import spectra
 
@@ -35,7 +38,7 @@ def test_eigenvalues_match_numpy(dtype):
     with jax.enable_x64(dtype == np.float64):
         mats = stacks(0, dtype)
         mats[0][1, 2, 3] = np.nan
-        out = jax.jit(_host_eigh.eigvals_factored)([jnp.asarray(m) for m in mats])
+        out = jax.jit(_factored.eigvals_factored)([jnp.asarray(m) for m in mats])
     eps = np.finfo(dtype).eps
     for m, (lam, _) in zip(mats, out):
         lam = np.asarray(lam)
@@ -64,8 +67,8 @@ def test_tail_gradient_is_the_eigenvector_formula(dtype):
 
         @jax.jit
         def f(ms, gs):
-            factors = [fac for _, fac in _host_eigh.eigvals_factored(ms)]
-            return _host_eigh.tail_gradient(ms, gs, factors)
+            factors = [fac for _, fac in _factored.eigvals_factored(ms)]
+            return _factored.tail_gradient(ms, gs, factors)
 
         out = f([jnp.asarray(m) for m in mats], [jnp.asarray(g) for g in gs])
     eps = np.finfo(dtype).eps
@@ -89,8 +92,8 @@ def test_tail_gradient_over_the_whole_spectrum(shape):
     rng = np.random.default_rng(7)
     W = rng.standard_normal(shape).astype(np.float32)
     g = rng.standard_normal(shape[:1] + shape[2:]).astype(np.float32)
-    (lam, factors), = _host_eigh.eigvals_factored([jnp.asarray(W)])
-    G = np.asarray(_host_eigh.tail_gradient([jnp.asarray(W)], [jnp.asarray(g)], [factors])[0], np.float64)
+    (lam, factors), = _factored.eigvals_factored([jnp.asarray(W)])
+    G = np.asarray(_factored.tail_gradient([jnp.asarray(W)], [jnp.asarray(g)], [factors])[0], np.float64)
     eps = np.finfo(np.float32).eps
     for b in range(shape[0]):
         w, V = numpy_eigh(W[b])
@@ -109,12 +112,12 @@ def test_refresh_host_calls_do_not_depend_on_the_cores(monkeypatch):
     gs = [jnp.asarray(rng.standard_normal(m.shape[:1] + m.shape[2:]).astype(np.float32)) for m in mats]
 
     def run():
-        out = _host_eigh.eigvals_factored(mats)
-        return [np.asarray(lam) for lam, _ in out], [np.asarray(G) for G in _host_eigh.tail_gradient(
+        out = _factored.eigvals_factored(mats)
+        return [np.asarray(lam) for lam, _ in out], [np.asarray(G) for G in _factored.tail_gradient(
             mats, gs, [fac for _, fac in out])]
 
     pooled = run()
-    monkeypatch.setattr(_host_eigh, "_workers", lambda: 1)
+    monkeypatch.setattr(_pool, "workers", lambda: 1)
     alone = run()
     for a, b in zip(pooled[0] + pooled[1], alone[0] + alone[1]):
         # one BLAS thread per matrix on the pool or alone: the same operations, the same bits
@@ -126,7 +129,7 @@ def test_eigvals_spread_over_the_cores_match_numpy():
     in chunks, both orientations, a NaN matrix: the values of NumPy's float64 eigh; and
     a matrix's values do not depend on what else is in the call."""
     rng = np.random.default_rng(3)
-    big = rng.standard_normal((1, 2 * _host_eigh._GRAM_ROWS + 5, 8)).astype(np.float32)
+    big = rng.standard_normal((1, 2 * _host_eigh.GRAM_ROWS + 5, 8)).astype(np.float32)
     small = [rng.standard_normal((4, 30, 20)).astype(np.float32),
              rng.standard_normal((3, 12, 50)).astype(np.float64)]
     small[0][2, 1, 1] = np.inf
@@ -150,18 +153,18 @@ def test_eigvals_spread_over_the_cores_match_numpy():
 def test_on_this_thread_runs_the_jobs_in_the_caller_same_bits(monkeypatch):
     """Under ``on_this_thread`` (the tracker's idle-priority worker) every LAPACK job runs
     in the calling thread, none in the pool, and the eigenvalues are the same bits."""
-    monkeypatch.setattr(_host_eigh, "_workers", lambda: 2)
+    monkeypatch.setattr(_pool, "workers", lambda: 2)
     rng = np.random.default_rng(4)
     mats = [rng.standard_normal((5, 40, 24)).astype(np.float32)]
     pooled = _host_eigh.eigvals(mats)
-    seen, gram = set(), _host_eigh._gram
+    seen, gram = set(), _lapack.gram
 
     def spy(V, out=None):
         seen.add(threading.current_thread().name)
         return gram(V, out)
 
-    monkeypatch.setattr(_host_eigh, "_gram", spy)
-    with _host_eigh.on_this_thread():
+    monkeypatch.setattr(_lapack, "gram", spy)
+    with _pool.on_this_thread():
         serial = _host_eigh.eigvals(mats)
     assert seen == {threading.current_thread().name}
     np.testing.assert_array_equal(serial[0], pooled[0])
