@@ -217,7 +217,8 @@ def _group_estimates(mats, spec, thresh, scale):
 
 
 def tree_estimates(params, spec, mask, layouts, thresh, min_evals, where):
-    """Per-kernel TailAlpha (concatenated in kernel order), pooled spectra and the plan."""
+    """``(plan, TailAlpha, largest pooled eigenvalue)`` of the layers of ``params`` (per kernel,
+    in kernel order: :func:`plan_estimates`)."""
     plan = make_plan(params, mask, layouts, min_evals=min_evals, where=where)
     return (plan,) + plan_estimates(plan, plan.stacks(), spec, thresh)
 

@@ -25,54 +25,6 @@ from jaxww.training.estimates import plan_estimates, tail_rows
 from jaxww.training.plan import Mask, make_plan
 
 
-def _refresh(spec, thresh, plan, penalty):
-    """Exact alpha of every kernel and ``grad_W penalty(alpha)`` in the layout of the leaves.
-
-    All eigenvalues (one host call), the tail estimate and ``d alpha / d lambda`` in
-    JAX, the penalty's weights ``d P / d alpha``, then ``sum_j w_j d lambda_j / dW`` from
-    the tail's eigenvectors only (a second host call). Params on a mesh of several
-    devices: :func:`_refresh_on_mesh`.
-
-    Returns:
-      ``(grads, alpha, ok)``: ``d P / dW`` per kernel leaf (in ``plan`` leaf order),
-      and per kernel alpha and whether its term was applied.
-    """
-    mats, pullback = _r.stacks_and_pullback(plan)
-    if _mesh.mesh_of(*mats) is not None:
-        return _refresh_on_mesh(spec, thresh, plan, penalty, mats, pullback)
-    fits = []
-    for g, (lam, factors) in zip(plan.groups, _factored.eigvals_factored(mats)):
-        lam = numerical_floor(lam, g.N)
-        est, fitted, dlam = _r.alpha_and_grad(lambda x: tail_rows(x, spec, thresh), g.pooled(lam))
-        fits.append((est.alpha, fitted, dlam.reshape(lam.shape) * g.scale, factors))
-    alpha = plan.scatter([f[0] for f in fits])
-    ok = plan.scatter([f[1] & jnp.isfinite(W).all(axis=(1, 2, 3)) for f, W in zip(fits, mats)])
-    w = jax.grad(penalty)(alpha, ok)
-    w = jnp.where(ok & jnp.isfinite(w), w, 0.0)
-    dlam = [f[2] * w[np.asarray(g.members)].astype(f[2].dtype)[:, None, None]
-            for g, f in zip(plan.groups, fits)]
-    grads = pullback(_factored.tail_gradient(mats, dlam, [f[3] for f in fits]))
-    return tuple(grads.values()), jnp.where(ok, alpha, jnp.nan).astype(jnp.float32), ok
-
-
-def _refresh_on_mesh(spec, thresh, plan, penalty, mats, pullback):
-    """:func:`_refresh` of params on a mesh of several devices: ``jax.grad`` of the
-    penalty through :func:`jaxww.training.estimates.plan_estimates`, i.e. the gradient of
-    :func:`jaxww.alpha_penalty`, which the host refresh equals. The Gram matrices are
-    summed over the devices and their eigendecompositions split between them; the
-    weights are never gathered (:mod:`jaxww.linalg.sharded`). Every eigenvector is computed (no
-    device solver computes only the tail's), about 2-3x the work of the eigenvalues.
-    """
-    def value(mats):
-        est, _ = plan_estimates(plan, mats, spec, thresh)
-        ok = est.status == _tail.FIT_OK
-        return penalty(est.alpha, ok), (est.alpha, ok)
-
-    grads, (alpha, ok) = jax.grad(value, has_aux=True)(mats)
-    grads = pullback(grads)
-    return tuple(grads.values()), jnp.where(ok, alpha, jnp.nan).astype(jnp.float32), ok
-
-
 class AlphaRegularizationState(NamedTuple):
     """State of :func:`add_alpha_regularization`.
 
@@ -225,3 +177,51 @@ def add_alpha_regularization(
             ok=dict(zip(plan.names, ok)), grad=grad, sq_norms=state.sq_norms)
 
     return _r.masked(optax.GradientTransformation(init_fn, update_fn), mask)
+
+
+def _refresh(spec, thresh, plan, penalty):
+    """Exact alpha of every kernel and ``grad_W penalty(alpha)`` in the layout of the leaves.
+
+    All eigenvalues (one host call), the tail estimate and ``d alpha / d lambda`` in
+    JAX, the penalty's weights ``d P / d alpha``, then ``sum_j w_j d lambda_j / dW`` from
+    the tail's eigenvectors only (a second host call). Params on a mesh of several
+    devices: :func:`_refresh_on_mesh`.
+
+    Returns:
+      ``(grads, alpha, ok)``: ``d P / dW`` per kernel leaf (in ``plan`` leaf order),
+      and per kernel alpha and whether its term was applied.
+    """
+    mats, pullback = _r.stacks_and_pullback(plan)
+    if _mesh.mesh_of(*mats) is not None:
+        return _refresh_on_mesh(spec, thresh, plan, penalty, mats, pullback)
+    fits = []
+    for g, (lam, factors) in zip(plan.groups, _factored.eigvals_factored(mats)):
+        lam = numerical_floor(lam, g.N)
+        est, fitted, dlam = _r.alpha_and_grad(lambda x: tail_rows(x, spec, thresh), g.pooled(lam))
+        fits.append((est.alpha, fitted, dlam.reshape(lam.shape) * g.scale, factors))
+    alpha = plan.scatter([f[0] for f in fits])
+    ok = plan.scatter([f[1] & jnp.isfinite(W).all(axis=(1, 2, 3)) for f, W in zip(fits, mats)])
+    w = jax.grad(penalty)(alpha, ok)
+    w = jnp.where(ok & jnp.isfinite(w), w, 0.0)
+    dlam = [f[2] * w[np.asarray(g.members)].astype(f[2].dtype)[:, None, None]
+            for g, f in zip(plan.groups, fits)]
+    grads = pullback(_factored.tail_gradient(mats, dlam, [f[3] for f in fits]))
+    return tuple(grads.values()), jnp.where(ok, alpha, jnp.nan).astype(jnp.float32), ok
+
+
+def _refresh_on_mesh(spec, thresh, plan, penalty, mats, pullback):
+    """:func:`_refresh` of params on a mesh of several devices: ``jax.grad`` of the
+    penalty through :func:`jaxww.training.estimates.plan_estimates`, i.e. the gradient of
+    :func:`jaxww.alpha_penalty`, which the host refresh equals. The Gram matrices are
+    summed over the devices and their eigendecompositions split between them; the
+    weights are never gathered (:mod:`jaxww.linalg.sharded`). Every eigenvector is computed (no
+    device solver computes only the tail's), about 2-3x the work of the eigenvalues.
+    """
+    def value(mats):
+        est, _ = plan_estimates(plan, mats, spec, thresh)
+        ok = est.status == _tail.FIT_OK
+        return penalty(est.alpha, ok), (est.alpha, ok)
+
+    grads, (alpha, ok) = jax.grad(value, has_aux=True)(mats)
+    grads = pullback(grads)
+    return tuple(grads.values()), jnp.where(ok, alpha, jnp.nan).astype(jnp.float32), ok

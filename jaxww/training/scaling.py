@@ -42,21 +42,6 @@ class AlphaScaleState(NamedTuple):
     sq_norms: tuple
 
 
-def _alpha_snapshot(plan, spec, thresh):
-    """Per-kernel alpha (NaN where it cannot be fitted), from exact eigenvalues only
-    (:mod:`jaxww.linalg.spectra`'s path: LAPACK ``?syevd`` on the CPU, the device's elsewhere;
-    params on a mesh of several devices: the Gram matrices summed over the devices and
-    their eigenvalues split between them, :func:`jaxww.linalg.sharded.eigvals`)."""
-    out, stacks = [], [jax.lax.stop_gradient(W.reshape((-1,) + W.shape[-2:])) for W in plan.stacks()]
-    spectra = ([_mesh.eigvals(W) for W in stacks] if _mesh.mesh_of(*stacks) is not None
-               else eigvals_ascending(*stacks))
-    for g, W, lam in zip(plan.groups, stacks, spectra):
-        lam = lam.reshape(W.shape[0] // g.rf, g.rf, g.M)
-        est = tail_rows(g.pooled(numerical_floor(lam, g.N)), spec, thresh)
-        out.append(jnp.where(est.status == _tail.FIT_OK, est.alpha, jnp.nan))
-    return plan.scatter(out)
-
-
 def alpha_scales(alpha_v, min_scale: float, max_scale: float):
     """Affine map of alphas to ``[min_scale, max_scale]`` (TempBalance's rule).
 
@@ -74,51 +59,6 @@ def alpha_scales(alpha_v, min_scale: float, max_scale: float):
     frac = jnp.where(has_span, (jnp.where(ok, alpha_v, lo) - lo) / jnp.where(has_span, span, 1.0), 0.5)
     scale = min_scale + (max_scale - min_scale) * frac
     return jnp.where(ok, scale, 1.0)
-
-
-def _scales_arg(lo, hi):
-    """``(min_scale, max_scale)``: numbers ``>= 0`` (or scalar arrays, may be traced), ``lo <= hi``."""
-    lo = checks.hyperparameter(lo, "min_scale", lambda v: checks.number(v, "min_scale", at_least=0))
-    hi = checks.hyperparameter(hi, "max_scale", lambda v: checks.number(v, "max_scale", at_least=0))
-    if not checks.is_traced(lo, hi) and float(lo) > float(hi):
-        raise ValueError(f"min_scale ({float(lo)}) must be <= max_scale ({float(hi)})")
-    return lo, hi
-
-
-def _alpha_driven(name: str, apply, *, every, tail, temperature, min_scale, max_scale, mask, layouts, thresh,
-                  min_evals) -> optax.GradientTransformation:
-    """The transform ``name`` that applies per-layer factors ``s_l`` of alpha
-    (:func:`alpha_scales`): ``apply(update, param, factor, count)`` on each weight leaf."""
-    every = _r.every_arg(every)
-    min_evals = _r.min_evals_arg(min_evals)
-    spec = _r.tail_arg(tail, temperature)
-    min_scale, max_scale = _scales_arg(min_scale, max_scale)
-    thresh = _r.thresh_arg(thresh)
-
-    def init_fn(params):
-        plan = make_plan(params, None, layouts, min_evals=min_evals, where=f"{name}.init")
-        return AlphaScaleState(count=jnp.zeros([], jnp.int32),
-                               alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names},
-                               scale={n: jnp.asarray(1.0, jnp.float32) for n in plan.names},
-                               sq_norms=_r.sq_norms(plan.leaves, _r.kernel_leaves(plan)))
-
-    def update_fn(updates, state, params=None):
-        plan, leaves, treedef = misuse.update_plan(name, updates, params, list(state.alpha), layouts, min_evals)
-        held = jnp.stack([state.alpha[n] for n in plan.names])
-
-        def refresh(_):
-            a = _alpha_snapshot(plan, spec, thresh).astype(jnp.float32)
-            return misuse.unless_swapped(f"{name}.update", state.count, state.sq_norms, leaves, plan, a)
-
-        a = _r.every_steps(every, state.count, refresh, lambda _: held, None)
-        s = alpha_scales(a, min_scale, max_scale).astype(jnp.float32)   # current min/max_scale
-        for i, f in plan.per_leaf(s, 1.0).items():
-            leaves[i] = apply(leaves[i], plan.leaves[i], f, state.count)
-        return jax.tree_util.tree_unflatten(treedef, leaves), AlphaScaleState(
-            count=optax.safe_increment(state.count), alpha=dict(zip(plan.names, a)),
-            scale=dict(zip(plan.names, s)), sq_norms=state.sq_norms)
-
-    return _r.masked(optax.GradientTransformation(init_fn, update_fn), mask)
 
 
 def scale_by_alpha(
@@ -263,3 +203,63 @@ def add_alpha_decayed_weights(
     return _alpha_driven("add_alpha_decayed_weights", apply, every=every, tail=tail, temperature=temperature,
                          min_scale=min_scale, max_scale=max_scale, mask=mask, layouts=layouts, thresh=thresh,
                          min_evals=min_evals)
+
+
+def _scales_arg(lo, hi):
+    """``(min_scale, max_scale)``: numbers ``>= 0`` (or scalar arrays, may be traced), ``lo <= hi``."""
+    lo = checks.hyperparameter(lo, "min_scale", lambda v: checks.number(v, "min_scale", at_least=0))
+    hi = checks.hyperparameter(hi, "max_scale", lambda v: checks.number(v, "max_scale", at_least=0))
+    if not checks.is_traced(lo, hi) and float(lo) > float(hi):
+        raise ValueError(f"min_scale ({float(lo)}) must be <= max_scale ({float(hi)})")
+    return lo, hi
+
+
+def _alpha_driven(name: str, apply, *, every, tail, temperature, min_scale, max_scale, mask, layouts, thresh,
+                  min_evals) -> optax.GradientTransformation:
+    """The transform ``name`` that applies per-layer factors ``s_l`` of alpha
+    (:func:`alpha_scales`): ``apply(update, param, factor, count)`` on each weight leaf."""
+    every = _r.every_arg(every)
+    min_evals = _r.min_evals_arg(min_evals)
+    spec = _r.tail_arg(tail, temperature)
+    min_scale, max_scale = _scales_arg(min_scale, max_scale)
+    thresh = _r.thresh_arg(thresh)
+
+    def init_fn(params):
+        plan = make_plan(params, None, layouts, min_evals=min_evals, where=f"{name}.init")
+        return AlphaScaleState(count=jnp.zeros([], jnp.int32),
+                               alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names},
+                               scale={n: jnp.asarray(1.0, jnp.float32) for n in plan.names},
+                               sq_norms=_r.sq_norms(plan.leaves, _r.kernel_leaves(plan)))
+
+    def update_fn(updates, state, params=None):
+        plan, leaves, treedef = misuse.update_plan(name, updates, params, list(state.alpha), layouts, min_evals)
+        held = jnp.stack([state.alpha[n] for n in plan.names])
+
+        def refresh(_):
+            a = _alpha_snapshot(plan, spec, thresh).astype(jnp.float32)
+            return misuse.unless_swapped(f"{name}.update", state.count, state.sq_norms, leaves, plan, a)
+
+        a = _r.every_steps(every, state.count, refresh, lambda _: held, None)
+        s = alpha_scales(a, min_scale, max_scale).astype(jnp.float32)   # current min/max_scale
+        for i, f in plan.per_leaf(s, 1.0).items():
+            leaves[i] = apply(leaves[i], plan.leaves[i], f, state.count)
+        return jax.tree_util.tree_unflatten(treedef, leaves), AlphaScaleState(
+            count=optax.safe_increment(state.count), alpha=dict(zip(plan.names, a)),
+            scale=dict(zip(plan.names, s)), sq_norms=state.sq_norms)
+
+    return _r.masked(optax.GradientTransformation(init_fn, update_fn), mask)
+
+
+def _alpha_snapshot(plan, spec, thresh):
+    """Per-kernel alpha (NaN where it cannot be fitted), from exact eigenvalues only
+    (:mod:`jaxww.linalg.spectra`'s path: LAPACK ``?syevd`` on the CPU, the device's elsewhere;
+    params on a mesh of several devices: the Gram matrices summed over the devices and
+    their eigenvalues split between them, :func:`jaxww.linalg.sharded.eigvals`)."""
+    out, stacks = [], [jax.lax.stop_gradient(W.reshape((-1,) + W.shape[-2:])) for W in plan.stacks()]
+    spectra = ([_mesh.eigvals(W) for W in stacks] if _mesh.mesh_of(*stacks) is not None
+               else eigvals_ascending(*stacks))
+    for g, W, lam in zip(plan.groups, stacks, spectra):
+        lam = lam.reshape(W.shape[0] // g.rf, g.rf, g.M)
+        est = tail_rows(g.pooled(numerical_floor(lam, g.N)), spec, thresh)
+        out.append(jnp.where(est.status == _tail.FIT_OK, est.alpha, jnp.nan))
+    return plan.scatter(out)
