@@ -21,7 +21,6 @@ from jaxww.reading.kernels import flatten_params
 from jaxww.training.plan import make_plan
 from jaxww.training.refresh import kernel_leaves, sq_norms
 
-NEEDS_PARAMS = "{}: update needs the params: call update(updates, state, params)"
 
 def update_plan(name: str, updates, params, names: list, layouts, min_evals: int, shapes=None):
     """The plan of the ``params`` given to the update of transform ``name``, checked against
@@ -32,7 +31,7 @@ def update_plan(name: str, updates, params, names: list, layouts, min_evals: int
       ``(plan, leaves of updates, treedef of updates)``.
     """
     if params is None:
-        raise ValueError(NEEDS_PARAMS.format(name))
+        raise ValueError(f"{name}: update needs the params: call update(updates, state, params)")
     where = f"{name}.update"
     plan = make_plan(params, None, layouts, min_evals=min_evals, where=where)
     check_layers(where, names, plan, shapes)
