@@ -100,10 +100,11 @@ def int_or_none(value, name: str):
 
 # ------------------------------------------------- arrays (optax.inject_hyperparams)
 def is_array(value) -> bool:
+    """Whether ``value`` is a JAX or NumPy array (a hyperparameter optax injected, or its value)."""
     return isinstance(value, (jax.Array, np.ndarray))
 
 
-def real_scalar(value, name: str):
+def _real_scalar(value, name: str):
     """``value`` (an array) if it is a real (int or float) scalar, else a ``TypeError``."""
     real = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
     if value.shape != () or not real:
@@ -121,7 +122,7 @@ def hyperparameter(value, name: str, check: Callable):
     """
     if not is_array(value):
         return check(value)
-    if not isinstance(real_scalar(value, name), jax.core.Tracer):
+    if not isinstance(_real_scalar(value, name), jax.core.Tracer):
         check(value.item())
     return value
 
@@ -131,7 +132,7 @@ def static(value, name: str):
     one refused (a ``TypeError`` naming ``static_args``), anything else as it is."""
     if isinstance(value, jax.core.Tracer):
         raise TypeError(_STATIC.format(name=name, value=value))
-    return real_scalar(value, name).item() if is_array(value) else value
+    return _real_scalar(value, name).item() if is_array(value) else value
 
 
 def is_traced(*values) -> bool:
