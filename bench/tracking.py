@@ -61,7 +61,7 @@ import optax
 import jaxww
 from jaxww.linalg import host as _host_eigh
 from jaxww.linalg import pool as _pool
-from jaxww.training import tracking
+from jaxww.training import worker
 from train_step import MLP   # the step-time bench's MLP (bench/ is on sys.path when run)
 
 
@@ -100,12 +100,12 @@ class EigvalsOnly:
 
     def __init__(self, every: int):
         self.every = every
-        self.pool = concurrent.futures.ThreadPoolExecutor(1, "eigvals-only", initializer=tracking._lower_priority,
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, "eigvals-only", initializer=worker.lower_priority,
                                                           initargs=(None, True))
 
     def update(self, step, params):
         if step % self.every == 0:
-            self.pool.submit(self._eigvals, tracking._snapshot(params))
+            self.pool.submit(self._eigvals, worker.snapshot(params))
 
     @staticmethod
     def _eigvals(params):

@@ -29,7 +29,8 @@ from jaxww.fit import metrics as _metrics
 from jaxww.fit import mp as _mp
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot``, or an ``ImportError`` that says how to install it."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - exercised without matplotlib only
@@ -44,7 +45,7 @@ def plot_esd(report, name: str):
       >>> fig = report.plot_esd("dense/kernel")      # doctest: +SKIP
       >>> fig.savefig("dense.png")                    # doctest: +SKIP
     """
-    plt = _pyplot()
+    plt = pyplot()
     row = next((r for r in report.rows if r["name"] == name), None)
     if row is None:
         raise KeyError(f"no analysed layer named {name!r}; layers: {list(report.evals)}")
@@ -97,7 +98,7 @@ def _density(ax, x, bins, share, label, color):
 
 def plot_alphas(report):
     """Figure of alpha by layer (``layer_id`` order) with the over/under-trained bands."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(report.rows)), 4))
     plt.close(fig)
     ids = [r["layer_id"] for r in report.rows]
@@ -132,7 +133,7 @@ def draw_all(report, savefig: str | None = None, show: bool | None = None, done=
       >>> plots.draw_all(report, "figs", show=False)   # doctest: +SKIP
       ['figs/layer0_dense_kernel.png']
     """
-    _pyplot()
+    pyplot()
     show = in_notebook() if show is None else show
     directory = "ww-img" if savefig is None and not show else savefig
     if directory is not None:

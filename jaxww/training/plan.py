@@ -27,6 +27,7 @@ from jaxww.linalg.batching import as_float, group_indices, oriented
 from jaxww.reading.layers import read_layers
 from jaxww.typing import Mask
 
+
 class Group(NamedTuple):
     """Kernels whose matrices have the same shape: one batched computation."""
 

@@ -15,12 +15,10 @@ training step wait.
   a call waits, stops the worker: the analyses not started are dropped, the running one
   stops between two matrices, the thread or process ends. At the interpreter's exit a
   tracker left open is stopped so.
-* :class:`History`: step x layer, as :class:`jaxww.Report` is layer: ``rows``,
-  ``details`` (DataFrame: ``step`` then :data:`jaxww.COLUMNS`), ``summary`` (per-step
-  means of :data:`jaxww.SUMMARY_METRICS`), ``scalars(step)``, ``plot()``.
-* :func:`from_checkpoints`: every step of a finished run's Orbax ``CheckpointManager``
-  directory, as the same :class:`History`.
-* :func:`plot_history`: alpha by layer over steps.
+* :class:`History` (step x layer, as :class:`jaxww.Report` is layer), :func:`from_checkpoints`
+  (the history of a finished run, from its checkpoints) and :func:`plot_history` live in
+  :mod:`jaxww.training.history`; the worker's side (the copy of the params, the worker's
+  start, priority and work) in :mod:`jaxww.training.worker`.
 
 Flat scalars of a step (``metrics=("alpha", "alpha_weighted")``)::
 
@@ -39,99 +37,29 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
 import functools
 import multiprocessing
-import os
-import signal
 import sys
 import threading
 import weakref
-from typing import Callable, Mapping
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from jaxww.linalg import pool as _pool
-
-from jaxww.linalg import sharded as _mesh
-from jaxww.analysis import analyze as _report
-from jaxww.report import report as _result
+from jaxww import checks
 from jaxww.reading import layers as _layers
+from jaxww.training import worker as _worker
+from jaxww.training.history import (  # noqa: F401  (part of this module's API)
+    METRICS, History, Writer, cpu_devices, from_checkpoints, plot_history, scalars,
+)
 
-#: Per-layer metrics handed to the writer by default.
-METRICS = ("alpha", "alpha_weighted")
-
-Writer = Callable[[int, Mapping[str, float]], object]
+__all__ = ["METRICS", "History", "Tracker", "TrackingError", "Writer", "from_checkpoints", "plot_history",
+           "scalars"]
 
 
 class TrackingError(RuntimeError):
     """The background analysis, or the writer, of a tracked step failed (the cause is
     chained as ``__cause__``); raised at the next :meth:`Tracker.update` or
     :meth:`Tracker.close`."""
-
-
-@dataclasses.dataclass(frozen=True)
-class History:
-    """Analyses of several steps: the rows of each step's :class:`jaxww.Report`, with ``step``.
-
-    Attributes:
-      rows: one dict per (step, layer), keys ``step`` then the report's columns, in step order.
-      summaries: ``{step: Report.summary}`` in step order.
-      columns: the columns of ``rows`` (``step``, then :attr:`jaxww.Report.columns`:
-        those of the options, such as ``mp_fit=True``, included).
-    """
-
-    rows: tuple = ()
-    summaries: dict = dataclasses.field(default_factory=dict)
-    columns: tuple = ("step",) + _result.COLUMNS
-
-    @property
-    def steps(self) -> list:
-        """The analysed steps, ascending."""
-        return list(self.summaries)
-
-    @property
-    def details(self):
-        """pandas DataFrame, one row per (step, layer): ``step`` then the report's columns."""
-        return _result.dataframe(self.rows, self.columns)
-
-    @property
-    def summary(self):
-        """pandas DataFrame, one row per step (index ``step``): the layer means of
-        :data:`jaxww.SUMMARY_METRICS` (:attr:`jaxww.Report.summary`)."""
-        df = _result.dataframe([{"step": s, **m} for s, m in self.summaries.items()],
-                               ("step",) + _result.SUMMARY_METRICS)
-        return df.set_index("step")
-
-    def scalars(self, step: int, metrics=METRICS) -> dict:
-        """The flat scalars of ``step`` (:func:`scalars`)."""
-        return scalars([r for r in self.rows if r["step"] == step], self.summaries[step], metrics)
-
-    def plot(self, metric: str = "alpha"):
-        """:func:`plot_history` of this history."""
-        return plot_history(self, metric)
-
-
-def scalars(rows, summary: Mapping[str, float], metrics=METRICS) -> dict:
-    """Flat ``{"<metric>/<layer name>": value, "summary/<metric>": mean}`` of one step.
-
-    Args:
-      rows: the report rows of the step (:attr:`jaxww.Report.rows`).
-      summary: its :attr:`jaxww.Report.summary`.
-      metrics: the per-layer columns to hand out.
-
-    Returns:
-      a dict of Python floats (NaN where a fit failed), per-layer entries in layer order.
-
-    Example:
-      >>> jaxww.training.tracking.scalars(report.rows, report.summary)    # doctest: +SKIP
-      {'alpha/Dense_0/kernel': 3.1, ..., 'summary/alpha': 3.4, ...}
-    """
-    out = {f"{m}/{r['name']}": float(r[m]) for m in metrics for r in rows}
-    out.update({f"summary/{k}": float(v) for k, v in summary.items()})
-    return out
 
 
 class Tracker:
@@ -173,23 +101,19 @@ class Tracker:
     def __init__(self, every: int = 50, writer: Writer | None = None, *, metrics=METRICS,
                  background: str = "thread", nice: int | None = None, max_pending: int = 4,
                  **analyze_options):
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        if writer is not None and not callable(writer):
-            raise TypeError(f"writer must be a callable (step, Mapping[str, float]), got {writer!r}")
-        if not isinstance(max_pending, int) or max_pending < 1:
-            raise ValueError(f"max_pending must be a positive int, got {max_pending!r}")
-        if background not in ("thread", "process"):
-            raise ValueError(f"background must be 'thread' or 'process', got {background!r}")
+        every, max_pending = checks.positive_int(every, "every"), checks.positive_int(max_pending, "max_pending")
+        checks.callable_or_none(writer, "writer", "(step, Mapping[str, float])")
+        checks.one_of(background, ("thread", "process"), "background")
+        nice = checks.int_or_none(nice, "nice")
         if background == "thread":
-            analyze_options.setdefault("devices", _cpu())
+            analyze_options.setdefault("devices", cpu_devices())
             self._stop = threading.Event()
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, "jaxww-tracker", initializer=_start_worker,
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, "jaxww-tracker", initializer=_worker.start_worker,
                                                                initargs=(nice, True, self._stop))
         else:
             spawn = multiprocessing.get_context("spawn")
             self._stop = spawn.Event()
-            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn, initializer=_start_worker,
+            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn, initializer=_worker.start_worker,
                                                                 initargs=(nice, False, self._stop))
         _stop_at_exit(self)
         self.every, self.writer, self.metrics, self.options = every, writer, tuple(metrics), analyze_options
@@ -241,10 +165,10 @@ class Tracker:
         # Copies on the device: nothing here waits for them. The worker thread reads them to
         # the host; for a worker process, the pool's feeding thread does as it pickles them.
         try:
-            copy = _snapshot(params)
+            copy = _worker.snapshot(params)
         except jax.errors.ConcretizationTypeError:   # traced params after the first call (x.devices())
             raise _layers.traced_error("Tracker.update") from None
-        self._pending.append((step, self._pool.submit(_analyze, copy, self.options)))
+        self._pending.append((step, self._pool.submit(_worker.analyze_copy, copy, self.options)))
         return True
 
     def wait(self) -> History:
@@ -331,14 +255,7 @@ def _check_params(params) -> None:
     _layers.check_concrete(params, "Tracker.update")
 
 
-def _cpu() -> list:
-    """Where tracking analyses by default: one CPU device (never queued behind the
-    training on an accelerator; the same numbers live and from checkpoints)."""
-    return jax.devices("cpu")[:1]
-
-
-_WORKER = threading.local()   # the stop event of a tracker's worker, in its thread
-_OPEN: weakref.WeakSet = weakref.WeakSet()
+_OPEN: weakref.WeakSet = weakref.WeakSet()   # the trackers not yet closed
 
 
 def _stop_at_exit(tracker: Tracker) -> None:
@@ -360,154 +277,3 @@ def _stop_open() -> None:
         if not tracker._closed:
             tracker._stop_work()
     _OPEN.clear()
-
-
-def _start_worker(nice: int, thread: bool, stop) -> None:
-    """The worker's start: its stop event (:meth:`Tracker._stop_work` sets it) and its
-    priority (:func:`_lower_priority`). A worker process computes on the CPU only and
-    ignores SIGINT: a Ctrl-C in a terminal reaches the whole process group, and the
-    tracker, in the parent, decides what stops."""
-    _WORKER.stop = stop
-    if not thread:
-        os.environ["JAX_PLATFORMS"] = "cpu"   # before the worker's first JAX computation
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _lower_priority(nice, thread)
-
-
-def _lower_priority(nice: int, thread: bool):
-    """Add ``nice`` to the worker's niceness (a thread's own on Linux, where a thread id is
-    a ``PRIO_PROCESS`` target)."""
-    who = threading.get_native_id() if thread else 0
-    try:
-        if nice is None and hasattr(os, "SCHED_IDLE"):   # runs only on a CPU nothing else wants
-            os.sched_setscheduler(who, os.SCHED_IDLE, os.sched_param(0))
-        elif nice and hasattr(os, "setpriority"):
-            os.setpriority(os.PRIO_PROCESS, who, os.getpriority(os.PRIO_PROCESS, who) + nice)
-    except OSError:   # pragma: no cover - not permitted: keep the priority
-        pass
-
-
-def _snapshot(params):
-    """A copy of every array leaf of ``params``, dispatched without waiting: the JAX arrays
-    on the same devices are copied by one jitted program (one dispatch on the training
-    loop's thread, whatever the number of leaves), queued after the step that computes
-    them; the copy stays valid when the training step donates or replaces the original.
-    NumPy leaves are copied at once; other leaves are kept."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    out, by_devices = list(leaves), {}
-    for i, x in enumerate(leaves):
-        if isinstance(x, jax.Array):
-            by_devices.setdefault(frozenset(x.devices()), []).append(i)
-        elif isinstance(x, np.ndarray):
-            out[i] = x.copy()
-    for idx in by_devices.values():
-        for i, y in zip(idx, _copy_arrays([leaves[i] for i in idx])):
-            out[i] = y
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-@jax.jit
-def _copy_arrays(xs: list) -> list:
-    return [jnp.copy(x) for x in xs]
-
-
-def _analyze(params, options) -> tuple:
-    """The background work: ``(report.rows, report.summary, report.columns)`` of
-    ``jaxww.analyze`` of the params brought to the host (the wait for the step's copy is
-    the worker's), except the arrays placed on several devices (params sharded over a
-    mesh): those are analysed where they are, only their eigenvalues leave the devices
-    (:func:`jaxww.linalg.sharded.kernel_spectrum`, on the devices and their threads)."""
-    params = jax.tree.map(lambda x: x if _mesh.on_mesh(x) else jax.device_get(x), params)
-    # the LAPACK work at this worker's (idle) priority, stopped by its tracker
-    with _pool.on_this_thread(getattr(_WORKER, "stop", None)):
-        report = _report.analyze(params, **options)
-    return list(report.rows), report.summary, tuple(report.columns)
-
-
-def checkpoint_steps(directory: str | os.PathLike) -> list:
-    """The steps of an Orbax ``CheckpointManager`` directory (its digit-named
-    subdirectories), ascending; :class:`jaxww.CheckpointError` naming it if it has none."""
-    from jaxww.reading.checkpoints import CheckpointError
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise CheckpointError(f"{directory}: not a directory (expected an Orbax CheckpointManager directory)")
-    steps = sorted((int(e) for e in os.listdir(directory)
-                    if e.isdigit() and os.path.isdir(os.path.join(directory, e))))
-    if not steps:
-        raise CheckpointError(f"{directory}: no checkpoint steps in it (an Orbax CheckpointManager "
-                              "directory holds one digit-named subdirectory per saved step)")
-    return steps
-
-
-def from_checkpoints(directory: str | os.PathLike, *, item: str | None = None,
-                     writer: Writer | None = None, metrics=METRICS, **analyze_options) -> History:
-    """Every step of a finished run, read from its Orbax ``CheckpointManager`` directory.
-
-    Each step ``directory/<step>`` (or ``directory/<step>/<item>``) is analysed by
-    ``jaxww.analyze(path)``, which reads its arrays lazily, one group at a time.
-
-    Args:
-      directory: the ``CheckpointManager`` directory.
-      item: the item to read in each step (e.g. ``"params"`` of a
-        ``Composite(params=..., opt_state=...)``); default the step as
-        :func:`jaxww.analyze` reads it (its single item).
-      writer: optional ``writer(step, {name: float})`` replaying the run's scalars.
-      metrics: the per-layer columns handed to ``writer``.
-      **analyze_options: keyword arguments of :func:`jaxww.analyze`; ``devices``
-        defaults to the CPU, as the tracker's, so that the two histories are the same
-        computation on any machine.
-
-    Returns:
-      a :class:`History`, as :attr:`Tracker.history` of the live run.
-
-    Raises:
-      jaxww.CheckpointError: ``directory`` holds no steps (or a step cannot be read).
-
-    Example:
-      >>> history = jaxww.from_checkpoints("/tmp/run/checkpoints")   # doctest: +SKIP
-      >>> history.plot().savefig("alpha.png")                         # doctest: +SKIP
-    """
-    analyze_options.setdefault("devices", _cpu())
-    rows, summaries, columns = [], {}, History.columns
-    for step in checkpoint_steps(directory):
-        path = os.path.join(os.fspath(directory), str(step), *([item] if item else []))
-        report = _report.analyze(path, **analyze_options)
-        rows.extend({"step": step, **r} for r in report.rows)
-        summaries[step] = report.summary
-        columns = ("step",) + tuple(report.columns)
-        if writer is not None:
-            writer(step, scalars(report.rows, report.summary, metrics))
-    return History(tuple(rows), summaries, columns)
-
-
-def plot_history(history: History, metric: str = "alpha"):
-    """Figure of ``metric`` (default alpha) by layer over steps, one line per layer, with
-    the over-trained (``alpha < 2``) and under-trained (``alpha > 6``) bands for alpha.
-
-    Args:
-      history: a :class:`History` (:attr:`Tracker.history`, :func:`from_checkpoints`).
-      metric: a numeric column of :attr:`History.details`.
-
-    Returns:
-      the matplotlib Figure (closed, so a notebook shows it once, where it is returned).
-
-    Example:
-      >>> jaxww.plot_history(tracker.history).savefig("alpha.png")   # doctest: +SKIP
-    """
-    from jaxww.fit import metrics as _metrics
-    from jaxww.report.plots import _pyplot
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    by_layer = {}
-    for r in history.rows:
-        by_layer.setdefault((r["layer_id"], r["name"]), []).append((r["step"], r[metric]))
-    for (_, name), points in sorted(by_layer.items()):
-        ax.plot(*zip(*points), "o-", ms=3, label=name)
-    if metric == "alpha":
-        ax.axhspan(0, _metrics.OVER_TRAINED, color="tab:red", alpha=0.1)
-        ax.axhline(_metrics.UNDER_TRAINED, color="tab:orange", lw=0.8, ls="--")
-    ax.set(xlabel="step", ylabel=metric, title=f"{metric} by layer over training")
-    if by_layer:
-        ax.legend(fontsize=7, loc="best")
-    plt.close(fig)
-    return fig

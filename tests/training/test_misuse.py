@@ -247,3 +247,11 @@ def test_nnx_optimizer_with_a_transform_passes_the_checks():
     alphas = optimizer.opt_state[0].alpha
     assert set(alphas) == {"l0/kernel", "l1/kernel"}
     assert all(np.isfinite(np.asarray(a)) for a in jax.tree.leaves(alphas))
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_update_without_params_says_how_to_call_it(name):
+    p = params_tree()
+    tx = MAKERS[name](5)
+    with pytest.raises(ValueError, match=rf"^{name}: update needs the params: call update\(updates, state, params\)$"):
+        tx.update(p, tx.init(p))

@@ -515,6 +515,21 @@ def test_bad_options():
         jaxww.tree_alpha(small_tree(), mask={"x": True})
 
 
+@pytest.mark.parametrize("call", [
+    lambda t: jaxww.tail_alpha(np.arange(1.0, 50.0), thresh=t),
+    lambda t: jaxww.alpha(matrix(0), thresh=t),
+    lambda t: jaxww.tree_alpha(small_tree(), thresh=t),
+    lambda t: alpha_penalty(small_tree(), 2.0, thresh=t),
+    lambda t: weighted_alpha_penalty(small_tree(), thresh=t),
+])
+@pytest.mark.parametrize("thresh", ["1e-5", float("nan"), None])
+def test_bad_thresh_names_itself(call, thresh):
+    """A thresh that is not a finite number is refused by name (a string was a bare
+    ``could not convert string to float``, a NaN dropped every eigenvalue)."""
+    with pytest.raises(ValueError, match="thresh must be a finite number"):
+        call(thresh)
+
+
 @pytest.mark.slow
 def test_distance_fn_is_a_deprecated_name_of_distance():
     p = small_tree()

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import jaxww
-from jaxww.training import tracking
+from jaxww.training import history, worker
 
 EVERY, STEPS = 10, 31
 
@@ -185,6 +185,10 @@ def test_tracker_options_and_misuse():
             jaxww.Tracker(every=bad)
     with pytest.raises(TypeError, match="writer must be a callable"):
         jaxww.Tracker(writer="tb")
+    with pytest.raises(TypeError, match="nice must be an int or None, got str 'low'"):
+        jaxww.Tracker(nice="low")          # refused here, not in the worker at the first analysis
+    with pytest.raises(ValueError, match="max_pending must be a positive int"):
+        jaxww.Tracker(max_pending=True)
     empty = jaxww.Tracker().close()
     assert empty.steps == [] and empty.details.empty and list(empty.details.columns)[:2] == ["step", "layer_id"]
 
@@ -201,13 +205,14 @@ def test_checkpoint_directory_without_steps(tmp_path):
 def test_live_and_checkpoint_histories_analyse_on_the_cpu(tmp_path, monkeypatch):
     """Both default to one CPU device (on a GPU the same numbers, not float32 rounding
     apart); ``devices=`` given is kept."""
-    seen, report = [], tracking._report
+    seen, analyze = [], jaxww.analyze
 
     def spy(params, devices=None, **options):
         seen.append(devices)
-        return report.analyze({"w": np.eye(40, dtype=np.float32)})
+        return analyze({"w": np.eye(40, dtype=np.float32)})
 
-    monkeypatch.setattr(tracking, "_report", types.SimpleNamespace(analyze=spy))
+    for module in (history, worker):   # from_checkpoints; the tracker's worker
+        monkeypatch.setattr(module, "_report", types.SimpleNamespace(analyze=spy))
     for step in (0, 1):
         (tmp_path / "run" / str(step)).mkdir(parents=True)
     jaxww.from_checkpoints(tmp_path / "run")
@@ -259,13 +264,13 @@ def test_process_background_equals_thread(tmp_path):
 def test_max_pending_bounds_the_queue(monkeypatch):
     import threading
     gate = threading.Event()
-    real = tracking._analyze
+    real = worker.analyze_copy
 
     def held(*args):
         gate.wait(30)
         return real(*args)
 
-    monkeypatch.setattr(tracking, "_analyze", held)
+    monkeypatch.setattr(worker, "analyze_copy", held)
     params = _weights(8)
     tracker = jaxww.Tracker(every=1, max_pending=2)
     tracker.update(0, params)
@@ -293,12 +298,12 @@ def test_snapshot_one_copy_program_survives_donation(monkeypatch):
     """The tracked step's copy: one jitted program for every JAX array (the training
     loop's thread pays one dispatch), valid after the next step donates the original."""
     calls = []
-    real = tracking._copy_arrays
-    monkeypatch.setattr(tracking, "_copy_arrays", lambda xs: calls.append(len(xs)) or real(xs))
+    real = worker.copy_arrays
+    monkeypatch.setattr(worker, "copy_arrays", lambda xs: calls.append(len(xs)) or real(xs))
     w = jnp.asarray(_weights(10)["Dense_0"]["kernel"])
     host = np.ones(3, np.float32)
     params = {"w": w, "b": jnp.zeros(32), "key": jax.random.key(0), "host": host, "n": 3}
-    snap = tracking._snapshot(params)
+    snap = worker.snapshot(params)
     assert calls == [3]
     assert snap["n"] == 3 and snap["host"] is not host and np.array_equal(snap["host"], host)
     assert jax.random.key_data(snap["key"]).tolist() == jax.random.key_data(params["key"]).tolist()

@@ -53,6 +53,8 @@ def finite(tree):
     (dict(strength=1.0, target=2.0, every=2.5), "every"),
     (dict(strength=1.0, target=2.0, tail="hill"), "tail"),
     (dict(strength=1.0, target=2.0, distance="l1"), "distance"),
+    (dict(strength=1.0, target=2.0, thresh="1e-5"), "thresh must be a finite number"),
+    (dict(strength=1.0, target=2.0, thresh=float("nan")), "thresh must be a finite number"),
 ])
 def test_add_alpha_regularization_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -70,6 +72,8 @@ def test_scaling_transforms_reject_bad_arguments():
         jaxww.add_alpha_decayed_weights(-1e-4)
     with pytest.raises(ValueError, match="every"):
         jaxww.add_alpha_decayed_weights(1e-4, every=0)
+    with pytest.raises(ValueError, match="thresh must be a finite number"):
+        jaxww.scale_by_alpha(thresh=float("inf"))
 
 
 @pytest.mark.parametrize("make", [
