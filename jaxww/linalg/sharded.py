@@ -158,7 +158,7 @@ def on_mesh(leaf) -> bool:
 def kernel_spectrum(kernel, leaf, precision: str) -> np.ndarray:
     """The descending spectrum ``(rf, M)`` of ``kernel`` read from ``leaf``, a ``jax.Array``
     on several devices, computed where it is (:func:`eigvals`); the numbers of
-    :func:`jaxww.host_spectra`, as a host array. Under ``jax.distributed`` every process
+    :func:`jaxww.linalg.spectra.host_spectra`, as a host array. Under ``jax.distributed`` every process
     calls it (one program over the devices of every process)."""
     spec = kernel.spec()   # one program per kernel structure
     return np.asarray(_kernel_spectrum(leaf, spec, precision).addressable_data(0))
