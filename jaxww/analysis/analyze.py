@@ -185,8 +185,8 @@ def analyze(
     with _running(report_progress, kerns, leaves, opts, plot) as tracker:
         with _spectra.precision_scope(precision):
             evals, needs = _spectra_of(kerns, leaves, devices, precision, budget, tracker)
-            results = _analyze_parts(kerns, evals, leaves, devices, precision, xmin_max, opts, key,
-                                     budget, tracker)
+            results = _streaming.fitting(kerns, devices, budget, precision)(_analyze_parts)(
+                kerns, evals, leaves, devices, precision, xmin_max, opts, key, budget, tracker)
         notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
                     f"{_progress.human_bytes(b)}" for i, (n, b) in needs.items()}
         rows, evals_by_name, rand_by_name = _assemble(kerns, ids, results, opts, notes)
