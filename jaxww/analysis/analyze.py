@@ -26,6 +26,7 @@ from jaxww.analysis import progress as _progress
 from jaxww.analysis import randomize as _randomize
 from jaxww.linalg import spectra as _spectra
 from jaxww.analysis import streaming as _streaming
+from jaxww.analysis import budget as _budget
 from jaxww.linalg.batching import group_indices
 from jaxww.report.report import COLUMNS, Report
 
@@ -171,7 +172,7 @@ def analyze(
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
     opts = _options.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
                           mp_fit=mp_fit, randomize=randomize, detX=detX)
-    budget = _streaming.parse_budget(memory_budget)
+    budget = _budget.parse_budget(memory_budget)
     report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     kerns, skipped, leaves, treedef, limited, ids = read_layers(
         params, min_evals=min_evals, max_evals=max_evals, max_N=max_N, layers=layers, layouts=layouts,

@@ -161,10 +161,12 @@ def test_bad_memory_budget(bad, err):
 
 
 def test_parse_budget_units():
-    assert streaming.parse_budget("512MiB") == 512 << 20
-    assert streaming.parse_budget("2 GB") == 2 * 10 ** 9
-    assert streaming.parse_budget(" 1.5g ") == 3 << 29
-    assert 256 << 20 <= streaming.parse_budget(None) <= 1 << 30
+    from jaxww.analysis.budget import parse_budget
+
+    assert parse_budget("512MiB") == 512 << 20
+    assert parse_budget("2 GB") == 2 * 10 ** 9
+    assert parse_budget(" 1.5g ") == 3 << 29
+    assert 256 << 20 <= parse_budget(None) <= 1 << 30
 
 
 def test_truncated_shard_refused_before_any_analysis(tmp_path):
