@@ -15,6 +15,9 @@ bytes, ``rf M^2`` the Gram matrices of its kernels):
 
 .. math:: \\text{stored bytes (when read from disk)} + \\text{size} \\cdot c
           \\text{ (when cast)} + \\sum_{\\text{kernels}} rf \\, M^2 c
+
+On an accelerator the groups follow the device's own budget (:func:`device_budget`) and
+what a leaf needs there (:func:`device_need`); the host holds one tensor at a time.
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ def device_need(leaf, kerns, precision: str) -> int:
     c = np.dtype(precision).itemsize
     size, dtype = int(np.prod(leaf.shape)), np.dtype(leaf.dtype)
     kept = dtype == np.dtype(precision) or (precision == "float32" and dtype in _spectra.HALF)
-    return stored_bytes(leaf) + (0 if kept else size * c) + sum(3 * k.rf * _spectra.bucket(k.M) ** 2 * c for k in kerns)
+    grams = sum(3 * k.rf * _spectra.bucket(k.M) ** 2 * c for k in kerns)
+    return stored_bytes(leaf) + (0 if kept else size * c) + grams
 
 
 def groups(kerns, leaves, budget: int, precision: str, need_of=need) -> list[tuple[list[int], int]]:
