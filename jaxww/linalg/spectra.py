@@ -141,9 +141,9 @@ def tridiagonal_eigvals(X):
     by bisection on the device (``eigh_tridiagonal``), the whole batch in one call.
 
     LAPACK ``?sterf`` on the host from ``T``'s diagonals was measured against it on the
-    device path of a CPU (``bench/tridiagonal.py``): no faster (0.55-1.3x the bisection's
-    time, M = 16..1024), so the eigenvalues stay on the device; the bench measures both
-    again on an accelerator.
+    device path of a CPU (``bench/tridiagonal.py``): no consistent win (0.66-1.43x the
+    bisection's time, M = 16..1024), and batched ``eigvalsh`` 1.3-3.3x slower at every size,
+    so the eigenvalues stay here; the bench measures all three again on an accelerator.
     """
     _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)
     return jax.vmap(lambda a, b: jax.scipy.linalg.eigh_tridiagonal(a, b, eigvals_only=True))(d, e)
