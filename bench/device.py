@@ -307,7 +307,7 @@ def section_env(s: Section) -> None:
     ww = importlib.util.find_spec("weightwatcher")
     s.emit("weightwatcher", "ok" if ww else "skipped", version=_version("weightwatcher") or "missing",
            path=os.path.dirname(ww.origin) if ww else "")
-    from jaxww.analysis.streaming import available_memory
+    from jaxww.analysis.budget import available_memory
     s.emit("host", cores=os.cpu_count(), memory_gib=round((available_memory() or 0) / 2**30, 1),
            work_fs=_file_system(s.work))
     if s.args.dry_run:

@@ -79,7 +79,7 @@ def _layout(value: str) -> str:
 
 
 def _budget(text: str) -> int:
-    from jaxww.analysis.streaming import parse_budget
+    from jaxww.analysis.budget import parse_budget
 
     try:
         return parse_budget(text)

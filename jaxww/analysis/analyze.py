@@ -28,6 +28,7 @@ from jaxww.analysis import optional as _optional
 from jaxww.analysis import progress as _progress
 from jaxww.analysis import randomize as _randomize
 from jaxww.analysis import streaming as _streaming
+from jaxww.analysis import budget as _budget
 from jaxww.analysis.run import Run
 
 
@@ -150,7 +151,7 @@ def analyze(
         raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
     opts = _optional.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
                            mp_fit=mp_fit, randomize=randomize, detX=detX)
-    budget = _streaming.parse_budget(memory_budget)
+    budget = _budget.parse_budget(memory_budget)
     report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     read = read_layers(params, **arguments.reading(args))
     limits = {"max_N": max_N, "max_evals": max_evals}
@@ -160,7 +161,8 @@ def analyze(
         run = Run(precision, opts, key, budget, tracker)
         with _spectra.precision_scope(precision):
             spectra = eigenvalues.compute(read.kernels, read.leaves, devices, run)
-            groups = fitting.fit_parts(read.kernels, spectra.evals, read.leaves, devices, xmin_max, run)
+            groups = _streaming.fitting(read.kernels, devices, budget, precision)(fitting.fit_parts)(
+                read.kernels, spectra.evals, read.leaves, devices, xmin_max, run)
         notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
                     f"{_progress.human_bytes(b)}" for i, (n, b) in spectra.alone.items()}
         out = rows.assemble(read.kernels, read.ids, groups, opts, notes)

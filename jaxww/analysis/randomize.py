@@ -124,7 +124,7 @@ def host_spectra(key, kerns, leaves, precision: str, budget: int, tracker) -> li
       key: the ``jax.random`` key of ``randomize``.
       kerns, leaves: from :func:`jaxww.reading.read_layers`.
       precision: ``"float32"`` or ``"float64"``.
-      budget: bytes (:func:`jaxww.analysis.streaming.parse_budget`).
+      budget: bytes (:func:`jaxww.analysis.budget.parse_budget`).
       tracker: a :class:`jaxww.analysis.progress.Progress` in its ``"randomize"`` phase.
     """
     keys = layer_keys(key, [k.name for k in kerns])

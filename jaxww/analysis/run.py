@@ -15,7 +15,7 @@ class Run(NamedTuple):
       precision: ``"float32"`` or ``"float64"``.
       opts: the optional analyses (:class:`jaxww.analysis.optional.Options`).
       key: the ``jax.random`` key of ``bootstrap`` and ``randomize`` (or None).
-      budget: bytes the weights may take at once (:func:`jaxww.analysis.streaming.parse_budget`).
+      budget: bytes the weights may take at once (:func:`jaxww.analysis.budget.parse_budget`).
       tracker: the :class:`jaxww.analysis.progress.Progress` of the call.
     """
 

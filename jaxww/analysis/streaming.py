@@ -15,6 +15,9 @@ bytes, ``rf M^2`` the Gram matrices of its kernels):
 
 .. math:: \\text{stored bytes (when read from disk)} + \\text{size} \\cdot c
           \\text{ (when cast)} + \\sum_{\\text{kernels}} rf \\, M^2 c
+
+On an accelerator the groups follow the device's own budget (:func:`device_budget`) and
+what a leaf needs there (:func:`device_need`); the host holds one tensor at a time.
 """
 
 from __future__ import annotations
@@ -22,9 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import os
 import queue
-import re
 import threading
 from typing import Sequence
 
@@ -37,65 +38,21 @@ from jaxww.analysis.progress import human_bytes
 from jaxww.analysis.specs import static_specs
 from jaxww.linalg.placement import check_precision, cost, on_device
 
-#: Bounds of the default budget (a quarter of the available memory): below the lower
-#: one groups get too small to keep the cores busy, above the upper one nothing is faster.
-_MIN_DEFAULT, _MAX_DEFAULT = 256 << 20, 1 << 30
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10 ** 6,
-          "mib": 1 << 20, "g": 1 << 30, "gb": 10 ** 9, "gib": 1 << 30, "t": 1 << 40, "tb": 10 ** 12,
-          "tib": 1 << 40}
-
-
-def available_memory() -> int | None:
-    """Bytes of host memory available now (``MemAvailable`` of ``/proc/meminfo``, or
-    ``sysconf`` pages), None where neither is readable."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def default_budget() -> int:
-    """A quarter of :func:`available_memory`, within 256 MiB .. 1 GiB."""
-    free = available_memory()
-    return _MAX_DEFAULT if free is None else int(min(max(free // 4, _MIN_DEFAULT), _MAX_DEFAULT))
-
-
-def parse_budget(budget) -> int:
-    """``memory_budget`` as bytes: None (:func:`default_budget`), an int of bytes, or a
-    string with a unit (``"512MiB"``, ``"2 GB"``, ``"1.5g"``).
-
-    Raises:
-      ValueError, TypeError: anything else, or a budget under 1 MiB.
-
-    Example:
-      >>> parse_budget("1.5GiB"), parse_budget(2**30)
-      (1610612736, 1073741824)
-    """
-    if budget is None:
-        return default_budget()
-    if isinstance(budget, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", budget)
-        if not m or m[2].lower() not in _UNITS:
-            raise ValueError(f"memory_budget must be bytes or a size like '512MiB' or '2GB', got {budget!r}")
-        budget = int(float(m[1]) * _UNITS[m[2].lower()])
-    elif isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
-        raise TypeError(f"memory_budget must be None, an int of bytes or a size like '2GiB', "
-                        f"got {type(budget).__name__}")
-    if budget < 1 << 20:
-        raise ValueError(f"memory_budget must be at least 1 MiB, got {budget} bytes")
-    return int(budget)
+#: Groups in flight on an accelerator at most: before dispatching group ``i + IN_FLIGHT``
+#: the host waits for group ``i``'s spectra (on the host a group is done when computed).
+IN_FLIGHT = 2
+#: A group may need ``1 / DEVICE_SHARE`` of a device's free memory: the ``IN_FLIGHT`` groups
+#: in flight and the next one being put on the device hold at most 3/4 of it, the rest is
+#: left to XLA (its workspace, fragmentation).
+DEVICE_SHARE = IN_FLIGHT + 2
 
 
 def device_budget(device, budget: int) -> int:
-    """``budget``, capped on an accelerator at a quarter of its free memory (its
-    ``memory_stats()``: ``bytes_limit - bytes_in_use``) where it reports them."""
+    """The bytes a group may need where it is computed: ``budget`` (the host's) on the host
+    path; on an accelerator :data:`DEVICE_SHARE`'s share of the device's own free memory
+    (``memory_stats()``: ``bytes_limit - bytes_in_use``), whatever the host budget (the host
+    holds one tensor of a group at a time there, :class:`_Reader`); ``budget`` where the
+    device reports no statistics (a CPU device on the device path)."""
     if not on_device(device):
         return budget
     try:
@@ -104,7 +61,7 @@ def device_budget(device, budget: int) -> int:
         stats = {}
     if "bytes_limit" not in stats:
         return budget
-    return max(1 << 20, min(budget, (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 4))
+    return max(1 << 20, (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // DEVICE_SHARE)
 
 
 def stored_bytes(leaf) -> int:
@@ -113,7 +70,7 @@ def stored_bytes(leaf) -> int:
 
 
 def need(leaf, kerns, precision: str) -> int:
-    """Bytes a leaf needs while its kernels' spectra are computed (module docstring)."""
+    """Bytes a leaf needs while its kernels' spectra are computed on the host (module docstring)."""
     c = np.dtype(precision).itemsize
     size = int(np.prod(leaf.shape))
     read = stored_bytes(leaf) if isinstance(leaf, LazyTensor) else 0
@@ -121,7 +78,21 @@ def need(leaf, kerns, precision: str) -> int:
     return read + cast + sum(k.rf * k.M ** 2 * c for k in kerns)
 
 
-def groups(kerns, leaves, budget: int, precision: str) -> list[tuple[list[int], int]]:
+def device_need(leaf, kerns, precision: str) -> int:
+    """Bytes a leaf needs on an accelerator while its kernels' spectra are computed: its copy
+    as stored, its cast to ``precision`` (none for bfloat16/float16 and float32 spectra,
+    :func:`jaxww.linalg.spectra.compute_input`) and three Gram matrices per kernel at its
+    bucket size (the Gram, its padded copy, the tridiagonal reduction's; XLA's
+    ``memory_analysis`` of the program measured 2.9-3.0 of them, plus a weight-sized copy
+    where the layout changes, which the cast term covers)."""
+    c = np.dtype(precision).itemsize
+    size, dtype = int(np.prod(leaf.shape)), np.dtype(leaf.dtype)
+    kept = dtype == np.dtype(precision) or (precision == "float32" and dtype in _spectra.HALF)
+    grams = sum(3 * k.rf * _spectra.bucket(k.M) ** 2 * c for k in kerns)
+    return stored_bytes(leaf) + (0 if kept else size * c) + grams
+
+
+def groups(kerns, leaves, budget: int, precision: str, need_of=need) -> list[tuple[list[int], int]]:
     """Kernel indices in groups whose leaves need at most ``budget`` together (all kernels
     of a leaf in the same group), with the bytes each group needs; a leaf needing more
     than the budget is a group of its own.
@@ -132,13 +103,14 @@ def groups(kerns, leaves, budget: int, precision: str) -> list[tuple[list[int], 
     second by shape across the whole model (same shape, dtype and reading together, in
     order of first appearance), a shape whose leaves fill several groups getting groups
     of its own, all of one size where a divisor of its count holds at least half of what
-    fits (:func:`_run_size`). The spectra do not depend on the plan.
+    fits (:func:`_run_size`). The spectra do not depend on the plan. ``need_of``: a leaf's
+    bytes, :func:`need` (host) or :func:`device_need`.
     """
     by_leaf: dict[int, list[int]] = {}
     for i, k in enumerate(kerns):
         by_leaf.setdefault(k.leaf, []).append(i)
     sig = {leaf: _signature(leaves[leaf], [kerns[i] for i in m]) for leaf, m in by_leaf.items()}
-    n = {leaf: need(leaves[leaf], [kerns[i] for i in m], precision) for leaf, m in by_leaf.items()}
+    n = {leaf: need_of(leaves[leaf], [kerns[i] for i in m], precision) for leaf, m in by_leaf.items()}
     by_shape: dict[tuple, list[int]] = {}
     for leaf in by_leaf:
         by_shape.setdefault(sig[leaf], []).append(leaf)
@@ -188,11 +160,6 @@ def read(leaf):
     return leaf.read() if isinstance(leaf, LazyTensor) else leaf
 
 
-#: Groups in flight on an accelerator at most: before dispatching group ``i + IN_FLIGHT``
-#: the host waits for group ``i``'s spectra (on the host a group is done when computed).
-IN_FLIGHT = 2
-
-
 def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tuple[list, dict]:
     """Descending spectra ``(rf, M)`` of every kernel (arrays on ``device``, kernel order), a group
     at a time (:func:`groups`), and ``{kernel index: (bytes needed, budget)}`` of the
@@ -208,7 +175,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
       device: a CPU device computes with LAPACK on the host, others with
         :func:`jaxww.batched_spectra` on the device (:func:`jaxww.linalg.placement.on_device`).
       precision: ``"float32"`` or ``"float64"``.
-      budget: bytes (:func:`parse_budget`).
+      budget: bytes (:func:`jaxww.analysis.budget.parse_budget`).
       tracker: a :class:`jaxww.analysis.progress.Progress` in its ``"spectra"`` phase.
 
     Raises:
@@ -220,10 +187,11 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
     evals: list = [None] * len(kerns)
     needs: dict[int, tuple[int, int]] = {}
     budget = device_budget(device, budget)
-    plan = groups(kerns, leaves, budget, precision)
+    plan = groups(kerns, leaves, budget, precision, device_need if on_device(device) else need)
     used = [list(dict.fromkeys(kerns[i].leaf for i in members)) for members, _ in plan]
     pending: collections.deque = collections.deque()
-    reader = _Reader(leaves, used, _ahead(plan, used, leaves, budget, on_device(device)))
+    put = functools.partial(jax.device_put, device=device) if on_device(device) else None
+    reader = _Reader(leaves, used, _ahead(plan, used, leaves, budget, on_device(device)), put)
     try:
         for g, (members, n) in enumerate(plan):
             if n > budget:
@@ -271,21 +239,26 @@ def _ready(out):
 
 
 def _ahead(plan, used, leaves, budget: int, device: bool) -> list[bool]:
-    """Per group, whether the next group's tensors may be read while it is computed: what it
-    holds in host memory (its need on the host, its stored bytes when sent to a device) and
-    what the next one reads fit the budget together."""
+    """Per group, whether the next group's tensors may be read while it is computed: on the
+    host, what it needs and what the next one reads fit the budget together; on a device
+    always (each tensor is put on the device as it is read, and :data:`DEVICE_SHARE` leaves
+    room for the next group beside those in flight)."""
+    if device:
+        return [True] * (len(plan) - 1) + [False]
     read = [sum(stored_bytes(leaves[j]) for j in u if isinstance(leaves[j], LazyTensor)) for u in used]
-    held = [sum(stored_bytes(leaves[j]) for j in u) if device else n for u, (_, n) in zip(used, plan)]
-    return [h + r <= budget for h, r in zip(held, read[1:])] + [False]
+    return [n + r <= budget for (_, n), r in zip(plan, read[1:])] + [False]
 
 
 class _Reader:
     """Reads each group's leaves in order on a daemon thread, at most one group ahead of the
     group being computed: group ``g + 1`` once group ``g`` is taken where ``ahead[g]``, else
-    once group ``g`` is released. An error of a read is raised by :meth:`take`."""
+    once group ``g`` is released. ``put``: applied to each tensor as it is read (``device_put``
+    on the device path, so that the host holds one tensor of a group at a time), or None.
+    An error of a read is raised by :meth:`take`."""
 
-    def __init__(self, leaves, used: list[list[int]], ahead: list[bool]):
+    def __init__(self, leaves, used: list[list[int]], ahead: list[bool], put=None):
         self._ahead, self._granted, self._stop = ahead, 0, threading.Event()
+        self._put = put or (lambda value: value)
         self._permits, self._done = threading.Semaphore(1), queue.Queue()
         self._thread = threading.Thread(target=self._run, args=(leaves, used), daemon=True, name="jaxww-reader")
         self._thread.start()
@@ -298,7 +271,7 @@ class _Reader:
             if self._stop.is_set():
                 return
             try:
-                self._done.put(({j: read(leaves[j]) for j in u}, None))
+                self._done.put(({j: self._put(read(leaves[j])) for j in u}, None))
             except BaseException as err:   # raised where the group is taken
                 self._done.put((None, err))
                 return
@@ -328,17 +301,39 @@ class _Reader:
 
 
 @contextlib.contextmanager
-def _memory(sub: Sequence, n: int, budget: int, device):
+def _memory(sub: Sequence, n: int, budget: int, device, fitting: bool = False):
     """Out of host or device memory (``MemoryError``, ``RESOURCE_EXHAUSTED``) in the block is
-    the :class:`MemoryError` naming the layers ``sub``, the bytes ``n`` and the budget."""
+    the :class:`MemoryError` naming the layers ``sub``, the bytes ``n`` and the budget
+    (:func:`_out_of_memory`)."""
     try:
         yield
     except MemoryError as err:
-        raise _out_of_memory(sub, n, budget, device) from err
+        raise _out_of_memory(sub, n, budget, device, fitting) from err
     except jax.errors.JaxRuntimeError as err:
         if "RESOURCE_EXHAUSTED" not in str(err):
             raise
-        raise _out_of_memory(sub, n, budget, device) from err
+        raise _out_of_memory(sub, n, budget, device, fitting) from err
+
+
+def fitting(kerns, devices, budget: int, precision: str):
+    """Decorates the fit stage of ``kerns`` on ``devices``: an out of memory in it, when a
+    group is dispatched or when its results are waited for, is the :class:`MemoryError`
+    naming the layers, the bytes of their spectra and the device's budget
+    (:func:`device_budget`), not a raw ``JaxRuntimeError``.
+
+    Example:
+      ``results = fitting(kerns, devices, budget, "float32")(fit_stage)(kerns, evals, ...)``
+    """
+    device = next((d for d in devices if on_device(d)), devices[0])
+    nbytes = sum(k.num_evals for k in kerns) * np.dtype(precision).itemsize
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with _memory(kerns, nbytes, device_budget(device, budget), device, fitting=True):
+                return fn(*args, **kwargs)
+        return run
+    return wrap
 
 
 @functools.partial(jax.jit, static_argnames=("specs", "precision"))
@@ -348,9 +343,13 @@ def _device_spectra(values, specs, precision):
     return _spectra.batched_spectra([k.matrices(values[k.leaf]) for k in specs], precision=precision)
 
 
-def _out_of_memory(sub: Sequence, n: int, budget: int, device) -> MemoryError:
+def _out_of_memory(sub: Sequence, n: int, budget: int, device, fitting: bool = False) -> MemoryError:
     names = ", ".join(k.name for k in sub[:3]) + (f" and {len(sub) - 3} more" if len(sub) > 3 else "")
     where = f"device {device}" if on_device(device) else "host"
+    if fitting:
+        return MemoryError(f"out of {where} memory fitting the spectra of {names} (their spectra: "
+                           f"{human_bytes(n)}; memory budget {human_bytes(budget)}); analyse fewer "
+                           "layers (layers=) or on the CPU (devices=jax.devices('cpu'))")
     return MemoryError(f"out of {where} memory computing the spectra of {names}: they need about "
                        f"{human_bytes(n)} (memory budget {human_bytes(budget)}); pass a smaller "
                        "memory_budget= (command line: --memory-budget) or fewer layers (layers=)")

@@ -78,13 +78,16 @@ def over_batch(fn, X):
     """``fn(X)`` (a tuple of arrays whose leading axes are those of ``X``), with the
     matrices of the stack ``X`` ``(..., M, M)`` split over the devices of its mesh: each
     device applies ``fn`` to its share (``shard_map``), the stack padded with zero
-    matrices to a multiple of the number of devices. Without a mesh, ``fn(X)``."""
+    matrices to a multiple of the number of devices. Without a mesh, or for a single
+    matrix, ``fn(X)`` (every device computes it: padding it to one matrix per device
+    would hold ``D`` of them on each, measured ``D + 1`` Gram matrices of temporaries per
+    device for one kernel on ``D`` = 2..8 host devices, 2-3 without)."""
     mesh = mesh_of(X)
-    if mesh is None:
-        return tuple(fn(X))
     lead, core = X.shape[:-2], X.shape[-2:]
     flat = X.reshape((-1,) + core)
     count = flat.shape[0]
+    if mesh is None or count == 1:
+        return tuple(fn(X))
     flat = jnp.concatenate([flat, jnp.zeros((-count % mesh.size,) + core, X.dtype)])
     spec = PartitionSpec(tuple(mesh.axis_names))
     out = jax.shard_map(lambda x: tuple(fn(x)), mesh=mesh, in_specs=spec, out_specs=spec,

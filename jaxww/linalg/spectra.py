@@ -47,6 +47,8 @@ from jaxww.linalg.batching import group_indices
 _BATCH_ELEMENTS = 1 << 26
 
 PRECISIONS = ("float32", "float64")
+#: Stored dtypes whose Gram matrix is formed as stored, accumulated in float32 (:func:`_gram`).
+HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
 def bucket(n: int) -> int:
@@ -75,7 +77,9 @@ def eigvals_ascending(*stacks):
 
 def _eigvals_cpu(*stacks):
     """One host call for all stacks (:func:`jaxww.linalg.host.eigvals`), exact shapes
-    (:func:`jaxww.linalg.callbacks.on_cpu`: safe in a program on several CPU devices)."""
+    (:func:`jaxww.linalg.callbacks.on_cpu`: safe in a program on several CPU devices);
+    bfloat16/float16 stacks cast to float32 first (LAPACK has no half precision)."""
+    stacks = [W.astype(jnp.float32) if W.dtype in HALF else W for W in stacks]
     out = [jax.ShapeDtypeStruct(W.shape[:-2] + (min(W.shape[-2:]),), W.dtype) for W in stacks]
     return list(_callbacks.on_cpu(lambda *xs: _host.eigvals(list(xs)), out, *stacks,
                                  vmap_method="broadcast_all"))
@@ -104,10 +108,20 @@ def _eigvals_buckets(*stacks):
 
 
 def _gram(W):
-    """``(W^T W, finite)`` of a stack ``(T, N, M)``: the Gram matrices at HIGHEST precision (of
-    zeros for a matrix holding a NaN or Inf) and which matrices are finite."""
+    """``(W^T W, finite)`` of a stack ``(T, N, M)``: the Gram matrices (of zeros for a matrix
+    holding a NaN or Inf) and which matrices are finite.
+
+    float32/float64 at HIGHEST precision (the reference); bfloat16/float16 read as stored,
+    with float32 accumulation (``preferred_element_type``): the product of two such values
+    is exact in float32 (8 or 11 significant bits each), so the Gram matrix differs from
+    the reference's (the weights cast to float32 first) by float32 summation error only,
+    while it runs at the half-precision matmul rate and no float32 copy of the weights is
+    made (``tests/linalg/test_spectra.py`` bounds the difference of the spectra).
+    """
     finite = jnp.isfinite(W).all(axis=(1, 2))
-    W = jnp.where(finite[:, None, None], W, 0)
+    W = jnp.where(finite[:, None, None], W, jnp.zeros((), W.dtype))
+    if W.dtype in HALF:
+        return jnp.einsum("bnm,bnk->bmk", W, W, preferred_element_type=jnp.float32), finite
     return jnp.einsum("bnm,bnk->bmk", W, W, precision=jax.lax.Precision.HIGHEST), finite
 
 
@@ -122,7 +136,16 @@ def _eigvals_gram(X):
 
 
 def tridiagonal_eigvals(X):
-    _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)   # no tridiagonal reduction on TPU
+    """Ascending eigenvalues of symmetric matrices ``(..., M, M)``: the Householder reduction
+    ``X = Q T Q^T`` (``lax.linalg.tridiagonal``; none on TPU), then every eigenvalue of ``T``
+    by bisection on the device (``eigh_tridiagonal``), the whole batch in one call.
+
+    LAPACK ``?sterf`` on the host from ``T``'s diagonals was measured against it on the
+    device path of a CPU (``bench/tridiagonal.py``): no consistent win (0.66-1.43x the
+    bisection's time, M = 16..1024), and batched ``eigvalsh`` 1.3-3.3x slower at every size,
+    so the eigenvalues stay here; the bench measures all three again on an accelerator.
+    """
+    _, d, e, _ = jax.lax.linalg.tridiagonal(X, lower=True)
     return jax.vmap(lambda a, b: jax.scipy.linalg.eigh_tridiagonal(a, b, eigvals_only=True))(d, e)
 
 
@@ -198,7 +221,8 @@ def batched_spectra(stacks: Sequence[jax.Array], *, precision: str = "float32") 
 
     Args:
       stacks: sequence of arrays of shape ``(T, a, b)`` (``T`` matrices each, e.g. the
-        taps of a convolution or a single dense kernel with ``T = 1``).
+        taps of a convolution or a single dense kernel with ``T = 1``); bfloat16/float16
+        are read as stored for float32 spectra (:func:`compute_input`).
       precision: ``"float32"`` or ``"float64"``.
 
     Returns:
@@ -206,8 +230,14 @@ def batched_spectra(stacks: Sequence[jax.Array], *, precision: str = "float32") 
       a matrix that holds a NaN or Inf).
     """
     dtype = _dtype(precision)
-    stacks = [jnp.asarray(st).astype(dtype) for st in stacks]
-    return _spectra(*stacks)
+    return _spectra(*[compute_input(st, dtype) for st in stacks])
+
+
+def compute_input(W, dtype):
+    """``W`` as the spectra of ``dtype`` read it: bfloat16/float16 kept as stored for float32
+    spectra (their Gram matrix accumulates in float32, :func:`_gram`), else cast to ``dtype``."""
+    W = jnp.asarray(W)
+    return W if dtype == jnp.float32 and W.dtype in HALF else W.astype(dtype)
 
 
 def host_spectra(stacks: Sequence[np.ndarray], *, precision: str = "float32") -> list:

@@ -45,6 +45,18 @@ def path(request):
         _use_device_path(before)
 
 
+@pytest.fixture
+def host_path():
+    """The host branch of ``streaming.compute`` whatever ``JAXWW_DEVICE_PATH`` says: for the
+    tests of the host's budget arithmetic and of LAPACK calls (the device's is tested apart)."""
+    before = placement.DEVICE_PATH
+    _use_device_path(False)
+    try:
+        yield
+    finally:
+        _use_device_path(before)
+
+
 def _write_sharded(folder, tensors: dict, shards: int):
     """A Hugging Face sharded directory written by the reference writer (safetensors.numpy)."""
     save_file = pytest.importorskip("safetensors.numpy").save_file
@@ -119,7 +131,7 @@ def test_describe_reads_headers_only(tmp_path, monkeypatch):
     assert (t.shape, t.dtype, t.nbytes) == ((96, 64), np.dtype(ml_dtypes.bfloat16), 96 * 64 * 2)
 
 
-def test_layer_over_budget_is_computed_alone_with_a_note(tmp_path):
+def test_layer_over_budget_is_computed_alone_with_a_note(tmp_path, host_path):
     folder = _write_sharded(str(tmp_path / "hf"), _llama(d=512, F=1024, layers=1), shards=1)
     rep = jaxww.analyze(folder, memory_budget="3MiB")
     notes = {r["name"]: r["reason"] for r in rep.rows}
@@ -131,7 +143,7 @@ def test_layer_over_budget_is_computed_alone_with_a_note(tmp_path):
     assert all(r["status"] == "success" for r in rep.rows)
 
 
-def test_budget_note_names_the_need():
+def test_budget_note_names_the_need(host_path):
     w = {"big": {"kernel": np.random.default_rng(0).standard_normal((1024, 512)).astype(np.float32)}}
     row = jaxww.analyze(w, memory_budget="1MiB").rows[0]
     # a float32 leaf in memory needs no copy: only its Gram matrix, 512^2 x 4 B = 1 MiB
@@ -150,10 +162,12 @@ def test_bad_memory_budget(bad, err):
 
 
 def test_parse_budget_units():
-    assert streaming.parse_budget("512MiB") == 512 << 20
-    assert streaming.parse_budget("2 GB") == 2 * 10 ** 9
-    assert streaming.parse_budget(" 1.5g ") == 3 << 29
-    assert 256 << 20 <= streaming.parse_budget(None) <= 1 << 30
+    from jaxww.analysis.budget import parse_budget
+
+    assert parse_budget("512MiB") == 512 << 20
+    assert parse_budget("2 GB") == 2 * 10 ** 9
+    assert parse_budget(" 1.5g ") == 3 << 29
+    assert 256 << 20 <= parse_budget(None) <= 1 << 30
 
 
 def test_truncated_shard_refused_before_any_analysis(tmp_path):
@@ -274,6 +288,8 @@ def test_device_path_flag_and_device_budget(monkeypatch):
             return self.stats
 
     assert streaming.device_budget(Accelerator({"bytes_limit": 16 << 30, "bytes_in_use": 8 << 30}), 4 << 30) == 2 << 30
+    # the device's own memory, not capped by the host budget: an 80 GB GPU gets 20 GB groups
+    assert streaming.device_budget(Accelerator({"bytes_limit": 80 << 30}), 1 << 30) == 80 << 30 >> 2
     assert streaming.device_budget(Accelerator(None), 4 << 30) == 4 << 30
     cpu = jax.devices("cpu")[0]
     monkeypatch.setattr(placement, "DEVICE_PATH", False)
@@ -457,7 +473,7 @@ def test_back_pressure_and_progress_count_completed_groups(tmp_path, monkeypatch
     dispatched), and the report equals the host's to float32 error."""
     rng = np.random.default_rng(3)
     tensors = {f"model.layers.{i}.mlp.up_proj.weight": rng.standard_t(3, (512, 384)).astype(np.float32)
-               for i in range(8)}   # read 768 KiB + Gram 576 KiB: one layer a group within 2 MiB
+               for i in range(8)}   # on the device 768 KiB + 3 Grams of 576 KiB: one layer a group within 3 MiB
     folder = _write_sharded(str(tmp_path / "hf"), tensors, shards=1)
     before = placement.DEVICE_PATH
     state = {"dispatched": 0, "ready": 0, "max": 0, "done_layers": 0}
@@ -481,11 +497,11 @@ def test_back_pressure_and_progress_count_completed_groups(tmp_path, monkeypatch
 
     try:
         _use_device_path(False)
-        host = jaxww.analyze(folder, memory_budget="2MiB")
+        host = jaxww.analyze(folder, memory_budget="3MiB")
         _use_device_path(True)
         monkeypatch.setattr(streaming, "_device_spectra", dispatch)
         monkeypatch.setattr(streaming, "_ready", waited)
-        device = jaxww.analyze(folder, memory_budget="2MiB", progress=progress)
+        device = jaxww.analyze(folder, memory_budget="3MiB", progress=progress)
     finally:
         _use_device_path(before)
     assert state["dispatched"] == state["ready"] == 8
@@ -500,7 +516,7 @@ def _reader_threads():
     return [t for t in threading.enumerate() if t.name == "jaxww-reader"]
 
 
-def test_reader_prefetches_one_group_ahead_and_stops(tmp_path, monkeypatch):
+def test_reader_prefetches_one_group_ahead_and_stops(tmp_path, monkeypatch, host_path):
     """The next group's tensors are read on a thread while the current group is computed (the
     compute of group g waits until group g + 1 is being read), never two groups ahead; the
     report is the same bits; the thread is gone after the analysis, after an error and after
@@ -580,3 +596,80 @@ def test_device_gram_has_no_padded_rows():
     dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
     assert sorted(tuple(e.invars[0].aval.shape) for e in dots) == [(1, 44, 30), (2, 50, 30)]
     assert spectra.bucket(44) == 48 and spectra.bucket(30) == 32
+
+
+def test_device_groups_sized_by_the_device_memory(tmp_path, monkeypatch, h):
+    """On the device path the groups are planned with the device's need (its copy as stored,
+    three bucket-sized Grams per kernel) against a share of the device's free memory
+    (``memory_stats``), not the host budget: 1 MiB of host budget and a device with 64 MiB
+    free compute the 9 layers in one group, each tensor put on the device as it is read;
+    the report equals the host path's."""
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=2)
+    cpu = jax.devices("cpu")[0]
+    calls, puts, real, real_put = [], [], streaming._device_spectra, jax.device_put
+
+    def dispatch(values, specs, precision):
+        calls.append(len(specs))
+        return real(values, specs, precision)
+
+    def put(x, *a, **k):
+        puts.append(type(x).__name__)
+        return real_put(x, *a, **k)
+
+    before = placement.DEVICE_PATH
+    try:
+        _use_device_path(False)
+        host = jaxww.analyze(folder, memory_budget="1MiB")
+        _use_device_path(True)
+        monkeypatch.setattr(streaming, "_device_spectra", dispatch)
+        monkeypatch.setattr(type(cpu), "memory_stats", lambda self: {"bytes_limit": 80 << 20, "bytes_in_use": 16 << 20})
+        monkeypatch.setattr(jax, "device_put", put)
+        device = jaxww.analyze(folder, memory_budget="1MiB")
+    finally:
+        _use_device_path(before)
+    assert calls == [9]   # one group: 16 MiB (a quarter of 64 MiB free) holds them all
+    assert puts.count("ndarray") == 9   # each tensor put on its own as it is read
+    h.assert_float32_paths_agree(device.rows, device.evals, host.rows, host.evals)
+    kerns = jaxww.find_kernels(*jaxww.flatten_params({"w": np.zeros((96, 64), ml_dtypes.bfloat16)})[:2])[0]
+    leaf = np.zeros((96, 64), ml_dtypes.bfloat16)
+    # kept as stored (bf16 into float32 spectra): 12 KiB + 3 Grams of 64^2 float32
+    assert streaming.device_need(leaf, kerns, "float32") == 96 * 64 * 2 + 3 * 64 * 64 * 4
+    assert streaming.need(leaf, kerns, "float32") == 96 * 64 * 4 + 64 * 64 * 4
+
+
+def test_device_out_of_memory_in_the_fit_is_the_memory_error(tmp_path, monkeypatch, capsys):
+    """A device's out of memory in the fit stage, when a group is dispatched or when its
+    results are waited for, is the MemoryError naming the layers, the bytes of their
+    spectra and the budget (and the command line's exit 2), not a raw JaxRuntimeError; any
+    other runtime error is left as it is."""
+    from jaxww.analysis import options
+
+    folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=1)
+    real = options.compute
+    error = [jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.0MiB.")]
+
+    def fail(*a, **k):
+        raise error[0]
+
+    def later(*a, **k):   # dispatched fine, out of memory when waited for
+        fit, extra = real(*a, **k)
+        return fit._replace(D=_Exhausted()), extra
+
+    where = f"device {jax.devices('cpu')[0]}"
+    message = (rf"out of {where} memory fitting the spectra of model.layers.0.self_attn.q_proj.weight, "
+               r".* and 6 more \(their spectra: .*; memory budget 1.0 MiB\); analyse fewer layers")
+    before = placement.DEVICE_PATH
+    try:
+        _use_device_path(True)
+        for fn in (fail, later):
+            monkeypatch.setattr(options, "compute", fn)
+            with pytest.raises(MemoryError, match=message):
+                jaxww.analyze(folder, memory_budget="1MiB")
+        assert cli.main(["analyze", folder, "--quiet", "--memory-budget", "1MiB"]) == 2
+        assert f"out of {where} memory fitting" in capsys.readouterr().err
+        error[0] = jax.errors.JaxRuntimeError("INTERNAL: an XLA bug")
+        monkeypatch.setattr(options, "compute", fail)
+        with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL: an XLA bug"):
+            jaxww.analyze(folder, memory_budget="1MiB")
+    finally:
+        _use_device_path(before)

@@ -155,6 +155,19 @@ def analyze(spec, N, M, count):
     return out
 
 
+def memory(spec, N, M, count):
+    """The temporaries per device of ``analyze``'s program for one kernel ``N x M`` sharded by
+    ``spec`` (XLA's ``memory_analysis``), in Gram matrices (``M^2`` float32)."""
+    import dataclasses
+
+    from jaxww.linalg import sharded
+
+    W = placed(make_params(N, M, 1), spec)["layer0"]["kernel"]
+    kern = jaxww.find_kernels(["w"], [W])[0][0]
+    compiled = sharded._kernel_spectrum.lower(W, dataclasses.replace(kern, name="", leaf=0), "float32").compile()
+    return {"grams": compiled.memory_analysis().temp_size_in_bytes / (M * M * 4), "devices": jax.device_count()}
+
+
 def lowering(spec, N, M, count):
     """The custom calls of tree_alpha, a penalty's gradient and the two kinds of refresh on
     sharded params, lowered for CPU, CUDA and TPU (from this CPU-only host)."""
@@ -203,5 +216,5 @@ if __name__ == "__main__":
     import jaxww
 
     cases = {"regularizers": regularizers, "transforms": transforms, "reported": reported,
-             "analyze": analyze, "lowering": lowering, "distributed": distributed}
+             "analyze": analyze, "lowering": lowering, "distributed": distributed, "memory": memory}
     print(json.dumps(cases[case](spec, *[int(a) for a in rest])))

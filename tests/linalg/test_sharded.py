@@ -116,6 +116,15 @@ def test_analyze_and_tracker_compute_sharded_params_where_they_are(spec):
             _close({c: a[c] for c in a if c not in exact}, {c: b[c] for c in b if c not in exact}, VALUES, a["name"])
 
 
+@pytest.mark.parametrize("spec", ["rows", "cols"])
+def test_analyze_holds_one_gram_per_device_not_one_per_device_of_the_mesh(spec):
+    """analyze's program for one sharded kernel holds, besides the shard, a few Gram matrices
+    per device (the summed Gram and the solver's copy), not a stack padded to one Gram per
+    device of the mesh (``D + 1`` = 9 of them on 8 devices before)."""
+    out = _run("memory", spec, 2048, 256, 1)
+    assert out["devices"] == 8 and out["grams"] <= 3, out
+
+
 def test_device_solvers_on_gpu_and_tpu_host_lapack_on_cpu():
     """Lowered from this host for each platform, sharded params: on CPU devices the host
     LAPACK callback that reads XLA's buffers (no XLA LAPACK, whose batched calls hang a

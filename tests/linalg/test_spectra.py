@@ -162,3 +162,41 @@ def test_merged_and_per_bucket_fit_groups_agree(monkeypatch):
     for r, s in zip(merged.rows, split.rows):
         for col in ("alpha", "xmin", "D", "log_alpha_norm", "entropy"):
             assert r[col] == pytest.approx(s[col], rel=1e-6), col
+
+
+@pytest.mark.parametrize("half", [jnp.bfloat16, jnp.float16])
+def test_half_precision_gram_accumulates_in_float32(half):
+    """Weights stored as bfloat16/float16 (LLM checkpoints): the device path forms their
+    Gram matrix from the stored values with float32 accumulation (no float32 copy), and its
+    spectra differ from the HIGHEST-precision reference (the weights cast to float32
+    first) by float32 summation error only: a bound that a Gram rounded to the half type
+    exceeds by orders of magnitude."""
+    rng = np.random.default_rng(11)
+    W = jnp.asarray(rng.standard_t(3, size=(2, 300, 40)), half)
+    assert spectra.compute_input(W, jnp.float32).dtype == half          # read as stored
+    with jax.enable_x64(True):
+        assert spectra.compute_input(W, jnp.float64).dtype == jnp.float64    # float64: cast
+    dots = [e for e in jax.make_jaxpr(spectra._gram)(W).eqns if e.primitive.name == "dot_general"]
+    assert [v.aval.dtype for v in dots[0].invars] == [half, half]
+    X_half, X_ref = (np.asarray(spectra._gram(w)[0], np.float64) for w in (W, W.astype(jnp.float32)))
+    assert spectra._gram(W)[0].dtype == jnp.float32
+    # The products of two half values are exact in float32; both Grams sum the same
+    # products in float32 in some order: |dX_ij| <= 2 gamma_N (|W|^T |W|)_ij, gamma_N =
+    # N u / (1 - N u), u = 2^-24 (a Gram rounded to the half type errs by up to
+    # 2^-9 |X_ij| or 2^-12 |X_ij|, far above it on the diagonal).
+    N, M, u = W.shape[1], W.shape[2], 2.0 ** -24
+    A = np.abs(np.asarray(W, np.float64))
+    bound = 2 * N * u / (1 - N * u) * np.einsum("bnm,bnk->bmk", A, A)
+    assert (np.abs(X_half - X_ref) <= bound).all()
+    rounded = np.asarray(jnp.asarray(X_ref, jnp.float32).astype(half), np.float64)
+    assert (np.abs(rounded - X_ref) > bound).any()   # the bound tells them apart
+    # Spectra, Weyl: every eigenvalue moves by at most ||dX||_2 <= || bound ||_2 (|dX| <= bound
+    # elementwise, bound >= 0); the device path end to end adds each float32 solver's
+    # backward error (tridiagonal reduction, bisection), at most M^2 u ||X||_F (Householder).
+    weyl = np.linalg.norm(bound, 2, axis=(1, 2))
+    lam_half, lam_ref = np.linalg.eigvalsh(X_half), np.linalg.eigvalsh(X_ref)
+    assert (np.abs(lam_half - lam_ref).max(axis=1) <= weyl).all()
+    dev_half, dev_ref = (np.asarray(jax.jit(spectra._eigvals_buckets)(w)[0], np.float64)
+                         for w in (W, W.astype(jnp.float32)))
+    solver = 2 * M * M * u * np.linalg.norm(X_ref, axis=(1, 2))
+    assert (np.abs(dev_half - dev_ref).max(axis=1) <= weyl + solver).all()
