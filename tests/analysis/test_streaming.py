@@ -642,7 +642,7 @@ def test_device_out_of_memory_in_the_fit_is_the_memory_error(tmp_path, monkeypat
     results are waited for, is the MemoryError naming the layers, the bytes of their
     spectra and the budget (and the command line's exit 2), not a raw JaxRuntimeError; any
     other runtime error is left as it is."""
-    from jaxww.analysis import options
+    from jaxww.analysis import optional as options
 
     folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=1)
     real = options.compute
