@@ -147,8 +147,7 @@ def analyze(
     """
     args = locals()
     given = arguments.given(analyze, args)
-    if precision not in _spectra.PRECISIONS:
-        raise ValueError(f"precision must be one of {_spectra.PRECISIONS}, got {precision!r}")
+    _spectra.check_precision_name(precision)
     opts = _optional.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
                            mp_fit=mp_fit, randomize=randomize, detX=detX)
     budget = _budget.parse_budget(memory_budget)

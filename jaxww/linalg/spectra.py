@@ -202,9 +202,15 @@ def precision_scope(precision: str):
         yield
 
 
-def _dtype(precision: str):
+def check_precision_name(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ``ValueError`` naming them."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def _dtype(precision: str):
+    check_precision_name(precision)
     if precision == "float64" and not jax.config.jax_enable_x64:
         raise ValueError('precision="float64" needs jax_enable_x64 (use jax.enable_x64())')
     return jnp.dtype(precision)

@@ -42,7 +42,7 @@ def param_tree(params):
     Raises:
       TypeError: an ``nnx.Optimizer`` without its model (flax >= 0.11 keeps none).
     """
-    module = _nnx_module(params)
+    module = nnx_module(params)
     if module is not None:
         return sys.modules["flax.nnx"].state(module, sys.modules["flax.nnx"].Param)
     if _keras_model(params):
@@ -176,16 +176,16 @@ def model_readings(params) -> list | None:
     if _keras_model(params):
         from jaxww.reading import keras as _keras
         by_path = _keras.readings(params)
-    elif _nnx_module(params) is not None:
+    elif nnx_module(params) is not None:
         from jaxww.reading import nnx as _nnx
-        by_path = _nnx.readings(_nnx_module(params))
+        by_path = _nnx.readings(nnx_module(params))
     else:
         return None
     names, _, _ = flatten_params(params)
     return [by_path.get(n) for n in names]
 
 
-def _nnx_module(params):
+def nnx_module(params):
     """The ``nnx.Module`` that ``params`` is or holds (an ``nnx.Optimizer``'s model), or None.
 
     Raises:

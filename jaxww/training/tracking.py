@@ -39,7 +39,6 @@ import collections
 import concurrent.futures
 import functools
 import multiprocessing
-import sys
 import threading
 import weakref
 
@@ -47,6 +46,7 @@ import jax
 
 from jaxww import checks
 from jaxww.reading import layers as _layers
+from jaxww.reading import params as _params
 from jaxww.training import worker as _worker
 from jaxww.training.history import (  # noqa: F401  (part of this module's API)
     METRICS, History, Writer, cpu_devices, from_checkpoints, plot_history, scalars,
@@ -243,10 +243,11 @@ def _check_params(params) -> None:
     traced (:func:`jaxww.reading.layers.check_concrete`), not an ``nnx.Optimizer`` (flax
     >= 0.11 keeps no model in it) nor an optax state (an object of optax's, or a tuple of
     them: ``optax.chain``'s)."""
-    nnx = sys.modules.get("flax.nnx")   # an nnx.Optimizer can only exist once flax.nnx is imported
-    if nnx is not None and isinstance(params, nnx.Optimizer) and getattr(params, "model", None) is None:
+    try:
+        _params.nnx_module(params)
+    except TypeError:   # an nnx.Optimizer without its model
         raise TypeError("Tracker.update: got an nnx.Optimizer, which holds the optimizer state, not the "
-                        "weights: pass the model, tracker.update(step, model)")
+                        "weights: pass the model, tracker.update(step, model)") from None
     parts = params if type(params) in (tuple, list) else (params,)
     state = next((p for p in parts if type(p).__module__.split(".")[0] == "optax"), None)
     if state is not None:
