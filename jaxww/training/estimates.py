@@ -67,6 +67,7 @@ from jaxww.linalg.batching import as_float, oriented
 from jaxww.linalg.spectra import numerical_floor
 from jaxww.reading.kernels import LayoutOverride
 from jaxww.training.plan import Mask, make_plan
+from jaxww.typing import ScanAxis
 
 
 def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
@@ -216,10 +217,10 @@ def _group_estimates(mats, spec, thresh, scale):
     return est, top
 
 
-def tree_estimates(params, spec, mask, layouts, thresh, min_evals, where):
+def tree_estimates(params, spec, mask, layouts, thresh, min_evals, where, scan_axis=None):
     """``(plan, TailAlpha, largest pooled eigenvalue)`` of the layers of ``params`` (per kernel,
     in kernel order: :func:`plan_estimates`)."""
-    plan = make_plan(params, mask, layouts, min_evals=min_evals, where=where)
+    plan = make_plan(params, mask, layouts, min_evals=min_evals, scan_axis=scan_axis, where=where)
     return (plan,) + plan_estimates(plan, plan.stacks(), spec, thresh)
 
 
@@ -233,7 +234,7 @@ def plan_estimates(plan, stacks, spec, thresh):
 
 def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
                mask: Mask = None, layouts: LayoutOverride = None, thresh: float = EVALS_THRESH,
-               min_evals: int = MIN_EVALS) -> dict:
+               min_evals: int = MIN_EVALS, scan_axis: ScanAxis = None) -> dict:
     """Differentiable alpha of every eligible weight matrix of a params pytree.
 
     Layers are found and read as by :func:`jaxww.analyze` (the same reading, the same
@@ -249,6 +250,7 @@ def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEF
       layouts: layout overrides, as in :func:`jaxww.analyze`.
       min_evals: layers with fewer eigenvalues are left out (:func:`jaxww.analyze`'s
         default; its verdicts need :data:`jaxww.defaults.MIN_VERDICT_EVALS`).
+      scan_axis: the layer axis of scanned stacks, as in :func:`jaxww.analyze`.
 
     Returns:
       ``{layer name: alpha}`` with the names of :func:`jaxww.analyze`'s rows
@@ -265,5 +267,5 @@ def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEF
     """
     spec = tail_spec(tail, temperature)
     plan, est, _ = tree_estimates(params, spec, mask, layouts, checks.number(thresh, "thresh"), min_evals,
-                                  "tree_alpha")
+                                  "tree_alpha", scan_axis)
     return {k.name: est.alpha[i] for i, k in enumerate(plan.kernels)}

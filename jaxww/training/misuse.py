@@ -19,11 +19,12 @@ import numpy as np
 from jaxww.linalg import callbacks as _callbacks
 from jaxww.reading.params import flatten_params
 from jaxww.training.plan import make_plan
-from jaxww.training.refresh import kernel_leaves, sq_norms
+from jaxww.training.refresh import kernel_leaves, sq_norms, trained_leaves
 
 
-def update_plan(name: str, updates, params, names: list, layouts, min_evals: int, shapes=None):
-    """The plan of the ``params`` given to the update of transform ``name``, checked against
+def update_plan(name: str, updates, params, names: list, layouts, min_evals: int, shapes=None, *, scan_axis=None):
+    """The plan of the ``params`` given to the update of transform ``name`` (read with
+    ``layouts``, ``min_evals`` and ``scan_axis``), checked against
     the layers ``init`` saw (:func:`check_layers`: their ``names`` and the ``shapes`` of
     their leaves) and against ``updates`` (:func:`check_updates`).
 
@@ -33,7 +34,7 @@ def update_plan(name: str, updates, params, names: list, layouts, min_evals: int
     if params is None:
         raise ValueError(f"{name}: update needs the params: call update(updates, state, params)")
     where = f"{name}.update"
-    plan = make_plan(params, None, layouts, min_evals=min_evals, where=where)
+    plan = make_plan(params, None, layouts, min_evals=min_evals, scan_axis=scan_axis, where=where)
     check_layers(where, names, plan, shapes)
     check_updates(where, updates, params)
     leaves, treedef = jax.tree_util.tree_flatten(updates)   # structure checked above
@@ -86,8 +87,9 @@ def unless_swapped(where: str, count, init_norms, update_leaves, plan, alpha):
     another order (eager at ``init``, jitted here). In optax's order the params of the
     first update are those ``init`` saw and match, so nothing is raised whatever the
     gradients; only params replaced after ``init`` together with gradients matching every
-    layer's norm to 1% would be refused. Leaves that were zero at ``init`` are not
-    counted, and at least one must be.
+    layer's norm to 1% would be refused. Only the leaves a transform updates are compared
+    (:func:`jaxww.training.refresh.trained_leaves`: integer codes are not); those that
+    were zero at ``init`` are not counted, and at least one must be.
 
     Under ``jit`` the values are traced: the ``ValueError`` is raised from the host, by a
     host call (:func:`jaxww.linalg.callbacks.on_cpu`, safe in a program on a mesh) whose result
@@ -96,7 +98,9 @@ def unless_swapped(where: str, count, init_norms, update_leaves, plan, alpha):
     a held step of ``scale_by_alpha`` on a 4x512 MLP, measured). On CPU devices only: on a
     GPU or TPU a host call would take the refresh off the device, and the check is not made.
     """
-    positions = kernel_leaves(plan)
+    positions = trained_leaves(plan)
+    if not positions:
+        return alpha
     ref = jnp.stack(init_norms)
     counted = ref > 0
 

@@ -4,6 +4,12 @@ differentiable alpha of :mod:`jaxww.training.estimates` (which says how alpha is
 and differentiated). A layer whose alpha cannot be estimated is dropped from a penalty,
 with a zero gradient, and flagged in its ``has_aux`` output.
 
+Quantised (integer) weights are read dequantised, as :func:`jaxww.analyze` reads them,
+and are constants of a penalty: ``jax.grad`` refuses integer inputs, so differentiate
+with ``jax.grad(loss, allow_int=True)`` (an integer leaf's gradient is a ``float0``
+zero) or close over them; the float leaves (a quantised weight's scale included) get
+the penalty's gradient.
+
 The differentiable alpha itself (:func:`alpha`, :func:`tail_alpha`, :func:`tree_alpha`,
 :func:`spectrum`) and the tail choice (:func:`tail_spec`) are reachable from here too, as
 ``jaxww.alpha`` and the others.
@@ -30,6 +36,7 @@ from jaxww.fit import tail as _tail
 from jaxww.reading.kernels import LayoutOverride
 from jaxww.training.estimates import alpha, gram_eigvals, spectrum, tail_alpha, tree_alpha, tree_estimates
 from jaxww.training.plan import Mask, make_plan
+from jaxww.typing import ScanAxis
 
 from jaxww.fit.tail import (  # noqa: F401  (part of this module's API)
     FLAT_TAIL_ALPHA, DEFAULT_TEMPERATURE, EVALS_THRESH, SMALL_N, Tail, TailAlpha, TailSpec, tail_spec,
@@ -99,7 +106,7 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
                   temperature: float = DEFAULT_TEMPERATURE, distance: str = "squared",
                   reduce: str = "mean", mask: Mask = None, layouts: LayoutOverride = None,
                   thresh: float = EVALS_THRESH, min_evals: int = MIN_VERDICT_EVALS, has_aux: bool = False,
-                  distance_fn: str | None = None):
+                  distance_fn: str | None = None, scan_axis: ScanAxis = None):
     """Distance of each layer's alpha from a target, reduced over layers.
 
     .. math:: P = \\operatorname{reduce}_{l \\in \\text{ok}} \\; d(\\alpha_l, \\alpha^*)
@@ -117,6 +124,7 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
       reduce: ``"mean"`` over the used layers or ``"sum"``.
       mask: optax-style mask selecting the leaves to penalise.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
+      scan_axis: the layer axis of scanned stacks, as in :func:`jaxww.analyze`.
       min_evals: layers with fewer eigenvalues are left alone; the default, 32
         (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), acts only where :func:`jaxww.analyze`
         can give a verdict (pass ``min_evals=8``, analyze's own limit, to act on every row).
@@ -144,7 +152,7 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
     checks.one_of(reduce, REDUCTIONS, "reduce")
     spec = tail_spec(tail, temperature)
     plan, est, _ = tree_estimates(params, spec, mask, layouts, checks.number(thresh, "thresh"), min_evals,
-                                  "alpha_penalty")
+                                  "alpha_penalty", scan_axis)
     ok = est.status == _tail.FIT_OK
     value, per = penalty_of_alphas(est.alpha, ok, target, distance, reduce)
     return (value, _aux(plan, est.alpha, per, ok)) if has_aux else value
@@ -160,7 +168,8 @@ def penalty_of_alphas(alpha, ok, target: float, distance: str, reduce: str):
 def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
                            temperature: float = DEFAULT_TEMPERATURE, reduce: str = "sum",
                            mask: Mask = None, layouts: LayoutOverride = None, thresh: float = EVALS_THRESH,
-                           min_evals: int = MIN_VERDICT_EVALS, has_aux: bool = False):
+                           min_evals: int = MIN_VERDICT_EVALS, has_aux: bool = False,
+                           scan_axis: ScanAxis = None):
     """Weighted-alpha penalty of Xiao et al. (2023): ``sum_l alpha_l * ln(lambda_max_l)``.
 
     .. math:: P = \\sum_l \\alpha_l \\ln \\lambda_{\\max, l}
@@ -177,6 +186,7 @@ def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
       reduce: ``"sum"`` (the paper) or ``"mean"`` over the used layers.
       mask: optax-style mask selecting the leaves to penalise.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
+      scan_axis: the layer axis of scanned stacks, as in :func:`jaxww.analyze`.
       min_evals: layers with fewer eigenvalues are left alone; the default, 32
         (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), acts only where :func:`jaxww.analyze`
         can give a verdict (pass ``min_evals=8``, analyze's own limit, to act on every row).
@@ -192,7 +202,7 @@ def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
     checks.one_of(reduce, REDUCTIONS, "reduce")
     spec = tail_spec(tail, temperature)
     plan, est, top = tree_estimates(params, spec, mask, layouts, checks.number(thresh, "thresh"), min_evals,
-                                     "weighted_alpha_penalty")
+                                     "weighted_alpha_penalty", scan_axis)
     ok = (est.status == _tail.FIT_OK) & (top > thresh)
     per = jnp.where(ok, jnp.where(ok, est.alpha, 0.0) * jnp.log(jnp.where(ok, top, 1.0)), 0.0)
     value = reduce_layers(per, ok, reduce)
@@ -200,7 +210,7 @@ def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
 
 
 def spectral_norm_penalty(params, *, reduce: str = "sum", mask: Mask = None, layouts: LayoutOverride = None,
-                          has_aux: bool = False):
+                          has_aux: bool = False, scan_axis: ScanAxis = None):
     """Spectral-norm penalty ``sum_l lambda_max_l = sum_l sigma_max(W_l)^2``.
 
     .. math:: P = \\sum_l \\sigma_{\\max}(W_l)^2, \\qquad
@@ -215,13 +225,14 @@ def spectral_norm_penalty(params, *, reduce: str = "sum", mask: Mask = None, lay
       reduce: ``"sum"`` or ``"mean"`` over layers.
       mask: optax-style mask selecting the leaves to penalise.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
+      scan_axis: the layer axis of scanned stacks, as in :func:`jaxww.analyze`.
       has_aux: also return :class:`LayerPenalties` (``alpha`` holds NaN).
 
     Returns:
       A scalar, or ``(scalar, LayerPenalties)``.
     """
     checks.one_of(reduce, REDUCTIONS, "reduce")
-    plan = make_plan(params, mask, layouts, where="spectral_norm_penalty")
+    plan = make_plan(params, mask, layouts, scan_axis=scan_axis, where="spectral_norm_penalty")
     top = plan.scatter([_group_top(W, g.scale) for g, W in zip(plan.groups, plan.stacks())])
     ok = jnp.isfinite(top)
     per = jnp.where(ok, top, 0.0)

@@ -25,7 +25,7 @@ from jaxww.reading.kernels import LayoutOverride
 from jaxww.reading.params import flatten_params, param_tree
 from jaxww.linalg.batching import as_float, group_indices, oriented
 from jaxww.reading.layers import read_layers
-from jaxww.typing import Mask
+from jaxww.typing import Mask, ScanAxis
 
 
 class Group(NamedTuple):
@@ -43,12 +43,18 @@ class Group(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """Eligible kernels of a params tree, grouped by shape; see the module docstring."""
+    """Eligible kernels of a params tree, grouped by shape; see the module docstring.
+
+    ``frozen`` holds the indices of the leaves with a kernel whose stored values are not
+    floating point (quantised codes, read dequantised in ``leaves``): measured, never
+    updated by the transforms.
+    """
 
     kernels: tuple
     groups: tuple
     leaves: list
     treedef: Any
+    frozen: frozenset = frozenset()
 
     @property
     def names(self) -> list:
@@ -92,19 +98,19 @@ class Plan(NamedTuple):
 
 
 def make_plan(params, mask: Mask = None, layouts: LayoutOverride = None, *, min_evals: int = MIN_EVALS,
-              where: str = "jaxww") -> Plan:
-    """The layers :func:`jaxww.analyze` reads in ``params`` (with ``layouts`` and
-    ``min_evals``; its default size limits otherwise), less those ``mask`` leaves out,
+              scan_axis: ScanAxis = None, where: str = "jaxww") -> Plan:
+    """The layers :func:`jaxww.analyze` reads in ``params`` (with ``layouts``, ``scan_axis``
+    and ``min_evals``; its default size limits otherwise), less those ``mask`` leaves out,
     grouped by matrix shape.
 
     Raises:
       ValueError: no floating-point weight matrix is left after the mask.
     """
     flags = resolve_mask(mask, params)
-    names = flatten_params(params)[0]
+    names, stored, _ = flatten_params(params)
     left_out = {n for n, f in zip(names, flags) if not f}
-    read = read_layers(params, layouts=layouts, min_evals=min_evals, where=where, concrete=False,
-                       layers=(lambda name: name not in left_out) if left_out else None)
+    read = read_layers(params, layouts=layouts, scan_axis=scan_axis, min_evals=min_evals, where=where,
+                       concrete=False, layers=(lambda name: name not in left_out) if left_out else None)
     if not read.kernels:
         why = "; ".join(f"{s.name}: {s.reason}" for s in read.skipped[:8]) or "no leaves selected"
         raise ValueError(f"{where}: no eligible weight matrix in the params ({len(names)} leaves, "
@@ -116,7 +122,13 @@ def make_plan(params, mask: Mask = None, layouts: LayoutOverride = None, *, min_
         rf, a, b = jax.eval_shape(k.matrices, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)).shape
         keys.append((rf, max(a, b), min(a, b), k.esd_scale, jnp.dtype(leaf.dtype).name))
     groups = tuple(Group(tuple(m), *key[:4]) for key, m in group_indices(keys).items())
-    return Plan(tuple(read.kernels), groups, read.leaves, read.treedef)
+    frozen = frozenset(k.leaf for k in read.kernels if not _floating(stored[k.leaf]))
+    return Plan(tuple(read.kernels), groups, read.leaves, read.treedef, frozen)
+
+
+def _floating(leaf) -> bool:
+    """Whether a leaf as stored (array, tracer, Keras variable...) holds floating-point values."""
+    return jnp.issubdtype(jnp.dtype(leaf.dtype), jnp.inexact)
 
 
 def _warn_refused(skipped, min_evals: int, where: str) -> None:

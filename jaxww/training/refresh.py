@@ -8,6 +8,7 @@ says how they behave under :func:`optax.inject_hyperparams`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Union
 
 import jax
@@ -17,7 +18,7 @@ import optax
 from jaxww import checks
 from jaxww.defaults import MIN_VERDICT_EVALS
 from jaxww.fit import tail as _tail
-from jaxww.training.plan import Mask
+from jaxww.training.plan import Mask, Plan, make_plan
 
 ScalarOrSchedule = Union[float, Callable[[jax.Array], jax.Array]]
 
@@ -35,6 +36,11 @@ def every_arg(every) -> int:
 def min_evals_arg(min_evals) -> int:
     """``min_evals`` (static; None: :data:`MIN_VERDICT_EVALS`, the layers analyze judges)."""
     return MIN_VERDICT_EVALS if min_evals is None else checks.static(min_evals, "min_evals")
+
+
+def scan_axis_arg(scan_axis):
+    """``scan_axis`` (static): an int (a concrete 0-d array read as one), ``{regex: int}`` or None."""
+    return checks.static(scan_axis, "scan_axis")
 
 
 def nonnegative_arg(value, name: str):
@@ -76,9 +82,27 @@ def every_steps(every, count, refresh, keep, operand):
     return jax.lax.cond(count % every == 0, refresh, keep, operand)
 
 
+def init_plan(name: str, params, layouts, min_evals: int, scan_axis) -> Plan:
+    """The plan of the ``params`` given to the ``init`` of transform ``name``, with one
+    ``UserWarning`` naming the layers stored as integers (:attr:`Plan.frozen`): measured,
+    their updates passed through unchanged."""
+    plan = make_plan(params, None, layouts, min_evals=min_evals, scan_axis=scan_axis, where=f"{name}.init")
+    frozen = [k.name for k in plan.kernels if k.leaf in plan.frozen]
+    if frozen:
+        warnings.warn(f"{name}.init: {len(frozen)} layer(s) stored as integers are measured but not updated "
+                      f"(their updates pass through unchanged): {', '.join(frozen)}. Integer weights are "
+                      "quantised codes, not trained by gradient", UserWarning, stacklevel=3)
+    return plan
+
+
 def kernel_leaves(plan) -> list:
     """Indices of the leaves that hold at least one of the plan's kernels, in order."""
     return sorted({k.leaf for k in plan.kernels})
+
+
+def trained_leaves(plan) -> list:
+    """:func:`kernel_leaves` less the integer ones (:attr:`Plan.frozen`): those a transform updates."""
+    return [i for i in kernel_leaves(plan) if i not in plan.frozen]
 
 
 def sq_norms(leaves, positions) -> tuple:

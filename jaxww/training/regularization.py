@@ -22,7 +22,8 @@ from jaxww.training import misuse
 from jaxww.training import penalties as _reg
 from jaxww.training import refresh as _r
 from jaxww.training.estimates import plan_estimates, tail_rows
-from jaxww.training.plan import Mask, make_plan
+from jaxww.training.plan import Mask
+from jaxww.typing import ScanAxis
 
 
 class AlphaRegularizationState(NamedTuple):
@@ -33,9 +34,10 @@ class AlphaRegularizationState(NamedTuple):
       alpha: ``{layer: alpha}`` at the last refresh (NaN: dropped).
       ok: ``{layer: bool}`` whether the layer's penalty is applied (False: no tail, flat
         tail, or NaN/Inf weights at the last refresh; its gradient is dropped).
-      grad: ``d P / dW`` at the last refresh, one array per regularised leaf (leaf order).
-      sq_norms: the float32 sum of squares of each regularised leaf given to ``init``
-        (leaf order): the first update checks that it got the params as ``params``.
+      grad: ``d P / dW`` at the last refresh, one array per leaf holding a layer (leaf
+        order; an integer leaf's is not applied).
+      sq_norms: the float32 sum of squares of each regularised (floating-point) leaf given
+        to ``init`` (leaf order): the first update checks that it got the params as ``params``.
     """
 
     count: jax.Array
@@ -58,6 +60,7 @@ def add_alpha_regularization(
     layouts: LayoutOverride = None,
     thresh: float = _tail.EVALS_THRESH,
     min_evals: int | None = None,
+    scan_axis: ScanAxis = None,
 ) -> optax.GradientTransformation:
     """Add the gradient of an alpha penalty to the updates.
 
@@ -89,8 +92,12 @@ def add_alpha_regularization(
     ``state.hyperparams``: ``strength`` acts from the next update, ``target``,
     ``temperature`` and ``thresh`` (which enter the held alphas and gradient) from the
     next refresh. ``every`` is static: pass ``static_args="every"`` (add ``"tail"``
-    for a numeric tail, ``"mask"`` / ``"layouts"`` for callables); see the module
-    docstring.
+    for a numeric tail, ``"scan_axis"`` for an int, ``"mask"`` / ``"layouts"`` for
+    callables); see the module docstring.
+
+    Layers stored as integers (quantised codes, read dequantised) enter ``P`` as
+    constants: their alpha is measured and in the state, their updates pass through
+    unchanged (one ``UserWarning`` at ``init`` names them).
 
     Args:
       strength: ``s >= 0``, a float, a scalar array (may be traced) or a schedule
@@ -109,6 +116,7 @@ def add_alpha_regularization(
         (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), the layers :func:`jaxww.analyze` gives a
         verdict; a 10-class head (10 eigenvalues) or a ``3x3x1x32`` convolution (9) is not
         touched. ``min_evals=8`` acts on every row analyze reports.
+      scan_axis: the layer axis of scanned stacks, as in :func:`jaxww.analyze` (static).
 
     Returns:
       An ``optax.GradientTransformation`` with an :class:`AlphaRegularizationState`;
@@ -144,23 +152,24 @@ def add_alpha_regularization(
     checks.one_of(reduce, _reg.REDUCTIONS, "reduce")
     thresh = _r.thresh_arg(thresh)
     min_evals = _r.min_evals_arg(min_evals)
+    scan_axis = _r.scan_axis_arg(scan_axis)
     name = "add_alpha_regularization"
 
     def penalty(alpha_v, ok):
         return _reg.penalty_of_alphas(alpha_v, ok, target, distance, reduce)[0]
 
     def init_fn(params):
-        plan = make_plan(params, None, layouts, min_evals=min_evals, where=f"{name}.init")
+        plan = _r.init_plan(name, params, layouts, min_evals, scan_axis)
         return AlphaRegularizationState(
             count=jnp.zeros([], jnp.int32),
             alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names},
             ok={n: jnp.asarray(False) for n in plan.names},
             grad=tuple(jnp.zeros_like(plan.leaves[i]) for i in _r.kernel_leaves(plan)),
-            sq_norms=_r.sq_norms(plan.leaves, _r.kernel_leaves(plan)))
+            sq_norms=_r.sq_norms(plan.leaves, _r.trained_leaves(plan)))
 
     def update_fn(updates, state, params=None):
         plan, leaves, treedef = misuse.update_plan(name, updates, params, list(state.alpha), layouts, min_evals,
-                                                   [g.shape for g in state.grad])
+                                                   [g.shape for g in state.grad], scan_axis=scan_axis)
         held = (state.grad, jnp.stack(list(state.alpha.values())), jnp.stack(list(state.ok.values())))
 
         def refresh(_):
@@ -170,8 +179,9 @@ def add_alpha_regularization(
 
         grad, alpha_v, ok = _r.every_steps(every, state.count, refresh, lambda _: held, None)
         s = _r.value_at(strength, state.count)
-        for i, g in zip(_r.kernel_leaves(plan), grad):      # u <- u + s grad P
-            leaves[i] = leaves[i] + (s * g).astype(leaves[i].dtype)
+        for i, g in zip(_r.kernel_leaves(plan), grad):      # u <- u + s grad P (integer codes: u)
+            if i not in plan.frozen:
+                leaves[i] = leaves[i] + (s * g).astype(leaves[i].dtype)
         return jax.tree_util.tree_unflatten(treedef, leaves), AlphaRegularizationState(
             count=optax.safe_increment(state.count), alpha=dict(zip(plan.names, alpha_v)),
             ok=dict(zip(plan.names, ok)), grad=grad, sq_norms=state.sq_norms)

@@ -20,7 +20,8 @@ from jaxww.reading.kernels import LayoutOverride
 from jaxww.training import misuse
 from jaxww.training import refresh as _r
 from jaxww.training.estimates import tail_rows
-from jaxww.training.plan import Mask, make_plan
+from jaxww.training.plan import Mask
+from jaxww.typing import ScanAxis
 
 
 class AlphaScaleState(NamedTuple):
@@ -31,9 +32,11 @@ class AlphaScaleState(NamedTuple):
       alpha: ``{layer: alpha}`` at the last refresh (NaN: no fit, layer left at scale 1).
       scale: ``{layer: factor}`` applied at the last update: the held alpha mapped with
         that update's ``min_scale`` and ``max_scale`` (which can change between
-        refreshes under :func:`optax.inject_hyperparams`).
-      sq_norms: the float32 sum of squares of each leaf holding a layer given to
-        ``init`` (leaf order): the first update checks that it got the params as ``params``.
+        refreshes under :func:`optax.inject_hyperparams`); 1 for a layer stored as
+        integers (measured, not updated).
+      sq_norms: the float32 sum of squares of each floating-point leaf holding a layer
+        given to ``init`` (leaf order): the first update checks that it got the params as
+        ``params``.
     """
 
     count: jax.Array
@@ -72,6 +75,7 @@ def scale_by_alpha(
     layouts: LayoutOverride = None,
     thresh: float = _tail.EVALS_THRESH,
     min_evals: int | None = None,
+    scan_axis: ScanAxis = None,
 ) -> optax.GradientTransformation:
     """Scale each layer's updates by an affine function of its alpha (TempBalance).
 
@@ -90,7 +94,12 @@ def scale_by_alpha(
     ``state.hyperparams``: ``min_scale`` and ``max_scale`` act from the next update,
     ``temperature`` and ``thresh`` (which enter the held alphas) from the next
     refresh. ``every`` is static: pass ``static_args="every"`` (add ``"tail"`` for a
-    numeric tail, ``"mask"`` / ``"layouts"`` for callables); see the module docstring.
+    numeric tail, ``"scan_axis"`` for an int, ``"mask"`` / ``"layouts"`` for
+    callables); see the module docstring.
+
+    Layers stored as integers (quantised codes, read dequantised) are measured (their
+    alpha is in the state) but left out of the map, and their updates pass through
+    unchanged (one ``UserWarning`` at ``init`` names them).
 
     Args:
       every: refresh alphas every this many steps (``>= 1``); static.
@@ -105,6 +114,7 @@ def scale_by_alpha(
         (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), the layers :func:`jaxww.analyze` gives a
         verdict; a 10-class head (10 eigenvalues) or a ``3x3x1x32`` convolution (9) is not
         touched. ``min_evals=8`` acts on every row analyze reports.
+      scan_axis: the layer axis of scanned stacks, as in :func:`jaxww.analyze` (static).
 
     Returns:
       An ``optax.GradientTransformation`` with an :class:`AlphaScaleState`.
@@ -127,7 +137,7 @@ def scale_by_alpha(
 
     return _alpha_driven("scale_by_alpha", apply, every=every, tail=tail, temperature=temperature,
                          min_scale=min_scale, max_scale=max_scale, mask=mask, layouts=layouts, thresh=thresh,
-                         min_evals=min_evals)
+                         min_evals=min_evals, scan_axis=scan_axis)
 
 
 def add_alpha_decayed_weights(
@@ -142,6 +152,7 @@ def add_alpha_decayed_weights(
     layouts: LayoutOverride = None,
     thresh: float = _tail.EVALS_THRESH,
     min_evals: int | None = None,
+    scan_axis: ScanAxis = None,
 ) -> optax.GradientTransformation:
     """Add weight decay whose per-layer strength grows with the layer's alpha (AlphaDecay).
 
@@ -159,8 +170,9 @@ def add_alpha_decayed_weights(
     ``state.hyperparams``: ``weight_decay``, ``min_scale`` and ``max_scale`` act from
     the next update, ``temperature`` and ``thresh`` (which enter the held alphas) from
     the next refresh. ``every`` is static: pass ``static_args="every"`` (add
-    ``"tail"`` for a numeric tail, ``"mask"`` / ``"layouts"`` for callables); see the
-    module docstring.
+    ``"tail"`` for a numeric tail, ``"scan_axis"`` for an int, ``"mask"`` /
+    ``"layouts"`` for callables); see the module docstring. Layers stored as integers
+    are treated as by :func:`scale_by_alpha`: measured, never decayed.
 
     Args:
       weight_decay: base decay ``lambda >= 0``, a float, a scalar array (may be traced)
@@ -176,6 +188,7 @@ def add_alpha_decayed_weights(
         (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), the layers :func:`jaxww.analyze` gives a
         verdict; a 10-class head (10 eigenvalues) or a ``3x3x1x32`` convolution (9) is not
         touched. ``min_evals=8`` acts on every row analyze reports.
+      scan_axis: the layer axis of scanned stacks, as in :func:`jaxww.analyze` (static).
 
     Returns:
       An ``optax.GradientTransformation`` with an :class:`AlphaScaleState`.
@@ -202,7 +215,7 @@ def add_alpha_decayed_weights(
 
     return _alpha_driven("add_alpha_decayed_weights", apply, every=every, tail=tail, temperature=temperature,
                          min_scale=min_scale, max_scale=max_scale, mask=mask, layouts=layouts, thresh=thresh,
-                         min_evals=min_evals)
+                         min_evals=min_evals, scan_axis=scan_axis)
 
 
 def _scales_arg(lo, hi):
@@ -215,24 +228,28 @@ def _scales_arg(lo, hi):
 
 
 def _alpha_driven(name: str, apply, *, every, tail, temperature, min_scale, max_scale, mask, layouts, thresh,
-                  min_evals) -> optax.GradientTransformation:
+                  min_evals, scan_axis) -> optax.GradientTransformation:
     """The transform ``name`` that applies per-layer factors ``s_l`` of alpha
-    (:func:`alpha_scales`): ``apply(update, param, factor, count)`` on each weight leaf."""
+    (:func:`alpha_scales`): ``apply(update, param, factor, count)`` on each floating-point
+    weight leaf; layers stored as integers are measured, left out of the map, not updated."""
     every = _r.every_arg(every)
     min_evals = _r.min_evals_arg(min_evals)
+    scan_axis = _r.scan_axis_arg(scan_axis)
     spec = _r.tail_arg(tail, temperature)
     min_scale, max_scale = _scales_arg(min_scale, max_scale)
     thresh = _r.thresh_arg(thresh)
 
     def init_fn(params):
-        plan = make_plan(params, None, layouts, min_evals=min_evals, where=f"{name}.init")
+        plan = _r.init_plan(name, params, layouts, min_evals, scan_axis)
         return AlphaScaleState(count=jnp.zeros([], jnp.int32),
                                alpha={n: jnp.asarray(jnp.nan, jnp.float32) for n in plan.names},
                                scale={n: jnp.asarray(1.0, jnp.float32) for n in plan.names},
-                               sq_norms=_r.sq_norms(plan.leaves, _r.kernel_leaves(plan)))
+                               sq_norms=_r.sq_norms(plan.leaves, _r.trained_leaves(plan)))
 
     def update_fn(updates, state, params=None):
-        plan, leaves, treedef = misuse.update_plan(name, updates, params, list(state.alpha), layouts, min_evals)
+        plan, leaves, treedef = misuse.update_plan(name, updates, params, list(state.alpha), layouts, min_evals,
+                                                   scan_axis=scan_axis)
+        frozen = jnp.asarray([k.leaf in plan.frozen for k in plan.kernels])
         held = jnp.stack([state.alpha[n] for n in plan.names])
 
         def refresh(_):
@@ -240,9 +257,10 @@ def _alpha_driven(name: str, apply, *, every, tail, temperature, min_scale, max_
             return misuse.unless_swapped(f"{name}.update", state.count, state.sq_norms, leaves, plan, a)
 
         a = _r.every_steps(every, state.count, refresh, lambda _: held, None)
-        s = alpha_scales(a, min_scale, max_scale).astype(jnp.float32)   # current min/max_scale
-        for i, f in plan.per_leaf(s, 1.0).items():
-            leaves[i] = apply(leaves[i], plan.leaves[i], f, state.count)
+        s = alpha_scales(jnp.where(frozen, jnp.nan, a), min_scale, max_scale).astype(jnp.float32)
+        for i, f in plan.per_leaf(s, 1.0).items():      # current min/max_scale; integer codes: u
+            if i not in plan.frozen:
+                leaves[i] = apply(leaves[i], plan.leaves[i], f, state.count)
         return jax.tree_util.tree_unflatten(treedef, leaves), AlphaScaleState(
             count=optax.safe_increment(state.count), alpha=dict(zip(plan.names, a)),
             scale=dict(zip(plan.names, s)), sq_norms=state.sq_norms)

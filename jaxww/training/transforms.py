@@ -24,9 +24,14 @@ hyperparameters (strengths, ``target``, the scales, ``temperature``, ``thresh``)
 be arrays, traced ones included (checked only when concrete), so that they can be
 scheduled or changed through ``state.hyperparams``; the structural ones are static
 and go in ``static_args``: ``every`` always (optax injects every number, defaults
-included), ``tail`` and ``min_evals`` when they are numbers, ``mask`` and ``layouts`` when they are
-callables (optax takes any callable for a schedule). A traced ``every`` or ``tail``
-raises a ``TypeError`` that says so.
+included), ``tail``, ``min_evals`` and ``scan_axis`` when they are numbers, ``mask`` and
+``layouts`` when they are callables (optax takes any callable for a schedule). A traced
+``every``, ``tail``, ``min_evals`` or ``scan_axis`` raises a ``TypeError`` that says so.
+
+Layers stored as integers (quantised codes with their scale, read dequantised as
+:func:`jaxww.analyze` reads them) are measured but never updated: their updates pass
+through unchanged, and ``init`` names them in one ``UserWarning``. Integer weights are
+quantised codes, not trained by gradient.
 
 ``update`` raises a ``ValueError`` naming the first difference when its params are not
 those ``init`` saw (another layer; for the regulariser, another shape) or its updates have

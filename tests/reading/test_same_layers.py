@@ -140,14 +140,10 @@ def _plan_matrices(params, refused, **kw):
 _BUILT = {"linen-cnn", "keras3-model", "keras3-quantized-model", "nnx-trunk-module", "nnx-scan-module",
           "nnx-cnn-module", "nnx-cnn-state", "nnx-cnn-state+model_layouts", "nnx-scanned-module",
           "nnx-scanned-state", "nnx-scanned-state+model_layouts"}
-#: A stack that only ``scan_axis=`` places (one leaf: every axis fits the subtree): analyze reads
-#: it, training's plan takes no ``scan_axis=`` (jaxww/training), and its refusal says to pass one.
-_GAP = pytest.mark.xfail(strict=True, raises=TypeError,
-                         reason="make_plan / tree_alpha take no scan_axis= (jaxww/training)")
 
 
 def _cases(slow: bool) -> list:
-    marks = {c: [pytest.mark.slow] * (slow or c in _BUILT) + [_GAP] * (c == "maxtext-scan-axis-hint") for c in CASES}
+    marks = {c: [pytest.mark.slow] * (slow or c in _BUILT) for c in CASES}
     return [pytest.param(c, marks=marks[c]) for c in sorted(CASES)]
 
 
@@ -182,7 +178,7 @@ def test_tree_alpha_names_and_analyze_spectra_are_the_plans(case):
     kernels, mats = _plan_matrices(params, refused, **kw)
     report = jaxww.analyze(params, **kw)
     with _refusal_warned(refused):
-        names = list(jaxww.tree_alpha(params, layouts=kw.get("layouts")))
+        names = list(jaxww.tree_alpha(params, **kw))
     assert [r["name"] for r in report.rows] == names, case
     assert sorted(names) == sorted(k.name for k in kernels), case
     for k, m in zip(kernels, mats):
