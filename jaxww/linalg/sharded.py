@@ -164,7 +164,10 @@ def kernel_spectrum(kernel, leaf, precision: str) -> np.ndarray:
     :func:`jaxww.linalg.spectra.host_spectra`, as a host array. Under ``jax.distributed`` every process
     calls it (one program over the devices of every process)."""
     spec = kernel.spec()   # one program per kernel structure
-    return np.asarray(_kernel_spectrum(leaf, spec, precision).addressable_data(0))
+    # Every device's copy is waited for, not only the one read: a device still running its
+    # share of a host callback when the interpreter exits aborts the process (PyGILState).
+    lam = jax.block_until_ready(_kernel_spectrum(leaf, spec, precision))
+    return np.asarray(lam.addressable_data(0))
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "precision"))
