@@ -181,6 +181,7 @@ def test_swapped_params_and_updates_raise(name, every):
     jax.block_until_ready(jax.jit(tx.update)(p, state, p))   # the docs' update(params, state, params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MAKERS))
 def test_swap_check_raises_nothing_where_it_cannot_tell(name):
     """Params replaced after ``init`` (loaded weights) and zero weights match neither

@@ -35,6 +35,7 @@ def _init(opt, p):
     return state, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 def test_transforms_leave_integer_codes_alone(name):
     """Chained with ``optax.sgd``, applied: the int8 codes are unchanged (the old code decayed
@@ -75,6 +76,7 @@ def test_integer_layers_stay_out_of_the_scale_map(name):
     assert bool(jnp.isfinite(state.alpha["dense/kernel"]))
 
 
+@pytest.mark.slow
 def test_regularizer_adds_the_penalty_gradient_of_the_float_leaves():
     """The regulariser's first update on the float layer is ``s grad P`` with the integer
     layer a constant of ``P`` (``jax.grad(..., allow_int=True)``), to the float32 rounding
@@ -95,6 +97,7 @@ def test_regularizer_adds_the_penalty_gradient_of_the_float_leaves():
     lambda q: jaxww.weighted_alpha_penalty(q, min_evals=8),
     lambda q: jaxww.spectral_norm_penalty(q),
 ], ids=["alpha", "weighted_alpha", "spectral_norm"])
+@pytest.mark.slow
 def test_penalties_treat_integer_leaves_as_constants(penalty):
     """``jax.grad(allow_int=True)``: the int8 kernel gets a ``float0`` gradient, the float
     kernel the gradient of the penalty with the int8 leaf closed over (the same program)."""

@@ -47,6 +47,7 @@ def test_tree_alpha_with_scan_axis_is_analyze(h, scan_axis):
         assert float(a) == pytest.approx(rows[name]["alpha"], rel=rtol), name
 
 
+@pytest.mark.slow
 def test_penalties_take_scan_axis():
     """Each penalty reads the ``L`` layers of the stack (its aux is keyed by analyze's rows)."""
     p = stack(1)
@@ -64,6 +65,7 @@ def test_penalties_take_scan_axis():
     lambda: jaxww.scale_by_alpha(every=1, scan_axis=1),
     lambda: optax.inject_hyperparams(jaxww.scale_by_alpha, static_args=("every", "scan_axis"))(every=1, scan_axis=1),
 ], ids=["plain", "inject_hyperparams"])
+@pytest.mark.slow
 def test_scale_by_alpha_with_scan_axis_in_a_jitted_step(make):
     """Each layer of the stack is scaled by its own factor (along axis 1), its alpha that of
     ``tree_alpha(scan_axis=1)``; the state is keyed by analyze's rows."""
@@ -83,6 +85,7 @@ def test_scale_by_alpha_with_scan_axis_in_a_jitted_step(make):
                                np.broadcast_to(-s[None, :, None], (E, L, F)), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_regularizer_and_decay_with_scan_axis_in_a_jitted_step():
     """The two other transforms take ``scan_axis`` too: every layer of the stack is measured
     and the stacked leaf's update changes."""
