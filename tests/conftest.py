@@ -360,6 +360,19 @@ def assert_float32_paths_agree(rows, esd, ref_rows, ref_esd):
             assert abs(r[c] - ref[c]) <= tols[c], (name, c, r[c], ref[c], tols[c])
 
 
+def assert_tree_alpha_is_analyzes(got, report):
+    """``tree_alpha``'s alphas (``{name: alpha}``) are ``report``'s (an ``analyze`` of the same
+    float64 params): the same layers, each alpha within the rounding of its tail
+    (``pl_alpha_rtol`` of ``eig_err``)."""
+    rows = {r["name"]: r for r in report.rows}
+    assert set(got) == set(rows), (list(got), list(rows))
+    for name, a in got.items():
+        ev = report.esd(name)
+        tail = ev[ev >= rows[name]["xmin"]]
+        rtol = pl_alpha_rtol(tail, eig_err(ev, rows[name]["N"]))
+        assert float(a) == pytest.approx(rows[name]["alpha"], rel=rtol), name
+
+
 @pytest.fixture
 def x64():
     """Run the test with float64 enabled in JAX (restored afterwards)."""
@@ -393,6 +406,7 @@ class Helpers:
     pl_fit_tols = staticmethod(pl_fit_tols)
     metric_tols = staticmethod(metric_tols)
     assert_float32_paths_agree = staticmethod(assert_float32_paths_agree)
+    assert_tree_alpha_is_analyzes = staticmethod(assert_tree_alpha_is_analyzes)
     torch = staticmethod(_torch)
 
 

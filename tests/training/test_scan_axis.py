@@ -40,11 +40,7 @@ def test_tree_alpha_with_scan_axis_is_analyze(h, scan_axis):
         rep = jaxww.analyze(params, precision="float64", scan_axis=scan_axis)
     rows = {r["name"]: r for r in rep.rows}
     assert list(got) == list(rows) and len(rows) == L + 1, (list(got), list(rows))
-    for name, a in got.items():
-        ev = rep.esd(name)
-        tail = ev[ev >= rows[name]["xmin"]]
-        rtol = h.pl_alpha_rtol(tail, h.eig_err(ev, rows[name]["N"]))
-        assert float(a) == pytest.approx(rows[name]["alpha"], rel=rtol), name
+    h.assert_tree_alpha_is_analyzes(got, rep)
 
 
 @pytest.mark.slow
