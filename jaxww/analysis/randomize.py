@@ -44,6 +44,7 @@ from jaxww.linalg import placement as _placement
 from jaxww.analysis import progress as _progress
 from jaxww.linalg import spectra as _spectra
 from jaxww.analysis import streaming as _streaming
+from jaxww.analysis.specs import used_leaves
 
 #: Columns added by ``randomize=True``.
 COLUMNS = ("max_rand_eval", "rand_distance", "ww_softrank", "num_traps", "trap_indices")
@@ -130,7 +131,7 @@ def host_spectra(key, kerns, leaves, precision: str, budget: int, tracker) -> li
     keys = layer_keys(key, [k.name for k in kerns])
     out: list = [None] * len(kerns)
     for members, _ in _streaming.groups(kerns, leaves, budget, precision):
-        used = list(dict.fromkeys(kerns[i].leaf for i in members))
+        used = used_leaves([kerns[i] for i in members])
         tracker.reading()
         values = {j: np.asarray(_streaming.read(leaves[j])) for j in used}
         tracker.begin("randomize")

@@ -35,7 +35,7 @@ import numpy as np
 from jaxww.linalg import spectra as _spectra
 from jaxww.reading.checkpoints import LazyTensor
 from jaxww.analysis.progress import human_bytes
-from jaxww.analysis.specs import static_specs
+from jaxww.analysis.specs import static_specs, used_leaves
 from jaxww.linalg.placement import check_precision, cost, on_device
 
 #: Groups in flight on an accelerator at most: before dispatching group ``i + IN_FLIGHT``
@@ -188,7 +188,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
     needs: dict[int, tuple[int, int]] = {}
     budget = device_budget(device, budget)
     plan = groups(kerns, leaves, budget, precision, device_need if on_device(device) else need)
-    used = [list(dict.fromkeys(kerns[i].leaf for i in members)) for members, _ in plan]
+    used = [used_leaves([kerns[i] for i in members]) for members, _ in plan]
     pending: collections.deque = collections.deque()
     put = functools.partial(jax.device_put, device=device) if on_device(device) else None
     reader = _Reader(leaves, used, _ahead(plan, used, leaves, budget, on_device(device)), put)
