@@ -183,7 +183,7 @@ def train(model_name: str, config: str, seed: int, s: Settings, data=None, log=T
               f"({seconds:.1f} s)", flush=True)
     return {"model": model_name, "config": config, "seed": seed, "history": hist,
             "train_acc": hist["train_acc"][-1], "test_acc": hist["test_acc"][-1],
-            "alpha": hist["alpha"][-1], "seconds": seconds}
+            "alpha": hist["alpha"][-1], "seconds": seconds, "params": params}
 
 
 def run_experiment(models=MODELS, configs=CONFIGS, seeds=(0, 1, 2, 3, 4), settings=None, log=True):

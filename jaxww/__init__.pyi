@@ -61,6 +61,8 @@ from jaxww.training.penalties import LayerPenalties as LayerPenalties
 from jaxww.training.penalties import alpha_penalty as alpha_penalty
 from jaxww.training.penalties import spectral_norm_penalty as spectral_norm_penalty
 from jaxww.training.penalties import weighted_alpha_penalty as weighted_alpha_penalty
+from jaxww.training.pruning import layerwise_sparsity as layerwise_sparsity
+from jaxww.training.pruning import prune_by_magnitude as prune_by_magnitude
 from jaxww.training.regularization import AlphaRegularizationState as AlphaRegularizationState
 from jaxww.training.regularization import add_alpha_regularization as add_alpha_regularization
 from jaxww.training.scaling import AlphaScaleState as AlphaScaleState
