@@ -18,7 +18,10 @@ times instead one event of ``progress=True``'s bar (a redraw: best of 5 runs of 
 events), on a terminal (a stream whose ``isatty`` is true) and on a log stream (a line
 at each phase: the events within a phase write nothing), in microseconds. It uses only
 ``TextBar`` and ``ProgressEvent``, so it runs against an older jaxww as well
-(``PYTHONPATH=<old checkout> python bench/progress.py --bar``).
+(``PYTHONPATH=<old checkout> python bench/progress.py --bar``). On the shared 2-core CPU
+(load 11), the tqdm bar: 100-107 us an event on a terminal, 0.9 in a log; jaxww's own bar
+before it (a9c45cb): 11-15 and 12-16. At two or three events a second (the half-second
+tick and the groups) either is under 0.05% of a core.
 """
 
 from __future__ import annotations
