@@ -1,23 +1,25 @@
 """The built-in demo: what alpha says about three small networks trained on digits.
 
 ``python -m jaxww demo`` trains the same MLP (64 -> 256 -> 256 -> 10) on scikit-learn's
-bundled digits (no download) three ways, then shows each one's alphas and verdicts next
-to its test accuracy:
+bundled digits (no download) three ways, then shows each layer's alpha, each model's mean
+alpha over the layers that carry a verdict and that mean's verdict (:func:`model_verdict`),
+next to its test accuracy. The models are named by recipe; the verdict is what alpha says:
 
 =============== ========================== ==========================================
-model           recipe                     measured over seeds 0, 1, 2 (this machine)
+model           recipe                     measured over seeds 0-4 (this machine)
 =============== ========================== ==========================================
-under-trained   30 steps, adam 1e-3, b 32  test accuracy 0.87-0.92; alphas 4.1-8.2, the
-                                           middle layer > 6 ("under-trained")
-well-trained    600 steps, adam 1e-3, b 32 accuracy 0.98-0.99; alphas 2.4-3.7, no warning
-over-trained    3000 steps, adam 1e-2, b 8 accuracy 0.92-0.98; first layer 1.70-1.72 < 2
-                                           ("over-trained"), the next 1.96-2.01
+short           30 steps, adam 1e-3, b 32  test accuracy 0.87-0.92; mean alpha 5.4-7.0:
+                                           under-trained on seeds 0, 2, 4, well-trained
+                                           on 1, 3 (layers near their random start fit
+                                           noisy alphas: 3.8-30 at initialisation, 0-7)
+standard        600 steps, adam 1e-3, b 32 accuracy 0.98-0.99; mean 2.9-3.1, well-trained
+long, big steps 3000 steps, adam 1e-2, b 8 accuracy 0.92-0.99; mean 1.81-1.87, over-trained
 =============== ========================== ==========================================
 
 The 10-class head has 10 eigenvalues, too few for a verdict (docs/conventions.md,
-section 4): its alpha is shown, its verdict is not. :func:`demo_params` is a freshly
-initialised Flax network with every kind of layer jaxww reads (embedding, attention,
-convolution, dense), for trying the reading rules.
+section 4): its alpha is shown in parentheses and left out of the mean. :func:`demo_params`
+is a freshly initialised Flax network with every kind of layer jaxww reads (embedding,
+attention, convolution, dense), for trying the reading rules.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import optax
 from flax import linen as nn
 
 #: ``(label, steps, learning rate, batch size)`` of the three models.
-RECIPES = (("under-trained", 30, 1e-3, 32), ("well-trained", 600, 1e-3, 32), ("over-trained", 3000, 1e-2, 8))
+RECIPES = (("short", 30, 1e-3, 32), ("standard", 600, 1e-3, 32), ("long, big steps", 3000, 1e-2, 8))
 
 
 class DigitsMLP(nn.Module):
@@ -95,23 +97,63 @@ def story(seed: int = 0) -> list:
     return out
 
 
+def model_verdict(report) -> tuple[list, float, str]:
+    """A model's verdict from its own alphas: ``(rows with a verdict, their mean alpha, verdict)``.
+
+    The rows with a verdict are those with enough eigenvalues for one (at least
+    ``MIN_VERDICT_EVALS``, docs/conventions.md section 4) and a fitted alpha; the verdict of
+    their mean is ``"under-trained"`` above 6, ``"over-trained"`` below 2, else
+    ``"well-trained"`` (:func:`jaxww.fit.metrics.warning` of the mean rounded as printed, to 2
+    decimals). No row with a verdict: NaN and ``"none: no layer carries one"``.
+    """
+    from jaxww.fit.metrics import warning
+
+    rows = [r for r in report.rows if not r["reason"].startswith("no verdict") and np.isfinite(r["alpha"])]
+    if not rows:
+        return rows, float("nan"), "none: no layer carries one"
+    mean = float(np.mean([r["alpha"] for r in rows]))
+    return rows, mean, warning(round(mean, 2)) or "well-trained"
+
+
+def _table(cells: list, right: set) -> list:
+    """Rows of cells as lines, each column as wide as its widest cell, two spaces apart,
+    the columns in ``right`` right-aligned."""
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in cells]
+
+
 def story_text(results) -> str:
-    """The three models side by side, then what alpha says."""
-    lines = [f"{'model':<14} {'recipe':<26} {'test acc':>8}  {'mean alpha':>10}   per layer: alpha (verdict)"]
+    """The models side by side: each layer's alpha (in parentheses where it has too few
+    eigenvalues for a verdict), the mean over the layers with one and its verdict, then
+    the rule that gives it (:func:`model_verdict`)."""
+    names = [r["name"].removesuffix("/kernel") for r in results[0][3].rows]
+    cells = [["model", "recipe", "test acc", *names, "mean alpha", "verdict"]]
     for label, (steps, lr, batch), acc, report in results:
-        layers = ", ".join(f"{r['alpha']:.2f}" + (f" ({r['warning']})" if r["warning"] else
-                                                   " (no verdict)" if r["reason"].startswith("no verdict") else "")
-                           for r in report.rows)
-        recipe = f"{steps} steps, lr {lr:g}, batch {batch}"
-        lines.append(f"{label:<14} {recipe:<26} {acc:>8.3f}  {report.summary['alpha']:>10.2f}   {layers}")
-    return "\n".join(lines + ["", _MEANING])
+        rows, mean, verdict = model_verdict(report)
+        alphas = [f"{r['alpha']:.2f}" if r in rows else f"({r['alpha']:.2f})" for r in report.rows]
+        cells.append([label, f"{steps} steps, lr {lr:g}, batch {batch}", f"{acc:.3f}", *alphas, f"{mean:.2f}", verdict])
+    without = sorted({(n, r["reason"].removeprefix("no verdict: ")) for *_, rep in results
+                      for n, r in zip(names, rep.rows) if r not in model_verdict(rep)[0]})
+    return "\n".join(_table(cells, set(range(2, len(cells[0]) - 1))) + ["", *_rule(without), "", _MEANING])
+
+
+def _rule(without) -> list:
+    """The lines that say how a model's verdict is computed, and which alphas carry none."""
+    from jaxww.fit.metrics import OVER_TRAINED, UNDER_TRAINED
+
+    return ["mean alpha: over the layers that carry a verdict; in parentheses, those that do not "
+            "(left out of the mean):", *[f"  {n}: {why}" for n, why in without],
+            f"verdict of the mean: under-trained above {UNDER_TRAINED:g}, well-trained from {OVER_TRAINED:g} "
+            f"to {UNDER_TRAINED:g}, over-trained below {OVER_TRAINED:g}."]
 
 
 _MEANING = """What alpha says (no data needed, only the weights):
-  alpha > 6: the layer's spectrum is close to a random matrix's: it has learned little (under-trained);
+  alpha > 6: the layer's spectrum is close to a random matrix's: it has learned little;
   2 <= alpha <= 6: a heavy-tailed spectrum, the signature of a well-trained layer;
-  alpha < 2: very heavy: the layer may be over-fitted (over-trained), here by long training at a large step.
-The 10-class head has 10 eigenvalues, too few for a verdict; its alpha is shown for completeness."""
+  alpha < 2: very heavy: the layer may be over-fitted, here by long training at a large step.
+A layer near its random start fits a noisy alpha (3.8 to 30 over seeds at initialisation), so a
+short training can read as well-trained on some seeds (--seed): the verdict is what alpha says."""
 
 
 class DemoNet(nn.Module):

@@ -1,4 +1,4 @@
-"""Progress of :func:`jaxww.analyze`: events, and the text bar of ``progress=True``.
+"""Progress of :func:`jaxww.analyze`: events, and the ``tqdm.auto`` bar of ``progress=True``.
 
 An analysis runs in phases, in this order, each counted in layers:
 
@@ -11,9 +11,9 @@ An analysis runs in phases, in this order, each counted in layers:
 * ``"plots"`` (``plot=True``): one figure per layer;
 
 then ``"done"``, once, when all of it is. Each :class:`ProgressEvent` says which stage
-runs and how far it is; ``progress=`` takes ``True`` (a bar on stderr: redrawn in place
-on a terminal or in a notebook, its elapsed time ticking every half second; a line at
-each new phase and every ``interval`` seconds otherwise) or any callable receiving the
+runs and how far it is; ``progress=`` takes ``True`` (a ``tqdm.auto`` bar on stderr: redrawn
+in place on a terminal or in a notebook, its elapsed time ticking every half second; a
+line at each new phase and every ``interval`` seconds otherwise) or any callable receiving the
 events (at each new stage, after each group and at the end; from the analysing thread).
 
 The estimated time left is the elapsed time times the work left over the work done, the
@@ -85,37 +85,43 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+#: The line of the bar (tqdm's ``bar_format``): the stage, the layers of the current phase,
+#: then bytes read of total, elapsed time and the estimate of the time left.
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} layers{postfix}"
 
 
-def format_event(e: ProgressEvent, width: int = 24) -> str:
-    """One line: a bar and the layers of the current phase, bytes read of total, the stage,
-    elapsed time and ETA (``done`` at the end).
+def _fields(e: ProgressEvent) -> dict:
+    """The ``prefix`` (desc) and ``postfix`` of the bar's line for ``e``."""
+    from tqdm.std import tqdm
+
+    clock = tqdm.format_interval
+    post = f"{human_bytes(e.bytes_done)}/{human_bytes(e.bytes_total)}, elapsed {clock(e.elapsed)}"
+    if e.stage != "done":
+        post += f", ETA {'?' if e.eta is None else clock(e.eta)}"
+    return {"prefix": f"jaxww {e.stage}", "postfix": post}
+
+
+def format_event(e: ProgressEvent) -> str:
+    """The bar's line for ``e`` in ASCII, as a log gets it (tqdm's ``format_meter``).
 
     Example:
-      >>> print(format_event(ProgressEvent("spectra", 39, 156, 2**29, 2**31, 30.0, 90.0), width=8))
-      jaxww [##......]  39/156 layers  512.0 MiB/2.0 GiB  spectra  elapsed 0:30  ETA 1:30
-      >>> print(format_event(ProgressEvent("done", 156, 156, 2**31, 2**31, 125.0, 0.0), width=8))
-      jaxww [########] 156/156 layers  2.0 GiB/2.0 GiB  elapsed 2:05  done
+      >>> print(format_event(ProgressEvent("spectra", 39, 156, 2**29, 2**31, 30.0, 90.0)))
+      jaxww spectra:  25%|##5       | 39/156 layers, 512.0 MiB/2.0 GiB, elapsed 00:30, ETA 01:30
+      >>> print(format_event(ProgressEvent("done", 156, 156, 2**31, 2**31, 125.0, 0.0)))
+      jaxww done: 100%|##########| 156/156 layers, 2.0 GiB/2.0 GiB, elapsed 02:05
     """
-    frac = e.layers_done / e.layers_total if e.layers_total else 1.0
-    bar = "#" * int(round(frac * width))
-    end = "done" if e.stage == "done" else f"ETA {_clock(e.eta)}"
-    stage = "" if e.stage == "done" else f"{e.stage}  "
-    return (f"jaxww [{bar:.<{width}}] {e.layers_done:>{len(str(e.layers_total))}}/{e.layers_total} layers  "
-            f"{human_bytes(e.bytes_done)}/{human_bytes(e.bytes_total)}  {stage}elapsed {_clock(e.elapsed)}  {end}")
+    from tqdm.std import tqdm
+
+    return tqdm.format_meter(e.layers_done, e.layers_total, e.elapsed, ascii=True, bar_format=BAR_FORMAT,
+                             **_fields(e))
 
 
 class TextBar:
     """The bar of ``progress=True``: a callable receiving :class:`ProgressEvent`.
 
-    On a terminal each redraw returns to the start of the line and clears it (``"\\r"``,
-    then ``ESC [K``); in a notebook it pads the line over the previous one.
+    On a terminal or in a notebook it is a ``tqdm.auto`` bar (a widget where ipywidgets is
+    installed), redrawn in place and placed below any other tqdm bar open (a training
+    loop's); on any other stream (a log file, CI) it writes :func:`format_event` lines.
 
     Args:
       stream: where to write (default ``sys.stderr`` at call time).
@@ -125,7 +131,7 @@ class TextBar:
 
     def __init__(self, stream: TextIO | None = None, interval: float = 10.0):
         self._stream, self._interval, self._last = stream, interval, -float("inf")
-        self._phase, self._width, self._open = None, 0, False
+        self._phase, self._bar = None, None
 
     @property
     def live(self) -> bool:
@@ -136,24 +142,38 @@ class TextBar:
         return self._stream or sys.stderr
 
     def __call__(self, e: ProgressEvent) -> None:
-        out, line = self._out(), format_event(e)
-        phase = self._phase if e.stage == "reading" else e.stage
+        out = self._out()
         if _live(out):
-            clear = "\x1b[K" if _isatty(out) else " " * max(self._width - len(line), 0)
-            out.write("\r" + line + clear + ("\n" if e.stage == "done" else ""))
-            self._width, self._open = len(line), e.stage != "done"
-        elif phase != self._phase or e.stage == "done" or time.monotonic() - self._last >= self._interval:
-            out.write(line + "\n")
+            self._draw(e, out)
+            return
+        phase = self._phase if e.stage == "reading" else e.stage
+        if phase != self._phase or e.stage == "done" or time.monotonic() - self._last >= self._interval:
+            out.write(format_event(e) + "\n")
+            out.flush()
             self._last = time.monotonic()
         self._phase = phase
-        out.flush()
+
+    def _draw(self, e: ProgressEvent, out: TextIO) -> None:
+        """Redraw the tqdm bar (opened at the first event, closed at ``"done"``)."""
+        fields = _fields(e)
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=e.layers_total, initial=e.layers_done, file=out, bar_format=BAR_FORMAT,
+                             dynamic_ncols=True, desc=fields["prefix"], postfix=fields["postfix"])
+        else:
+            self._bar.total, self._bar.n = e.layers_total, e.layers_done
+            self._bar.set_description_str(fields["prefix"], refresh=False)
+            self._bar.set_postfix_str(fields["postfix"], refresh=False)
+            self._bar.refresh()
+        if e.stage == "done":
+            self.close()
 
     def close(self) -> None:
-        """End a line left open by an interrupted run (the next output starts on a new line)."""
-        if self._open:
-            self._out().write("\n")
-            self._out().flush()
-            self._open = False
+        """Close the tqdm bar if open (an interrupted run: the next output starts on a new line)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _isatty(out) -> bool:

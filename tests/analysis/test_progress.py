@@ -1,6 +1,6 @@
 """Progress that tells the truth (issue #22, item 4): every phase in the bar and its
 estimate, in order, ``done`` only at the end, elapsed time that ticks, each redraw clearing
-the line."""
+the line; drawn by ``tqdm.auto`` (issue #25, item 6)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import pytest
 import jaxww
 from jaxww import cli
 
-#: A line of the bar: layers, bytes, the stage (none at the end), elapsed, ETA or done.
 from jaxww.analysis import progress
-LINE = re.compile(r"jaxww \[[#.]+\] +(\d+)/(\d+) layers  (.+)/(.+?)  (?:(\w+)  )?elapsed (\S+)  (ETA \S+|done)$")
+
+#: A line of the bar: the stage, layers, bytes, elapsed, then the ETA (none at ``done``).
+LINE = re.compile(r"jaxww (\w+): +\d+%\|[#0-9 ]+\| (\d+)/(\d+) layers, (.+)/(.+?), elapsed ([\d:]+)(, ETA \S+)?$")
 PHASES = ["spectra", "randomize", "fits", "plots", "done"]
 
 
@@ -47,12 +48,12 @@ def test_cli_bar_shows_each_phase_in_order_and_done_last(tmp_path, capfd):
     after the spectra, then the randomisation ran with nothing shown)."""
     np.savez(tmp_path / "w.npz", **{f"{k}/kernel": v["kernel"] for k, v in _params().items()})
     assert cli.main(["analyze", str(tmp_path / "w.npz"), "--randomize", "--plots", str(tmp_path / "figs")]) == 0
-    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("jaxww [")]
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("jaxww ")]
     parsed = [LINE.match(line) for line in lines]
     assert all(parsed), lines
-    assert _phases([m[5] or "done" for m in parsed]) == PHASES, lines
-    assert [line for line in lines if line.endswith("done")] == lines[-1:]
-    assert parsed[-1].group(1, 2) == ("3", "3") and parsed[-1][3] == parsed[-1][4] == "768.0 KiB"
+    assert _phases([m[1] for m in parsed]) == PHASES, lines
+    assert [m.string for m in parsed if m[1] == "done"] == lines[-1:] and not parsed[-1][7]
+    assert parsed[-1].group(2, 3) == ("3", "3") and parsed[-1][4] == parsed[-1][5] == "768.0 KiB"
 
 
 def test_events_of_every_phase(tmp_path):
@@ -87,27 +88,40 @@ def _redraws(text):
     return [segment for segment in text.split("\r") if segment]
 
 
-def test_terminal_redraw_clears_the_line():
-    """Each redraw on a terminal returns to the start and clears what was there (the old
-    last line read ``elapsed 0:01  done0:00``: the end of the longer line before it)."""
+def test_terminal_bar_is_tqdm_below_a_training_bar():
+    """On a terminal the bar is a ``tqdm.auto`` bar: placed below a tqdm bar already open on
+    the same stream (a training loop's), closed at ``done`` (the old bar wrote over it)."""
+    from tqdm.auto import tqdm
+
     out = Terminal()
-    bar = progress.TextBar(out)
-    bar(progress.ProgressEvent("spectra", 1, 3, 10, 30, 61.0, 3600.0))
-    bar(progress.ProgressEvent("done", 3, 3, 30, 30, 62.0, 0.0))
-    first, last = _redraws(out.getvalue())
-    assert first.endswith("ETA 1:00:00\x1b[K") and last == progress.format_event(
-        progress.ProgressEvent("done", 3, 3, 30, 30, 62.0, 0.0)) + "\x1b[K\n"
+    with tqdm(total=10, file=out, desc="train") as training:
+        bar = progress.TextBar(out)
+        bar(progress.ProgressEvent("spectra", 1, 3, 10, 30, 61.0, 3600.0))
+        assert isinstance(bar._bar, tqdm) and bar._bar.pos == training.pos + 1
+        bar(progress.ProgressEvent("done", 3, 3, 30, 30, 62.0, 0.0))
+        assert bar._bar is None and training.n == 0
+    ours = [LINE.match(s.rstrip(" \x1b[A\n")) for s in _redraws(out.getvalue()) if s.startswith("jaxww")]
+    first, last = ours[0], ours[-1]
+    assert first.group(1, 2, 3) == ("spectra", "1", "3") and first[7] == ", ETA 1:00:00"
+    assert last.group(1, 2, 3) == ("done", "3", "3") and last[6] == "01:02" and not last[7]
 
 
-def test_notebook_redraw_pads_over_the_longer_line(monkeypatch):
-    """In a notebook (no terminal escapes) a shorter line is padded over the longer one."""
+def test_redraw_pads_over_the_longer_line(monkeypatch):
+    """A live bar without terminal escapes (a notebook's stderr) pads a shorter line over the
+    longer one."""
     monkeypatch.setattr(progress, "_live", lambda out: True)
     out = io.StringIO()
     bar = progress.TextBar(out)
     bar(progress.ProgressEvent("randomize", 1, 3, 10, 30, 61.0, 3600.0))
     bar(progress.ProgressEvent("done", 3, 3, 30, 30, 62.0, 0.0))
-    first, last = _redraws(out.getvalue())
-    assert len(last.rstrip("\n")) == len(first) and re.search(r"done {10,}$", last.rstrip("\n"))
+    first, last = _redraws(out.getvalue())[:2]
+    assert len(last) == len(first) and re.search(r"elapsed 01:02 {10,}$", last)
+
+
+def test_log_line_format():
+    """The line a log gets: tqdm's layout in ASCII, the estimate ``?`` before any work."""
+    line = progress.format_event(progress.ProgressEvent("reading", 0, 156, 0, 2**31, 3.0, None))
+    assert line == "jaxww reading:   0%|          | 0/156 layers, 0 B/2.0 GiB, elapsed 00:03, ETA ?"
 
 
 @pytest.mark.slow
@@ -123,9 +137,9 @@ def test_elapsed_ticks_and_the_ticker_stops_on_an_interrupt():
             raise KeyboardInterrupt
     redraws = _redraws(out.getvalue())
     assert len(redraws) >= 3   # the first draw, then at least one tick a second
-    m = re.search(r"elapsed 0:(\d\d)  ETA 0:(\d\d)", redraws[-1])
+    m = re.search(r"elapsed 00:(\d\d), ETA 00:(\d\d)", redraws[-1])
     assert m and int(m[1]) >= 1 and abs(int(m[2]) - 3 * int(m[1])) <= 2, redraws[-1]   # 15 units left, 5 done
-    assert out.getvalue().endswith("\x1b[K\n")
+    assert out.getvalue().endswith("\n") and out.getvalue().count("\n") == 1
     assert not [th for th in threading.enumerate() if th.name == "jaxww-progress"]
     time.sleep(0.7)
     assert _redraws(out.getvalue()) == redraws   # nothing drawn after the end
@@ -142,6 +156,6 @@ def test_log_lines_each_phase_and_every_interval():
         t.begin("fits")
         t.advance(1, 0, 1.0)
         t.finish()
-    stages = [LINE.match(line)[5] or "done" for line in out.getvalue().splitlines()]
+    stages = [LINE.match(line)[1] for line in out.getvalue().splitlines()]
     assert "reading" in stages and _phases(stages) == ["spectra", "fits", "done"], stages
     assert stages.count("done") == 1 and stages[-1] == "done" and "\r" not in out.getvalue()

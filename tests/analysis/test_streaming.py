@@ -309,17 +309,17 @@ def test_progress_argument_and_text_bar():
         pass
     jaxww.analyze(w, progress=progress.TextBar(buf))
     lines = buf.getvalue().splitlines()
-    assert lines[0].startswith("jaxww [") and "0/1 layers" in lines[0]
-    assert "1/1 layers" in lines[-1] and lines[-1].endswith("done") and "\r" not in buf.getvalue()
+    assert lines[0].startswith("jaxww spectra:") and "0/1 layers" in lines[0]
+    assert "1/1 layers" in lines[-1] and lines[-1].startswith("jaxww done:") and "\r" not in buf.getvalue()
 
 
 def test_cli_progress_on_stderr_and_quiet(tmp_path, capfd):
     folder = _write_sharded(str(tmp_path / "hf"), _llama(), shards=2)
     assert cli.main(["analyze", folder]) == 0
     out, err = capfd.readouterr()
-    assert "model.layers.2.mlp.up_proj.weight" in out and "9/9 layers" in err and "jaxww [" not in out
+    assert "model.layers.2.mlp.up_proj.weight" in out and "9/9 layers" in err and "layers, " not in out
     assert cli.main(["analyze", folder, "--quiet"]) == 0
-    assert "jaxww [" not in capfd.readouterr().err
+    assert "layers, " not in capfd.readouterr().err
 
 
 def test_cli_bad_budget_and_interrupt(tmp_path, capsys, monkeypatch):

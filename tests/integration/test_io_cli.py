@@ -79,27 +79,6 @@ def test_demo_model_has_every_layer_kind():
 
 
 @pytest.mark.slow
-def test_demo_story_order_holds(capsys):
-    """The three digits models: under-trained > well-trained > over-trained in mean alpha,
-    the well-trained one the most accurate, verdicts where the recipe says, none for the
-    10-eigenvalue head (seed 0; seeds 1 and 2 measured the same order, jaxww/demo.py)."""
-    pytest.importorskip("sklearn")
-    from jaxww import demo
-
-    results = demo.story(0)
-    (_, _, acc_u, under), (_, _, acc_w, well), (_, _, acc_o, over) = results
-    assert under.summary["alpha"] > well.summary["alpha"] > over.summary["alpha"]
-    assert acc_w > max(acc_u, acc_o)
-    assert "under-trained" in [r["warning"] for r in under.rows]
-    assert [r["warning"] for r in well.rows] == ["", "", ""]
-    assert over.rows[0]["warning"] == "over-trained"
-    assert all(rep.rows[-1]["reason"].startswith("no verdict: 10 eigenvalues") for *_, rep in results)
-    assert cli.main(["demo"]) == 0
-    out = capsys.readouterr().out
-    assert "well-trained" in out and "What alpha says" in out and "(no verdict)" in out
-
-
-@pytest.mark.slow
 def test_cli_analyze_file_with_layer_filter(capsys, tmp_path):
     path = tmp_path / "w.npz"
     w = _weights()
