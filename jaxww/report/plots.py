@@ -289,8 +289,8 @@ def short_names(names, width: int = 24) -> list:
     last cut to 12 characters, at most ``width`` characters (leading parts left out: ``…/``).
 
     Example:
-      >>> short_names(["params/b0/attn/kernel", "params/b0/mlp/kernel"])
-      ['b0/attn', 'b0/mlp']
+      >>> short_names(["params/b0/attn/kernel", "params/b1/mlp/kernel"])
+      ['b0/attn', 'b1/mlp']
       >>> short_names(["MultiHeadDotProductAttention_0/query/kernel", "Dense_0/kernel"])
       ['MultiHeadDo…/query', 'Dense_0']
     """
