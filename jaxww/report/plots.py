@@ -113,7 +113,7 @@ def draw_esd(ax, report, name: str, title_width: int = 30) -> None:
         ax.text(0.5, 0.5, "fewer than 2 distinct positive eigenvalues", ha="center",
                 transform=ax.transAxes)
         return
-    bins = np.geomspace(pos.min(), pos.max(), int(np.clip(2 * np.sqrt(pos.size), 10, 60)) + 1)
+    bins = np.geomspace(pos.min(), pos.max(), int(np.clip(2 * np.sqrt(pos.size), 5, 60)) + 1)
     spectra = [(pos, pos.size / ev.size, "ESD", "tab:blue", True)]
     if name in report.rand_evals:
         rnd = report.rand_evals[name]
@@ -129,9 +129,11 @@ def draw_esd(ax, report, name: str, title_width: int = 30) -> None:
 
 
 def _esd_title(row, width: int) -> str:
-    """``layer ID: name`` (wrapped at ``width`` characters) over ``alpha = ...``."""
+    """``layer ID: name`` (wrapped at ``width`` characters) over ``alpha = ...`` and its
+    verdict, or why it has none."""
     alpha = row["alpha"]
-    verdict = f" ({row['warning']})" if row["warning"] else ""
+    verdict = (f" ({row['warning']})" if row["warning"] else
+               f" (no verdict: {row['num_evals']} λ)" if row["reason"].startswith("no verdict") else "")
     line = f"α = {alpha:.2f}{verdict}" if math.isfinite(alpha) else f"no α ({row['status']})"
     return wrap_name(f"layer {row['layer_id']}: {row['name']}", width) + "\n" + line
 
