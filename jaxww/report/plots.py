@@ -37,6 +37,9 @@ COLUMN_WIDTH = 3.5
 PAGE_WIDTH = 7.0
 #: Resolution of the PNG files written here.
 DPI = 200
+#: Resolution of the figures returned (what a notebook shows and ``savefig`` uses by default):
+#: a column-wide figure about 450 pixels wide, a page-wide one about 900.
+SCREEN_DPI = 130
 #: Font sizes for a figure printed at its own size.
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
          "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 9}
@@ -89,7 +92,7 @@ def plot_esd(report, name: str):
     """
     plt = pyplot()
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.5), layout="constrained")
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.5), dpi=SCREEN_DPI, layout="constrained")
         plt.close(fig)
         draw_esd(ax, report, name, title_width=44)
         handles, labels = ax.get_legend_handles_labels()
@@ -248,7 +251,7 @@ def plot_alphas(report):
     """
     plt = pyplot()
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 2.6), layout="constrained")
+        fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 2.6), dpi=SCREEN_DPI, layout="constrained")
         plt.close(fig)
         named = draw_alphas(ax, report)
         fig.set_size_inches(PAGE_WIDTH, 2.6 + 0.045 * max(map(len, named), default=0))

@@ -64,7 +64,7 @@ def plot_summary(report, path=None):
     """
     plt = plots.pyplot()
     with plt.rc_context(plots.STYLE):
-        fig = plt.figure(figsize=(plots.PAGE_WIDTH, 6.2), layout="constrained")
+        fig = plt.figure(figsize=(plots.PAGE_WIDTH, 6.2), dpi=plots.SCREEN_DPI, layout="constrained")
         plt.close(fig)
         top, bottom = fig.subfigures(2, 1, height_ratios=(1.0, 1.15))
         plots.draw_alphas(top.subplots(), report)
