@@ -142,8 +142,9 @@ def _esd_title(row, width: int) -> str:
 
 
 def wrap_name(name: str, width: int) -> str:
-    """``name`` on at most two lines of ``width`` characters, broken after a ``/`` where one
-    is in the second half of the line; the middle of a longer name is left out (``…``).
+    """``name`` on at most two lines of ``width`` characters, broken after a ``/`` or ``.``
+    where one is in the second half of the line; the middle of a longer name is left out
+    (``…``).
 
     Example:
       >>> print(wrap_name("params/blocks_11/attention/query/kernel", 24))
@@ -152,7 +153,7 @@ def wrap_name(name: str, width: int) -> str:
     """
     lines, rest = [], name
     while len(rest) > width:
-        cut = rest.rfind("/", 0, width) + 1
+        cut = max(rest.rfind("/", 0, width), rest.rfind(".", 0, width)) + 1
         cut = cut if cut > width // 2 else width
         lines.append(rest[:cut])
         rest = rest[cut:]
@@ -291,15 +292,20 @@ def draw_alphas(ax, report, max_named: int = 24) -> list:
 def short_names(names, width: int = 24) -> list:
     """Layer names for tick labels: without the leading path all share, without a last
     part that only names the parameter (``kernel``, ``weight``, ...), each part but the
-    last cut to 12 characters, at most ``width`` characters (leading parts left out: ``…/``).
+    last cut to 12 characters, at most ``width`` characters (leading parts left out:
+    ``…/``). The parts are separated by ``/`` (flax) or, where no name has one, ``.``
+    (PyTorch).
 
     Example:
       >>> short_names(["params/b0/attn/kernel", "params/b1/mlp/kernel"])
       ['b0/attn', 'b1/mlp']
       >>> short_names(["MultiHeadDotProductAttention_0/query/kernel", "Dense_0/kernel"])
       ['MultiHeadDo…/query', 'Dense_0']
+      >>> short_names(["encoder.layer.0.attention.self.query.weight", "encoder.layer.0.output.dense.weight"])
+      ['attention.self.query', 'output.dense']
     """
-    parts = [n.split("/") for n in names]
+    sep = "/" if any("/" in n for n in names) else "."
+    parts = [n.split(sep) for n in names]
     common = 0
     while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
         common += 1
@@ -307,10 +313,12 @@ def short_names(names, width: int = 24) -> list:
     for p in parts:
         p = p[common:]
         p = p[:-1] if len(p) > 1 and p[-1] in _PARAM_NAMES else p
-        s = "/".join([q if len(q) <= 12 else q[:11] + "…" for q in p[:-1]] + p[-1:])
-        while len(s) > width and "/" in s.lstrip("…/"):
-            s = "…/" + s.lstrip("…/").split("/", 1)[1]
-        out.append(s if len(s) <= width else s[:width - 1] + "…")
+        p = [q if len(q) <= 12 else q[:11] + "…" for q in p[:-1]] + p[-1:]
+        dropped = False
+        while len(p) > 1 and len(("…" + sep) * dropped + sep.join(p)) > width:
+            p, dropped = p[1:], True
+        label = ("…" + sep) * dropped + sep.join(p)
+        out.append(label if len(label) <= width else label[:width - 1] + "…")
     return out
 
 
