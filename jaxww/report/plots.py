@@ -307,7 +307,7 @@ def short_names(names, width: int = 24) -> list:
     sep = "/" if any("/" in n for n in names) else "."
     parts = [n.split(sep) for n in names]
     common = 0
-    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
         common += 1
     out = []
     for p in parts:

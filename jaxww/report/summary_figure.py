@@ -43,7 +43,8 @@ def title(report) -> str:
     ok = sum(r["status"] == "success" for r in rows)
     warned = [r["warning"] for r in rows if r["warning"]]
     counts = ", ".join(f"{warned.count(w)} {w}" for w in ("over-trained", "under-trained") if w in warned)
-    return (f"{len(rows)} layers: mean α {report.summary['alpha']:.2f} over {ok} fits; "
+    mean = f"mean α {report.summary['alpha']:.2f} over {ok} fits" if ok else "no successful fit"
+    return (f"{len(rows)} layer{'s' * (len(rows) != 1)}: {mean}; "
             f"{len(warned)} with warnings" + (f" ({counts})" if counts else ""))
 
 

@@ -171,6 +171,18 @@ def test_alphas_width_ticks_and_names(model):
     assert len(band) == 1 and band[0].get_extents().height > 0
 
 
+def test_figures_of_a_report_without_fits():
+    """No layer, or only failed fits: the figures say so instead of failing."""
+    pytest.importorskip("matplotlib", reason="plots need matplotlib")
+    failed = tuple(r | dict(alpha=float("nan"), status="failed") for r in _fake_report(3).rows)
+    for rows in ((), failed):
+        rep = jaxww.Report(rows=rows, skipped_rows=(), evals={})
+        ax = rep.plot_alphas().axes[0]
+        assert not any(len(ln.get_xdata()) for ln in ax.lines)
+        assert ("(3 without α, not shown)" in ax.get_xlabel()) == bool(rows)
+        assert rep.plot_summary()._suptitle.get_text() == f"{len(rows)} layers: no successful fit; 0 with warnings"
+
+
 @pytest.mark.slow
 def test_summary_figure(model, tmp_path):
     """The page: alpha by depth over the ESDs of the three layers farthest from the band,
