@@ -121,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="table (default), csv (the details), or json (rows, summary, skipped, options)")
     an.add_argument("--out", metavar="PATH", help="write the output there instead of stdout")
-    an.add_argument("--plots", metavar="DIR", help="also save one ESD figure per layer there (needs matplotlib)")
+    an.add_argument("--plots", metavar="DIR", help="also save one ESD figure per layer and summary.png "
+                    "(the model on one page) there (needs matplotlib)")
     an.add_argument("--mp-fit", action="store_true", help="add the Marchenko-Pastur fit columns")
     an.add_argument("--randomize", action="store_true", help="add the randomised-spectrum columns")
     an.add_argument("--detX", action="store_true", help="add the detX columns")
@@ -197,6 +198,8 @@ def _analyze(args) -> int:
                    key=jax.random.key(args.seed) if args.randomize else None,
                    plot=bool(args.plots), savefig=args.plots, progress=not args.quiet)
     report = analyze(params, **options)
+    if args.plots:
+        report.plot_summary(os.path.join(args.plots, "summary.png"))
     text = _render(report, args, options)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww.reading import kernels as _kernels
-from jaxww.report import export, html, plots
+from jaxww.report import export, html, plots, summary_figure
 from jaxww.report.columns import COLUMNS, NOT_NUMERIC, SUMMARY_METRICS
 
 
@@ -180,6 +180,11 @@ class Report:
     def plot_alphas(self):
         """matplotlib Figure of alpha by layer (see :func:`jaxww.report.plots.plot_alphas`)."""
         return plots.plot_alphas(self)
+
+    def plot_summary(self, path=None):
+        """matplotlib Figure of the model on one page, also saved to ``path`` if given (see
+        :func:`jaxww.report.summary_figure.plot_summary`)."""
+        return summary_figure.plot_summary(self, path)
 
     def tree(self, column: str = "alpha"):
         """A pytree with the structure of the analysed params holding one column.

@@ -86,7 +86,8 @@ def test_plots_written(tmp_path):
     pytest.importorskip("matplotlib")
     path = _torch_like(tmp_path)
     assert cli.main(["analyze", path, "--quiet", "--plots", str(tmp_path / "img")]) == 0
-    assert len([f for f in os.listdir(tmp_path / "img") if f.endswith(".png")]) == 3
+    pngs = [f for f in os.listdir(tmp_path / "img") if f.endswith(".png")]
+    assert len(pngs) == 4 and "summary.png" in pngs   # one per layer and the model's page
 
 
 def test_ambiguous_directory_names_both(tmp_path, capsys):
