@@ -36,7 +36,7 @@ extensions = [
 exclude_patterns = ["_build", "notebooks/executed", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 
 # MyST: anchors for the `page.md#section` links the pages use between themselves.
-myst_enable_extensions = ["colon_fence", "deflist"]
+myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
 myst_heading_anchors = 3
 
 # myst-nb: execute every notebook (the stored ones have no outputs) in a temporary directory,
@@ -58,6 +58,7 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True
 add_module_names = False
+maximum_signature_line_length = 88   # a long signature gets one parameter a line
 
 html_theme = "sphinx_book_theme"
 html_title = "jaxww"
@@ -67,4 +68,5 @@ html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
 }
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["jaxww.css"]
