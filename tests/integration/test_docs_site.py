@@ -47,13 +47,19 @@ def build(out: pathlib.Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=1800)
 
 
+def _failure(stderr: str) -> str:
+    """The build's warnings, and the traceback Sphinx saved when it stopped (a failed notebook)."""
+    saved = re.findall(r"\S*sphinx-err-\S+\.log", stderr)
+    return "\n".join([stderr[-4000:]] + [pathlib.Path(p).read_text()[-4000:] for p in saved if os.path.exists(p)])
+
+
 @pytest.mark.slow
 def test_site_builds_with_warnings_as_errors(tmp_path):
     for module in ("sphinx", "myst_nb", "sphinx_book_theme", "nbclient", "ipykernel"):
         pytest.importorskip(module)
     tracked = {p: sorted(q.name for q in p.iterdir()) for p in (DOCS, ROOT / "notebooks")}
     proc = build(tmp_path)
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.returncode == 0, _failure(proc.stderr)
     html = tmp_path / "html"
     api = "".join((html / "api" / f"{p.stem}.html").read_text() for p in API_PAGES)
     assert [n for n in _public_names() if f'id="jaxww.{n}"' not in api] == []
