@@ -7,8 +7,8 @@ Every notebook of this folder starts with one knob, in the cell tagged ``paramet
 This script executes notebooks with nbclient (``pip install ".[all]"`` installs it), with
 ``SIZE`` set by a cell injected after that one (as papermill does), each in a fresh
 temporary directory (nothing is written next to the notebooks), and writes the executed
-copies, outputs and figures included, to ``--out``. The test suite runs every notebook
-through :func:`execute` at the small size (``tests/integration/test_notebooks.py``).
+copies, outputs and figures included, to ``--out``. In the test suite the documentation
+build executes them, at the stored small size (``tests/integration/test_docs_site.py``).
 
 Run::
 

@@ -1,7 +1,9 @@
-"""The notebooks run, at their small size, as a user would run them (``notebooks/run.py``).
+"""The stored notebooks: four of them, each clean and ready to run at its small size.
 
-Each is executed by nbclient in a fresh kernel and a temporary directory, importing the
-``jaxww`` of this source tree. Also checked on the stored files: the ``SIZE`` knob comes
+They are executed once in the suite, by the documentation build
+(``tests/integration/test_docs_site.py``: myst-nb runs each in a fresh kernel and a
+temporary directory, at the stored ``SIZE = "small"``, and a failing cell fails the build);
+``notebooks/run.py`` runs them as a user would. Checked here on the stored files: the ``SIZE`` knob comes
 first, no outputs are stored (figures are outputs of a run, never tracked files, so a
 stale figure or number cannot be committed), and the text states no measured number (a
 decimal fraction outside code): the code prints those, from the same run.
@@ -48,17 +50,3 @@ def test_stored_notebook_is_clean(path):
         if cell.cell_type == "markdown":
             prose = re.sub(r"`[^`]*`|\$[^$]*\$|```.*?```", "", cell.source, flags=re.S)
             assert not re.search(r"\d\.\d", prose), f"a measured number in the text: {cell.source[:200]!r}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_at_small_size(path):
-    pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    before = sorted(p.name for p in path.parent.iterdir())
-    nb, seconds = run.execute(path, "small", pythonpath=ROOT)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure shown"
-    assert sorted(p.name for p in path.parent.iterdir()) == before, "the notebook wrote next to itself"
-    print(f"{path.stem}: {seconds:.1f} s")
