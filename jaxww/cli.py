@@ -142,7 +142,9 @@ def _analysis_options(an) -> None:
                     help="memory the weights may take at once, e.g. 2GiB (default: a quarter of "
                          "the available memory, 256 MiB..1 GiB)")
     an.add_argument("--fix-fingers", choices=FIX_FINGERS, default=None,
-                    help="refit layers whose tail has outlying eigenvalues ('fingers'); default: none")
+                    help="discount the few largest eigenvalues ('fingers'): clip_xmax refits without them "
+                         "(adds num_fingers, raw_alpha), xmin_peak starts the tail near the ESD's peak; "
+                         "default: neither")
     an.add_argument("--fit", choices=FITS, default="PL",
                     help="PL: power law (default); TPL, E_TPL: truncated power law (adds Lambda, tpl_loglik, "
                          "pl_loglik)")
