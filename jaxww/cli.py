@@ -1,8 +1,10 @@
-"""Command line: ``jaxww demo``, ``jaxww analyze CHECKPOINT`` and ``jaxww describe CHECKPOINT``.
+"""Command line: ``jaxww demo``, ``jaxww analyze CHECKPOINT`` and ``jaxww describe CHECKPOINT``
+(every option: docs/cli.md).
 
 A checkpoint is planned from its headers and read a group of tensors at a time
-(``--memory-budget``), with a progress bar on stderr (``--quiet``: none). The report is
-printed as a table, or written as CSV or JSON (``--format``, ``--out``). JAX's
+(``--memory-budget``), with a progress bar on stderr (``--quiet``: none). The report (or
+``describe``'s layers) is printed as a table under a header row, the skipped leaves counted
+by kind (``--verbose`` lists them), or written as CSV or JSON (``--format``, ``--out``). JAX's
 persistent compilation cache is switched on in the user's cache directory, so later
 runs reuse what the first one compiled.
 
@@ -25,7 +27,7 @@ import re
 import sys
 
 from jaxww import __version__
-from jaxww.defaults import BASE_LAYOUTS, LAYOUTS, MAX_EVALS, MAX_N, MIN_EVALS, SUPPORTED
+from jaxww.defaults import BASE_LAYOUTS, FITS, FIX_FINGERS, LAYOUTS, MAX_EVALS, MAX_N, MIN_EVALS, SUPPORTED
 
 #: How the command line includes the layers the size limits left out.
 _INCLUDE = "--max-N none --max-evals none"
@@ -89,46 +91,73 @@ def _budget(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxww", description="HTSR analysis of JAX/Flax weights")
-    ap.add_argument("--version", action="version", version=f"jaxww {__version__}")
+    _version(ap)
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train three small models on digits and show what alpha says "
                                        "(no download; needs scikit-learn)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the three trainings (default 0)")
-    demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
     an = sub.add_parser("analyze", help="analyse a checkpoint file or directory",
                         description=f"Analyse a checkpoint: {SUPPORTED}.")
-    an.add_argument("checkpoint")
     de = sub.add_parser("describe", help="list the layers of a checkpoint (headers only, no spectra)",
                         description=f"List the layers analyze would analyse, from the headers of: {SUPPORTED}.")
-    de.add_argument("checkpoint")
     for p in (an, de):
-        p.add_argument("--layers", type=_layers, help="layer ids (0,2,5) or a regex selecting layers by name")
-        p.add_argument("--layouts", type=_pattern_value("LAYOUT", _layout), action="append", metavar="PATTERN=LAYOUT",
-                       help="how to read leaves whose name matches PATTERN, e.g. conv=conv_torch (repeatable)")
-        p.add_argument("--scan-axis", type=_pattern_value("AXIS", int), action="append", metavar="[PATTERN=]AXIS",
-                       help="layer axis of scanned stacks: an int, or PATTERN=int per leaf (repeatable)")
-        p.add_argument("--min-evals", type=_count, default=MIN_EVALS,
-                       help=f"fewest eigenvalues of a layer analysed (default {MIN_EVALS})")
-        p.add_argument("--max-N", type=_limit, default=MAX_N, dest="max_N",
-                       help=f"largest matrix dimension analysed, or 'none' (default {MAX_N})")
-        p.add_argument("--max-evals", type=_limit, default=MAX_EVALS,
-                       help=f"most eigenvalues of a layer analysed, or 'none' (default {MAX_EVALS})")
+        _reading_options(p)
+        p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                       help="table (default), csv (the rows), or json (rows, skipped, options; "
+                            "analyze: the summary too)")
+        p.add_argument("--out", metavar="FILE", help="write the output there instead of stdout")
+        p.add_argument("--verbose", action="store_true", help="list every skipped leaf (default: counted by kind)")
+    _analysis_options(an)
+    for p in (demo, an, de):
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    an.add_argument("--precision", choices=("float32", "float64"), default="float32")
+        _version(p)
+    return ap
+
+
+def _version(p) -> None:
+    p.add_argument("--version", action="version", version=f"jaxww {__version__}")
+
+
+def _reading_options(p) -> None:
+    """The options choosing which leaves are read, and how (``analyze`` and ``describe``)."""
+    p.add_argument("checkpoint")
+    p.add_argument("--layers", type=_layers, help="layer ids (0,2,5) or a regex selecting layers by name")
+    p.add_argument("--layouts", type=_pattern_value("LAYOUT", _layout), action="append", metavar="PATTERN=LAYOUT",
+                   help="how to read leaves whose name matches PATTERN, e.g. conv=conv_torch (repeatable)")
+    p.add_argument("--scan-axis", type=_pattern_value("AXIS", int), action="append", metavar="[PATTERN=]AXIS",
+                   help="layer axis of scanned stacks: an int, or PATTERN=int per leaf (repeatable)")
+    p.add_argument("--min-evals", type=_count, default=MIN_EVALS,
+                   help=f"fewest eigenvalues of a layer analysed (default {MIN_EVALS})")
+    p.add_argument("--max-N", type=_limit, default=MAX_N, dest="max_N",
+                   help=f"largest matrix dimension analysed, or 'none' (default {MAX_N})")
+    p.add_argument("--max-evals", type=_limit, default=MAX_EVALS,
+                   help=f"most eigenvalues of a layer analysed, or 'none' (default {MAX_EVALS})")
+
+
+def _analysis_options(an) -> None:
+    """The options of ``analyze`` alone: precision, memory, fits, extra columns, output."""
+    an.add_argument("--precision", choices=("float32", "float64"), default="float32",
+                    help="precision of the spectra and fits (default float32)")
     an.add_argument("--memory-budget", type=_budget, default=None, metavar="SIZE",
                     help="memory the weights may take at once, e.g. 2GiB (default: a quarter of "
                          "the available memory, 256 MiB..1 GiB)")
-    an.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                    help="table (default), csv (the details), or json (rows, summary, skipped, options)")
-    an.add_argument("--out", metavar="PATH", help="write the output there instead of stdout")
-    an.add_argument("--plots", metavar="DIR", help="also save one ESD figure per layer and summary.png "
-                    "(the model on one page) there (needs matplotlib)")
+    an.add_argument("--fix-fingers", choices=FIX_FINGERS, default=None,
+                    help="discount the few largest eigenvalues ('fingers'): clip_xmax refits without them "
+                         "(adds num_fingers, raw_alpha), xmin_peak starts the tail near the ESD's peak; "
+                         "default: neither")
+    an.add_argument("--fit", choices=FITS, default="PL",
+                    help="PL: power law (default); TPL, E_TPL: truncated power law (adds Lambda, tpl_loglik, "
+                         "pl_loglik)")
+    an.add_argument("--bootstrap", type=_count, default=0, metavar="B",
+                    help="B replicas per layer of the power-law goodness-of-fit test (adds pl_p_value, "
+                         "alpha_ci_low, alpha_ci_high; default 0: none)")
     an.add_argument("--mp-fit", action="store_true", help="add the Marchenko-Pastur fit columns")
     an.add_argument("--randomize", action="store_true", help="add the randomised-spectrum columns")
     an.add_argument("--detX", action="store_true", help="add the detX columns")
-    an.add_argument("--seed", type=int, default=0, help="random seed of --randomize (default 0)")
+    an.add_argument("--seed", type=int, default=0, help="random seed of --randomize and --bootstrap (default 0)")
+    an.add_argument("--plots", metavar="DIR", help="also save one ESD figure per layer and summary.png "
+                    "(the model on one page) there (needs matplotlib)")
     an.add_argument("--quiet", action="store_true", help="no progress bar")
-    return ap
 
 
 def _scan_axis(pairs):
@@ -156,32 +185,55 @@ def _check_outputs(args) -> None:
             raise UsageError(f"--out {args.out}: is a directory; pass a file path")
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise UsageError(f"--out {args.out}: no writable directory {folder}")
-    if args.plots:
-        parent = os.path.dirname(os.path.abspath(args.plots))
-        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
-            raise UsageError(f"--plots {args.plots}: exists and is not a directory")
+    plots = getattr(args, "plots", None)
+    if plots:
+        parent = os.path.dirname(os.path.abspath(plots))
+        if os.path.exists(plots) and not os.path.isdir(plots):
+            raise UsageError(f"--plots {plots}: exists and is not a directory")
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise UsageError(f"--plots {args.plots}: no writable directory {parent}")
+            raise UsageError(f"--plots {plots}: no writable directory {parent}")
+
+
+def _write(text: str, rows: int, args) -> None:
+    """``text`` to ``--out`` (saying so on stderr) or to stdout."""
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"jaxww: {rows} rows written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
 
 
 def _render(report, args, options: dict) -> str:
     if args.format == "json":
-        doc = report.to_dict({k: v for k, v in options.items() if k != "key"},
-                             checkpoint=getattr(args, "checkpoint", "demo"))
+        doc = report.to_dict({k: v for k, v in options.items() if k != "key"}, checkpoint=args.checkpoint)
         return json.dumps(doc, indent=1) + "\n"
     if args.format == "csv":
         from jaxww.report import export
         return export.csv_text(report.rows, report.columns)
     from jaxww.report.table import table_text
-    return table_text(report, _INCLUDE)
+    return table_text(report, _INCLUDE, verbose=args.verbose)
+
+
+def _render_description(desc, args, options: dict) -> str:
+    from jaxww.report import table
+
+    if args.format == "json":
+        return json.dumps(table.describe_document(desc, options, checkpoint=args.checkpoint), indent=1) + "\n"
+    if args.format == "csv":
+        from jaxww.report import export
+        from jaxww.report.columns import DESCRIBE_COLUMNS
+        return export.csv_text(desc.rows, DESCRIBE_COLUMNS)
+    return table.describe_text(desc, verbose=args.verbose)
 
 
 def _describe(args) -> int:
+    _check_outputs(args)
     from jaxww.analysis.describe import describe
 
-    from jaxww.report.table import describe_text
-
-    sys.stdout.write(describe_text(describe(args.checkpoint, **_selection(args))))
+    options = _selection(args)
+    desc = describe(args.checkpoint, **options)
+    _write(_render_description(desc, args, options), len(desc.rows), args)
     return 0
 
 
@@ -193,20 +245,16 @@ def _analyze(args) -> int:
 
     _persistent_cache(jax)
     params = args.checkpoint    # analyze plans from the headers and streams the tensors
+    seeded = args.randomize or args.bootstrap > 0
     options = dict(_selection(args), precision=args.precision, memory_budget=args.memory_budget,
+                   fix_fingers=args.fix_fingers, fit=args.fit, bootstrap=args.bootstrap,
                    mp_fit=args.mp_fit, randomize=args.randomize, detX=args.detX,
-                   key=jax.random.key(args.seed) if args.randomize else None,
+                   key=jax.random.key(args.seed) if seeded else None,
                    plot=bool(args.plots), savefig=args.plots, progress=not args.quiet)
     report = analyze(params, **options)
     if args.plots:
         report.plot_summary(os.path.join(args.plots, "summary.png"))
-    text = _render(report, args, options)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        print(f"jaxww: {len(report.rows)} rows written to {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    _write(_render(report, args, options), len(report.rows), args)
     return 0
 
 
@@ -267,16 +315,15 @@ def main(argv=None) -> int:
 
 
 def _message(err: Exception, where: str) -> str:
-    """One paragraph: what went wrong (and in which checkpoint), the formats read when the
-    file itself is at fault, and how to see the traceback."""
+    """One paragraph: what went wrong (and in which checkpoint) and how to see the
+    traceback. The formats read are listed by the reading's own message where the kind of
+    checkpoint was not recognised, and only there."""
     from jaxww.reading.checkpoints import CheckpointError
 
     text = str(err)
     if not isinstance(err, (OSError, CheckpointError, MemoryError, ImportError, UsageError)) and where not in text:
         text = f"{where}: {text}"
-    hint = f"jaxww reads {SUPPORTED}.\n" if isinstance(err, (OSError, CheckpointError)) and SUPPORTED not in text \
-        else ""
-    return f"jaxww: error: {text}\n{hint}(--debug shows the traceback)"
+    return f"jaxww: error: {text}\n(--debug shows the traceback)"
 
 
 if __name__ == "__main__":

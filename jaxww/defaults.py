@@ -15,6 +15,11 @@ MIN_VERDICT_EVALS = 32
 BASE_LAYOUTS = ("dense", "embedding", "conv", "conv_torch", "attention_qkv", "attention_out")
 LAYOUTS = BASE_LAYOUTS + tuple("stacked_" + b for b in BASE_LAYOUTS) + ("skip",)
 
+#: The ``fix_fingers=`` and ``fit=`` choices of :func:`jaxww.analyze` (the command line's
+#: ``--fix-fingers`` and ``--fit``).
+FIX_FINGERS = ("clip_xmax", "xmin_peak")
+FITS = ("PL", "TPL", "E_TPL")
+
 #: What :func:`jaxww.load_params` reads, as error messages say it.
 SUPPORTED = ("a .npz, .safetensors, Flax .msgpack, Keras .weights.h5 / .keras or PyTorch .pth / .bin file, "
              "a safetensors directory (model.safetensors, or a *.safetensors.index.json "

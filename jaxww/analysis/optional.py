@@ -39,6 +39,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from jaxww.defaults import FITS as FITS   # the ``fit=`` choices
 from jaxww.fit import bootstrap as _bootstrap
 from jaxww.fit import detx as _detx
 from jaxww.fit import fingers as _fingers
@@ -46,9 +47,6 @@ from jaxww.fit import mp as _mp
 from jaxww.fit import scan as _scan
 from jaxww.analysis import randomize as _randomize
 from jaxww.fit import tpl as _tpl
-
-#: The ``fit=`` choices.
-FITS = ("PL", "TPL", "E_TPL")
 
 _FINGER_COLUMNS = ("num_fingers", "raw_alpha")
 _TPL_COLUMNS = ("Lambda", "tpl_loglik", "pl_loglik")

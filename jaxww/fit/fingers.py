@@ -32,12 +32,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww.defaults import FIX_FINGERS
 from jaxww.fit.batching import as_spectra, map_spectra
 from jaxww.fit.scan import PowerLawFit, fit_batch, fit_rows
 from jaxww.fit.tail import EVALS_THRESH, FIT_OK
 
 #: The ``fix_fingers=`` choices.
-METHODS = ("clip_xmax", "xmin_peak")
+METHODS = FIX_FINGERS
 #: clip_xmax clips ``c = 2, ..., MAX_FINGERS - 1`` values (reference: DEFAULT_MAX_FINGERS).
 MAX_FINGERS = 10
 #: clip_xmax stops at the first clipped exponent this much below the raw one.

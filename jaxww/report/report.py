@@ -35,8 +35,8 @@ class Report:
       kernels: the :class:`jaxww.reading.kernels.Kernel` of each row, in row order.
       treedef: the tree structure of the analysed params (:meth:`tree`).
 
-    ``print(report)`` shows :meth:`summary_text`, then the failed layers with their
-    reasons and the layers with warnings (:meth:`problems_text`); ``repr(report)`` is one
+    ``print(report)`` shows :meth:`text`: :meth:`summary_text`, then the failed layers with
+    their reasons and the layers with warnings (:meth:`problems_text`); ``repr(report)`` is one
     line; in Jupyter the report shows as a table (:mod:`jaxww.report.html`).
     """
 
@@ -126,8 +126,17 @@ class Report:
                 lines += [f"{len(items)} {head}:"] + items[:limit] + ([f"  ... and {more} more"] if more > 0 else [])
         return "\n".join(lines)
 
+    def text(self, include: str = "max_N=None, max_evals=None") -> str:
+        """What ``print(report)`` shows: :meth:`summary_text`, then :meth:`problems_text`
+        (the command line's table ends with it too).
+
+        Args:
+          include: passed to :meth:`limits_note`.
+        """
+        return "\n".join(filter(None, (self.summary_text(include), self.problems_text())))
+
     def __str__(self) -> str:
-        return "\n".join(filter(None, (self.summary_text(), self.problems_text())))
+        return self.text()
 
     def __repr__(self) -> str:
         ok = sum(r["status"] == "success" for r in self.rows)

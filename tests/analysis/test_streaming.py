@@ -408,7 +408,7 @@ def test_describe_a_70b_checkpoint_from_its_headers(tmp_path, capsys):
     assert len(d.rows) == 80 * 7 + 2 and len(d.skipped_rows) == 80 * 2 + 1
     assert cli.main(["describe", folder]) == 0
     out = capsys.readouterr().out
-    assert "562 layers to analyse, 161 leaves skipped" in out and "N=28672" in out
+    assert "562 layers to analyse, 161 leaves skipped" in out and " 28672 " in out
 
 
 def _structures(kerns, leaves, plan):
