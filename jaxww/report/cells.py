@@ -4,8 +4,8 @@
 * integer columns (every value an ``int``): as integers;
 * :data:`jaxww.report.columns.THREE_DECIMALS` (alpha, the log norms, ...): 3 decimals;
 * other float columns: one fixed number of decimals per column, from its largest value
-  (4 significant digits there), or ``1.234e+05`` for the whole column when its largest
-  value is ``>= 1e5`` or ``< 0.01``;
+  (4 significant digits there, at least one decimal below 1e4), or ``1.234e+05`` for the
+  whole column when its largest value is ``>= 1e5`` or ``< 0.01``;
 * a ``*_delta`` column: its metric's format, with a sign;
 * NaN (a value that could not be computed: the row's status and reason say why): ``–``.
 """
@@ -71,12 +71,13 @@ def _nan(v) -> bool:
 
 
 def _float_spec(largest: float) -> str:
-    """Fixed decimals giving ``largest`` 4 significant digits, or scientific outside [0.01, 1e5)."""
+    """Fixed decimals giving ``largest`` 4 significant digits (at least one below 1e4), or
+    scientific outside [0.01, 1e5)."""
     if largest == 0:
         return ".3f"
     if largest >= 1e5 or largest < 0.01:
         return ".3e"
-    return f".{max(0, 3 - math.floor(math.log10(largest)))}f"
+    return f".{max(1 if largest < 1e4 else 0, 3 - math.floor(math.log10(largest)))}f"
 
 
 def formatters(rows, columns) -> dict:

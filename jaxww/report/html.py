@@ -8,7 +8,8 @@ escaped with :func:`html.escape`, the figure is inline SVG (:mod:`jaxww.report.s
   reason is in the row) and amber when it has a warning (over/under-trained).
 * The columns sort on a click on their header, by a small inline script. Where a front-end
   drops scripts and styles (an untrusted notebook, GitHub's renderer) the table reads the
-  same, unsorted: alignment and row marks are attributes of the cells and rows.
+  same, unsorted: alignment, row marks and borders are attributes of the cells, rows and
+  table.
 * The skipped leaves are counted once, by reason, in a folded table.
 """
 
@@ -22,7 +23,7 @@ from jaxww.report.columns import DESCRIBE_COLUMNS, DIFF_COLUMNS, REPORT_COLUMNS,
 _MARK = {"failed": "background:rgba(230,40,40,.16)", "warning": "background:rgba(240,170,0,.2)"}
 _NUM = "text-align:right"
 _CSS = ("<style>.jaxww{font:12px/1.35 sans-serif}.jaxww p{margin:3px 0}"
-        ".jaxww table{border-collapse:collapse;margin:4px 0}"
+        ".jaxww table{border-collapse:collapse;margin:4px 0;border:0}"
         ".jaxww td,.jaxww th{border:1px solid rgba(128,128,128,.35);padding:2px 7px;white-space:nowrap}"
         ".jaxww th{background:rgba(128,128,128,.1);text-align:center;white-space:normal}"
         ".jaxww td{font-variant-numeric:tabular-nums}.jaxww td.why div{white-space:normal;min-width:12em;max-width:30em}"
@@ -57,8 +58,9 @@ def table(rows, columns, *, scroll_after: int = 25) -> str:
       The ``<table>`` element (in a scrolling ``<div>`` when long) as a str.
 
     Example:
-      >>> table([{"name": "a<b", "alpha": 3.0, "status": "failed"}], ("name", "alpha"))[:54]
-      '<table class="jaxww-t"><thead><tr><th>name</th><th>alpha'
+      >>> t = table([{"name": "a<b", "alpha": 3.0}], ("name", "alpha"))
+      >>> t[t.index("<tbody>"):]
+      '<tbody><tr><td>a&lt;b</td><td class="num" style="text-align:right">3.000</td></tr></tbody></table>'
     """
     rows = list(rows)
     fmts = cells.formatters(rows, columns)
@@ -69,7 +71,7 @@ def table(rows, columns, *, scroll_after: int = 25) -> str:
                 "warning" if r.get("warning") else "")
         attr = f' class="{mark}" style="{_MARK[mark]}"' if mark else ""
         body.append(f"<tr{attr}>" + "".join(_cell(r[c], fmts[c], c) for c in columns) + "</tr>")
-    out = f'<table class="jaxww-t"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    out = f'<table class="jaxww-t" border="1"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     return f'<div class="jaxww-scroll">{out}</div>' if len(rows) > scroll_after else out
 
 
