@@ -9,7 +9,7 @@ escaped with :func:`html.escape`, the figure is inline SVG (:mod:`jaxww.report.s
 * The columns sort on a click on their header, by a small inline script. Where a front-end
   drops scripts and styles (an untrusted notebook, GitHub's renderer) the table reads the
   same, unsorted: alignment, row marks and borders are attributes of the cells, rows and
-  table.
+  table (alignment twice: ``align="right"`` where a sanitiser drops ``style``).
 * The skipped leaves are counted once, by reason, in a folded table.
 """
 
@@ -20,7 +20,7 @@ import html
 from jaxww.report import cells, svg
 from jaxww.report.columns import DESCRIBE_COLUMNS, DIFF_COLUMNS, REPORT_COLUMNS, SUMMARY_METRICS
 
-_MARK = {"failed": "background:rgba(230,40,40,.16)", "warning": "background:rgba(240,170,0,.2)"}
+_MARK = {"failed": "background-color:rgba(230,40,40,.16)", "warning": "background-color:rgba(240,170,0,.2)"}
 _NUM = "text-align:right"
 _CSS = ("<style>.jaxww{font:12px/1.35 sans-serif}.jaxww p{margin:3px 0}"
         ".jaxww table{border-collapse:collapse;margin:4px 0;border:0}"
@@ -60,7 +60,7 @@ def table(rows, columns, *, scroll_after: int = 25) -> str:
     Example:
       >>> t = table([{"name": "a<b", "alpha": 3.0}], ("name", "alpha"))
       >>> t[t.index("<tbody>"):]
-      '<tbody><tr><td>a&lt;b</td><td class="num" style="text-align:right">3.000</td></tr></tbody></table>'
+      '<tbody><tr><td>a&lt;b</td><td class="num" align="right" style="text-align:right">3.000</td></tr></tbody></table>'
     """
     rows = list(rows)
     fmts = cells.formatters(rows, columns)
@@ -77,7 +77,7 @@ def table(rows, columns, *, scroll_after: int = 25) -> str:
 
 def _cell(v, fmt, column: str) -> str:
     if fmt is not None:
-        return f'<td class="num" style="{_NUM}">{fmt(v)}</td>'
+        return f'<td class="num" align="right" style="{_NUM}">{fmt(v)}</td>'
     if column == "reason" and v:   # wraps at 30em (a table cell cannot be given a max-width)
         return f'<td class="why"><div>{html.escape(str(v))}</div></td>'
     return f"<td>{html.escape(str(v))}</td>"

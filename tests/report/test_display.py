@@ -232,12 +232,13 @@ def test_html_numbers_right_aligned_one_precision_per_column(mixed):
     numeric = ("layer_id", "num_evals", "alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
     for col in numeric:
         cells = [(td, t) for c, td, t in parsed.cells if c == col]
-        assert len(cells) == 3 and all("text-align:right" in td.get("style", "") for td, _ in cells), col
+        assert len(cells) == 3, col
+        assert all("text-align:right" in td.get("style", "") and td.get("align") == "right" for td, _ in cells), col
         shown = [t for _, t in cells if t != display_cells.MISSING]
         assert len(shown) >= 2 and len({_decimals(t) for t in shown}) == 1, (col, shown)
     assert {_decimals(t) for c, _, t in parsed.cells if c == "alpha" and t != display_cells.MISSING} == {3}
     assert {_decimals(t) for c, _, t in parsed.cells if c in ("layer_id", "num_evals")} == {0}
-    assert all("style" not in td for c, td, _ in parsed.cells if c in ("name", "status"))
+    assert all("style" not in td and "align" not in td for c, td, _ in parsed.cells if c in ("name", "status"))
     f = display_cells.formatter("spectral_norm", [0.9805, 11.95, float("nan")])
     assert [f(v) for v in (0.9805, 11.95, float("nan"))] == ["0.98", "11.95", display_cells.MISSING]
     f = display_cells.formatter("norm", [0.5, 2.5e5])
