@@ -31,15 +31,18 @@ class Description:
     def _repr_html_(self) -> str:
         return html.description_html(self)
 
+    def __treescope_repr__(self, path, subtree_renderer):
+        return html.treescope_part(self, path)
+
     @property
     def details(self):
         """pandas DataFrame, one row per layer that ``analyze`` would analyse."""
-        return dataframe(self.rows, DESCRIBE_COLUMNS)
+        return dataframe(self.rows, DESCRIBE_COLUMNS, "Description.details", "Description.rows")
 
     @property
     def skipped(self):
         """pandas DataFrame of the leaves that would not be analysed, and why."""
-        return dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields)
+        return dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields, "Description.skipped", "Description.skipped_rows")
 
 
 def describe(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,

@@ -93,8 +93,14 @@ class ModelDiff:
         return (f"<jaxww.ModelDiff: {len(self.rows)} layers ({html.counts(r['status'] for r in self.rows)}), "
                 f"{len(self.metrics)} metrics compared>")
 
+    def __str__(self) -> str:
+        return html.diff_text(self)
+
     def _repr_html_(self) -> str:
         return html.diff_html(self)
+
+    def __treescope_repr__(self, path, subtree_renderer):
+        return html.treescope_part(self, path)
 
     @property
     def columns(self) -> tuple:
@@ -104,7 +110,7 @@ class ModelDiff:
     @property
     def details(self):
         """pandas DataFrame of :attr:`rows` (needs the ``pandas`` extra)."""
-        return dataframe(self.rows, self.columns)
+        return dataframe(self.rows, self.columns, "ModelDiff.details", "ModelDiff.rows")
 
 
 def diff_models(params_a, params_b, *, k: int = 10, **analyze_options) -> ModelDiff:

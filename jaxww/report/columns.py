@@ -28,6 +28,11 @@ NOT_NUMERIC = ("name", "layer_type", "shape", "status", "warning", "reason", "tr
 #: Columns of the compact report table of a notebook (those present in the report).
 REPORT_COLUMNS = ("layer_id", "name", "layer_type", "shape", "num_evals", "alpha", "alpha_weighted",
                   "log_norm", "log_spectral_norm", "stable_rank", "status", "warning", "reason")
+#: Columns shown with three decimals wherever they appear (their deltas too): alpha and the
+#: quantities on its scale or on a log scale. Other float columns get one precision per
+#: column from their largest value (:func:`jaxww.report.cells.formatter`).
+THREE_DECIMALS = ("alpha", "raw_alpha", "alpha_weighted", "log_norm", "log_spectral_norm",
+                  "log_alpha_norm", "D", "sigma", "entropy", "overlap_left", "overlap_right")
 #: Columns of the compact diff table, before the metric deltas.
 DIFF_COLUMNS = ("name", "shape", "k", "overlap_left", "overlap_right")
 #: Columns of the command line's table.

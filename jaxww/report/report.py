@@ -54,12 +54,12 @@ class Report:
     @property
     def details(self):
         """pandas DataFrame, one row per analysed layer (needs the ``pandas`` extra)."""
-        return dataframe(self.rows, self.columns)
+        return dataframe(self.rows, self.columns, "Report.details", "Report.rows")
 
     @property
     def skipped(self):
         """pandas DataFrame of the leaves that were not analysed: name, shape, dtype, reason."""
-        return dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields)
+        return dataframe([r._asdict() for r in self.skipped_rows], _kernels.Skipped._fields, "Report.skipped", "Report.skipped_rows")
 
     @property
     def summary(self) -> dict:
@@ -149,6 +149,10 @@ class Report:
     def _repr_html_(self) -> str:
         return html.report_html(self)
 
+    def __treescope_repr__(self, path, subtree_renderer):
+        """treescope's view: the one-line repr, folding open on the HTML table."""
+        return html.treescope_part(self, path)
+
     def to_dict(self, options: dict | None = None, **extra) -> dict:
         """The report as a JSON-able dict (see :func:`jaxww.report.export.document`): version,
         ``extra``, options (default :attr:`options`), summary, rows, skipped, limited."""
@@ -215,12 +219,13 @@ class Report:
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
-def dataframe(records, columns):
-    """A pandas DataFrame of ``records`` (dicts) with ``columns``, or an ImportError saying
-    how to install pandas."""
+def dataframe(records, columns, attribute: str, plain: str):
+    """A pandas DataFrame of ``records`` (dicts) with ``columns``, or an ImportError naming
+    the ``attribute`` asked for (``"Report.skipped"``), how to install pandas and the
+    attribute with the same data without pandas (``plain``, ``"Report.skipped_rows"``)."""
     try:
         import pandas as pd
-    except ImportError as err:  # pragma: no cover - exercised without pandas only
-        raise ImportError("Report.details needs pandas: pip install 'jaxww[pandas]' "
-                          "(Report.rows has the same data as dicts)") from err
+    except ImportError as err:
+        raise ImportError(f"{attribute} needs pandas: pip install 'jaxww[pandas]' "
+                          f"({plain} has the same data without it)") from err
     return pd.DataFrame(list(records), columns=list(columns))

@@ -53,14 +53,14 @@ class History:
     @property
     def details(self):
         """pandas DataFrame, one row per (step, layer): ``step`` then the report's columns."""
-        return _result.dataframe(self.rows, self.columns)
+        return _result.dataframe(self.rows, self.columns, "History.details", "History.rows")
 
     @property
     def summary(self):
         """pandas DataFrame, one row per step (index ``step``): the layer means of
         :data:`jaxww.SUMMARY_METRICS` (:attr:`jaxww.Report.summary`)."""
         df = _result.dataframe([{"step": s, **m} for s, m in self.summaries.items()],
-                               ("step",) + _result.SUMMARY_METRICS)
+                               ("step",) + _result.SUMMARY_METRICS, "History.summary", "History.summaries")
         return df.set_index("step")
 
     def scalars(self, step: int, metrics=METRICS) -> dict:
