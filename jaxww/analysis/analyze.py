@@ -162,8 +162,8 @@ def analyze(
             spectra = eigenvalues.compute(read.kernels, read.leaves, devices, run)
             groups = _streaming.fitting(read.kernels, devices, budget, precision)(fitting.fit_parts)(
                 read.kernels, spectra.evals, read.leaves, devices, xmin_max, run)
-        notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
-                    f"{_progress.human_bytes(b)}" for i, (n, b) in spectra.alone.items()}
+        notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the {label} "
+                    f"{_progress.human_bytes(b)}" for i, (n, b, label) in spectra.alone.items()}
         out = rows.assemble(read.kernels, read.ids, groups, opts, notes)
         report = Report(out.rows, tuple(read.skipped), out.evals, read.limited, limits, treedef=read.treedef,
                         columns=COLUMNS + opts.columns, rand_evals=out.rand_evals,

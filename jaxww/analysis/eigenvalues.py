@@ -19,8 +19,8 @@ class Spectra(NamedTuple):
 
     Attributes:
       evals: every kernel's descending spectrum ``(rf, M)`` (host arrays, kernel order).
-      alone: ``{kernel index: (bytes needed, budget)}`` of the kernels computed alone,
-        over the memory budget.
+      alone: ``{kernel index: (bytes needed, budget, "memory budget" or "device budget")}``
+        of the kernels computed alone, over the budget they were planned in.
     """
 
     evals: list

@@ -162,8 +162,8 @@ def read(leaf):
 
 def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tuple[list, dict]:
     """Descending spectra ``(rf, M)`` of every kernel (arrays on ``device``, kernel order), a group
-    at a time (:func:`groups`), and ``{kernel index: (bytes needed, budget)}`` of the
-    kernels computed alone above the budget.
+    at a time (:func:`groups`), and ``{kernel index: (bytes needed, budget, "memory budget" or
+    "device budget")}`` of the kernels computed alone above the budget they were planned in.
 
     The next group's tensors are read from disk on a thread while the current one is
     computed, where both fit the budget (:class:`_Reader`); on an accelerator at most
@@ -185,8 +185,9 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
     """
     check_precision(device, precision)
     evals: list = [None] * len(kerns)
-    needs: dict[int, tuple[int, int]] = {}
-    budget = device_budget(device, budget)
+    needs: dict[int, tuple[int, int, str]] = {}
+    host_budget, budget = budget, device_budget(device, budget)
+    label = "memory budget" if budget == host_budget else "device budget"
     plan = groups(kerns, leaves, budget, precision, device_need if on_device(device) else need)
     used = [used_leaves([kerns[i] for i in members]) for members, _ in plan]
     pending: collections.deque = collections.deque()
@@ -195,7 +196,7 @@ def compute(kerns, leaves, device, precision: str, budget: int, tracker) -> tupl
     try:
         for g, (members, n) in enumerate(plan):
             if n > budget:
-                needs.update({i: (n, budget) for i in members})
+                needs.update({i: (n, budget, label) for i in members})
             sub = [kerns[i] for i in members]
             tracker.reading()
             values = reader.take(g)

@@ -114,7 +114,7 @@ def gather(kerns, share: Sequence[int], evals: list, needs: dict, precision: str
       kerns: all kernels (the same on every process).
       share: the indices this process computed (:func:`host_share`).
       evals: per kernel, its ``(rf, M)`` spectrum where computed here, else None.
-      needs: ``{index: (bytes needed, budget)}`` of the kernels computed alone here.
+      needs: ``{index: (bytes needed, budget, its name)}`` of the kernels computed alone here.
       precision: the dtype of the spectra.
 
     Returns:

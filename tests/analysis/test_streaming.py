@@ -154,6 +154,21 @@ def test_budget_note_names_the_need(host_path):
     assert row["reason"] == "computed alone: needs 3.0 MiB, over the memory budget 1.0 MiB"
 
 
+def test_budget_note_names_the_device_budget_on_an_accelerator(monkeypatch):
+    """On an accelerator the groups are planned in the device's own budget, and the note says
+    so (a device with 4 MiB free gets a 1 MiB budget, whatever ``memory_budget`` says)."""
+    before = placement.DEVICE_PATH
+    _use_device_path(True)
+    monkeypatch.setattr(streaming, "device_budget", lambda device, budget: 1 << 20)
+    try:
+        w = {"big": {"kernel": np.random.default_rng(0).standard_normal((1024, 512)).astype(np.float32)}}
+        row = jaxww.analyze(w, memory_budget="1GiB").rows[0]
+    finally:
+        _use_device_path(before)
+    assert row["reason"].startswith("computed alone: needs ") and row["reason"].endswith(
+        ", over the device budget 1.0 MiB"), row["reason"]
+
+
 @pytest.mark.parametrize("bad, err", [("lots", ValueError), ("12 parsecs", ValueError), (-5, ValueError),
                                       (100, ValueError), (1.5, TypeError), (True, TypeError)])
 def test_bad_memory_budget(bad, err):
