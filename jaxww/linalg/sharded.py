@@ -40,7 +40,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from jaxww.linalg import host as _host
 from jaxww.linalg.batching import oriented
-from jaxww.linalg.spectra import tridiagonal_eigvals, numerical_floor
+from jaxww.linalg.spectra import HALF, tridiagonal_eigvals, numerical_floor
 
 
 def mesh_of(*arrays):
@@ -65,11 +65,14 @@ def spread_rows(W, mesh):
 
 @jax.jit
 def gram(W):
-    """``W^T W`` of a stack ``(..., N, M)`` (HIGHEST precision); on a mesh the sum of the
-    devices' Gram matrices of their rows (module docstring)."""
+    """``W^T W`` of a stack ``(..., N, M)`` (HIGHEST precision; bfloat16/float16 read as stored
+    with float32 accumulation, as :func:`jaxww.linalg.spectra.batched_spectra` does); on a mesh
+    the sum of the devices' Gram matrices of their rows (module docstring)."""
     mesh = mesh_of(W)
     if mesh is not None:
         W = spread_rows(W, mesh)
+    if W.dtype in HALF:
+        return jnp.einsum("...nm,...nk->...mk", W, W, preferred_element_type=jnp.float32)
     return jnp.einsum("...nm,...nk->...mk", W, W, precision=jax.lax.Precision.HIGHEST)
 
 
@@ -172,6 +175,8 @@ def kernel_spectrum(kernel, leaf, precision: str) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("spec", "precision"))
 def _kernel_spectrum(leaf, spec, precision):
-    W = oriented(spec.matrices(leaf)).astype(precision)
+    W = oriented(spec.matrices(leaf))
+    if not (W.dtype in HALF and precision == "float32"):   # half: no float32 copy (gram)
+        W = W.astype(precision)
     lam = numerical_floor(eigvals(W)[:, ::-1], W.shape[-2])
     return jax.lax.with_sharding_constraint(lam, NamedSharding(mesh_of(leaf), PartitionSpec()))

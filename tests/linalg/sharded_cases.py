@@ -133,7 +133,7 @@ def reported(spec, N, M, count):
 
 def analyze(spec, N, M, count):
     """analyze and a Tracker (one tracked step) of sharded params (plus a replicated 2-D
-    convolution), and analyze of the same params on one device. The streaming path,
+    convolution and a bfloat16 kernel), and analyze of the same params on one device. The streaming path,
     which reads a whole leaf into one place, must not see a sharded leaf: it raises."""
     from jaxww.analysis import streaming
 
@@ -142,6 +142,9 @@ def analyze(spec, N, M, count):
 
     params = make_params(N, M, count)
     params["conv"] = {"kernel": (np.random.default_rng(1).standard_t(3.0, (3, 3, 16, 32)) / 12).astype(np.float32)}
+    # bfloat16 as stored: its Gram matrix with float32 accumulation on the mesh, against the
+    # host's float32 copy (exact products: float32 summation error apart)
+    params["half"] = {"kernel": make_params(N, M, 1, seed=2)["layer0"]["kernel"].astype(jnp.bfloat16)}
     cols = ("name", "status", "alpha", "D", "xmin", "log_norm", "stable_rank", "matrix_rank", "reason")
     out = {"one": [{c: r[c] for c in cols} for r in jaxww.analyze(placed(params, None)).rows]}
     compute, streaming.compute = streaming.compute, refuse
