@@ -51,6 +51,7 @@ def analyze(
     mp_fit: bool = False,
     randomize: bool = False,
     detX: bool = False,
+    ERG: bool = False,
     plot: bool = False,
     savefig: str | None = None,
     base=None,
@@ -103,6 +104,8 @@ def analyze(
       randomize: add the randomised spectra and traps (:mod:`jaxww.analysis.randomize`);
         needs ``key``.
       detX: add ``detX_num``, ``detX_val``, ``detX_val_unrescaled`` (:mod:`jaxww.fit.detx`).
+      ERG: weightwatcher's alias of ``detX=True`` that also adds ``num_ERG_spikes``
+        (``detX_num``) and ``ERG_gap`` (``detX_num - num_pl_spikes``).
       plot: draw one figure of the ESD per layer (:mod:`jaxww.report.plots`, needs matplotlib).
         In a Jupyter notebook (IPython with a kernel) they are shown inline, and saved
         only when ``savefig`` is given; elsewhere they are saved as PNG files into
@@ -149,7 +152,7 @@ def analyze(
     given = arguments.given(analyze, args)
     _spectra.check_precision_name(precision)
     opts = _optional.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
-                           mp_fit=mp_fit, randomize=randomize, detX=detX)
+                           mp_fit=mp_fit, randomize=randomize, detX=detX, ERG=ERG)
     budget = _budget.parse_budget(memory_budget)
     report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     read = read_layers(params, **arguments.reading(args))
