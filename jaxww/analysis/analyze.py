@@ -42,6 +42,7 @@ def analyze(
     layers: LayerSelection = None,
     layouts: _kernels.LayoutOverride = None,
     scan_axis: _kernels.ScanAxis = None,
+    pool: bool = True,
     xmin_max: float | None = None,
     devices: Sequence[jax.Device] | jax.sharding.Mesh | None = None,
     fix_fingers: str | None = None,
@@ -85,6 +86,10 @@ def analyze(
         ``param_scan_axis: 1``): an int, or ``{regex: int}`` per leaf name. Default:
         found from the scanned subtree; a stack whose layer axis cannot be told apart
         is skipped with this hint.
+      pool: False: one row per convolution tap (weightwatcher's ``pool=False``: the row
+        ``name[tap=i]``, its ``slice_id`` column ``i``, row-major over the kernel's
+        spatial axes; each 2-D tap's eigenvalues scaled by ``rf / 2`` as weightwatcher
+        0.7.7 does); the size limits then apply to each tap.
       xmin_max: only tails starting at ``xmin <= xmin_max`` are candidates.
       devices: where to compute: devices, or a ``jax.sharding.Mesh`` (its devices of
         this process); default ``jax.local_devices()``. With several, the layers are
@@ -152,7 +157,7 @@ def analyze(
     given = arguments.given(analyze, args)
     _spectra.check_precision_name(precision)
     opts = _optional.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
-                           mp_fit=mp_fit, randomize=randomize, detX=detX, ERG=ERG)
+                           mp_fit=mp_fit, randomize=randomize, detX=detX, ERG=ERG, pool=pool)
     budget = _budget.parse_budget(memory_budget)
     report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     read = read_layers(params, **arguments.reading(args))

@@ -27,6 +27,8 @@ option             columns added (the fit columns change as said)              m
 ``ERG``            implies ``detX``; ``num_ERG_spikes`` (= ``detX_num``),          jaxww.fit.detx
                    ``ERG_gap`` (= ``detX_num - num_pl_spikes``; NaN when the
                    power-law fit failed)
+``pool=False``     ``slice_id``: the tap of a convolution's row (0 for the other  jaxww.reading.kernels
+                   layers); one row per tap, named ``name[tap=slice_id]``
 =================  ==========================================================  ==================
 
 A column that cannot be computed is NaN (counts: -1; ``trap_indices``: ``()``) and the
@@ -58,7 +60,7 @@ _TPL_COLUMNS = ("Lambda", "tpl_loglik", "pl_loglik")
 _BOOTSTRAP_COLUMNS = ("pl_p_value", "alpha_ci_low", "alpha_ci_high")
 _RAND_COLUMNS = _randomize.COLUMNS + ("rand_sigma_mp", "rand_bulk_max")
 _ERG_COLUMNS = ("num_ERG_spikes", "ERG_gap")
-_COUNTS = {"num_fingers", "num_spikes", "num_traps", "detX_num", "num_ERG_spikes"}
+_COUNTS = {"num_fingers", "num_spikes", "num_traps", "detX_num", "num_ERG_spikes", "slice_id"}
 
 
 class Options(NamedTuple):
@@ -71,17 +73,18 @@ class Options(NamedTuple):
     randomize: bool = False
     detX: bool = False
     ERG: bool = False
+    pool: bool = True
 
     @property
     def columns(self) -> tuple:
         """The columns these options add to the report, in order."""
         return (_FINGER_COLUMNS * (self.fix_fingers == "clip_xmax") + _TPL_COLUMNS * (self.fit != "PL")
                 + _BOOTSTRAP_COLUMNS * bool(self.bootstrap) + _mp.COLUMNS * self.mp_fit + _RAND_COLUMNS * self.randomize
-                + _detx.COLUMNS * self.detX + _ERG_COLUMNS * self.ERG)
+                + _detx.COLUMNS * self.detX + _ERG_COLUMNS * self.ERG + ("slice_id",) * (not self.pool))
 
 
 def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, randomize=False,
-          detX=False, ERG=False) -> Options:
+          detX=False, ERG=False, pool=True) -> Options:
     """Validate analyze's options; a ValueError lists the choices or names what is missing.
 
     ``fit="E_TPL"`` implies ``fix_fingers="xmin_peak"``; ``ERG=True`` implies ``detX=True``
@@ -109,7 +112,7 @@ def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, ra
                 (key.dtype == np.uint32 and key.shape == (2,))):
             raise ValueError(f"key must be a PRNG key (jax.random.key(seed)), got {key.dtype} {key.shape}")
     return Options("xmin_peak" if fit == "E_TPL" else fix_fingers, fit, num,
-                   bool(mp_fit), bool(randomize), bool(detX or ERG), bool(ERG))
+                   bool(mp_fit), bool(randomize), bool(detX or ERG), bool(ERG), bool(pool))
 
 
 def random_spectra(key, leaves, kerns, specs, groups, precision):
@@ -145,6 +148,8 @@ def compute(opts: Options, E, R, xmin_max, key, ids, kerns):
         out.update(_detx.columns(E, kerns))
     if opts.ERG:
         out.update(num_ERG_spikes=out["detX_num"], ERG_gap=out["detX_num"] - fit.num_pl_spikes)
+    if not opts.pool:
+        out["slice_id"] = np.asarray([k.tap or 0 for k in kerns])
     return fit, out
 
 
@@ -189,7 +194,7 @@ def row(opts: Options, values: dict, r: int, num_evals: int, fit_ok: bool, finit
     """
     reasons = []
     if not finite:
-        blank = set(opts.columns) - {"num_fingers"}
+        blank = set(opts.columns) - {"num_fingers", "slice_id"}
     elif not fit_ok:
         blank = set(_FINGER_COLUMNS[1:] + _TPL_COLUMNS + _BOOTSTRAP_COLUMNS + _ERG_COLUMNS[1:])
     else:

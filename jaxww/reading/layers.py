@@ -113,7 +113,8 @@ def selection(layers, where: str = "analyze"):
 def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,
                 layers: LayerSelection = None, layouts: LayoutOverride = None,
                 scan_axis: ScanAxis = None, base=None, lora: str | None = None,
-                lora_scale: float | dict | None = None, where: str = "analyze", concrete: bool = True):
+                lora_scale: float | dict | None = None, pool: bool = True, where: str = "analyze",
+                concrete: bool = True):
     """The weight matrices of ``params`` as :func:`jaxww.analyze` reads them, and the
     leaves they are read from: the one place that decides, for ``analyze``, ``describe``,
     ``get_esd`` and ``diff_models``.
@@ -125,6 +126,8 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
     ``params`` (and ``base``) may be the path of a checkpoint: it is opened with
     :func:`jaxww.open_checkpoint` (its tensors stay on disk), or read whole by
     :func:`jaxww.load_params` when ``base`` or ``lora`` combine tensors.
+
+    ``pool=False`` reads one matrix per convolution tap (:func:`jaxww.reading.kernels.find_kernels`).
 
     ``concrete=False`` lets traced params through: training's plan
     (:func:`jaxww.training.plan.make_plan`, under ``jax.jit``) reads their names and shapes only.
@@ -152,7 +155,7 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
     find = functools.partial(_kernels.find_kernels, names, leaves, layouts=layouts,
                              min_evals=min_evals,
                              readings=_deltas.readings(_params.model_readings(params), skips, len(leaves)),
-                             scan_axis=scan_axis)
+                             scan_axis=scan_axis, pool=pool)
     rank = _params.model_order(params)
     every, skipped = find(max_evals=max_evals, max_N=max_N)
     every = sorted(every, key=lambda k: rank[k.leaf])   # stable: a leaf's kernels stay in order
