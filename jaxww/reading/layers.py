@@ -31,6 +31,7 @@ class Layers(NamedTuple):
       limited: names of the layers only ``max_N`` / ``max_evals`` left out.
       ids: each kernel's layer id: its position among the layers read without the
         ``layers`` filter (so an id means the same layer whatever is selected).
+      names: the name of each leaf (``/``-joined key path), as :attr:`leaves`.
     """
 
     kernels: list
@@ -39,6 +40,7 @@ class Layers(NamedTuple):
     treedef: Any
     limited: tuple
     ids: tuple
+    names: tuple = ()
 
 
 #: What runs under ``jax.jit``, ``jax.vmap``, ``jax.grad`` (named by :func:`traced_error`).
@@ -172,7 +174,8 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
         kerns = every
     if bleaves is not None:
         leaves = _deltas.subtract(leaves, bleaves, {k.leaf for k in kerns})
-    return Layers(kerns, skipped, leaves, treedef, _limited(skipped, find), tuple(number[k.name] for k in kerns))
+    return Layers(kerns, skipped, leaves, treedef, _limited(skipped, find), tuple(number[k.name] for k in kerns),
+                  tuple(names))
 
 
 def _chosen(every, ids: set, names: set, where: str) -> list:
