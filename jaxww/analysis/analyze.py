@@ -29,6 +29,7 @@ from jaxww.analysis import progress as _progress
 from jaxww.analysis import randomize as _randomize
 from jaxww.analysis import streaming as _streaming
 from jaxww.analysis import budget as _budget
+from jaxww.analysis import vectors as _vectors
 from jaxww.analysis.run import Run
 
 
@@ -53,6 +54,7 @@ def analyze(
     randomize: bool = False,
     detX: bool = False,
     ERG: bool = False,
+    vectors: bool = False,
     plot: bool = False,
     savefig: str | None = None,
     base=None,
@@ -111,6 +113,9 @@ def analyze(
       detX: add ``detX_num``, ``detX_val``, ``detX_val_unrescaled`` (:mod:`jaxww.fit.detx`).
       ERG: weightwatcher's alias of ``detX=True`` that also adds ``num_ERG_spikes``
         (``detX_num``) and ``ERG_gap`` (``detX_num - num_pl_spikes``).
+      vectors: add the localization of the singular vectors, bulk and tail
+        (weightwatcher's 12 columns, :mod:`jaxww.analysis.vectors`): an eigendecomposition
+        of each matrix, batched per shape.
       plot: draw one figure of the ESD per layer (:mod:`jaxww.report.plots`, needs matplotlib).
         In a Jupyter notebook (IPython with a kernel) they are shown inline, and saved
         only when ``savefig`` is given; elsewhere they are saved as PNG files into
@@ -173,8 +178,12 @@ def analyze(
         notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
                     f"{_progress.human_bytes(b)}" for i, (n, b) in spectra.alone.items()}
         out = rows.assemble(read.kernels, read.ids, groups, opts, notes)
+        if vectors:
+            with _spectra.precision_scope(precision):
+                for row, cols in zip(out.rows, _vectors.columns(read.kernels, read.leaves, out.rows, precision)):
+                    row.update(cols)
         report = Report(out.rows, tuple(read.skipped), out.evals, read.limited, limits, treedef=read.treedef,
-                        columns=COLUMNS + opts.columns, rand_evals=out.rand_evals,
+                        columns=COLUMNS + opts.columns + _vectors.COLUMNS * bool(vectors), rand_evals=out.rand_evals,
                         kernels=tuple(read.kernels), options=given)
         if plot:
             tracker.begin("plots")
