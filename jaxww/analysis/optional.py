@@ -29,6 +29,9 @@ option             columns added (the fit columns change as said)              m
                    power-law fit failed)
 ``pool=False``     ``slice_id``: the tap of a convolution's row (0 for the other  jaxww.reading.kernels
                    layers); one row per tap, named ``name[tap=slice_id]``
+``vectors``        ``{bulk,tail}_{mean,var}_{vec_entropy,loc_ratio,part_ratio}``  jaxww.analysis.vectors
+                   (eigenvectors: the one option that decomposes the matrices
+                   again; added by ``analyze`` after the others)
 =================  ==========================================================  ==================
 
 A column that cannot be computed is NaN (counts: -1; ``trap_indices``: ``()``) and the
