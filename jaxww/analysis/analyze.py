@@ -180,8 +180,9 @@ def analyze(
         out = rows.assemble(read.kernels, read.ids, groups, opts, notes)
         if vectors:
             with _spectra.precision_scope(precision):
-                for row, cols in zip(out.rows, _vectors.columns(read.kernels, read.leaves, out.rows, precision)):
-                    row.update(cols)
+                found = _vectors.columns(read.kernels, read.leaves, out.rows, precision, budget)
+            for row, cols in zip(out.rows, found):
+                row.update(cols)
         report = Report(out.rows, tuple(read.skipped), out.evals, read.limited, limits, treedef=read.treedef,
                         columns=COLUMNS + opts.columns + _vectors.COLUMNS * bool(vectors), rand_evals=out.rand_evals,
                         kernels=tuple(read.kernels), options=given)

@@ -21,7 +21,9 @@ loc_ratio,part_ratio}``; NaN for an empty part or a failed fit. Eigenvectors of 
 eigenvalues (a rank-deficient layer's zeros) are any basis of their eigenspace, so their
 numbers depend on the eigensolver (weightwatcher's too).
 
-The eigendecompositions of the matrices of one shape are one batched ``eigh``.
+The eigendecompositions of the matrices of one shape are batched ``eigh`` calls, as many
+matrices at once as the memory budget holds (each needs its matrix, its Gram matrix and
+its eigenvectors).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ COLUMNS = tuple(f"{part}_{stat}_{n}" for n in NAMES for part in ("bulk", "tail")
 BINS, EPSILON = 100, 1e-10
 
 
-def columns(kerns, leaves, rows, precision: str) -> list[dict]:
+def columns(kerns, leaves, rows, precision: str, budget: int) -> list[dict]:
     """The :data:`COLUMNS` of every kernel (host floats), in order.
 
     Args:
@@ -52,20 +54,22 @@ def columns(kerns, leaves, rows, precision: str) -> list[dict]:
       rows: each kernel's report row (its ``xmin``, NaN if the fit failed, and
         ``num_pl_spikes``).
       precision: ``"float32"`` or ``"float64"``.
+      budget: bytes the matrices of one batched ``eigh`` may take (at least one matrix).
     """
     per = [None] * len(kerns)
     shapes = [tuple(jax.eval_shape(k.matrices, jax.ShapeDtypeStruct(leaves[k.leaf].shape, leaves[k.leaf].dtype)).shape)
               for k in kerns]
-    for members in group_indices(shapes).values():
-        W = np.concatenate([np.asarray(kerns[i].matrices(_streaming.read(leaves[kerns[i].leaf]))) for i in members])
-        evals, nums = jax.device_get(vector_numbers(jnp.asarray(W, precision)))
-        start = 0
-        for i in members:
-            rf = kerns[i].rf
-            part = slice(start, start + rf)
-            tail = -1 if math.isnan(rows[i]["xmin"]) else rows[i]["num_pl_spikes"]
-            per[i] = _split(evals[part].ravel(), nums[:, part].reshape(3, -1), tail)
-            start += rf
+    for shape, members in group_indices(shapes).items():
+        each = (shape[1] * shape[2] + 2 * min(shape[1:]) ** 2) * np.dtype(precision).itemsize
+        for chunk in chunks(members, [kerns[i].rf * each for i in members], budget):
+            W = np.concatenate([np.asarray(kerns[i].matrices(_streaming.read(leaves[kerns[i].leaf]))) for i in chunk])
+            evals, nums = jax.device_get(vector_numbers(jnp.asarray(W, precision)))
+            start = 0
+            for i in chunk:
+                part = slice(start, start + kerns[i].rf)
+                tail = -1 if math.isnan(rows[i]["xmin"]) else rows[i]["num_pl_spikes"]
+                per[i] = _split(evals[part].ravel(), nums[:, part].reshape(3, -1), tail)
+                start += kerns[i].rf
     return per
 
 
@@ -100,6 +104,18 @@ def discrete_entropy(a):
     h = counts / jnp.diff(edges, axis=-1) / x.shape[-1] + EPSILON
     p = h / h.sum(-1, keepdims=True)
     return -(p * jnp.log(p)).sum(-1)
+
+
+def chunks(members: list, nbytes: list, budget: int) -> list:
+    """``members`` in consecutive chunks of at most ``budget`` bytes (at least one each)."""
+    out, size = [], budget
+    for m, n in zip(members, nbytes):
+        if size + n > budget:
+            out.append([])
+            size = 0
+        out[-1].append(m)
+        size += n
+    return out
 
 
 def _split(evals: np.ndarray, nums: np.ndarray, n_tail: int) -> dict:

@@ -144,3 +144,9 @@ def test_distances_refuses_bad_method_and_other_layers():
         jaxww.distances(a, {"d": {"kernel": np.ones((32, 8), np.float32)}})
     with pytest.raises(ValueError, match="'e/kernel' not read in model_a"):
         jaxww.distances(a, {**a, "e": {"kernel": np.ones((32, 16), np.float32)}})
+
+
+def test_vectors_batches_within_the_budget():
+    """Consecutive chunks of at most ``budget`` bytes, a larger matrix alone."""
+    chunks = _vectors.chunks([4, 7, 9, 11, 12], [40, 30, 50, 200, 10], 100)
+    assert chunks == [[4, 7], [9], [11], [12]]
