@@ -150,3 +150,15 @@ def test_vectors_batches_within_the_budget():
     """Consecutive chunks of at most ``budget`` bytes, a larger matrix alone."""
     chunks = _vectors.chunks([4, 7, 9, 11, 12], [40, 30, 50, 200, 10], 100)
     assert chunks == [[4, 7], [9], [11], [12]]
+
+
+def test_pool_false_grouped_conv_one_kernel_per_tap_and_group():
+    """A grouped convolution (Flax/Keras/NNX ``feature_group_count``): a row per tap and group block."""
+    from jaxww.reading.layouts import conv_reading
+
+    w = np.random.default_rng(5).standard_normal((3, 3, 4, 64)).astype(np.float32)   # 16 -> 64 in 4 groups
+    ks, _ = find_kernels(["g/kernel"], [w], pool=False, min_evals=1, readings=[conv_reading((3, 3), 16, 64, groups=4)])
+    assert len(ks) == 36 and {(k.N, k.M, k.rf, k.tap_count) for k in ks} == {(16, 4, 1, 36)}
+    view = w.reshape(3, 3, 4, 4, 16)
+    k = ks[7]                                    # tap (0, 1), group 3: slice_id 7 = (0 * 3 + 1) * 4 + 3
+    np.testing.assert_array_equal(np.asarray(k.matrices(w))[0], view[0, 1, :, 3, :])
