@@ -10,6 +10,8 @@ from jaxww.analysis.describe import describe as describe
 from jaxww.analysis.describe import get_esd as get_esd
 from jaxww.analysis.diff import ModelDiff as ModelDiff
 from jaxww.analysis.diff import diff_models as diff_models
+from jaxww.analysis.distances import Distances as Distances
+from jaxww.analysis.distances import distances as distances
 from jaxww.analysis.progress import ProgressEvent as ProgressEvent
 from jaxww.analysis.smoothing import smooth as smooth
 from jaxww.fit.bootstrap import PowerLawTest as PowerLawTest

@@ -29,6 +29,7 @@ from jaxww.analysis import progress as _progress
 from jaxww.analysis import randomize as _randomize
 from jaxww.analysis import streaming as _streaming
 from jaxww.analysis import budget as _budget
+from jaxww.analysis import vectors as _vectors
 from jaxww.analysis.run import Run
 
 
@@ -42,6 +43,7 @@ def analyze(
     layers: LayerSelection = None,
     layouts: _kernels.LayoutOverride = None,
     scan_axis: _kernels.ScanAxis = None,
+    pool: bool = True,
     xmin_max: float | None = None,
     devices: Sequence[jax.Device] | jax.sharding.Mesh | None = None,
     fix_fingers: str | None = None,
@@ -51,6 +53,8 @@ def analyze(
     mp_fit: bool = False,
     randomize: bool = False,
     detX: bool = False,
+    ERG: bool = False,
+    vectors: bool = False,
     plot: bool = False,
     savefig: str | None = None,
     base=None,
@@ -84,6 +88,10 @@ def analyze(
         ``param_scan_axis: 1``): an int, or ``{regex: int}`` per leaf name. Default:
         found from the scanned subtree; a stack whose layer axis cannot be told apart
         is skipped with this hint.
+      pool: False: one row per convolution tap (weightwatcher's ``pool=False``: the row
+        ``name[tap=i]``, its ``slice_id`` column ``i``, row-major over the kernel's
+        spatial axes; each 2-D tap's eigenvalues scaled by ``rf / 2`` as weightwatcher
+        0.7.7 does); the size limits then apply to each tap.
       xmin_max: only tails starting at ``xmin <= xmin_max`` are candidates.
       devices: where to compute: devices, or a ``jax.sharding.Mesh`` (its devices of
         this process); default ``jax.local_devices()``. With several, the layers are
@@ -103,6 +111,11 @@ def analyze(
       randomize: add the randomised spectra and traps (:mod:`jaxww.analysis.randomize`);
         needs ``key``.
       detX: add ``detX_num``, ``detX_val``, ``detX_val_unrescaled`` (:mod:`jaxww.fit.detx`).
+      ERG: weightwatcher's alias of ``detX=True`` that also adds ``num_ERG_spikes``
+        (``detX_num``) and ``ERG_gap`` (``detX_num - num_pl_spikes``).
+      vectors: add the localization of the singular vectors, bulk and tail
+        (weightwatcher's 12 columns, :mod:`jaxww.analysis.vectors`): an eigendecomposition
+        of each matrix, batched per shape.
       plot: draw one figure of the ESD per layer (:mod:`jaxww.report.plots`, needs matplotlib).
         In a Jupyter notebook (IPython with a kernel) they are shown inline, and saved
         only when ``savefig`` is given; elsewhere they are saved as PNG files into
@@ -149,7 +162,7 @@ def analyze(
     given = arguments.given(analyze, args)
     _spectra.check_precision_name(precision)
     opts = _optional.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
-                           mp_fit=mp_fit, randomize=randomize, detX=detX)
+                           mp_fit=mp_fit, randomize=randomize, detX=detX, ERG=ERG, pool=pool)
     budget = _budget.parse_budget(memory_budget)
     report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     read = read_layers(params, **arguments.reading(args))
@@ -165,8 +178,13 @@ def analyze(
         notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the {label} "
                     f"{_progress.human_bytes(b)}" for i, (n, b, label) in spectra.alone.items()}
         out = rows.assemble(read.kernels, read.ids, groups, opts, notes)
+        if vectors:
+            with _spectra.precision_scope(precision):
+                found = _vectors.columns(read.kernels, read.leaves, out.rows, precision, budget)
+            for row, cols in zip(out.rows, found):
+                row.update(cols)
         report = Report(out.rows, tuple(read.skipped), out.evals, read.limited, limits, treedef=read.treedef,
-                        columns=COLUMNS + opts.columns, rand_evals=out.rand_evals,
+                        columns=COLUMNS + opts.columns + _vectors.COLUMNS * bool(vectors), rand_evals=out.rand_evals,
                         kernels=tuple(read.kernels), options=given)
         if plot:
             tracker.begin("plots")

@@ -24,6 +24,14 @@ option             columns added (the fit columns change as said)              m
                    ``num_traps``, ``trap_indices``, ``rand_sigma_mp``,
                    ``rand_bulk_max``
 ``detX``           ``detX_num``, ``detX_val``, ``detX_val_unrescaled``            jaxww.fit.detx
+``ERG``            implies ``detX``; ``num_ERG_spikes`` (= ``detX_num``),          jaxww.fit.detx
+                   ``ERG_gap`` (= ``detX_num - num_pl_spikes``; NaN when the
+                   power-law fit failed)
+``pool=False``     ``slice_id``: the tap of a convolution's row (0 for the other  jaxww.reading.kernels
+                   layers); one row per tap, named ``name[tap=slice_id]``
+``vectors``        ``{bulk,tail}_{mean,var}_{vec_entropy,loc_ratio,part_ratio}``  jaxww.analysis.vectors
+                   (eigenvectors: the one option that decomposes the matrices
+                   again; added by ``analyze`` after the others)
 =================  ==========================================================  ==================
 
 A column that cannot be computed is NaN (counts: -1; ``trap_indices``: ``()``) and the
@@ -52,7 +60,8 @@ _FINGER_COLUMNS = ("num_fingers", "raw_alpha")
 _TPL_COLUMNS = ("Lambda", "tpl_loglik", "pl_loglik")
 _BOOTSTRAP_COLUMNS = ("pl_p_value", "alpha_ci_low", "alpha_ci_high")
 _RAND_COLUMNS = _randomize.COLUMNS + ("rand_sigma_mp", "rand_bulk_max")
-_COUNTS = {"num_fingers", "num_spikes", "num_traps", "detX_num"}
+_ERG_COLUMNS = ("num_ERG_spikes", "ERG_gap")
+_COUNTS = {"num_fingers", "num_spikes", "num_traps", "detX_num", "num_ERG_spikes", "slice_id"}
 
 
 class Options(NamedTuple):
@@ -64,20 +73,23 @@ class Options(NamedTuple):
     mp_fit: bool = False
     randomize: bool = False
     detX: bool = False
+    ERG: bool = False
+    pool: bool = True
 
     @property
     def columns(self) -> tuple:
         """The columns these options add to the report, in order."""
         return (_FINGER_COLUMNS * (self.fix_fingers == "clip_xmax") + _TPL_COLUMNS * (self.fit != "PL")
                 + _BOOTSTRAP_COLUMNS * bool(self.bootstrap) + _mp.COLUMNS * self.mp_fit + _RAND_COLUMNS * self.randomize
-                + _detx.COLUMNS * self.detX)
+                + _detx.COLUMNS * self.detX + _ERG_COLUMNS * self.ERG + ("slice_id",) * (not self.pool))
 
 
 def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, randomize=False,
-          detX=False) -> Options:
+          detX=False, ERG=False, pool=True) -> Options:
     """Validate analyze's options; a ValueError lists the choices or names what is missing.
 
-    ``fit="E_TPL"`` implies ``fix_fingers="xmin_peak"``. ``key`` (needed by
+    ``fit="E_TPL"`` implies ``fix_fingers="xmin_peak"``; ``ERG=True`` implies ``detX=True``
+    (weightwatcher 0.7.7's alias). ``key`` (needed by
     ``bootstrap`` and ``randomize``) is checked, not kept: it is not static.
 
     Example:
@@ -101,7 +113,7 @@ def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, ra
                 (key.dtype == np.uint32 and key.shape == (2,))):
             raise ValueError(f"key must be a PRNG key (jax.random.key(seed)), got {key.dtype} {key.shape}")
     return Options("xmin_peak" if fit == "E_TPL" else fix_fingers, fit, num,
-                   bool(mp_fit), bool(randomize), bool(detX))
+                   bool(mp_fit), bool(randomize), bool(detX or ERG), bool(ERG), bool(pool))
 
 
 def random_spectra(key, leaves, kerns, specs, groups, precision):
@@ -135,6 +147,10 @@ def compute(opts: Options, E, R, xmin_max, key, ids, kerns):
         out.update(_randomize.columns(E, R, kerns))
     if opts.detX:
         out.update(_detx.columns(E, kerns))
+    if opts.ERG:
+        out.update(num_ERG_spikes=out["detX_num"], ERG_gap=out["detX_num"] - fit.num_pl_spikes)
+    if not opts.pool:
+        out["slice_id"] = np.asarray([k.tap or 0 for k in kerns])
     return fit, out
 
 
@@ -179,9 +195,9 @@ def row(opts: Options, values: dict, r: int, num_evals: int, fit_ok: bool, finit
     """
     reasons = []
     if not finite:
-        blank = set(opts.columns) - {"num_fingers"}
+        blank = set(opts.columns) - {"num_fingers", "slice_id"}
     elif not fit_ok:
-        blank = set(_FINGER_COLUMNS[1:] + _TPL_COLUMNS + _BOOTSTRAP_COLUMNS)
+        blank = set(_FINGER_COLUMNS[1:] + _TPL_COLUMNS + _BOOTSTRAP_COLUMNS + _ERG_COLUMNS[1:])
     else:
         blank = set()
         if opts.fit != "PL" and math.isnan(values["Lambda"][r]):

@@ -64,6 +64,9 @@ class Kernel:
       select: ``((axis, index), ...)``: the leaf's split axes and this kernel's index on each.
       rows, cols, taps: axes of the leaf forming the matrices (see :class:`Reading`).
       view: the shape the leaf is reshaped to first (None: its own; see :class:`Reading`).
+      tap: ``pool=False``: which tap of the convolution this kernel is (row-major over
+        the tap axes, weightwatcher's ``slice_id``), else None.
+      tap_count: ``pool=False``: the convolution's number of taps, else 1.
     """
 
     name: str
@@ -79,6 +82,8 @@ class Kernel:
     cols: tuple = (1,)
     taps: tuple = ()
     view: tuple | None = None
+    tap: int | None = None
+    tap_count: int = 1
 
     @property
     def num_evals(self) -> int:
@@ -90,8 +95,10 @@ class Kernel:
 
     @property
     def esd_scale(self) -> float:
-        """Factor on the pooled eigenvalues: :data:`CONV2D_NORM` for 2-D convolutions, else 1."""
-        return CONV2D_NORM if self.layer_type == "conv2d" else 1.0
+        """Factor on the pooled eigenvalues: :data:`CONV2D_NORM` for 2-D convolutions, else 1.
+        One tap of ``pool=False`` (weightwatcher 0.7.7's slices): ``CONV2D_NORM * tap_count``,
+        as weightwatcher scales each slice by ``sqrt(rf / 2)``."""
+        return CONV2D_NORM * self.tap_count if self.layer_type == "conv2d" else 1.0
 
     def spec(self, leaf: int = 0) -> "Kernel":
         """The kernel as a static argument of a compiled function: its name dropped (so the
@@ -201,18 +208,26 @@ def _reading(i, name, shape, *, layouts, readings, scan_axis, shapes):
     return reading.with_layer_axis(axis)
 
 
-def _slices(name: str, shape: tuple, r: Reading):
-    """``(name, select)`` of every kernel of a leaf read by ``r`` (one per split index)."""
+def _slices(name: str, shape: tuple, r: Reading, pool: bool = True):
+    """``(name, select, tap)`` of every kernel of a leaf read by ``r``: one per split index,
+    and with ``pool=False`` one per tap (``tap``: ``(slice_id, number of taps)``, named
+    ``name[tap=slice_id]``; else None)."""
     axes = [a for a, _ in r.splits]
+    taps = () if pool else r.taps
+    count = math.prod(shape[a] for a in taps)
     for idx in itertools.product(*(range(shape[a]) for a in axes)):
         label = "".join(f"[{j if lab is None else lab[j]}]" for (_, lab), j in zip(r.splits, idx))
-        yield name + label, tuple(zip(axes, idx))
+        if not taps:
+            yield name + label, tuple(zip(axes, idx)), None
+            continue
+        for s, t in enumerate(itertools.product(*(range(shape[a]) for a in taps))):
+            yield f"{name}{label}[tap={s}]", tuple(zip(axes, idx)) + tuple(zip(taps, t)), (s, count)
 
 
 def find_kernels(
     names, leaves, *, layers: LayerFilter = None, layouts: LayoutOverride = None,
     min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,
-    readings=None, scan_axis: ScanAxis = None,
+    readings=None, scan_axis: ScanAxis = None, pool: bool = True,
 ):
     """Classify every leaf: the kernels to analyse and the skipped leaves with reasons.
 
@@ -229,6 +244,9 @@ def find_kernels(
         (:func:`model_readings`).
       scan_axis: position of the layer axis of stacked leaves (scanned layers): an int,
         or ``{regex: int}`` per leaf name; default: found from the scanned subtree.
+      pool: False: one kernel per convolution tap (and group block of a grouped one),
+        named ``name[tap=i]``, as weightwatcher's ``pool=False``; the size limits then
+        apply to each tap's ``M``.
 
     Returns:
       ``(kernels, skipped)``: lists of :class:`Kernel` and :class:`Skipped`.
@@ -280,9 +298,9 @@ def find_kernels(
         split = {a for a, _ in r.splits}
         inner = tuple(s for a, s in enumerate(view) if a not in split)
         a, b = math.prod(view[x] for x in r.rows), math.prod(view[x] for x in r.cols)
-        rf = math.prod(view[x] for x in r.taps)
+        rf = 1 if not pool else math.prod(view[x] for x in r.taps)
         N, M = max(a, b), min(a, b)
-        for kname, select in _slices(name, view, r):
+        for kname, select, tap in _slices(name, view, r, pool):
             if M * rf < min_evals:
                 skip(f"num_evals {M * rf} < min_evals {min_evals}", "size_limit", kname, inner)
             elif max_evals is not None and M * rf > max_evals:
@@ -291,6 +309,6 @@ def find_kernels(
             elif max_N is not None and N > max_N:
                 skip(f"N {N} > max_N {max_N} (max_N=None: no limit)", "size_limit", kname, inner)
             else:
-                kernels.append(Kernel(kname, i, r.layout, r.layer_type, inner, N, M, rf,
-                                      select, r.rows, r.cols, r.taps, r.view))
+                kernels.append(Kernel(kname, i, r.layout, r.layer_type, inner, N, M, rf, select, r.rows,
+                                      r.cols, () if tap else r.taps, r.view, *(tap or ())))
     return kernels, skipped

@@ -31,6 +31,7 @@ class Layers(NamedTuple):
       limited: names of the layers only ``max_N`` / ``max_evals`` left out.
       ids: each kernel's layer id: its position among the layers read without the
         ``layers`` filter (so an id means the same layer whatever is selected).
+      names: the name of each leaf (``/``-joined key path), as :attr:`leaves`.
     """
 
     kernels: list
@@ -39,6 +40,7 @@ class Layers(NamedTuple):
     treedef: Any
     limited: tuple
     ids: tuple
+    names: tuple = ()
 
 
 #: What runs under ``jax.jit``, ``jax.vmap``, ``jax.grad`` (named by :func:`traced_error`).
@@ -113,7 +115,8 @@ def selection(layers, where: str = "analyze"):
 def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = MAX_EVALS, max_N: int | None = MAX_N,
                 layers: LayerSelection = None, layouts: LayoutOverride = None,
                 scan_axis: ScanAxis = None, base=None, lora: str | None = None,
-                lora_scale: float | dict | None = None, where: str = "analyze", concrete: bool = True):
+                lora_scale: float | dict | None = None, pool: bool = True, where: str = "analyze",
+                concrete: bool = True):
     """The weight matrices of ``params`` as :func:`jaxww.analyze` reads them, and the
     leaves they are read from: the one place that decides, for ``analyze``, ``describe``,
     ``get_esd`` and ``diff_models``.
@@ -125,6 +128,8 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
     ``params`` (and ``base``) may be the path of a checkpoint: it is opened with
     :func:`jaxww.open_checkpoint` (its tensors stay on disk), or read whole by
     :func:`jaxww.load_params` when ``base`` or ``lora`` combine tensors.
+
+    ``pool=False`` reads one matrix per convolution tap (:func:`jaxww.reading.kernels.find_kernels`).
 
     ``concrete=False`` lets traced params through: training's plan
     (:func:`jaxww.training.plan.make_plan`, under ``jax.jit``) reads their names and shapes only.
@@ -152,7 +157,7 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
     find = functools.partial(_kernels.find_kernels, names, leaves, layouts=layouts,
                              min_evals=min_evals,
                              readings=_deltas.readings(_params.model_readings(params), skips, len(leaves)),
-                             scan_axis=scan_axis)
+                             scan_axis=scan_axis, pool=pool)
     rank = _params.model_order(params)
     every, skipped = find(max_evals=max_evals, max_N=max_N)
     every = sorted(every, key=lambda k: rank[k.leaf])   # stable: a leaf's kernels stay in order
@@ -169,7 +174,8 @@ def read_layers(params, *, min_evals: int = MIN_EVALS, max_evals: int | None = M
         kerns = every
     if bleaves is not None:
         leaves = _deltas.subtract(leaves, bleaves, {k.leaf for k in kerns})
-    return Layers(kerns, skipped, leaves, treedef, _limited(skipped, find), tuple(number[k.name] for k in kerns))
+    return Layers(kerns, skipped, leaves, treedef, _limited(skipped, find), tuple(number[k.name] for k in kerns),
+                  tuple(names))
 
 
 def _chosen(every, ids: set, names: set, where: str) -> list:

@@ -254,7 +254,7 @@ def test_diff_models_reads_with_every_reading_option_it_is_given(monkeypatch):
     tree = {"dense": {"kernel": gaussian(0, DENSE)}, "conv": {"kernel": gaussian(1, CONV)}}
     given = dict(min_evals=4, max_evals=10 ** 6, max_N=10 ** 6, layers="dense", layouts={"nothing": "dense"},
                  scan_axis=0, base={n: {"kernel": np.zeros_like(v["kernel"])} for n, v in tree.items()},
-                 lora_scale=2.0)
+                 lora_scale=2.0, pool=True)
     assert set(given) | {"lora"} == set(arguments.READING)
     d = jaxww.diff_models(tree, tree, mp_fit=True, **given)
     assert [r["name"] for r in d.rows] == ["dense/kernel"]
