@@ -154,6 +154,11 @@ def _analysis_options(an) -> None:
     an.add_argument("--mp-fit", action="store_true", help="add the Marchenko-Pastur fit columns")
     an.add_argument("--randomize", action="store_true", help="add the randomised-spectrum columns")
     an.add_argument("--detX", action="store_true", help="add the detX columns")
+    an.add_argument("--ERG", action="store_true", help="add the detX columns and num_ERG_spikes, ERG_gap")
+    an.add_argument("--vectors", action="store_true",
+                    help="add the localization columns of the singular vectors (vec_entropy, loc_ratio, part_ratio)")
+    an.add_argument("--no-pool", dest="pool", action="store_false",
+                    help="one row per convolution tap instead of one per kernel")
     an.add_argument("--seed", type=int, default=0, help="random seed of --randomize and --bootstrap (default 0)")
     an.add_argument("--plots", metavar="DIR", help="also save one ESD figure per layer and summary.png "
                     "(the model on one page) there (needs matplotlib)")
@@ -248,7 +253,8 @@ def _analyze(args) -> int:
     seeded = args.randomize or args.bootstrap > 0
     options = dict(_selection(args), precision=args.precision, memory_budget=args.memory_budget,
                    fix_fingers=args.fix_fingers, fit=args.fit, bootstrap=args.bootstrap,
-                   mp_fit=args.mp_fit, randomize=args.randomize, detX=args.detX,
+                   mp_fit=args.mp_fit, randomize=args.randomize, detX=args.detX, ERG=args.ERG,
+                   vectors=args.vectors, pool=args.pool,
                    key=jax.random.key(args.seed) if seeded else None,
                    plot=bool(args.plots), savefig=args.plots, progress=not args.quiet)
     report = analyze(params, **options)

@@ -145,7 +145,8 @@ def test_describe_formats_out_and_header(tmp_path, capsys):
 
 
 def test_optional_fits_reach_analyze(tmp_path, monkeypatch):
-    """--fix-fingers, --fit, --bootstrap with a key from --seed, as analyze's arguments."""
+    """--fix-fingers, --fit, --bootstrap with a key from --seed, --ERG, --vectors, --no-pool, as
+    analyze's arguments."""
     import jax
     import jaxww.analysis.analyze
 
@@ -159,6 +160,9 @@ def test_optional_fits_reach_analyze(tmp_path, monkeypatch):
     np.testing.assert_array_equal(jax.random.key_data(seen["key"]), jax.random.key_data(jax.random.key(3)))
     assert cli.main(["analyze", path, "--quiet"]) == 0
     assert (seen["fix_fingers"], seen["fit"], seen["bootstrap"], seen["key"]) == (None, "PL", 0, None)
+    assert (seen["ERG"], seen["vectors"], seen["pool"]) == (False, False, True)
+    assert cli.main(["analyze", path, "--quiet", "--ERG", "--vectors", "--no-pool"]) == 0
+    assert (seen["ERG"], seen["vectors"], seen["pool"]) == (True, True, False)
 
 
 def test_option_mistakes_exit_2(tmp_path, capsys):
