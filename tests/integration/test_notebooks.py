@@ -24,7 +24,7 @@ _spec.loader.exec_module(run)
 
 nbformat = pytest.importorskip("nbformat")
 NOTEBOOKS = run.notebooks()
-EXPECTED = ["01_quickstart", "02_alpha_in_training", "03_scale", "04_htsr_phenomena"]
+EXPECTED = ["01_quickstart", "02_alpha_in_training", "03_scale", "04_htsr_phenomena", "05_batch_size"]
 
 
 def _read(path):
