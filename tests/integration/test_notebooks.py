@@ -31,7 +31,7 @@ def _read(path):
     return nbformat.read(str(path), as_version=4)
 
 
-def test_the_four_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
