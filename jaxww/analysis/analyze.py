@@ -24,6 +24,7 @@ from jaxww.report import plots
 from jaxww.report.columns import COLUMNS
 from jaxww.report.report import Report
 from jaxww.analysis import arguments, eigenvalues, fitting, rows
+from jaxww.analysis import farms as _farms
 from jaxww.analysis import optional as _optional
 from jaxww.analysis import progress as _progress
 from jaxww.analysis import randomize as _randomize
@@ -51,6 +52,7 @@ def analyze(
     mp_fit: bool = False,
     randomize: bool = False,
     detX: bool = False,
+    farms=False,
     plot: bool = False,
     savefig: str | None = None,
     base=None,
@@ -103,6 +105,12 @@ def analyze(
       randomize: add the randomised spectra and traps (:mod:`jaxww.analysis.randomize`);
         needs ``key``.
       detX: add ``detX_num``, ``detX_val``, ``detX_val_unrescaled`` (:mod:`jaxww.fit.detx`).
+      farms: add ``alpha_farms``, ``xmin_farms``, ``D_farms``, ``num_pl_spikes_farms``,
+        ``num_evals_farms``: the fit (the rule of ``alpha``) of the eigenvalues of the
+        matrix's fixed-aspect-ratio windows (FARMS, :mod:`jaxww.fit.farms`). ``True`` for
+        the paper's LLM setting (2000-row square windows on a 15 x 15 grid), or the knobs
+        as a dict or :class:`jaxww.Farms` (``farms={"window": 256, "grid": 8}``). The
+        paper's ``alpha_peak`` with FARMS: ``farms=True, fix_fingers="xmin_peak"``.
       plot: draw one figure of the ESD per layer (:mod:`jaxww.report.plots`, needs matplotlib).
         In a Jupyter notebook (IPython with a kernel) they are shown inline, and saved
         only when ``savefig`` is given; elsewhere they are saved as PNG files into
@@ -149,7 +157,7 @@ def analyze(
     given = arguments.given(analyze, args)
     _spectra.check_precision_name(precision)
     opts = _optional.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
-                           mp_fit=mp_fit, randomize=randomize, detX=detX)
+                           mp_fit=mp_fit, randomize=randomize, detX=detX, farms=farms)
     budget = _budget.parse_budget(memory_budget)
     report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     read = read_layers(params, **arguments.reading(args))
@@ -162,6 +170,9 @@ def analyze(
             spectra = eigenvalues.compute(read.kernels, read.leaves, devices, run)
             groups = _streaming.fitting(read.kernels, devices, budget, precision)(fitting.fit_parts)(
                 read.kernels, spectra.evals, read.leaves, devices, xmin_max, run)
+            if opts.farms is not None:
+                groups = _farms.add(groups, _farms.columns(read.kernels, read.leaves, devices, opts.farms,
+                                                           opts.fix_fingers, xmin_max, precision, budget))
         notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
                     f"{_progress.human_bytes(b)}" for i, (n, b) in spectra.alone.items()}
         out = rows.assemble(read.kernels, read.ids, groups, opts, notes)
