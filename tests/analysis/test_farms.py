@@ -36,6 +36,7 @@ def test_columns_are_the_fit_of_farms_esd():
     # a 3 x 3 convolution: 9 taps of 40 x 24, each 24 x 24 windows at 4 x 1 positions
     assert conv["num_evals_farms"] == 9 * 4 * 24 and np.isfinite(conv["alpha_farms"])
     assert dense["reason"] == "" and report.options["farms"] == KNOBS
+    assert jaxww.analyze({"w": W}, farms=jaxww.Farms(**KNOBS)).options["farms"] == {**KNOBS, "ratio": 1.0}
     assert "alpha_farms" not in jaxww.analyze(params).columns
 
 
