@@ -18,6 +18,8 @@ from jaxww.fit.bootstrap import PowerLawTest as PowerLawTest
 from jaxww.fit.bootstrap import bootstrap_power_law as bootstrap_power_law
 from jaxww.fit.distributions import Comparison as Comparison
 from jaxww.fit.distributions import compare_distributions as compare_distributions
+from jaxww.fit.farms import Farms as Farms
+from jaxww.fit.farms import farms_esd as farms_esd
 from jaxww.fit.fingers import FingerFit as FingerFit
 from jaxww.fit.fingers import fit_fingers as fit_fingers
 from jaxww.fit.metrics import SpectralMetrics as SpectralMetrics

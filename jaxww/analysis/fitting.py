@@ -93,7 +93,7 @@ def fit_parts(kerns, evals, leaves, devices, xmin_max, run: Run) -> list[FitGrou
     Args:
       kerns, leaves: from :func:`jaxww.reading.layers.read_layers`.
       evals: each kernel's descending spectrum ``(rf, M)``.
-      devices: where to fit (the default analysis on a CPU device: on the host).
+      devices: where to fit (the default analysis on a CPU device, ``farms`` or not: on the host).
       xmin_max: the bound on ``xmin`` (None: none).
       run: :class:`jaxww.analysis.run.Run`.
 
@@ -104,7 +104,7 @@ def fit_parts(kerns, evals, leaves, devices, xmin_max, run: Run) -> list[FitGrou
     results, dispatched = [], []
     for part, dev in zip(_placement.split(kerns, len(devices)), devices):
         sub, ev = [kerns[i] for i in part], [evals[i] for i in part]
-        if not _placement.on_device(dev) and run.opts == _optional.Options():
+        if not _placement.on_device(dev) and run.opts._replace(farms=None) == _optional.Options():
             out = host_fit(ev, sub, bound, run.tracker)        # NumPy, nothing compiled
         else:
             out = fit_part(sub, ev, leaves, dev, bound, part, run)

@@ -24,6 +24,7 @@ option             columns added (the fit columns change as said)              m
                    ``num_traps``, ``trap_indices``, ``rand_sigma_mp``,
                    ``rand_bulk_max``
 ``detX``           ``detX_num``, ``detX_val``, ``detX_val_unrescaled``            jaxww.fit.detx
+<<<<<<< HEAD
 ``ERG``            implies ``detX``; ``num_ERG_spikes`` (= ``detX_num``),          jaxww.fit.detx
                    ``ERG_gap`` (= ``detX_num - num_pl_spikes``; NaN when the
                    power-law fit failed)
@@ -32,6 +33,11 @@ option             columns added (the fit columns change as said)              m
 ``vectors``        ``{bulk,tail}_{mean,var}_{vec_entropy,loc_ratio,part_ratio}``  jaxww.analysis.vectors
                    (eigenvectors: the one option that decomposes the matrices
                    again; added by ``analyze`` after the others)
+=======
+``farms``          ``alpha_farms``, ``xmin_farms``, ``D_farms``,                 jaxww.analysis.farms
+                   ``num_pl_spikes_farms``, ``num_evals_farms`` (the fit of
+                   the fixed-aspect-ratio windows' eigenvalues)
+>>>>>>> wt-farms
 =================  ==========================================================  ==================
 
 A column that cannot be computed is NaN (counts: -1; ``trap_indices``: ``()``) and the
@@ -53,15 +59,21 @@ from jaxww.fit import detx as _detx
 from jaxww.fit import fingers as _fingers
 from jaxww.fit import mp as _mp
 from jaxww.fit import scan as _scan
+from jaxww.analysis import farms as _farms
 from jaxww.analysis import randomize as _randomize
+from jaxww.fit.farms import Farms, check as _check_farms
 from jaxww.fit import tpl as _tpl
 
 _FINGER_COLUMNS = ("num_fingers", "raw_alpha")
 _TPL_COLUMNS = ("Lambda", "tpl_loglik", "pl_loglik")
 _BOOTSTRAP_COLUMNS = ("pl_p_value", "alpha_ci_low", "alpha_ci_high")
 _RAND_COLUMNS = _randomize.COLUMNS + ("rand_sigma_mp", "rand_bulk_max")
+<<<<<<< HEAD
 _ERG_COLUMNS = ("num_ERG_spikes", "ERG_gap")
 _COUNTS = {"num_fingers", "num_spikes", "num_traps", "detX_num", "num_ERG_spikes", "slice_id"}
+=======
+_COUNTS = {"num_fingers", "num_spikes", "num_traps", "detX_num", *_farms.COUNTS}
+>>>>>>> wt-farms
 
 
 class Options(NamedTuple):
@@ -73,14 +85,19 @@ class Options(NamedTuple):
     mp_fit: bool = False
     randomize: bool = False
     detX: bool = False
+<<<<<<< HEAD
     ERG: bool = False
     pool: bool = True
+=======
+    farms: Farms | None = None
+>>>>>>> wt-farms
 
     @property
     def columns(self) -> tuple:
         """The columns these options add to the report, in order."""
         return (_FINGER_COLUMNS * (self.fix_fingers == "clip_xmax") + _TPL_COLUMNS * (self.fit != "PL")
                 + _BOOTSTRAP_COLUMNS * bool(self.bootstrap) + _mp.COLUMNS * self.mp_fit + _RAND_COLUMNS * self.randomize
+<<<<<<< HEAD
                 + _detx.COLUMNS * self.detX + _ERG_COLUMNS * self.ERG + ("slice_id",) * (not self.pool))
 
 
@@ -90,6 +107,17 @@ def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, ra
 
     ``fit="E_TPL"`` implies ``fix_fingers="xmin_peak"``; ``ERG=True`` implies ``detX=True``
     (weightwatcher 0.7.7's alias). ``key`` (needed by
+=======
+                + _detx.COLUMNS * self.detX + _farms.COLUMNS * (self.farms is not None))
+
+
+def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, randomize=False,
+          detX=False, farms=False) -> Options:
+    """Validate analyze's options; a ValueError lists the choices or names what is missing.
+
+    ``fit="E_TPL"`` implies ``fix_fingers="xmin_peak"``; ``farms``: a bool, a dict of the
+    knobs of :class:`jaxww.Farms` or one (:func:`jaxww.fit.farms.check`). ``key`` (needed by
+>>>>>>> wt-farms
     ``bootstrap`` and ``randomize``) is checked, not kept: it is not static.
 
     Example:
@@ -113,7 +141,11 @@ def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, ra
                 (key.dtype == np.uint32 and key.shape == (2,))):
             raise ValueError(f"key must be a PRNG key (jax.random.key(seed)), got {key.dtype} {key.shape}")
     return Options("xmin_peak" if fit == "E_TPL" else fix_fingers, fit, num,
+<<<<<<< HEAD
                    bool(mp_fit), bool(randomize), bool(detX or ERG), bool(ERG), bool(pool))
+=======
+                   bool(mp_fit), bool(randomize), bool(detX), _check_farms(farms))
+>>>>>>> wt-farms
 
 
 def random_spectra(key, leaves, kerns, specs, groups, precision):
@@ -207,6 +239,8 @@ def row(opts: Options, values: dict, r: int, num_evals: int, fit_ok: bool, finit
     if finite and opts.mp_fit:
         reasons.append(_mp.reason(num_evals, float(values["sigma_mp"][r])))
         blank |= set(_mp.COLUMNS) if reasons[-1] else set()
+    if finite and opts.farms is not None:
+        reasons.append(_farms.reason(values, r))
     if finite and opts.randomize:
         reasons.append(_mp.reason(num_evals, float(values["rand_sigma_mp"][r])).replace("mp_fit", "randomize"))
         blank |= {"num_traps", "trap_indices", "rand_sigma_mp", "rand_bulk_max"} if reasons[-1] else set()

@@ -20,7 +20,8 @@ SUFFIXES = (".csv", ".json", ".html")
 
 
 def json_value(v):
-    """``v`` as JSON takes it: NaN/inf -> None, tuples -> lists, NumPy scalars -> Python.
+    """``v`` as JSON takes it: NaN/inf -> None, named tuples (``jaxww.Farms``) -> dicts, tuples
+    -> lists, NumPy scalars -> Python.
 
     Example:
       >>> json_value(float("nan")), json_value((3, 4))
@@ -28,6 +29,8 @@ def json_value(v):
     """
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if isinstance(v, tuple) and hasattr(v, "_asdict"):
+        return json_value(dict(v._asdict()))
     if isinstance(v, tuple):
         return [json_value(x) for x in v]
     if isinstance(v, dict):
