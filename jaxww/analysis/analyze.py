@@ -54,12 +54,9 @@ def analyze(
     mp_fit: bool = False,
     randomize: bool = False,
     detX: bool = False,
-<<<<<<< HEAD
     ERG: bool = False,
     vectors: bool = False,
-=======
     farms=False,
->>>>>>> wt-farms
     plot: bool = False,
     savefig: str | None = None,
     base=None,
@@ -116,20 +113,17 @@ def analyze(
       randomize: add the randomised spectra and traps (:mod:`jaxww.analysis.randomize`);
         needs ``key``.
       detX: add ``detX_num``, ``detX_val``, ``detX_val_unrescaled`` (:mod:`jaxww.fit.detx`).
-<<<<<<< HEAD
       ERG: weightwatcher's alias of ``detX=True`` that also adds ``num_ERG_spikes``
         (``detX_num``) and ``ERG_gap`` (``detX_num - num_pl_spikes``).
       vectors: add the localization of the singular vectors, bulk and tail
         (weightwatcher's 12 columns, :mod:`jaxww.analysis.vectors`): an eigendecomposition
         of each matrix, batched per shape.
-=======
       farms: add ``alpha_farms``, ``xmin_farms``, ``D_farms``, ``num_pl_spikes_farms``,
         ``num_evals_farms``: the fit (the rule of ``alpha``) of the eigenvalues of the
         matrix's fixed-aspect-ratio windows (FARMS, :mod:`jaxww.fit.farms`). ``True`` for
         the paper's LLM setting (2000-row square windows on a 15 x 15 grid), or the knobs
         as a dict or :class:`jaxww.Farms` (``farms={"window": 256, "grid": 8}``). The
         paper's ``alpha_peak`` with FARMS: ``farms=True, fix_fingers="xmin_peak"``.
->>>>>>> wt-farms
       plot: draw one figure of the ESD per layer (:mod:`jaxww.report.plots`, needs matplotlib).
         In a Jupyter notebook (IPython with a kernel) they are shown inline, and saved
         only when ``savefig`` is given; elsewhere they are saved as PNG files into
@@ -176,11 +170,8 @@ def analyze(
     given = arguments.given(analyze, args)
     _spectra.check_precision_name(precision)
     opts = _optional.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
-<<<<<<< HEAD
-                           mp_fit=mp_fit, randomize=randomize, detX=detX, ERG=ERG, pool=pool)
-=======
-                           mp_fit=mp_fit, randomize=randomize, detX=detX, farms=farms)
->>>>>>> wt-farms
+                           mp_fit=mp_fit, randomize=randomize, detX=detX, ERG=ERG, pool=pool,
+                           farms=farms)
     budget = _budget.parse_budget(memory_budget)
     report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     read = read_layers(params, **arguments.reading(args))
@@ -193,16 +184,11 @@ def analyze(
             spectra = eigenvalues.compute(read.kernels, read.leaves, devices, run)
             groups = _streaming.fitting(read.kernels, devices, budget, precision)(fitting.fit_parts)(
                 read.kernels, spectra.evals, read.leaves, devices, xmin_max, run)
-<<<<<<< HEAD
-        notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the {label} "
-                    f"{_progress.human_bytes(b)}" for i, (n, b, label) in spectra.alone.items()}
-=======
             if opts.farms is not None:
                 groups = _farms.add(groups, _farms.columns(read.kernels, read.leaves, devices, opts.farms,
                                                            opts.fix_fingers, xmin_max, precision, budget))
-        notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the memory budget "
-                    f"{_progress.human_bytes(b)}" for i, (n, b) in spectra.alone.items()}
->>>>>>> wt-farms
+        notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the {label} "
+                    f"{_progress.human_bytes(b)}" for i, (n, b, label) in spectra.alone.items()}
         out = rows.assemble(read.kernels, read.ids, groups, opts, notes)
         if vectors:
             with _spectra.precision_scope(precision):

@@ -24,7 +24,6 @@ option             columns added (the fit columns change as said)              m
                    ``num_traps``, ``trap_indices``, ``rand_sigma_mp``,
                    ``rand_bulk_max``
 ``detX``           ``detX_num``, ``detX_val``, ``detX_val_unrescaled``            jaxww.fit.detx
-<<<<<<< HEAD
 ``ERG``            implies ``detX``; ``num_ERG_spikes`` (= ``detX_num``),          jaxww.fit.detx
                    ``ERG_gap`` (= ``detX_num - num_pl_spikes``; NaN when the
                    power-law fit failed)
@@ -33,11 +32,9 @@ option             columns added (the fit columns change as said)              m
 ``vectors``        ``{bulk,tail}_{mean,var}_{vec_entropy,loc_ratio,part_ratio}``  jaxww.analysis.vectors
                    (eigenvectors: the one option that decomposes the matrices
                    again; added by ``analyze`` after the others)
-=======
 ``farms``          ``alpha_farms``, ``xmin_farms``, ``D_farms``,                 jaxww.analysis.farms
                    ``num_pl_spikes_farms``, ``num_evals_farms`` (the fit of
                    the fixed-aspect-ratio windows' eigenvalues)
->>>>>>> wt-farms
 =================  ==========================================================  ==================
 
 A column that cannot be computed is NaN (counts: -1; ``trap_indices``: ``()``) and the
@@ -68,12 +65,8 @@ _FINGER_COLUMNS = ("num_fingers", "raw_alpha")
 _TPL_COLUMNS = ("Lambda", "tpl_loglik", "pl_loglik")
 _BOOTSTRAP_COLUMNS = ("pl_p_value", "alpha_ci_low", "alpha_ci_high")
 _RAND_COLUMNS = _randomize.COLUMNS + ("rand_sigma_mp", "rand_bulk_max")
-<<<<<<< HEAD
 _ERG_COLUMNS = ("num_ERG_spikes", "ERG_gap")
-_COUNTS = {"num_fingers", "num_spikes", "num_traps", "detX_num", "num_ERG_spikes", "slice_id"}
-=======
-_COUNTS = {"num_fingers", "num_spikes", "num_traps", "detX_num", *_farms.COUNTS}
->>>>>>> wt-farms
+_COUNTS = {"num_fingers", "num_spikes", "num_traps", "detX_num", "num_ERG_spikes", "slice_id", *_farms.COUNTS}
 
 
 class Options(NamedTuple):
@@ -85,39 +78,26 @@ class Options(NamedTuple):
     mp_fit: bool = False
     randomize: bool = False
     detX: bool = False
-<<<<<<< HEAD
     ERG: bool = False
     pool: bool = True
-=======
     farms: Farms | None = None
->>>>>>> wt-farms
 
     @property
     def columns(self) -> tuple:
         """The columns these options add to the report, in order."""
         return (_FINGER_COLUMNS * (self.fix_fingers == "clip_xmax") + _TPL_COLUMNS * (self.fit != "PL")
                 + _BOOTSTRAP_COLUMNS * bool(self.bootstrap) + _mp.COLUMNS * self.mp_fit + _RAND_COLUMNS * self.randomize
-<<<<<<< HEAD
-                + _detx.COLUMNS * self.detX + _ERG_COLUMNS * self.ERG + ("slice_id",) * (not self.pool))
+                + _detx.COLUMNS * self.detX + _ERG_COLUMNS * self.ERG + ("slice_id",) * (not self.pool)
+                + _farms.COLUMNS * (self.farms is not None))
 
 
 def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, randomize=False,
-          detX=False, ERG=False, pool=True) -> Options:
+          detX=False, ERG=False, pool=True, farms=False) -> Options:
     """Validate analyze's options; a ValueError lists the choices or names what is missing.
 
     ``fit="E_TPL"`` implies ``fix_fingers="xmin_peak"``; ``ERG=True`` implies ``detX=True``
-    (weightwatcher 0.7.7's alias). ``key`` (needed by
-=======
-                + _detx.COLUMNS * self.detX + _farms.COLUMNS * (self.farms is not None))
-
-
-def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, randomize=False,
-          detX=False, farms=False) -> Options:
-    """Validate analyze's options; a ValueError lists the choices or names what is missing.
-
-    ``fit="E_TPL"`` implies ``fix_fingers="xmin_peak"``; ``farms``: a bool, a dict of the
-    knobs of :class:`jaxww.Farms` or one (:func:`jaxww.fit.farms.check`). ``key`` (needed by
->>>>>>> wt-farms
+    (weightwatcher 0.7.7's alias); ``farms``: a bool, a dict of the knobs of
+    :class:`jaxww.Farms` or one (:func:`jaxww.fit.farms.check`). ``key`` (needed by
     ``bootstrap`` and ``randomize``) is checked, not kept: it is not static.
 
     Example:
@@ -141,11 +121,8 @@ def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, ra
                 (key.dtype == np.uint32 and key.shape == (2,))):
             raise ValueError(f"key must be a PRNG key (jax.random.key(seed)), got {key.dtype} {key.shape}")
     return Options("xmin_peak" if fit == "E_TPL" else fix_fingers, fit, num,
-<<<<<<< HEAD
-                   bool(mp_fit), bool(randomize), bool(detX or ERG), bool(ERG), bool(pool))
-=======
-                   bool(mp_fit), bool(randomize), bool(detX), _check_farms(farms))
->>>>>>> wt-farms
+                   bool(mp_fit), bool(randomize), bool(detX or ERG), bool(ERG), bool(pool),
+                   _check_farms(farms))
 
 
 def random_spectra(key, leaves, kerns, specs, groups, precision):
