@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import jaxww
 from conftest import EPS32, log_sum_rtol, pl_alpha_rtol, pl_fit_tols, ulps
 from jaxww.fit import tail as _tail
-from jaxww.fit import scan
+from jaxww.fit import runs, scan
 
 PAD = 48  # every hypothesis spectrum is zero-padded to this length: one compilation
 
@@ -256,7 +256,7 @@ def test_host_fit_equals_the_jax_fit_float32(n):
     rng = np.random.default_rng(n)
     x = np.concatenate([pareto(2.5, n, seed=n), np.zeros(310 - n)]).astype(np.float32)  # one shape
     batch = np.stack([x, rng.permutation(x), np.full_like(x, 3.0), np.where(x > 2, x, 0)])
-    assert_same_fit(scan.fit_host(batch), jaxww.fit_power_law(batch), 1e-5)
+    assert_same_fit(scan.fit_host(batch), jax.jit(jaxww.fit_power_law)(batch), 1e-5)
 
 
 @pytest.mark.parametrize("values, status", [
@@ -268,12 +268,14 @@ def test_host_fit_failures(values, status):
     assert int(fit.status[0]) == status and np.isnan(fit.alpha[0]) and fit.num_pl_spikes[0] == 0
 
 
-def test_host_scan_chunks_do_not_change_the_result():
-    x = np.stack([pareto(2.0, 90, seed=1), np.concatenate([pareto(3.0, 40, seed=2), np.zeros(50)])])
-    _, logx, k = _tail.prepare(x, _tail.EVALS_THRESH, np)
-    whole = _tail.candidates_host(logx, k, chunk_elements=1 << 30)
+@pytest.mark.parametrize("distinct", [False, True])
+def test_host_scan_chunks_do_not_change_the_result(distinct):
+    x = np.stack([pareto(2.0, 90, seed=1), np.concatenate([pareto(3.0, 40, seed=2), np.zeros(50)]),
+                  np.round(pareto(2.0, 90, seed=3), 1)])   # ties
+    xs, logx, k = _tail.prepare(x, _tail.EVALS_THRESH, np)
+    whole = runs.candidates_host(xs, logx, k, distinct=distinct, chunk_elements=1 << 30)
     for c in (1, 7, 500):
-        for a, b in zip(_tail.candidates_host(logx, k, chunk_elements=c), whole):
+        for a, b in zip(runs.candidates_host(xs, logx, k, distinct=distinct, chunk_elements=c), whole):
             np.testing.assert_allclose(a, b, rtol=1e-13)   # sums over other column ranges
 
 
