@@ -21,8 +21,9 @@ import numpy as np
 
 from jaxww.fit.tail import alpha_from_sum, fitted_cdf, ks_gap, run_starts, small_sample, valid_candidates
 
-#: Elements of the (rows x candidates x runs) work arrays evaluated at once.
-CHUNK_ELEMENTS = 1 << 16
+#: Bytes of each (rows x candidates x runs) work array evaluated at once: 128 KiB, so
+#: that the chunk's temporaries stay in the cache (measured 2x faster than 512 KiB).
+CHUNK_BYTES = 1 << 17
 
 
 def _runs(xs, logx, k):
@@ -71,7 +72,7 @@ def _score(logv, count, first, k, small, ci, cr, lo, alpha_max, ties):
     return alpha, ks_gap(cdf, low, high if ties else low, np).max(axis=-1), usable
 
 
-def candidates_host(xs, logx, k, alpha_max=np.inf, distinct=False, chunk_elements=CHUNK_ELEMENTS):
+def candidates_host(xs, logx, k, alpha_max=np.inf, distinct=False, chunk_elements=None):
     """:func:`jaxww.fit.tail.candidates` in NumPy for a ``(B, n)`` batch, over runs.
 
     Args:
@@ -79,8 +80,9 @@ def candidates_host(xs, logx, k, alpha_max=np.inf, distinct=False, chunk_element
       alpha_max: exponents at or above this are unusable.
       distinct: Clauset's rule (one candidate per distinct value, no small-sample
         variant) instead of weightwatcher's (every sorted position).
-      chunk_elements: about this many work values at once; a chunk reads only the runs
-        from its first candidate's on (the triangle of the scan).
+      chunk_elements: about this many work values at once (None: ``CHUNK_BYTES`` of
+        them); a chunk reads only the runs from its first candidate's on (the triangle
+        of the scan).
 
     Returns:
       ``(alpha, D, usable, valid)``, each ``(B, n)`` over positions (NaN and False at the
@@ -88,6 +90,7 @@ def candidates_host(xs, logx, k, alpha_max=np.inf, distinct=False, chunk_element
     """
     B, n = xs.shape
     k = np.asarray(k)
+    chunk_elements = chunk_elements or CHUNK_BYTES // logx.itemsize
     logv, count, first, run_of, num = _runs(xs, logx, k)
     real = np.arange(first.shape[1]) < num[:, None]
     only = run_starts(xs, np) if distinct else None
