@@ -51,7 +51,7 @@ def _host_input(evals, xmin_max):
 
 def _fit_traced(evals, xmin_max, thresh, candidates):
     """The jitted fit; warns when a float64 input becomes float32 on the way in."""
-    if (not isinstance(evals, jax.Array) and np.result_type(evals) == np.float64
+    if (not isinstance(evals, jax.Array) and np.asarray(evals).dtype == np.float64
             and not jax.config.jax_enable_x64):
         warnings.warn("fit_power_law: float64 eigenvalues are fitted in float32 under a traced "
                       "xmin_max; pass a concrete xmin_max or set jax_enable_x64 to keep float64",
