@@ -119,7 +119,7 @@ def main():
         print("the powerlaw package is not installed (pip install powerlaw): its data sets "
               "are what this bench fits; nothing to do")
         return
-    print(f"data: {where}; jaxww candidates={args.candidates!r}; times in s, one call each")
+    print(f"data: {where}; jaxww candidates={args.candidates!r}; times in s")
     print(f"best of {args.repeat} calls for jaxww (first call apart) and the plain scan, one for powerlaw")
     print("| data set | n | distinct | Clauset xmin / alpha / n_tail | jaxww | powerlaw | plain = jaxww "
           "| jaxww 1st s | jaxww s | plain NumPy s | powerlaw s | jaxww / plain | jaxww / powerlaw |")
