@@ -567,3 +567,11 @@ def test_clauset_table_6_1_tied_data_sets(name):
     assert float(fit.xmin) == xmin and int(fit.n_tail) == n_tail
     digits = len(str(alpha).split(".")[1])
     assert round(float(fit.alpha), digits) == alpha
+
+
+def test_float64_fitted_as_float32_under_a_traced_bound_warns():
+    """The one way float64 still reaches the float32 JAX scan: a traced ``xmin_max``."""
+    x = pareto(2.5, 50, seed=10)
+    with pytest.warns(UserWarning, match="fitted in float32 under a traced xmin_max"):
+        fit = jax.jit(lambda b: jaxww.fit_power_law(x, xmin_max=b))(2.0)
+    assert fit.alpha.dtype == jnp.float32 and float(fit.xmin) <= 2.0
