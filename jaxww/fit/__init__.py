@@ -7,6 +7,8 @@ One job per module, listed in import order (each imports only those above it, an
   keep and sort (``prepare``), score every candidate ``xmin`` (``candidates``), pick
   the winner, the maximum-likelihood exponent; the ``FIT_*`` status codes; the
   differentiable training-time estimates built on it (``TailSpec``, ``estimate``).
+* :mod:`~jaxww.fit.runs` -- the host scan in NumPy over runs of tied values
+  (``candidates_host``).
 * :mod:`~jaxww.fit.batching` -- spectra with leading batch axes: ``as_spectra`` checks
   the input, ``map_spectra`` runs a ``(B, n)`` function and reshapes back.
 * :mod:`~jaxww.fit.scan` -- the exact scan of a ``(B, n)`` batch (``PowerLawFit``):

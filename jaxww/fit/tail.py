@@ -19,11 +19,15 @@ with ``n_i = k - i`` the tail size and ``c = 1`` for the small-sample estimator
 result is missing.
 
 The functions that take ``xp`` are written once for ``jax.numpy`` (the default: the
-jitted, vmapped, differentiable fit) and ``numpy`` (the host fit of ``analyze`` on the
-CPU, :func:`jaxww.fit.scan.fit_host`, which compiles nothing); with ``numpy`` they take
-leading batch axes. :func:`candidates` (``jax.lax.map`` over chunks) and
-:func:`candidates_host` (a loop over chunks of the triangle) drive the same
-:func:`_candidate_chunk`.
+jitted, vmapped, differentiable fit) and ``numpy`` (the host fit,
+:func:`jaxww.fit.scan.fit_host`, which compiles nothing); with ``numpy`` they take
+leading batch axes. The scan's formulas are :func:`alpha_from_sum`,
+:func:`fitted_cdf` and :func:`ks_gap`, used by :func:`candidates` (``jax.lax.map`` over chunks of positions)
+and by the host scan over runs of tied values (:mod:`jaxww.fit.runs`).
+
+Two candidate rules: weightwatcher's (every sorted position but the last a candidate,
+so with ties a tail may start inside a run of equal values) and Clauset's ``plfit.m``
+(each distinct value a candidate, its tail every value ``>=`` it: ``only=run_starts``).
 """
 
 from __future__ import annotations
@@ -114,13 +118,37 @@ def mle_alpha(logx, k, i, small, alpha_max=np.inf, xp=jnp):
     return alpha, ok & (alpha > 1.0) & (alpha < alpha_max)
 
 
+def alpha_from_sum(s, n_i, small, alpha_max=np.inf, xp=jnp):
+    """The scan's exponent ``1 + (n_i - small) / s`` of a tail of ``n_i`` values whose
+    log-spread is ``s = sum ln(x_j / xmin)``, and whether it is usable (``s`` positive,
+    ``1 < alpha < alpha_max``). A degenerate tail gets a safe denominator (no inf or NaN).
+    """
+    dt = s.dtype
+    positive = s > xp.where(small, xp.asarray(1e-12, dt), xp.asarray(0.0, dt))
+    alpha = 1.0 + (n_i - xp.asarray(small).astype(dt)) / xp.where(positive, s, 1.0)
+    return alpha, positive & (alpha > 1.0) & (alpha < alpha_max)
+
+
+def fitted_cdf(alpha, d, xp=jnp):
+    """The power law's CDF ``1 - (x / xmin)**(1 - alpha)`` at ``d = ln(x / xmin)``."""
+    return 1.0 - xp.exp((1.0 - alpha) * d)
+
+
+def ks_gap(cdf, low, high, xp=jnp):
+    """The KS gap at a value whose fitted CDF is ``cdf`` and whose empirical CDF
+    (``rank / n_i`` at the value of ``rank`` in the tail, Clauset's ``(0:n-1)/n``) runs
+    from ``low`` to ``high`` over its tied copies: ``max(cdf - low, high - cdf)``, the
+    larger ``|cdf - ecdf|`` over them (``|cdf - low|`` exactly when ``low == high``)."""
+    return xp.maximum(cdf - low, high - cdf)
+
+
 def _candidate_chunk(logx, k, starts, small, alpha_max, xp=jnp):
     """``alpha_i``, ``D_i`` and usability of the candidate indices ``starts`` (a chunk).
 
     ``logx`` ``(..., n)``, ``k`` and ``small`` of its leading shape, ``starts``
-    ``(c,)``; the results are ``(..., c)``. Every formula of the scan is here, once.
-    Differentiable: a degenerate tail (``sum ln(x_j / x_i) == 0``, alpha infinite) is
-    marked unusable and computed with a safe denominator, so no inf or NaN appears.
+    ``(c,)``; the results are ``(..., c)``. The scan's formulas are :func:`alpha_from_sum`
+    and :func:`ks_gap` (with :func:`fitted_cdf`). Differentiable: a degenerate tail (``sum ln(x_j / x_i) == 0``,
+    alpha infinite) is marked unusable and computed with a safe denominator.
     """
     n = logx.shape[-1]
     dt = logx.dtype
@@ -128,27 +156,44 @@ def _candidate_chunk(logx, k, starts, small, alpha_max, xp=jnp):
     k, small = xp.asarray(k)[..., None], xp.asarray(small)[..., None]
     tail = (j >= starts[:, None]) & (j < k[..., None])
     d = xp.where(tail, logx[..., None, :] - logx[..., xp.minimum(starts, n - 1)][..., None], 0.0)
-    s = d.sum(axis=-1)
     n_i = xp.maximum(k - starts, 1).astype(dt)
-    positive = s > xp.where(small, xp.asarray(1e-12, dt), xp.asarray(0.0, dt))
-    alpha = 1.0 + (n_i - small.astype(dt)) / xp.where(positive, s, 1.0)
-    usable = positive & (alpha > 1.0) & (alpha < alpha_max)
+    alpha, usable = alpha_from_sum(d.sum(axis=-1), n_i, small, alpha_max, xp)
     a = xp.where(usable, alpha, 2.0)
-    cdf_fit = 1.0 - xp.exp((1.0 - a)[..., None] * d)
-    cdf_emp = (j - starts[:, None]).astype(dt) / n_i[..., None]
-    D = xp.max(xp.where(tail, xp.abs(cdf_fit - cdf_emp), 0.0), axis=-1)
+    ecdf = (j - starts[:, None]).astype(dt) / n_i[..., None]
+    gap = ks_gap(fitted_cdf(a[..., None], d, xp), ecdf, ecdf, xp)
+    D = xp.max(xp.where(tail, gap, 0.0), axis=-1)
     return alpha, D, usable
 
 
-def _valid(usable, k, xp=jnp):
-    """``(usable, valid)`` of :func:`candidates` from the chunks' usability ``(..., n)``."""
+def run_starts(xs, xp=jnp):
+    """Where each run of equal values of ascending ``xs`` (``(..., n)``) starts: the
+    candidates of Clauset's rule (one per distinct value)."""
+    first = xp.ones(xs.shape[:-1] + (1,), bool)
+    return xp.concatenate([first, xs[..., 1:] != xs[..., :-1]], axis=-1)
+
+
+def small_sample(k, only):
+    """Whether the small-sample variant applies: fewer than ``SMALL_N`` kept values under
+    weightwatcher's rule (``only`` None); never under Clauset's (``plfit.m`` has none)."""
+    return (k < SMALL_N) if only is None else (k < 0)
+
+
+def valid_candidates(usable, k, only=None, xp=jnp):
+    """``(usable, valid)`` of :func:`candidates` from the chunks' usability ``(..., n)``.
+
+    ``only``: None (every sorted position, small samples' tails of at least
+    ``SMALL_N_MIN_TAIL`` values) or the mask of the allowed candidates (no minimum tail).
+    """
     j = xp.arange(usable.shape[-1])
     k = xp.asarray(k)[..., None]
     usable = usable & (j < k - 1)
+    if only is not None:
+        usable = usable & only
+        return usable, usable
     return usable, usable & xp.where(k < SMALL_N, k - j >= SMALL_N_MIN_TAIL, True)
 
 
-def candidates(logx, k, chunk, alpha_max=np.inf):
+def candidates(logx, k, chunk, alpha_max=np.inf, only=None):
     """The exact KS scan: every candidate's exponent, distance and validity.
 
     Args:
@@ -157,50 +202,24 @@ def candidates(logx, k, chunk, alpha_max=np.inf):
       chunk: candidates evaluated at once (static), bounding memory to ``chunk * n``.
       alpha_max: exponents at or above this are unusable (the training-time
         estimators reject numerically flat tails; the fit keeps every finite one).
+      only: None (weightwatcher's rule: every sorted position a candidate) or a
+        ``(n,)`` mask of the allowed candidates (Clauset's rule: :func:`run_starts`;
+        no small-sample variant).
 
     Returns:
       ``(alpha, D, usable, valid)``, each ``(n,)``: ``usable`` candidates have a
       finite exponent > 1 and a tail of at least two values; ``valid`` ones may win
       the scan (small samples: tails of at least ``SMALL_N_MIN_TAIL`` values).
-      Differentiable with respect to ``logx``. :func:`candidates_host` is the same
-      scan in NumPy.
+      Differentiable with respect to ``logx``. :func:`jaxww.fit.runs.candidates_host`
+      is the same scan in NumPy.
     """
     n = logx.shape[0]
-    small = k < SMALL_N
+    small = small_sample(k, only)
     num_chunks = -(-n // chunk)
     starts = jnp.arange(num_chunks * chunk).reshape(num_chunks, chunk)
     alpha, D, usable = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small, alpha_max), starts)
     alpha, D, usable = alpha.reshape(-1)[:n], D.reshape(-1)[:n], usable.reshape(-1)[:n]
-    return (alpha, D) + _valid(usable, k)
-
-
-#: Elements of the (rows x candidates x eigenvalues) work arrays of the host scan.
-_HOST_CHUNK_ELEMENTS = 1 << 16
-
-
-def candidates_host(logx, k, alpha_max=np.inf, chunk_elements=_HOST_CHUNK_ELEMENTS):
-    """:func:`candidates` in NumPy for a ``(B, n)`` batch (``k``: ``(B,)``), same formulas.
-
-    Candidates are scored in chunks of about ``chunk_elements`` work values; a chunk
-    starting at candidate ``s`` reads only the values ``[s, max(k))``, the only ones
-    its tails can hold (the scan is translation-invariant in the index), so the work is
-    the triangle of the ``n x n`` scan. Candidates at or past ``max(k) - 1`` are
-    unusable (alpha and D NaN), as in :func:`candidates`.
-    """
-    B, n = logx.shape
-    k = np.asarray(k)
-    small = k < SMALL_N
-    alpha = np.full((B, n), np.nan, logx.dtype)
-    D = np.full((B, n), np.nan, logx.dtype)
-    usable = np.zeros((B, n), bool)
-    end = int(k.max(initial=0))
-    s = 0
-    while s < end - 1:
-        c = min(end - 1 - s, max(1, chunk_elements // (B * (end - s))))
-        a_c, d_c, u_c = _candidate_chunk(logx[:, s:end], k - s, np.arange(c), small, alpha_max, np)
-        alpha[:, s:s + c], D[:, s:s + c], usable[:, s:s + c] = a_c, d_c, u_c
-        s += c
-    return (alpha, D) + _valid(usable, k, np)
+    return (alpha, D) + valid_candidates(usable, k, only)
 
 
 def best_candidate(D, usable, valid, xp=jnp):

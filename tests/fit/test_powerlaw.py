@@ -7,7 +7,9 @@ known answers (Pareto samples) and invariances.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 import jaxww
 from conftest import EPS32, log_sum_rtol, pl_alpha_rtol, pl_fit_tols, ulps
 from jaxww.fit import tail as _tail
-from jaxww.fit import scan
+from jaxww.fit import runs, scan
 
 PAD = 48  # every hypothesis spectrum is zero-padded to this length: one compilation
 
@@ -256,7 +258,7 @@ def test_host_fit_equals_the_jax_fit_float32(n):
     rng = np.random.default_rng(n)
     x = np.concatenate([pareto(2.5, n, seed=n), np.zeros(310 - n)]).astype(np.float32)  # one shape
     batch = np.stack([x, rng.permutation(x), np.full_like(x, 3.0), np.where(x > 2, x, 0)])
-    assert_same_fit(scan.fit_host(batch), jaxww.fit_power_law(batch), 1e-5)
+    assert_same_fit(scan.fit_host(batch), jax.jit(jaxww.fit_power_law)(batch), 1e-5)
 
 
 @pytest.mark.parametrize("values, status", [
@@ -268,12 +270,14 @@ def test_host_fit_failures(values, status):
     assert int(fit.status[0]) == status and np.isnan(fit.alpha[0]) and fit.num_pl_spikes[0] == 0
 
 
-def test_host_scan_chunks_do_not_change_the_result():
-    x = np.stack([pareto(2.0, 90, seed=1), np.concatenate([pareto(3.0, 40, seed=2), np.zeros(50)])])
-    _, logx, k = _tail.prepare(x, _tail.EVALS_THRESH, np)
-    whole = _tail.candidates_host(logx, k, chunk_elements=1 << 30)
+@pytest.mark.parametrize("distinct", [False, True])
+def test_host_scan_chunks_do_not_change_the_result(distinct):
+    x = np.stack([pareto(2.0, 90, seed=1), np.concatenate([pareto(3.0, 40, seed=2), np.zeros(50)]),
+                  np.round(pareto(2.0, 90, seed=3), 1)])   # ties
+    xs, logx, k = _tail.prepare(x, _tail.EVALS_THRESH, np)
+    whole = runs.candidates_host(xs, logx, k, distinct=distinct, chunk_elements=1 << 30)
     for c in (1, 7, 500):
-        for a, b in zip(_tail.candidates_host(logx, k, chunk_elements=c), whole):
+        for a, b in zip(runs.candidates_host(xs, logx, k, distinct=distinct, chunk_elements=c), whole):
             np.testing.assert_allclose(a, b, rtol=1e-13)   # sums over other column ranges
 
 
@@ -439,3 +443,135 @@ def test_gradient_of_alpha_is_the_mle_derivative():
         # ulp of the products and quotients; zero outside the tail (exactly: checked below)
         np.testing.assert_allclose(g, expected, rtol=2 * log_sum_rtol(x[tail]) + ulps(8))
         assert (g[x == 0] == 0).all()
+
+
+# --- candidates="distinct" (Clauset's plfit.m), n_tail, the host path --------------------
+
+def plfit(values):
+    """Clauset's ``plfit.m`` for continuous data, written out: ``(xmin, alpha, n_tail, D)``.
+
+    Each distinct value but the largest is a candidate, its tail every value ``>=`` it;
+    ``alpha = 1 + n / sum ln(z / xmin)``; ``D = max |1 - (xmin/z)**(alpha - 1) - (0:n-1)/n|``
+    over the sorted tail ``z``; the smallest ``D`` wins (the first on a tie).
+    """
+    x = np.sort(np.asarray(values, np.float64))
+    best = None
+    for xmin in np.unique(x)[:-1]:
+        z = x[x >= xmin]
+        n = len(z)
+        alpha = 1.0 + n / np.sum(np.log(z / xmin))
+        D = np.max(np.abs(1.0 - (xmin / z) ** (alpha - 1.0) - np.arange(n) / n))
+        if best is None or D < best[3]:
+            best = (xmin, alpha, n, D)
+    return best
+
+
+def tied(seed, n=300, decimals=1):
+    """Pareto samples rounded to ``decimals``: runs of tied values all along the tail."""
+    return np.round(pareto(2.5, n, seed), decimals)
+
+
+_distinct_traced = jax.jit(lambda x: jaxww.fit_power_law(x, candidates="distinct"))
+
+
+@pytest.mark.parametrize("values", [tied(0), tied(1, 500, 2), tied(2, 15), pareto(2.5, 200, 3),
+                                    np.repeat(tied(4, 60), 3)], ids=["r1", "r2", "small", "untied", "x3"])
+def test_distinct_is_plfit(values):
+    """Host (float64) and traced (float64 under x64) fits against ``plfit``: the same xmin and
+    tail, alpha and D to float64 rounding (the sums of logs of at most 1500 values)."""
+    xmin, alpha, n_tail, D = plfit(values)
+    host = jaxww.fit_power_law(values, candidates="distinct")
+    padded = np.zeros(512)   # zero padding is left out: one compilation for every case
+    padded[: len(values)] = values
+    with jax.enable_x64(True):
+        traced = _distinct_traced(jnp.asarray(padded))
+    for fit in (host, traced):
+        assert float(fit.xmin) == xmin and int(fit.n_tail) == n_tail == int(fit.num_pl_spikes)
+        np.testing.assert_allclose([float(fit.alpha), float(fit.D)], [alpha, D], rtol=1e-12, atol=1e-14)
+
+
+def test_sorted_rule_starts_inside_a_run_and_n_tail_counts_the_fitted_values():
+    """Under weightwatcher's rule the tail can start inside a run of ties: ``n_tail`` is the
+    count alpha was fitted on (alpha recomputed from the top ``n_tail`` values), fewer than
+    ``num_pl_spikes``; the distinct rule's tail is the whole run."""
+    x = np.round(pareto(2.5, 2000, seed=5), 1)
+    fit = jaxww.fit_power_law(x)
+    top = np.sort(x)[-int(fit.n_tail):]
+    assert top[0] == float(fit.xmin)
+    np.testing.assert_allclose(float(fit.alpha), 1 + len(top) / np.sum(np.log(top / top[0])), rtol=1e-12)
+    np.testing.assert_allclose(float(fit.sigma), (float(fit.alpha) - 1) / np.sqrt(len(top)), rtol=1e-12)
+    assert int(fit.n_tail) < int(fit.num_pl_spikes) == int(np.sum(x >= float(fit.xmin)))
+    assert int(jaxww.fit_power_law(x, candidates="distinct").n_tail) == plfit(x)[2]
+
+
+def test_float64_input_keeps_float64_without_x64():
+    """Values 1 + 1e-9 apart are one value in float32: float64 input fits as float64."""
+    assert not jax.config.jax_enable_x64
+    x = 1.0 + 1e-9 * np.arange(1, 301) + pareto(2.5, 300, seed=6) * 1e-7   # no ties: either rule
+    fit = jaxww.fit_power_law(x)
+    assert fit.alpha.dtype == np.float64 and len(np.unique(x.astype(np.float32))) < 20
+    xmin, alpha, n_tail, _ = plfit(x)
+    assert float(fit.xmin) == xmin and int(fit.n_tail) == n_tail
+    # 300 logs of ratios within 1e-7 of 1: each carries an absolute error ~eps, so the
+    # sum's relative error is ~eps / (mean log ratio ~1e-8), and alpha's with it.
+    np.testing.assert_allclose(float(fit.alpha), alpha, rtol=1e-6)
+
+
+@pytest.mark.parametrize("candidates", ["sorted", "distinct"])
+def test_host_path_equals_the_traced_path(candidates):
+    """A concrete NumPy array is fitted in NumPy (NumPy fields), under jit by XLA: the same
+    fit to float32 rounding, untied and tied (float32 sees the same ties)."""
+    x = np.stack([pareto(2.0, 400, seed=7), np.round(pareto(3.0, 400, seed=8), 1)]).astype(np.float32)
+    host = jaxww.fit_power_law(x, candidates=candidates)
+    assert isinstance(host.alpha, np.ndarray) and host.alpha.dtype == np.float32
+    traced = jax.jit(lambda v: jaxww.fit_power_law(v, candidates=candidates))(x)
+    assert_same_fit(host, traced, 1e-5)
+
+
+def test_first_host_call_compiles_nothing():
+    from jax._src import dispatch
+    seen = []
+    listener = lambda event, _secs, **_: seen.append(event)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        fit = jaxww.fit_power_law(np.round(pareto(2.5, 1237, seed=9), 2))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert int(fit.status) == jaxww.FIT_OK
+    assert dispatch.BACKEND_COMPILE_EVENT not in seen and dispatch.JAXPR_TRACE_EVENT not in seen
+
+
+def test_bad_candidates_and_distinct_bootstrap_are_refused():
+    with pytest.raises(ValueError, match="candidates must be one of"):
+        jaxww.fit_power_law(np.arange(1.0, 30.0), candidates="unique")
+    with pytest.raises(ValueError, match="candidates='sorted' only"):
+        jaxww.fit_power_law(np.arange(1.0, 30.0), candidates="distinct", bootstrap=10, key=jax.random.key(0))
+
+
+#: Clauset, Shalizi & Newman (2009), Table 6.1: (xmin, alpha to the table's digits, n_tail).
+TABLE_6_1 = {"quakes": (794.3282347242813, 1.64, 11697), "surnames": (111919.0, 2.5, 239),
+             "flares": (323.0, 1.79, 1711)}
+
+
+@pytest.mark.parametrize("name", list(TABLE_6_1))
+def test_clauset_table_6_1_tied_data_sets(name):
+    """The heavily tied continuous data sets as the powerlaw package ships them (installed
+    with weightwatcher; skipped without it): candidates="distinct" gives Table 6.1."""
+    spec = importlib.util.find_spec("powerlaw")   # not imported: its import is slow
+    path = None if spec is None else pathlib.Path(spec.origin).parent / "reference_data" / f"{name}.txt"
+    if path is None or not path.exists():
+        pytest.skip("the powerlaw package (its reference data) is not installed")
+    x = np.genfromtxt(path)
+    fit = jaxww.fit_power_law(x, candidates="distinct")
+    xmin, alpha, n_tail = TABLE_6_1[name]
+    assert float(fit.xmin) == xmin and int(fit.n_tail) == n_tail
+    digits = len(str(alpha).split(".")[1])
+    assert round(float(fit.alpha), digits) == alpha
+
+
+def test_float64_fitted_as_float32_under_a_traced_bound_warns():
+    """The one way float64 still reaches the float32 JAX scan: a traced ``xmin_max``."""
+    x = pareto(2.5, 50, seed=10)
+    with pytest.warns(UserWarning, match="fitted in float32 under a traced xmin_max"):
+        fit = jax.jit(lambda b: jaxww.fit_power_law(x, xmin_max=b))(2.0)
+    assert fit.alpha.dtype == jnp.float32 and float(fit.xmin) <= 2.0
