@@ -51,6 +51,7 @@ def analyze(
     mp_fit: bool = False,
     randomize: bool = False,
     detX: bool = False,
+    estimator: str = "csn",
     plot: bool = False,
     savefig: str | None = None,
     base=None,
@@ -103,6 +104,12 @@ def analyze(
       randomize: add the randomised spectra and traps (:mod:`jaxww.analysis.randomize`);
         needs ``key``.
       detX: add ``detX_num``, ``detX_val``, ``detX_val_unrescaled`` (:mod:`jaxww.fit.detx`).
+      estimator: how each layer's tail is fitted: ``"csn"`` (weightwatcher's exact scan),
+        ``"hill_median"`` (TempBalance's), ``"alpha_mid"`` or ``"alpha_peak"``
+        (AlphaPruning's); definitions in :mod:`jaxww.fit.estimators`. It sets ``alpha``,
+        ``xmin``, ``D``, ``sigma``, ``num_pl_spikes`` and the metrics built on alpha
+        (``alpha_weighted``, ``log_alpha_norm``, the verdict); the report records it and
+        prints it.
       plot: draw one figure of the ESD per layer (:mod:`jaxww.report.plots`, needs matplotlib).
         In a Jupyter notebook (IPython with a kernel) they are shown inline, and saved
         only when ``savefig`` is given; elsewhere they are saved as PNG files into
@@ -149,7 +156,8 @@ def analyze(
     given = arguments.given(analyze, args)
     _spectra.check_precision_name(precision)
     opts = _optional.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
-                           mp_fit=mp_fit, randomize=randomize, detX=detX)
+                           mp_fit=mp_fit, randomize=randomize, detX=detX, estimator=estimator,
+                           xmin_max=xmin_max)
     budget = _budget.parse_budget(memory_budget)
     report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     read = read_layers(params, **arguments.reading(args))

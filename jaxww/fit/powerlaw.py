@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww.fit import bootstrap as _bootstrap
+from jaxww.fit import estimators as _estimators
 from jaxww.fit.batching import as_spectra, map_spectra
 from jaxww.fit.scan import PowerLawFit, fit_batch
 from jaxww.fit.tail import EVALS_THRESH
@@ -23,8 +24,13 @@ def _fit(evals, xmin_max, thresh):
     return map_spectra(fit_batch, evals, xmin_max, thresh)
 
 
-def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int = 0, key=None
-                  ) -> PowerLawFit | _bootstrap.PowerLawTest:
+@functools.partial(jax.jit, static_argnames=("estimator", "thresh"))
+def _fit_by(evals, estimator, xmin_max, thresh):
+    return map_spectra(_estimators.fit_rows, evals, estimator, xmin_max, thresh)
+
+
+def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int = 0, key=None,
+                  estimator: str = "csn") -> PowerLawFit | _bootstrap.PowerLawTest:
     """Fit a power law ``p(x) ~ x**-alpha`` to the tail of each spectrum in ``evals``.
 
     The exact Clauset-Shalizi-Newman scan: every kept eigenvalue but the largest is a
@@ -40,6 +46,10 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int =
       bootstrap: number of replicas of the Clauset-Shalizi-Newman goodness-of-fit
         test (0: none); see :func:`jaxww.bootstrap_power_law`.
       key: ``jax.random`` key of the replicas (required with ``bootstrap``).
+      estimator: how the tail is chosen: ``"csn"`` (this scan), ``"hill_median"``
+        (TempBalance's), ``"alpha_mid"`` or ``"alpha_peak"`` (AlphaPruning's); their exact
+        definitions and sources: :mod:`jaxww.fit.estimators`. ``bootstrap`` tests the
+        ``"csn"`` fit only.
 
     Returns:
       A :class:`PowerLawFit` whose fields have shape ``evals.shape[:-1]``. A failed
@@ -57,6 +67,13 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, bootstrap: int =
       A. Clauset, C. R. Shalizi, M. E. J. Newman, "Power-law distributions in
       empirical data", SIAM Review 51 (2009).
     """
+    _estimators.check_estimator(estimator, xmin_max)
+    if estimator != "csn":
+        if bootstrap:
+            raise ValueError(f"bootstrap tests the 'csn' fit; it cannot be combined with estimator={estimator!r}")
+        evals = as_spectra(evals, "fit_power_law")
+        bound = np.inf if xmin_max is None else float(xmin_max)
+        return _fit_by(evals, estimator, jnp.asarray(bound, evals.dtype), float(thresh))
     if _bootstrap.check_bootstrap(bootstrap, key):
         return _bootstrap.bootstrap_power_law(evals, bootstrap=bootstrap, key=key,
                                               xmin_max=xmin_max, thresh=thresh)

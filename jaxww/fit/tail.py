@@ -140,15 +140,15 @@ def _candidate_chunk(logx, k, starts, small, alpha_max, xp=jnp):
     return alpha, D, usable
 
 
-def _valid(usable, k, xp=jnp):
+def _valid(usable, k, small, xp=jnp):
     """``(usable, valid)`` of :func:`candidates` from the chunks' usability ``(..., n)``."""
     j = xp.arange(usable.shape[-1])
-    k = xp.asarray(k)[..., None]
+    k, small = xp.asarray(k)[..., None], xp.asarray(small)[..., None]
     usable = usable & (j < k - 1)
-    return usable, usable & xp.where(k < SMALL_N, k - j >= SMALL_N_MIN_TAIL, True)
+    return usable, usable & xp.where(small, k - j >= SMALL_N_MIN_TAIL, True)
 
 
-def candidates(logx, k, chunk, alpha_max=np.inf):
+def candidates(logx, k, chunk, alpha_max=np.inf, small=None):
     """The exact KS scan: every candidate's exponent, distance and validity.
 
     Args:
@@ -157,6 +157,8 @@ def candidates(logx, k, chunk, alpha_max=np.inf):
       chunk: candidates evaluated at once (static), bounding memory to ``chunk * n``.
       alpha_max: exponents at or above this are unusable (the training-time
         estimators reject numerically flat tails; the fit keeps every finite one).
+      small: whether to use the small-sample variant (None: ``k < SMALL_N``; False: the
+        plain exponent for any ``k``, as :mod:`jaxww.fit.estimators`' ``alpha_peak``).
 
     Returns:
       ``(alpha, D, usable, valid)``, each ``(n,)``: ``usable`` candidates have a
@@ -166,12 +168,12 @@ def candidates(logx, k, chunk, alpha_max=np.inf):
       scan in NumPy.
     """
     n = logx.shape[0]
-    small = k < SMALL_N
+    small = k < SMALL_N if small is None else small
     num_chunks = -(-n // chunk)
     starts = jnp.arange(num_chunks * chunk).reshape(num_chunks, chunk)
     alpha, D, usable = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small, alpha_max), starts)
     alpha, D, usable = alpha.reshape(-1)[:n], D.reshape(-1)[:n], usable.reshape(-1)[:n]
-    return (alpha, D) + _valid(usable, k)
+    return (alpha, D) + _valid(usable, k, small)
 
 
 #: Elements of the (rows x candidates x eigenvalues) work arrays of the host scan.
@@ -200,7 +202,7 @@ def candidates_host(logx, k, alpha_max=np.inf, chunk_elements=_HOST_CHUNK_ELEMEN
         a_c, d_c, u_c = _candidate_chunk(logx[:, s:end], k - s, np.arange(c), small, alpha_max, np)
         alpha[:, s:s + c], D[:, s:s + c], usable[:, s:s + c] = a_c, d_c, u_c
         s += c
-    return (alpha, D) + _valid(usable, k, np)
+    return (alpha, D) + _valid(usable, k, small, np)
 
 
 def best_candidate(D, usable, valid, xp=jnp):
