@@ -125,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("--mp-fit", action="store_true", help="add the Marchenko-Pastur fit columns")
     an.add_argument("--randomize", action="store_true", help="add the randomised-spectrum columns")
     an.add_argument("--detX", action="store_true", help="add the detX columns")
+    an.add_argument("--estimator", choices=("csn", "hill_median", "alpha_mid", "alpha_peak"), default="csn",
+                    help="how alpha is fitted: csn (weightwatcher's, default), hill_median (TempBalance), "
+                         "alpha_mid or alpha_peak (AlphaPruning)")
     an.add_argument("--seed", type=int, default=0, help="random seed of --randomize (default 0)")
     an.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
@@ -193,7 +196,7 @@ def _analyze(args) -> int:
     _persistent_cache(jax)
     params = args.checkpoint    # analyze plans from the headers and streams the tensors
     options = dict(_selection(args), precision=args.precision, memory_budget=args.memory_budget,
-                   mp_fit=args.mp_fit, randomize=args.randomize, detX=args.detX,
+                   mp_fit=args.mp_fit, randomize=args.randomize, detX=args.detX, estimator=args.estimator,
                    key=jax.random.key(args.seed) if args.randomize else None,
                    plot=bool(args.plots), savefig=args.plots, progress=not args.quiet)
     report = analyze(params, **options)
