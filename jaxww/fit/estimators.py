@@ -71,6 +71,8 @@ ESTIMATORS = {
 }
 #: The estimators whose tail starts at a fixed position (``xmin_max`` does not apply).
 FIXED_POSITION = ("hill_median", "alpha_mid")
+#: The papers' estimators: :func:`estimate_rows` and ``TailSpec(kind=name)`` take them.
+PAPERS = FIXED_POSITION + ("alpha_peak",)
 #: Work values (rows x candidates x eigenvalues) of ``alpha_peak``'s scan at once.
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -110,6 +112,7 @@ def _index(x, xs, logx, k, estimator, xmin_max, thresh, chunk):
     (NaN for the estimators of fixed position: computed from the exponent after)."""
     if estimator in FIXED_POSITION:
         return jnp.where(k >= 1, k // 2, -1), jnp.nan
+    assert estimator == "alpha_peak", estimator
     xs, logx = jax.lax.stop_gradient((xs, logx))
     _, D, usable, _ = candidates(logx, k, chunk, small=False)
     low, high = peak_window(x, thresh, xmin_max)

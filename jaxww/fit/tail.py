@@ -279,7 +279,7 @@ def tail_spec(tail: Tail | TailSpec = "ks", temperature: float = DEFAULT_TEMPERA
 
 
 def _spec_arg(spec: TailSpec):
-    return {"ks": "ks", "soft": "soft", "fraction": spec.fraction, "count": spec.count}[spec.kind]
+    return {"ks": "ks", "soft": "soft", "fraction": spec.fraction, "count": spec.count}.get(spec.kind, spec.kind)
 
 
 class TailAlpha(NamedTuple):

@@ -110,9 +110,9 @@ def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFA
 def tail_rows(flat, spec: TailSpec, thresh) -> TailAlpha:
     """The tail estimate (a :class:`TailAlpha` of ``(B,)`` fields) of each row of a ``(B, n)``
     batch of spectra; traceable (``thresh`` and ``spec.temperature`` may be traced). A
-    paper's estimator (``spec.kind`` in :data:`jaxww.fit.estimators.ESTIMATORS`) is
+    paper's estimator (``spec.kind`` in :data:`jaxww.fit.estimators.PAPERS`) is
     :func:`jaxww.fit.estimators.estimate_rows`."""
-    if spec.kind in _estimators.ESTIMATORS:
+    if spec.kind in _estimators.PAPERS:
         return _estimators.estimate_rows(flat, spec.kind, thresh)
     return jax.vmap(lambda e: estimate(e, spec, thresh))(flat)
 
