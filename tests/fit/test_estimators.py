@@ -94,6 +94,7 @@ def test_estimator_equals_the_papers_code(x64, estimator):
         assert float(fit.sigma[r]) == pytest.approx((alpha - 1) / np.sqrt((x >= xmin).sum()), rel=RTOL64)
 
 
+@pytest.mark.slow
 def test_alpha_peak_window_is_the_papers(x64):
     """``[log10(0.95 p), 1.5 p]`` around the peak of the ESD: the lower bound (the papers'
     code) is in log10 units, so it cuts the bulk of some layers and not others."""
@@ -145,6 +146,7 @@ def test_jit_and_leading_axes(x64):
             assert float(whole[idx]) == pytest.approx(REFERENCES[e](ev[idx])[0], rel=RTOL64)
 
 
+@pytest.mark.slow
 def test_degenerate_and_too_few():
     fit = jaxww.fit_power_law(np.array([[1.0, 2.0, 0.0, 0.0], [3.0, 3.0, 3.0, 3.0], [0.0, 0.0, 0.0, 2.0]]),
                               estimator="hill_median")

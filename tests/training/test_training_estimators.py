@@ -26,6 +26,7 @@ def _interp(alpha: dict, lo: float, hi: float) -> dict:
     return dict(zip(alpha, np.interp(a, [a.min(), a.max()], [lo, hi])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["hill_median", "alpha_peak"])
 def test_alpha_is_the_fit_of_the_spectrum_batched_and_vmapped(x64, estimator):
     W = np.stack([student_t(s, (80, 48)) for s in range(3)]).astype(np.float64)
@@ -40,6 +41,7 @@ def test_alpha_is_the_fit_of_the_spectrum_batched_and_vmapped(x64, estimator):
     assert float(spec.alpha) == pytest.approx(got[0], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_gradient_is_the_derivative_with_the_index_held(x64):
     """Central differences along a random direction (the median index cannot move)."""
     w = student_t(4, (80, 48)).astype(np.float64)
