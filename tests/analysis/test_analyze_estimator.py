@@ -20,7 +20,8 @@ def _params():
             "c": {"kernel": student_t(3, (80, 40), nu=4.0).astype(np.float64)}}
 
 
-@pytest.mark.parametrize("estimator", ["hill_median", pytest.param("alpha_peak", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator", ["hill_median", "alpha_peak"])
 def test_rows_are_the_fit_of_the_reported_esd_and_tree_alpha_is_analyze(x64, estimator):
     params = _params()
     report = jaxww.analyze(params, precision="float64", estimator=estimator)
