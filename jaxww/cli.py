@@ -154,6 +154,9 @@ def _analysis_options(an) -> None:
     an.add_argument("--mp-fit", action="store_true", help="add the Marchenko-Pastur fit columns")
     an.add_argument("--randomize", action="store_true", help="add the randomised-spectrum columns")
     an.add_argument("--detX", action="store_true", help="add the detX columns")
+    an.add_argument("--estimator", choices=("csn", "hill_median", "alpha_mid", "alpha_peak"), default="csn",
+                    help="how alpha is fitted: csn (weightwatcher's, default), hill_median (TempBalance), "
+                         "alpha_mid or alpha_peak (AlphaPruning)")
     an.add_argument("--ERG", action="store_true", help="add the detX columns and num_ERG_spikes, ERG_gap")
     an.add_argument("--vectors", action="store_true",
                     help="add the localization columns of the singular vectors (vec_entropy, loc_ratio, part_ratio)")
@@ -254,7 +257,7 @@ def _analyze(args) -> int:
     options = dict(_selection(args), precision=args.precision, memory_budget=args.memory_budget,
                    fix_fingers=args.fix_fingers, fit=args.fit, bootstrap=args.bootstrap,
                    mp_fit=args.mp_fit, randomize=args.randomize, detX=args.detX, ERG=args.ERG,
-                   vectors=args.vectors, pool=args.pool,
+                   vectors=args.vectors, pool=args.pool, estimator=args.estimator,
                    key=jax.random.key(args.seed) if seeded else None,
                    plot=bool(args.plots), savefig=args.plots, progress=not args.quiet)
     report = analyze(params, **options)

@@ -57,6 +57,7 @@ def analyze(
     ERG: bool = False,
     vectors: bool = False,
     farms=False,
+    estimator: str = "csn",
     plot: bool = False,
     savefig: str | None = None,
     base=None,
@@ -124,6 +125,12 @@ def analyze(
         the paper's LLM setting (2000-row square windows on a 15 x 15 grid), or the knobs
         as a dict or :class:`jaxww.Farms` (``farms={"window": 256, "grid": 8}``). The
         paper's ``alpha_peak`` with FARMS: ``farms=True, fix_fingers="xmin_peak"``.
+      estimator: how each layer's tail is fitted: ``"csn"`` (weightwatcher's exact scan),
+        ``"hill_median"`` (TempBalance's), ``"alpha_mid"`` or ``"alpha_peak"``
+        (AlphaPruning's); definitions in :mod:`jaxww.fit.estimators`. It sets ``alpha``,
+        ``xmin``, ``D``, ``sigma``, ``num_pl_spikes`` and the metrics built on alpha
+        (``alpha_weighted``, ``log_alpha_norm``, the verdict); the report records it and
+        prints it.
       plot: draw one figure of the ESD per layer (:mod:`jaxww.report.plots`, needs matplotlib).
         In a Jupyter notebook (IPython with a kernel) they are shown inline, and saved
         only when ``savefig`` is given; elsewhere they are saved as PNG files into
@@ -171,7 +178,7 @@ def analyze(
     _spectra.check_precision_name(precision)
     opts = _optional.check(fix_fingers=fix_fingers, fit=fit, bootstrap=bootstrap, key=key,
                            mp_fit=mp_fit, randomize=randomize, detX=detX, ERG=ERG, pool=pool,
-                           farms=farms)
+                           farms=farms, estimator=estimator, xmin_max=xmin_max)
     budget = _budget.parse_budget(memory_budget)
     report_progress = _progress.reporter(progress)   # a bad argument fails before any work
     read = read_layers(params, **arguments.reading(args))

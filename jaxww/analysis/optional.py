@@ -53,6 +53,7 @@ import numpy as np
 from jaxww.defaults import FITS as FITS   # the ``fit=`` choices
 from jaxww.fit import bootstrap as _bootstrap
 from jaxww.fit import detx as _detx
+from jaxww.fit import estimators as _estimators
 from jaxww.fit import fingers as _fingers
 from jaxww.fit import mp as _mp
 from jaxww.fit import scan as _scan
@@ -81,6 +82,7 @@ class Options(NamedTuple):
     ERG: bool = False
     pool: bool = True
     farms: Farms | None = None
+    estimator: str = "csn"
 
     @property
     def columns(self) -> tuple:
@@ -92,12 +94,14 @@ class Options(NamedTuple):
 
 
 def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, randomize=False,
-          detX=False, ERG=False, pool=True, farms=False) -> Options:
+          detX=False, ERG=False, pool=True, farms=False, estimator="csn", xmin_max=None) -> Options:
     """Validate analyze's options; a ValueError lists the choices or names what is missing.
 
     ``fit="E_TPL"`` implies ``fix_fingers="xmin_peak"``; ``ERG=True`` implies ``detX=True``
     (weightwatcher 0.7.7's alias); ``farms``: a bool, a dict of the knobs of
-    :class:`jaxww.Farms` or one (:func:`jaxww.fit.farms.check`). ``key`` (needed by
+    :class:`jaxww.Farms` or one (:func:`jaxww.fit.farms.check`). An ``estimator`` other than
+    ``"csn"`` is the whole tail fit: it refuses ``fix_fingers``, ``fit`` and ``bootstrap``
+    (and ``xmin_max`` for a fixed position). ``key`` (needed by
     ``bootstrap`` and ``randomize``) is checked, not kept: it is not static.
 
     Example:
@@ -112,6 +116,7 @@ def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, ra
         raise ValueError(f"fit={fit!r} cannot be combined with fix_fingers='clip_xmax' "
                          "(the truncated law starts at the power-law or xmin_peak xmin)")
     num = _bootstrap.check_bootstrap(bootstrap, key)
+    _check_estimator(estimator, xmin_max, fix_fingers=fix_fingers, fit=fit, bootstrap=num)
     if randomize:
         if key is None:
             raise ValueError("analyze(randomize=True) needs key=jax.random.key(seed): the entries "
@@ -122,7 +127,16 @@ def check(*, fix_fingers=None, fit="PL", bootstrap=0, key=None, mp_fit=False, ra
             raise ValueError(f"key must be a PRNG key (jax.random.key(seed)), got {key.dtype} {key.shape}")
     return Options("xmin_peak" if fit == "E_TPL" else fix_fingers, fit, num,
                    bool(mp_fit), bool(randomize), bool(detX or ERG), bool(ERG), bool(pool),
-                   _check_farms(farms))
+                   _check_farms(farms), estimator)
+
+
+def _check_estimator(estimator, xmin_max, **tail_options) -> None:
+    """A ValueError for an unknown ``estimator``, or one other than ``"csn"`` with a tail option."""
+    _estimators.check_estimator(estimator, xmin_max)
+    clash = [f"{k}={v!r}" for k, v in tail_options.items() if v != Options._field_defaults[k]]
+    if estimator != "csn" and clash:
+        raise ValueError(f"estimator={estimator!r} is the whole tail fit; it cannot be combined with "
+                         f"{', '.join(clash)} (those refine the 'csn' fit)")
 
 
 def random_spectra(key, leaves, kerns, specs, groups, precision):
@@ -149,7 +163,7 @@ def compute(opts: Options, E, R, xmin_max, key, ids, kerns):
       metrics use) and a dict of ``(L,)`` arrays, what :func:`row` reads.
     """
     keys = None if not opts.bootstrap else jax.vmap(jax.random.fold_in, (None, 0))(key, np.asarray(ids))
-    fit, out = _tail_fit(E, xmin_max, keys, opts.fix_fingers, opts.fit, opts.bootstrap)
+    fit, out = _tail_fit(E, xmin_max, keys, opts.fix_fingers, opts.fit, opts.bootstrap, opts.estimator)
     if opts.mp_fit:
         out.update(_mp.columns(E, kerns))
     if opts.randomize:
@@ -163,11 +177,14 @@ def compute(opts: Options, E, R, xmin_max, key, ids, kerns):
     return fit, out
 
 
-@functools.partial(jax.jit, static_argnames=("fix_fingers", "fit", "bootstrap"))
-def _tail_fit(E, xmin_max, keys, fix_fingers, fit, bootstrap):
-    """The fit of ``fix_fingers`` and ``fit``, and the tail options' columns (one program)."""
+@functools.partial(jax.jit, static_argnames=("fix_fingers", "fit", "bootstrap", "estimator"))
+def _tail_fit(E, xmin_max, keys, fix_fingers, fit, bootstrap, estimator):
+    """The fit of ``estimator``, ``fix_fingers`` and ``fit``, and the tail options' columns
+    (one program)."""
     out = {}
-    if fix_fingers == "clip_xmax":
+    if estimator != "csn":
+        pl = _estimators.fit_rows(E, estimator, xmin_max)
+    elif fix_fingers == "clip_xmax":
         ff = _fingers.clip_xmax(E, xmin_max)
         pl = ff.fit
         out.update(num_fingers=ff.num_fingers, raw_alpha=ff.raw_alpha)

@@ -19,6 +19,8 @@ One job per module, listed in import order (each imports only those above it, an
   request). To change the power-law fit: the formulas are in ``tail``, the batching in
   ``scan``, the public options here.
 * :mod:`~jaxww.fit.fingers` -- ``fit_fingers``: fits that discount the largest values.
+* :mod:`~jaxww.fit.estimators` -- the papers' tail estimators (``estimator=``:
+  ``"hill_median"``, ``"alpha_mid"``, ``"alpha_peak"``; ``"csn"`` is the scan).
 * :mod:`~jaxww.fit.tpl` -- ``fit_truncated_power_law``.
 * :mod:`~jaxww.fit.distributions` -- ``compare_distributions``: likelihood ratios of
   the tail against other laws.

@@ -15,12 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxww.fit import bootstrap as _bootstrap
+from jaxww.fit import estimators as _estimators
 from jaxww.fit.batching import as_spectra, map_spectra
 from jaxww.fit.scan import CANDIDATE_RULES, PowerLawFit, fit_batch, fit_host
 from jaxww.fit.tail import EVALS_THRESH
 
 #: Input dtypes fitted in NumPy on the host (others, e.g. bfloat16, go through XLA).
 _HOST_DTYPES = (np.float32, np.float64)
+
+
+@functools.partial(jax.jit, static_argnames=("estimator", "thresh"))
+def _fit_by(evals, estimator, xmin_max, thresh):
+    return map_spectra(_estimators.fit_rows, evals, estimator, xmin_max, thresh)
 
 
 @functools.partial(jax.jit, static_argnames=("thresh", "candidates"))
@@ -62,7 +68,8 @@ def _fit_traced(evals, xmin_max, thresh, candidates):
 
 
 def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, candidates: str = "sorted",
-                  bootstrap: int = 0, key=None) -> PowerLawFit | _bootstrap.PowerLawTest:
+                  bootstrap: int = 0, key=None, estimator: str = "csn"
+                  ) -> PowerLawFit | _bootstrap.PowerLawTest:
     """Fit a power law ``p(x) ~ x**-alpha`` to the tail of each spectrum in ``evals``.
 
     The Clauset-Shalizi-Newman method: each candidate ``xmin`` gets the
@@ -94,6 +101,10 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, candidates: str 
       bootstrap: number of replicas of the Clauset-Shalizi-Newman goodness-of-fit
         test (0: none); see :func:`jaxww.bootstrap_power_law`.
       key: ``jax.random`` key of the replicas (required with ``bootstrap``).
+      estimator: how the tail is chosen: ``"csn"`` (this scan), ``"hill_median"``
+        (TempBalance's), ``"alpha_mid"`` or ``"alpha_peak"`` (AlphaPruning's); their exact
+        definitions and sources: :mod:`jaxww.fit.estimators`. ``bootstrap`` tests the
+        ``"csn"`` fit only.
 
     Returns:
       A :class:`PowerLawFit` whose fields have shape ``evals.shape[:-1]`` (NumPy arrays
@@ -117,6 +128,14 @@ def fit_power_law(evals, *, xmin_max=None, thresh=EVALS_THRESH, candidates: str 
     """
     if candidates not in CANDIDATE_RULES:
         raise ValueError(f"candidates must be one of {CANDIDATE_RULES}, got {candidates!r}")
+    _estimators.check_estimator(estimator, xmin_max)
+    if estimator != "csn":
+        if bootstrap or candidates != "sorted":
+            raise ValueError(f"bootstrap and candidates= refine the 'csn' fit; they cannot be combined "
+                             f"with estimator={estimator!r}")
+        evals = as_spectra(evals, "fit_power_law")
+        bound = np.inf if xmin_max is None else float(xmin_max)
+        return _fit_by(evals, estimator, jnp.asarray(bound, evals.dtype), float(thresh))
     if _bootstrap.check_bootstrap(bootstrap, key):
         if candidates != "sorted":
             raise ValueError("bootstrap= runs with candidates='sorted' only; fit with "

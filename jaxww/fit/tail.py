@@ -172,17 +172,21 @@ def run_starts(xs, xp=jnp):
     return xp.concatenate([first, xs[..., 1:] != xs[..., :-1]], axis=-1)
 
 
-def small_sample(k, only):
-    """Whether the small-sample variant applies: fewer than ``SMALL_N`` kept values under
-    weightwatcher's rule (``only`` None); never under Clauset's (``plfit.m`` has none)."""
+def small_sample(k, only, small=None):
+    """Whether the small-sample variant applies: ``small`` where given; else fewer than
+    ``SMALL_N`` kept values under weightwatcher's rule (``only`` None), never under
+    Clauset's (``plfit.m`` has none)."""
+    if small is not None:
+        return small
     return (k < SMALL_N) if only is None else (k < 0)
 
 
-def valid_candidates(usable, k, only=None, xp=jnp):
+def valid_candidates(usable, k, only=None, xp=jnp, small=None):
     """``(usable, valid)`` of :func:`candidates` from the chunks' usability ``(..., n)``.
 
     ``only``: None (every sorted position, small samples' tails of at least
     ``SMALL_N_MIN_TAIL`` values) or the mask of the allowed candidates (no minimum tail).
+    ``small``: as in :func:`small_sample` (False: no minimum tail either).
     """
     j = xp.arange(usable.shape[-1])
     k = xp.asarray(k)[..., None]
@@ -190,10 +194,11 @@ def valid_candidates(usable, k, only=None, xp=jnp):
     if only is not None:
         usable = usable & only
         return usable, usable
-    return usable, usable & xp.where(k < SMALL_N, k - j >= SMALL_N_MIN_TAIL, True)
+    small = (k < SMALL_N) if small is None else small
+    return usable, usable & xp.where(small, k - j >= SMALL_N_MIN_TAIL, True)
 
 
-def candidates(logx, k, chunk, alpha_max=np.inf, only=None):
+def candidates(logx, k, chunk, alpha_max=np.inf, only=None, small=None):
     """The exact KS scan: every candidate's exponent, distance and validity.
 
     Args:
@@ -205,6 +210,8 @@ def candidates(logx, k, chunk, alpha_max=np.inf, only=None):
       only: None (weightwatcher's rule: every sorted position a candidate) or a
         ``(n,)`` mask of the allowed candidates (Clauset's rule: :func:`run_starts`;
         no small-sample variant).
+      small: whether to use the small-sample variant (None: by the rule; False: the
+        plain exponent for any ``k``, as :mod:`jaxww.fit.estimators`' ``alpha_peak``).
 
     Returns:
       ``(alpha, D, usable, valid)``, each ``(n,)``: ``usable`` candidates have a
@@ -214,12 +221,12 @@ def candidates(logx, k, chunk, alpha_max=np.inf, only=None):
       is the same scan in NumPy.
     """
     n = logx.shape[0]
-    small = small_sample(k, only)
+    small = small_sample(k, only, small)
     num_chunks = -(-n // chunk)
     starts = jnp.arange(num_chunks * chunk).reshape(num_chunks, chunk)
     alpha, D, usable = jax.lax.map(lambda st: _candidate_chunk(logx, k, st, small, alpha_max), starts)
     alpha, D, usable = alpha.reshape(-1)[:n], D.reshape(-1)[:n], usable.reshape(-1)[:n]
-    return (alpha, D) + valid_candidates(usable, k, only)
+    return (alpha, D) + valid_candidates(usable, k, only, small=small)
 
 
 def best_candidate(D, usable, valid, xp=jnp):

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxww.fit import estimators as _estimators
 from jaxww.reading import kernels as _kernels
 from jaxww.report import export, html, plots, summary_figure
 from jaxww.report.columns import COLUMNS, NOT_NUMERIC, SUMMARY_METRICS
@@ -88,6 +89,18 @@ class Report:
         return (f"{n} layer{'s' * (n > 1)} left out by size limits ({used}); "
                 f"pass {include} to include {'them' if n > 1 else 'it'}")
 
+    def estimator_note(self) -> str:
+        """One line naming the tail estimator when it is not weightwatcher's (``"csn"``), else "".
+
+        Example:
+          >>> import jax, jaxww
+          >>> params = {"dense": {"kernel": jax.random.normal(jax.random.key(0), (128, 64))}}
+          >>> jaxww.analyze(params, estimator="alpha_peak").estimator_note()
+          "alpha by estimator alpha_peak: AlphaPruning (Lu et al., NeurIPS 2024), fix_fingers='xmin_peak' (not weightwatcher's fit)"
+        """
+        name = self.options.get("estimator", "csn")
+        return "" if name == "csn" else f"alpha by estimator {_estimators.describe(name)} (not weightwatcher's fit)"
+
     def summary_text(self, include: str = "max_N=None, max_evals=None") -> str:
         """:attr:`summary` as lines of text, then :meth:`limits_note` if any layer was left out.
 
@@ -97,11 +110,11 @@ class Report:
         ok = sum(r["status"] == "success" for r in self.rows)
         n = len(self.rows)
         lines = [f"{n} layer{'s' * (n != 1)} analysed ({ok} successful fits), "
-                 f"{len(self.skipped_rows)} leaves skipped",
+                 f"{len(self.skipped_rows)} leaves skipped", self.estimator_note(),
                  "summary (means over successful fits):"]
         lines += [f"  {k:<18} {v:.4f}" for k, v in self.summary.items()]
         note = self.limits_note(include)
-        return "\n".join(lines + ([note] if note else []))
+        return "\n".join(filter(None, lines + [note]))
 
     def problems_text(self, limit: int = 20) -> str:
         """The failed layers with their reasons, then the layers with warnings, as lines
@@ -144,7 +157,11 @@ class Report:
         alpha = self.summary["alpha"]
         return (f"<jaxww.Report: {len(self.rows)} layers ({ok} fitted, {len(self.rows) - ok} failed, "
                 f"{warned} with warnings), {len(self.skipped_rows)} skipped, {len(self.limited)} over size "
-                f"limits, mean alpha {alpha:.3f}>")
+                f"limits, mean alpha {alpha:.3f}{self._estimator_tag()}>")
+
+    def _estimator_tag(self) -> str:
+        name = self.options.get("estimator", "csn")
+        return "" if name == "csn" else f" (estimator {name})"
 
     def _repr_html_(self) -> str:
         return html.report_html(self)

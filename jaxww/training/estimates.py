@@ -60,8 +60,9 @@ import jax.numpy as jnp
 
 from jaxww import checks
 from jaxww.defaults import MIN_EVALS
+from jaxww.fit import estimators as _estimators
 from jaxww.fit.batching import as_spectra, map_spectra
-from jaxww.fit.tail import DEFAULT_TEMPERATURE, EVALS_THRESH, Tail, TailAlpha, TailSpec, estimate, tail_spec
+from jaxww.fit.tail import DEFAULT_TEMPERATURE, EVALS_THRESH, Tail, TailAlpha, TailSpec, estimate
 from jaxww.linalg import sharded as _mesh
 from jaxww.linalg.batching import as_float, oriented
 from jaxww.linalg.spectra import numerical_floor
@@ -71,7 +72,7 @@ from jaxww.typing import ScanAxis
 
 
 def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
-               thresh: float = EVALS_THRESH) -> TailAlpha:
+               thresh: float = EVALS_THRESH, estimator: str | None = None) -> TailAlpha:
     """Differentiable tail exponent of eigenvalue spectra.
 
     .. math::
@@ -89,6 +90,9 @@ def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFA
         the module docstring).
       temperature: temperature ``T`` of the ``"soft"`` tail.
       thresh: eigenvalues at or below this are dropped.
+      estimator: instead of ``tail``, a paper's estimator (:mod:`jaxww.fit.estimators`):
+        ``"csn"`` (the ``"ks"`` tail), ``"hill_median"`` (TempBalance), ``"alpha_mid"`` or
+        ``"alpha_peak"`` (AlphaPruning); None: ``tail`` decides.
 
     Returns:
       A :class:`TailAlpha` with fields of shape ``evals.shape[:-1]``.
@@ -99,13 +103,17 @@ def tail_alpha(evals, tail: Tail | TailSpec = "ks", *, temperature: float = DEFA
       >>> round(float(jaxww.tail_alpha(x).alpha), 1)
       3.5
     """
-    spec = tail_spec(tail, temperature)
+    spec = _estimators.tail_choice(tail, temperature, estimator, "ks")
     return map_spectra(_tail_rows_jit, as_spectra(evals, "tail_alpha"), spec, checks.number(thresh, "thresh"))
 
 
 def tail_rows(flat, spec: TailSpec, thresh) -> TailAlpha:
     """The tail estimate (a :class:`TailAlpha` of ``(B,)`` fields) of each row of a ``(B, n)``
-    batch of spectra; traceable (``thresh`` and ``spec.temperature`` may be traced)."""
+    batch of spectra; traceable (``thresh`` and ``spec.temperature`` may be traced). A
+    paper's estimator (``spec.kind`` in :data:`jaxww.fit.estimators.PAPERS`) is
+    :func:`jaxww.fit.estimators.estimate_rows`."""
+    if spec.kind in _estimators.PAPERS:
+        return _estimators.estimate_rows(flat, spec.kind, thresh)
     return jax.vmap(lambda e: estimate(e, spec, thresh))(flat)
 
 
@@ -166,7 +174,7 @@ def _spectrum_jit(W):
 
 
 def alpha(W, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
-          thresh: float = EVALS_THRESH) -> jax.Array:
+          thresh: float = EVALS_THRESH, estimator: str | None = None) -> jax.Array:
     """Differentiable power-law exponent of the spectrum of ``W`` (one per matrix).
 
     ``tail_alpha(spectrum(W), tail).alpha``: with ``tail="ks"`` the value is the
@@ -178,6 +186,9 @@ def alpha(W, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPE
       tail: ``"ks"``, ``"soft"``, ``"fraction"``, a float share or an int count.
       temperature: temperature of the ``"soft"`` tail.
       thresh: eigenvalues at or below this are dropped.
+      estimator: instead of ``tail``, a paper's estimator (:mod:`jaxww.fit.estimators`):
+        ``"csn"`` (the ``"ks"`` tail), ``"hill_median"`` (TempBalance), ``"alpha_mid"`` or
+        ``"alpha_peak"`` (AlphaPruning); None: ``tail`` decides.
 
     Returns:
       Array of shape ``W.shape[:-2]``; NaN (with a zero gradient) where no tail can
@@ -190,7 +201,7 @@ def alpha(W, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPE
       >>> bool(jax.numpy.isfinite(g).all())
       True
     """
-    spec = tail_spec(tail, temperature)
+    spec = _estimators.tail_choice(tail, temperature, estimator, "ks")
     W = as_float(W)
     if W.ndim < 2:
         raise ValueError(f"alpha needs a matrix, got shape {W.shape}")
@@ -234,7 +245,7 @@ def plan_estimates(plan, stacks, spec, thresh):
 
 def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEFAULT_TEMPERATURE,
                mask: Mask = None, layouts: LayoutOverride = None, thresh: float = EVALS_THRESH,
-               min_evals: int = MIN_EVALS, scan_axis: ScanAxis = None) -> dict:
+               min_evals: int = MIN_EVALS, scan_axis: ScanAxis = None, estimator: str | None = None) -> dict:
     """Differentiable alpha of every eligible weight matrix of a params pytree.
 
     Layers are found and read as by :func:`jaxww.analyze` (the same reading, the same
@@ -251,6 +262,8 @@ def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEF
       min_evals: layers with fewer eigenvalues are left out (:func:`jaxww.analyze`'s
         default; its verdicts need :data:`jaxww.defaults.MIN_VERDICT_EVALS`).
       scan_axis: the layer axis of scanned stacks, as in :func:`jaxww.analyze`.
+      estimator: as in :func:`alpha`; ``tree_alpha(params, estimator=e)`` is the ``alpha``
+        of ``analyze(params, estimator=e)`` row by row.
 
     Returns:
       ``{layer name: alpha}`` with the names of :func:`jaxww.analyze`'s rows
@@ -265,7 +278,7 @@ def tree_alpha(params, tail: Tail | TailSpec = "ks", *, temperature: float = DEF
       >>> list(jaxww.tree_alpha(params))
       ['dense/kernel']
     """
-    spec = tail_spec(tail, temperature)
+    spec = _estimators.tail_choice(tail, temperature, estimator, "ks")
     plan, est, _ = tree_estimates(params, spec, mask, layouts, checks.number(thresh, "thresh"), min_evals,
                                   "tree_alpha", scan_axis)
     return {k.name: est.alpha[i] for i, k in enumerate(plan.kernels)}

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from jaxww import checks
 from jaxww.defaults import MIN_VERDICT_EVALS
+from jaxww.fit import estimators as _estimators
 from jaxww.fit import tail as _tail
 from jaxww.reading.kernels import LayoutOverride
 from jaxww.training.estimates import alpha, gram_eigvals, spectrum, tail_alpha, tree_alpha, tree_estimates
@@ -106,7 +107,7 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
                   temperature: float = DEFAULT_TEMPERATURE, distance: str = "squared",
                   reduce: str = "mean", mask: Mask = None, layouts: LayoutOverride = None,
                   thresh: float = EVALS_THRESH, min_evals: int = MIN_VERDICT_EVALS, has_aux: bool = False,
-                  distance_fn: str | None = None, scan_axis: ScanAxis = None):
+                  distance_fn: str | None = None, scan_axis: ScanAxis = None, estimator: str | None = None):
     """Distance of each layer's alpha from a target, reduced over layers.
 
     .. math:: P = \\operatorname{reduce}_{l \\in \\text{ok}} \\; d(\\alpha_l, \\alpha^*)
@@ -130,6 +131,8 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
         can give a verdict (pass ``min_evals=8``, analyze's own limit, to act on every row).
       has_aux: also return :class:`LayerPenalties` (per-layer alpha, term, flag).
       distance_fn: deprecated name of ``distance``.
+      estimator: instead of ``tail``, a paper's estimator (see :func:`alpha`); None:
+        ``tail`` decides.
 
     Returns:
       A scalar, or ``(scalar, LayerPenalties)`` with ``has_aux=True``.
@@ -150,7 +153,7 @@ def alpha_penalty(params, target: float, *, tail: Tail | TailSpec = "ks",
         distance = distance_fn
     checks.one_of(distance, DISTANCES, "distance")
     checks.one_of(reduce, REDUCTIONS, "reduce")
-    spec = tail_spec(tail, temperature)
+    spec = _estimators.tail_choice(tail, temperature, estimator, "ks")
     plan, est, _ = tree_estimates(params, spec, mask, layouts, checks.number(thresh, "thresh"), min_evals,
                                   "alpha_penalty", scan_axis)
     ok = est.status == _tail.FIT_OK
@@ -169,7 +172,7 @@ def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
                            temperature: float = DEFAULT_TEMPERATURE, reduce: str = "sum",
                            mask: Mask = None, layouts: LayoutOverride = None, thresh: float = EVALS_THRESH,
                            min_evals: int = MIN_VERDICT_EVALS, has_aux: bool = False,
-                           scan_axis: ScanAxis = None):
+                           scan_axis: ScanAxis = None, estimator: str | None = None):
     """Weighted-alpha penalty of Xiao et al. (2023): ``sum_l alpha_l * ln(lambda_max_l)``.
 
     .. math:: P = \\sum_l \\alpha_l \\ln \\lambda_{\\max, l}
@@ -191,6 +194,8 @@ def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
         (:data:`jaxww.defaults.MIN_VERDICT_EVALS`), acts only where :func:`jaxww.analyze`
         can give a verdict (pass ``min_evals=8``, analyze's own limit, to act on every row).
       has_aux: also return :class:`LayerPenalties`.
+      estimator: instead of ``tail``, a paper's estimator (see :func:`alpha`); None:
+        ``tail`` decides.
 
     Returns:
       A scalar, or ``(scalar, LayerPenalties)``.
@@ -200,7 +205,7 @@ def weighted_alpha_penalty(params, *, tail: Tail | TailSpec = "fraction",
       matrices in deep neural networks", ICANN 2023.
     """
     checks.one_of(reduce, REDUCTIONS, "reduce")
-    spec = tail_spec(tail, temperature)
+    spec = _estimators.tail_choice(tail, temperature, estimator, "fraction")
     plan, est, top = tree_estimates(params, spec, mask, layouts, checks.number(thresh, "thresh"), min_evals,
                                      "weighted_alpha_penalty", scan_axis)
     ok = (est.status == _tail.FIT_OK) & (top > thresh)

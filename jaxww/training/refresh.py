@@ -17,6 +17,7 @@ import optax
 
 from jaxww import checks
 from jaxww.defaults import MIN_VERDICT_EVALS
+from jaxww.fit import estimators as _estimators
 from jaxww.fit import tail as _tail
 from jaxww.training.plan import Mask, Plan, make_plan
 
@@ -55,9 +56,14 @@ def thresh_arg(thresh):
     return checks.hyperparameter(thresh, "thresh", lambda v: checks.number(v, "thresh"))
 
 
-def tail_arg(tail, temperature) -> _tail.TailSpec:
-    """The validated tail choice: ``tail`` static, ``temperature`` numeric (may be traced)."""
+def tail_arg(tail, temperature, estimator=None, default_tail="ks") -> _tail.TailSpec:
+    """The validated tail choice: ``tail`` static, ``temperature`` numeric (may be traced);
+    ``estimator`` (static) instead of a ``tail`` other than ``default_tail``
+    (:func:`jaxww.fit.estimators.tail_choice`)."""
     tail = checks.static(tail, "tail")
+    if estimator is not None:
+        return _estimators.tail_choice(tail, _tail.DEFAULT_TEMPERATURE, checks.static(estimator, "estimator"),
+                                       default_tail)
     if not checks.is_array(temperature) or isinstance(tail, _tail.TailSpec):
         return _tail.tail_spec(tail, temperature)
     temperature = checks.hyperparameter(temperature, "temperature", lambda v: _tail.tail_spec(tail, v))

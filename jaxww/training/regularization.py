@@ -61,6 +61,7 @@ def add_alpha_regularization(
     thresh: float = _tail.EVALS_THRESH,
     min_evals: int | None = None,
     scan_axis: ScanAxis = None,
+    estimator: str | None = None,
 ) -> optax.GradientTransformation:
     """Add the gradient of an alpha penalty to the updates.
 
@@ -117,6 +118,7 @@ def add_alpha_regularization(
         verdict; a 10-class head (10 eigenvalues) or a ``3x3x1x32`` convolution (9) is not
         touched. ``min_evals=8`` acts on every row analyze reports.
       scan_axis: the layer axis of scanned stacks, as in :func:`jaxww.analyze` (static).
+      estimator: instead of ``tail``, a paper's estimator (see :func:`jaxww.alpha`; static).
 
     Returns:
       An ``optax.GradientTransformation`` with an :class:`AlphaRegularizationState`;
@@ -147,7 +149,7 @@ def add_alpha_regularization(
     target = checks.hyperparameter(target, "target", _reg.target_arg)
     strength = _r.nonnegative_arg(strength, "strength")
     every = _r.every_arg(every)
-    spec = _r.tail_arg(tail, temperature)
+    spec = _r.tail_arg(tail, temperature, estimator, "ks")
     checks.one_of(distance, _reg.DISTANCES, "distance")
     checks.one_of(reduce, _reg.REDUCTIONS, "reduce")
     thresh = _r.thresh_arg(thresh)

@@ -76,6 +76,7 @@ def scale_by_alpha(
     thresh: float = _tail.EVALS_THRESH,
     min_evals: int | None = None,
     scan_axis: ScanAxis = None,
+    estimator: str | None = None,
 ) -> optax.GradientTransformation:
     """Scale each layer's updates by an affine function of its alpha (TempBalance).
 
@@ -83,8 +84,24 @@ def scale_by_alpha(
               \\frac{\\alpha_l - \\min_k \\alpha_k}{\\max_k \\alpha_k - \\min_k \\alpha_k}
 
     With the defaults this is TempBalance's ``lr_l = lr * (0.5 + (alpha_l - min) /
-    (max - min))``: layers with lighter tails (larger alpha, under-trained) learn
-    faster. Alphas are refreshed every ``every`` steps (no gradient; the fast
+    (max - min))`` (``assign_func='tb_linear_map'``, ``Tempbalance.get_layer_temps`` of
+    YefanZhou/TempBalance ``tempbalance.py``): layers with lighter tails (larger alpha,
+    under-trained) learn faster.
+
+    TempBalance's method (its defaults, ``main_tb.py``: SGD, momentum 0.9, coupled weight
+    decay, ``pl_fitting='median'``, refreshed once per epoch, first and last layer and
+    layers of fewer than 50 eigenvalues left alone) is::
+
+        optax.chain(optax.add_decayed_weights(wd), optax.trace(decay=0.9),
+                    jaxww.scale_by_alpha(every=steps_per_epoch, estimator="hill_median",
+                                         min_evals=50, mask=not_first_or_last),
+                    optax.scale_by_learning_rate(schedule))
+
+    What still differs: TempBalance also gives each BatchNorm layer its convolution's
+    learning rate (here other leaves pass through unscaled); it keeps eigenvalues
+    ``<= 1e-5`` (see :mod:`jaxww.fit.estimators`); with all alphas equal its map gives
+    ``max_scale``, this one the midpoint. ``tail="fraction"`` (the default) is the same
+    tail for spectra of 3 or more eigenvalues. Alphas are refreshed every ``every`` steps (no gradient; the fast
     eigenvalue path); only weight matrices are scaled, other leaves pass through.
     Layers whose alpha cannot be fitted keep scale 1. Place it between the
     optimizer's preconditioning and the learning rate, e.g.
@@ -105,6 +122,8 @@ def scale_by_alpha(
       every: refresh alphas every this many steps (``>= 1``); static.
       tail, temperature: how alpha is estimated (default: the top half, as TempBalance);
         ``tail`` is static, ``temperature`` numeric.
+      estimator: instead of ``tail``, a paper's estimator (static; see :func:`jaxww.alpha`):
+        ``"hill_median"`` is TempBalance's.
       min_scale, max_scale: the range of the factors, ``0 <= min_scale <= max_scale``
         (floats or scalar arrays, checked when concrete).
       mask: optax-style mask of the leaves to consider.
@@ -137,7 +156,7 @@ def scale_by_alpha(
 
     return _alpha_driven("scale_by_alpha", apply, every=every, tail=tail, temperature=temperature,
                          min_scale=min_scale, max_scale=max_scale, mask=mask, layouts=layouts, thresh=thresh,
-                         min_evals=min_evals, scan_axis=scan_axis)
+                         min_evals=min_evals, scan_axis=scan_axis, estimator=estimator)
 
 
 def add_alpha_decayed_weights(
@@ -153,6 +172,7 @@ def add_alpha_decayed_weights(
     thresh: float = _tail.EVALS_THRESH,
     min_evals: int | None = None,
     scan_axis: ScanAxis = None,
+    estimator: str | None = None,
 ) -> optax.GradientTransformation:
     """Add weight decay whose per-layer strength grows with the layer's alpha (AlphaDecay).
 
@@ -161,8 +181,24 @@ def add_alpha_decayed_weights(
               \\frac{\\alpha_l - \\min_k \\alpha_k}{\\max_k \\alpha_k - \\min_k \\alpha_k}
 
     Layers with heavier tails (smaller alpha) get weaker decay, lighter-tailed layers
-    stronger decay, as AlphaDecay assigns them; the linear map and its bounds are
-    this library's choice, not a reproduction of the paper's settings. Only weight
+    stronger decay: AlphaDecay's ``assign_func='tb_linear_map'``
+    (hed-ucas/AlphaDecay, ``WeightDecayUnbalance.py``,
+    ``modulewise_AlphaDecay.get_layer_temps``: ``np.interp(alpha, [min, max],
+    [wd_min_ratio * wd, wd_max_ratio * wd])``, alpha by ``pl_fitting='median'``).
+    AlphaDecay's method (``torchrun_main.py``: AdamW, refreshed every 500 steps, first
+    and last layer and layers of fewer than 50 eigenvalues at the base decay; its
+    scripts use ``wd_min_ratio=0.6666`` and ``wd_max_ratio`` 3 to 5) is::
+
+        optax.chain(optax.scale_by_adam(),
+                    jaxww.add_alpha_decayed_weights(wd, every=500, estimator="hill_median",
+                                                    min_scale=0.6666, max_scale=5.0,
+                                                    min_evals=50, mask=not_first_or_last),
+                    optax.add_decayed_weights(wd, mask=every_other_leaf),
+                    optax.scale_by_learning_rate(schedule))
+
+    What still differs: AlphaDecay refreshes after steps 499, 999, ... (here at steps 0,
+    500, 1000, ...; both at the start); it keeps eigenvalues ``<= 1e-5``; with all
+    alphas equal its map gives ``max_scale``, this one the midpoint. Only weight
     matrices are decayed (chain :func:`optax.add_decayed_weights` for other leaves);
     a non-finite weight adds no decay. Alphas are refreshed every ``every`` steps.
 
@@ -180,6 +216,8 @@ def add_alpha_decayed_weights(
       every: refresh alphas every this many steps (``>= 1``); static.
       tail, temperature: how alpha is estimated (default: the top half); ``tail`` is
         static, ``temperature`` numeric.
+      estimator: instead of ``tail``, a paper's estimator (static; see :func:`jaxww.alpha`):
+        ``"hill_median"`` is AlphaDecay's.
       min_scale, max_scale: range of the per-layer factor (floats or scalar arrays).
       mask: optax-style mask of the leaves to consider.
       layouts: layout overrides, as in :func:`jaxww.analyze`.
@@ -215,7 +253,7 @@ def add_alpha_decayed_weights(
 
     return _alpha_driven("add_alpha_decayed_weights", apply, every=every, tail=tail, temperature=temperature,
                          min_scale=min_scale, max_scale=max_scale, mask=mask, layouts=layouts, thresh=thresh,
-                         min_evals=min_evals, scan_axis=scan_axis)
+                         min_evals=min_evals, scan_axis=scan_axis, estimator=estimator)
 
 
 def _scales_arg(lo, hi):
@@ -228,14 +266,14 @@ def _scales_arg(lo, hi):
 
 
 def _alpha_driven(name: str, apply, *, every, tail, temperature, min_scale, max_scale, mask, layouts, thresh,
-                  min_evals, scan_axis) -> optax.GradientTransformation:
+                  min_evals, scan_axis, estimator) -> optax.GradientTransformation:
     """The transform ``name`` that applies per-layer factors ``s_l`` of alpha
     (:func:`alpha_scales`): ``apply(update, param, factor, count)`` on each floating-point
     weight leaf; layers stored as integers are measured, left out of the map, not updated."""
     every = _r.every_arg(every)
     min_evals = _r.min_evals_arg(min_evals)
     scan_axis = _r.scan_axis_arg(scan_axis)
-    spec = _r.tail_arg(tail, temperature)
+    spec = _r.tail_arg(tail, temperature, estimator, "fraction")
     min_scale, max_scale = _scales_arg(min_scale, max_scale)
     thresh = _r.thresh_arg(thresh)
 
