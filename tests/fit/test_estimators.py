@@ -161,7 +161,7 @@ def test_bad_arguments_name_the_choices():
         jaxww.fit_power_law(np.arange(1.0, 30.0), estimator="hill")
     with pytest.raises(ValueError, match="xmin_max does not apply"):
         jaxww.fit_power_law(np.arange(1.0, 30.0), estimator="hill_median", xmin_max=5.0)
-    with pytest.raises(ValueError, match="bootstrap tests the 'csn' fit"):
+    with pytest.raises(ValueError, match="bootstrap and candidates= refine the 'csn' fit"):
         jaxww.fit_power_law(np.arange(1.0, 30.0), estimator="alpha_peak", bootstrap=10,
                             key=jax.random.key(0))
 
