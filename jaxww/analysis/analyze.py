@@ -187,21 +187,7 @@ def analyze(
     devices = _placement.local_devices(devices)
     with _running(report_progress, read, opts, plot) as tracker:
         run = Run(precision, opts, key, budget, tracker)
-        with _spectra.precision_scope(precision):
-            spectra = eigenvalues.compute(read.kernels, read.leaves, devices, run)
-            groups = _streaming.fitting(read.kernels, devices, budget, precision)(fitting.fit_parts)(
-                read.kernels, spectra.evals, read.leaves, devices, xmin_max, run)
-            if opts.farms is not None:
-                groups = _farms.add(groups, _farms.columns(read.kernels, read.leaves, devices, opts.farms,
-                                                           opts.fix_fingers, xmin_max, precision, budget))
-        notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the {label} "
-                    f"{_progress.human_bytes(b)}" for i, (n, b, label) in spectra.alone.items()}
-        out = rows.assemble(read.kernels, read.ids, groups, opts, notes)
-        if vectors:
-            with _spectra.precision_scope(precision):
-                found = _vectors.columns(read.kernels, read.leaves, out.rows, precision, budget)
-            for row, cols in zip(out.rows, found):
-                row.update(cols)
+        out = _rows(read, devices, run, xmin_max, vectors)
         report = Report(out.rows, tuple(read.skipped), out.evals, read.limited, limits, treedef=read.treedef,
                         columns=COLUMNS + opts.columns + _vectors.COLUMNS * bool(vectors), rand_evals=out.rand_evals,
                         kernels=tuple(read.kernels), options=given)
@@ -210,6 +196,27 @@ def analyze(
             plots.draw_all(report, savefig, done=lambda: tracker.advance(1, 0, _plot_work()))
         tracker.finish()
     return report
+
+
+def _rows(read, devices, run: Run, xmin_max, vectors: bool) -> rows.Rows:
+    """The rows of the analysed layers: spectra, fits, the options' columns (FARMS and the
+    vectors' among them) and the notes of the layers computed alone over a budget."""
+    opts, precision, budget = run.opts, run.precision, run.budget
+    with _spectra.precision_scope(precision):
+        spectra = eigenvalues.compute(read.kernels, read.leaves, devices, run)
+        groups = _streaming.fitting(read.kernels, devices, budget, precision)(fitting.fit_parts)(
+            read.kernels, spectra.evals, read.leaves, devices, xmin_max, run)
+        if opts.farms is not None:
+            groups = _farms.add(groups, _farms.columns(read.kernels, read.leaves, devices, opts.farms,
+                                                       opts.fix_fingers, xmin_max, precision, budget))
+        notes = {i: f"computed alone: needs {_progress.human_bytes(n)}, over the {label} "
+                    f"{_progress.human_bytes(b)}" for i, (n, b, label) in spectra.alone.items()}
+        out = rows.assemble(read.kernels, read.ids, groups, opts, notes)
+        if vectors:
+            found = _vectors.columns(read.kernels, read.leaves, out.rows, precision, budget)
+            for row, cols in zip(out.rows, found):
+                row.update(cols)
+    return out
 
 
 def _check_found(read, limits) -> None:
