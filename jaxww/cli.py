@@ -27,7 +27,7 @@ import re
 import sys
 
 from jaxww import __version__
-from jaxww.defaults import BASE_LAYOUTS, FITS, FIX_FINGERS, LAYOUTS, MAX_EVALS, MAX_N, MIN_EVALS, SUPPORTED
+from jaxww.defaults import BASE_LAYOUTS, ESTIMATOR_NAMES, FITS, FIX_FINGERS, LAYOUTS, MAX_EVALS, MAX_N, MIN_EVALS, SUPPORTED
 
 #: How the command line includes the layers the size limits left out.
 _INCLUDE = "--max-N none --max-evals none"
@@ -154,7 +154,7 @@ def _analysis_options(an) -> None:
     an.add_argument("--mp-fit", action="store_true", help="add the Marchenko-Pastur fit columns")
     an.add_argument("--randomize", action="store_true", help="add the randomised-spectrum columns")
     an.add_argument("--detX", action="store_true", help="add the detX columns")
-    an.add_argument("--estimator", choices=("csn", "hill_median", "alpha_mid", "alpha_peak"), default="csn",
+    an.add_argument("--estimator", choices=ESTIMATOR_NAMES, default="csn",
                     help="how alpha is fitted: csn (weightwatcher's, default), hill_median (TempBalance), "
                          "alpha_mid or alpha_peak (AlphaPruning)")
     an.add_argument("--ERG", action="store_true", help="add the detX columns and num_ERG_spikes, ERG_gap")

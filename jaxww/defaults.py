@@ -19,6 +19,8 @@ LAYOUTS = BASE_LAYOUTS + tuple("stacked_" + b for b in BASE_LAYOUTS) + ("skip",)
 #: ``--fix-fingers`` and ``--fit``).
 FIX_FINGERS = ("clip_xmax", "xmin_peak")
 FITS = ("PL", "TPL", "E_TPL")
+#: The ``estimator=`` choices (``--estimator``), described in :mod:`jaxww.fit.estimators`.
+ESTIMATOR_NAMES = ("csn", "hill_median", "alpha_mid", "alpha_peak")
 
 #: What :func:`jaxww.load_params` reads, as error messages say it.
 SUPPORTED = ("a .npz, .safetensors, Flax .msgpack, Keras .weights.h5 / .keras or PyTorch .pth / .bin file, "
